@@ -1,0 +1,273 @@
+package instance
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/sipis/sipis/internal/store"
+	"github.com/sipis/sipis/pkg/registration"
+)
+
+// RequestError is a registration refused for a reason the app can fix; StatusCode is the HTTP
+// status to answer with and Error a one-line reason that never contains a secret.
+type RequestError struct {
+	Code   int
+	Reason string
+	Err    error
+}
+
+func (e *RequestError) Error() string   { return e.Reason }
+func (e *RequestError) Unwrap() error   { return e.Err }
+func (e *RequestError) StatusCode() int { return e.Code }
+
+func refuse(code int, err error, format string, args ...any) error {
+	return &RequestError{Code: code, Reason: fmt.Sprintf(format, args...), Err: err}
+}
+
+// ErrUnknownSelector is returned for a selector the manager does not hold.
+var ErrUnknownSelector = errors.New("instance: unknown selector")
+
+// Register opens a sealed registration as posted by an app and applies it. A bad request
+// returns a *RequestError and changes nothing.
+func (m *Manager) Register(ctx context.Context, sealed []byte) error {
+	if m.opts.PublicKey == nil || m.opts.PrivateKey == nil {
+		return errors.New("instance: no server key configured")
+	}
+	reg, err := registration.Open(sealed, m.opts.PublicKey, m.opts.PrivateKey)
+	if err != nil {
+		m.stats.Rejected.Add(1)
+		var ve *registration.ValidationError
+		switch {
+		case errors.As(err, &ve):
+			return refuse(http.StatusBadRequest, err, "%s", ve.Error())
+		case errors.Is(err, registration.ErrNotOurs):
+			return refuse(http.StatusBadRequest, err, "registration cannot be opened: not sealed to this server's key, or corrupted")
+		case errors.Is(err, registration.ErrTruncated):
+			return refuse(http.StatusBadRequest, err, "registration is truncated")
+		default:
+			return refuse(http.StatusBadRequest, err, "%s", oneLine(err.Error()))
+		}
+	}
+	return m.Apply(ctx, reg)
+}
+
+// Apply stores an opened registration and hands its mode to the state machine. The
+// timestamp must be within MaxClockSkew of now and the nonce unused, or nothing changes.
+func (m *Manager) Apply(ctx context.Context, reg *registration.Registration) error {
+	if err := reg.Validate(); err != nil {
+		m.stats.Rejected.Add(1)
+		return refuse(http.StatusBadRequest, err, "%s", err.Error())
+	}
+	now := time.Now()
+	if skew := now.Sub(reg.Timestamp); skew > m.opts.MaxClockSkew || -skew > m.opts.MaxClockSkew {
+		m.stats.Rejected.Add(1)
+		return refuse(http.StatusBadRequest, nil, "registration timestamp %s is more than %s away from the server's clock",
+			reg.Timestamp.UTC().Format(time.RFC3339), m.opts.MaxClockSkew)
+	}
+
+	m.mu.RLock()
+	inst := m.instances[reg.Selector]
+	m.mu.RUnlock()
+
+	if reg.Mode == registration.ModeOff && inst == nil {
+		// Forgetting an unknown instance: only remember the nonce via a normal store call
+		// would create it, so just answer OK.
+		return nil
+	}
+
+	si := &store.Instance{
+		Selector: reg.Selector, Node: m.opts.Node, Mode: string(reg.Mode), LastActivity: now,
+		Settings: maskedSettings(reg),
+	}
+	if reg.Mode == registration.ModeBackground {
+		si.Account = store.Account(reg.Account)
+	}
+	contact, callID := "", ""
+	if inst == nil {
+		contact, callID = randomToken(16), randomToken(16)
+		si.ContactUser, si.CallID, si.CreatedAt = contact, callID, now
+		si.State, si.Status = Idle.Key(), NotRegistered.String()
+	} else if reg.Mode != registration.ModeBackground {
+		// Keep the stored account: foreground and off carry none.
+		inst.mu.Lock()
+		si.Account = inst.account
+		inst.mu.Unlock()
+	}
+	dev := &store.Device{
+		Selector: reg.Selector, ID: reg.Device.ID, Platform: reg.Device.Platform, PushToken: reg.Device.PushToken,
+		AppID: reg.Device.AppID, Sandbox: reg.Device.Sandbox, AppVersion: reg.Device.AppVersion,
+		Locale: reg.Device.Locale, Secret: reg.Device.Secret, LastSeen: now,
+	}
+	if err := m.opts.Store.PutRegistration(ctx, si, dev, reg.Nonce, reg.Timestamp); err != nil {
+		m.stats.Rejected.Add(1)
+		if errors.Is(err, store.ErrReplay) {
+			return refuse(http.StatusConflict, err, "registration replayed: this nonce was already used")
+		}
+		return fmt.Errorf("instance: store registration: %w", err)
+	}
+	devices, err := m.opts.Store.Devices(ctx, reg.Selector)
+	if err != nil {
+		return fmt.Errorf("instance: load devices: %w", err)
+	}
+	m.stats.Registrations.Add(1)
+
+	if inst == nil {
+		inst = &Instance{selector: reg.Selector, contactUser: contact, callID: callID,
+			created: now.UnixNano(), phase: Phase{Idle, NotRegistered}}
+		m.mu.Lock()
+		if other := m.instances[reg.Selector]; other != nil {
+			inst = other // a concurrent registration of the same new selector won
+		} else {
+			m.instances[reg.Selector] = inst
+			m.byContact[contact] = inst
+			m.sorted = nil
+		}
+		m.mu.Unlock()
+	}
+	inst.mu.Lock()
+	if reg.Mode == registration.ModeBackground {
+		if inst.account.User != reg.Account.User || inst.account.Domain != reg.Account.Domain {
+			inst.minExpires = 0
+		}
+		inst.account = store.Account(reg.Account)
+	}
+	inst.lastActivity = now.UnixNano()
+	inst.devices = int32(len(devices))
+	inst.mu.Unlock()
+
+	ev := map[registration.Mode]Event{
+		registration.ModeBackground: EvBackground,
+		registration.ModeForeground: EvForeground,
+		registration.ModeOff:        EvForget,
+	}[reg.Mode]
+	m.instanceLog(inst).WithFields(logrus.Fields{"mode": reg.Mode, "device": reg.Device.ID}).Info("registration accepted")
+	return m.post(ctx, inst, ev)
+}
+
+// maskedSettings is everything the app sent, as JSON, with secrets replaced by "Not Empty" or
+// "Empty" and the push token shortened, for the settings page.
+func maskedSettings(reg *registration.Registration) []byte {
+	r := *reg
+	r.Account.Password = mask(r.Account.Password)
+	r.Device.Secret = mask(r.Device.Secret)
+	r.Device.PushToken = ShortToken(r.Device.PushToken)
+	b, err := json.Marshal(r)
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+func mask(s string) string {
+	if s == "" {
+		return "Empty"
+	}
+	return "Not Empty"
+}
+
+// ShortToken shortens a push token for logs and pages: the first 8 characters and an ellipsis.
+func ShortToken(t string) string {
+	if len(t) <= 8 {
+		return t
+	}
+	return t[:8] + "…"
+}
+
+// TurnOff unregisters one instance and keeps it idle until its app registers again.
+func (m *Manager) TurnOff(ctx context.Context, selector string) error {
+	m.mu.RLock()
+	inst := m.instances[selector]
+	m.mu.RUnlock()
+	if inst == nil {
+		return ErrUnknownSelector
+	}
+	return m.post(ctx, inst, EvTurnOff)
+}
+
+// TurnOffAll turns off every instance that is not idle; it returns how many it turned off.
+func (m *Manager) TurnOffAll(ctx context.Context) (int, error) {
+	m.mu.RLock()
+	insts := make([]*Instance, 0, len(m.instances))
+	for _, inst := range m.instances {
+		insts = append(insts, inst)
+	}
+	m.mu.RUnlock()
+	n := 0
+	for _, inst := range insts {
+		inst.mu.Lock()
+		active := inst.phase.State != Idle || inst.busy
+		inst.mu.Unlock()
+		if !active {
+			continue
+		}
+		if err := m.post(ctx, inst, EvTurnOff); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// Forget unregisters one instance and deletes it with its credentials.
+func (m *Manager) Forget(ctx context.Context, selector string) error {
+	m.mu.RLock()
+	inst := m.instances[selector]
+	m.mu.RUnlock()
+	if inst == nil {
+		return ErrUnknownSelector
+	}
+	return m.post(ctx, inst, EvForget)
+}
+
+// sweepLoop forgets silent instances and prunes old nonces, now and every SweepInterval.
+func (m *Manager) sweepLoop() {
+	t := time.NewTicker(m.opts.SweepInterval)
+	defer t.Stop()
+	for {
+		m.sweep(time.Now())
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (m *Manager) sweep(now time.Time) {
+	ctx, cancel := context.WithTimeout(m.ctx, time.Minute)
+	defer cancel()
+	if _, err := m.opts.Store.PruneNonces(ctx, now.Add(-3*m.opts.MaxClockSkew)); err != nil && ctx.Err() == nil {
+		m.log.WithField("err", err).Warn("pruning nonces failed")
+	}
+	silent, err := m.opts.Store.SilentInstances(ctx, now.Add(-m.opts.MaxAge))
+	if err != nil {
+		if ctx.Err() == nil {
+			m.log.WithField("err", err).Warn("finding silent instances failed")
+		}
+		return
+	}
+	if m.opts.NotRegisteredMaxAge > 0 {
+		idleBefore := now.Add(-m.opts.NotRegisteredMaxAge).UnixNano()
+		m.mu.RLock()
+		for sel, inst := range m.instances {
+			inst.mu.Lock()
+			if inst.phase.State == Idle && !inst.busy && inst.lastActivity < idleBefore {
+				silent = append(silent, sel)
+			}
+			inst.mu.Unlock()
+		}
+		m.mu.RUnlock()
+	}
+	for _, sel := range silent {
+		if err := m.Forget(ctx, sel); err != nil && !errors.Is(err, ErrUnknownSelector) {
+			return
+		}
+		m.log.WithField("selector", sel).Info("forgetting silent instance")
+	}
+}

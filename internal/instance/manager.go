@@ -1,0 +1,814 @@
+package instance
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/sipis/sipis/internal/sipua"
+	"github.com/sipis/sipis/internal/store"
+	"github.com/sipis/sipis/pkg/registration"
+)
+
+// Registrar sends one REGISTER cycle (with digest auth) and returns its final result.
+// *sipua.UA implements it; tests use fakes.
+type Registrar interface {
+	Register(ctx context.Context, b sipua.Binding) (sipua.Result, error)
+}
+
+// Store is what the manager needs from the database.
+type Store interface {
+	PutRegistration(ctx context.Context, inst *store.Instance, dev *store.Device, nonce string, nonceTime time.Time) error
+	SaveStates(ctx context.Context, ups []store.StateUpdate) error
+	ForEachInstance(ctx context.Context, fn func(*store.Instance) error) error
+	Instance(ctx context.Context, selector string) (*store.Instance, error)
+	Devices(ctx context.Context, selector string) ([]store.Device, error)
+	DeviceCounts(ctx context.Context) (map[string]int, error)
+	DeleteInstance(ctx context.Context, selector string) error
+	SilentInstances(ctx context.Context, before time.Time) ([]string, error)
+	PruneNonces(ctx context.Context, before time.Time) (int64, error)
+}
+
+// Options configure a Manager. Zero values take the defaults in parentheses.
+type Options struct {
+	Store     Store
+	Registrar Registrar
+	Logger    logrus.FieldLogger
+	Node      string
+
+	// PublicKey and PrivateKey open sealed registrations.
+	PublicKey, PrivateKey *registration.Key
+	MaxClockSkew          time.Duration // accepted timestamp age either way (5m)
+
+	DefaultExpires  int     // seconds asked for when the app asks for none (3600)
+	MinExpires      int     // lower bound on what we ask for (60)
+	MaxExpires      int     // upper bound on what we ask for (86400)
+	RefreshFraction float64 // refresh at this fraction of the granted expiry, less jitter (0.5)
+
+	BackoffMin        time.Duration // first retry after a failure (5s)
+	BackoffMax        time.Duration // retries never wait longer, unless Retry-After says so (30m)
+	UnauthorizedRetry time.Duration // retry after the credentials were refused (30m)
+
+	Workers             int           // concurrent SIP transactions at most (256)
+	MaxInFlightPerProxy int           // REGISTERs in flight to one proxy at most (64)
+	QueueSize           int           // message loop capacity (65536)
+	ResumeWindow        time.Duration // spread of re-registrations after a start (5m)
+	TransactionTimeout  time.Duration // upper bound on one REGISTER cycle (40s)
+
+	MaxAge              time.Duration // forget instances whose devices were silent this long (7 days)
+	NotRegisteredMaxAge time.Duration // forget idle instances silent this long (12h; 0 = never)
+	SweepInterval       time.Duration // how often the two above are checked (10m)
+
+	// InstanceLogger returns a logger for an instance whose detailed logging is on; nil = none.
+	InstanceLogger func(selector string) logrus.FieldLogger
+}
+
+func (o *Options) setDefaults() {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&o.DefaultExpires, 3600)
+	def(&o.MinExpires, 60)
+	def(&o.MaxExpires, 86400)
+	def(&o.Workers, 256)
+	def(&o.MaxInFlightPerProxy, 64)
+	def(&o.QueueSize, 1<<16)
+	defDur(&o.MaxClockSkew, 5*time.Minute)
+	defDur(&o.BackoffMin, 5*time.Second)
+	defDur(&o.BackoffMax, 30*time.Minute)
+	defDur(&o.UnauthorizedRetry, 30*time.Minute)
+	defDur(&o.ResumeWindow, 5*time.Minute)
+	defDur(&o.TransactionTimeout, 40*time.Second)
+	defDur(&o.MaxAge, 7*24*time.Hour)
+	defDur(&o.SweepInterval, 10*time.Minute)
+	if o.RefreshFraction <= 0 || o.RefreshFraction >= 1 {
+		o.RefreshFraction = 0.5
+	}
+	if o.Logger == nil {
+		l := logrus.New()
+		l.Out = discard{}
+		o.Logger = l
+	}
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// item is one entry of the message loop.
+type item struct {
+	inst *Instance
+	ev   Event
+	gen  uint64 // for EvTimer: the schedule generation it belongs to
+}
+
+// Manager owns every instance of this node.
+type Manager struct {
+	opts  Options
+	log   logrus.FieldLogger
+	sched *scheduler
+	queue chan item
+
+	mu         sync.RWMutex
+	instances  map[string]*Instance // by selector
+	byContact  map[string]*Instance // by Contact user part
+	sorted     []string             // selectors in order; nil when it must be rebuilt
+	proxyMu    sync.Mutex
+	proxySlots map[string]int // REGISTERs in flight per proxy
+
+	persist chan store.StateUpdate
+
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	started atomic.Bool
+
+	stats Stats
+}
+
+// Stats are counters since the manager started.
+type Stats struct {
+	Registers        atomic.Int64 // REGISTER cycles run (refreshes included)
+	RegisterFailures atomic.Int64
+	Unregisters      atomic.Int64
+	Registrations    atomic.Int64 // registrations accepted from apps
+	Rejected         atomic.Int64 // registrations refused
+	PersistErrors    atomic.Int64
+}
+
+// New returns a manager; Start loads the stored instances and starts the loop.
+func New(opts Options) (*Manager, error) {
+	if opts.Store == nil || opts.Registrar == nil {
+		return nil, errors.New("instance: Store and Registrar are required")
+	}
+	opts.setDefaults()
+	m := &Manager{
+		opts:       opts,
+		log:        opts.Logger,
+		queue:      make(chan item, opts.QueueSize),
+		instances:  make(map[string]*Instance),
+		byContact:  make(map[string]*Instance),
+		proxySlots: make(map[string]int),
+		persist:    make(chan store.StateUpdate, 4096),
+	}
+	m.sched = newScheduler(m.fireTimer)
+	return m, nil
+}
+
+// Stats returns the manager's counters.
+func (m *Manager) Stats() *Stats { return &m.stats }
+
+// QueueLen is the number of events waiting in the message loop.
+func (m *Manager) QueueLen() int { return len(m.queue) }
+
+// Start loads every stored instance and resumes those that were holding a registration,
+// spread over ResumeWindow so that a restart of a big node does not hit the proxies in one
+// burst. Bindings that are still valid at the registrar are simply refreshed on schedule.
+func (m *Manager) Start(ctx context.Context) error {
+	if !m.started.CompareAndSwap(false, true) {
+		return errors.New("instance: manager already started")
+	}
+	m.ctx, m.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	counts, err := m.opts.Store.DeviceCounts(ctx)
+	if err != nil {
+		return fmt.Errorf("instance: load devices: %w", err)
+	}
+	now := time.Now()
+	var resumed int
+	err = m.opts.Store.ForEachInstance(ctx, func(si *store.Instance) error {
+		inst := fromStore(si)
+		inst.devices = int32(counts[si.Selector])
+		m.instances[inst.selector] = inst
+		if inst.contactUser != "" {
+			m.byContact[inst.contactUser] = inst
+		}
+		if inst.phase.State != Idle && !inst.off {
+			at := m.resumeTime(inst, now)
+			inst.gen++
+			inst.nextAt = at.UnixNano()
+			m.sched.add(inst, at, inst.gen)
+			resumed++
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("instance: load instances: %w", err)
+	}
+	m.log.WithFields(logrus.Fields{"instances": len(m.instances), "resumed": resumed}).Info("instances loaded")
+
+	m.wg.Add(3 + m.opts.Workers)
+	go func() { defer m.wg.Done(); m.sched.run(m.ctx) }()
+	go func() { defer m.wg.Done(); m.persistLoop() }()
+	go func() { defer m.wg.Done(); m.sweepLoop() }()
+	for range m.opts.Workers {
+		go func() { defer m.wg.Done(); m.worker() }()
+	}
+	return nil
+}
+
+// resumeTime picks when a resumed instance registers again: at its normal refresh time if its
+// binding is still valid long enough, otherwise at a random point of the resume window (but
+// before the binding would lapse).
+func (m *Manager) resumeTime(inst *Instance, now time.Time) time.Time {
+	window := m.opts.ResumeWindow
+	if inst.expiresAt > 0 && inst.phase.Status == Registered {
+		left := time.Duration(inst.expiresAt - now.UnixNano())
+		refreshIn := time.Duration(float64(left) * m.opts.RefreshFraction)
+		if refreshIn > window {
+			return now.Add(jitterDown(refreshIn, 0.2))
+		}
+		if left > 2*time.Second && left-2*time.Second < window {
+			window = left - 2*time.Second
+		}
+	}
+	return now.Add(time.Duration(rand.Int64N(int64(window) + 1)))
+}
+
+// Stop stops the loop, waits for transactions in flight and flushes state to the store.
+// It does not unregister anything: bindings stay at the registrars through a restart.
+func (m *Manager) Stop() {
+	if !m.started.Load() || m.cancel == nil {
+		return
+	}
+	m.cancel()
+	m.wg.Wait()
+}
+
+// fireTimer is called by the scheduler; it blocks while the message loop is full.
+func (m *Manager) fireTimer(inst *Instance, gen uint64) {
+	select {
+	case m.queue <- item{inst: inst, ev: EvTimer, gen: gen}:
+	case <-m.ctx.Done():
+	}
+}
+
+// post puts an app or admin event on the message loop.
+func (m *Manager) post(ctx context.Context, inst *Instance, ev Event) error {
+	select {
+	case m.queue <- item{inst: inst, ev: ev}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-m.ctx.Done():
+		return errors.New("instance: manager stopped")
+	}
+}
+
+func (m *Manager) worker() {
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case it := <-m.queue:
+			m.handle(it)
+		}
+	}
+}
+
+// handle runs one event through the state machine and executes its actions, including the
+// SIP transaction (outside the instance lock) and the events its result produces.
+func (m *Manager) handle(it item) {
+	inst := it.inst
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	if it.ev == EvTimer && it.gen != inst.gen {
+		return // superseded
+	}
+	if inst.busy {
+		if it.ev != EvTimer && inst.pending != EvForget {
+			inst.pending = it.ev // the latest app or admin wish wins; Forget always wins
+		}
+		return
+	}
+	ev := it.ev
+	for ev != EvNone {
+		ev = m.step(inst, ev)
+		if ev == EvNone && inst.pending != EvNone {
+			ev, inst.pending = inst.pending, EvNone
+		}
+	}
+}
+
+// step applies one event; it returns the event produced by a SIP transaction, if any.
+// The caller holds inst.mu; step releases it while the transaction is in flight.
+func (m *Manager) step(inst *Instance, ev Event) Event {
+	from := inst.phase
+	to, act := Transition(from, ev)
+	now := time.Now()
+	inst.phase = to
+	note := ""
+	var next Event
+	switch act {
+	case ActRegister:
+		if !m.admit(inst) {
+			// The proxy has too many REGISTERs in flight: try again in a moment.
+			m.scheduleIn(inst, 20*time.Millisecond+time.Duration(rand.Int64N(int64(100*time.Millisecond))))
+			note = "proxy busy, deferred"
+			break
+		}
+		res, err := m.transact(inst, m.requestExpires(inst))
+		next, note = m.classify(inst, res, err, time.Now())
+	case ActUnregister, ActUnregisterGone:
+		inst.gen++ // cancel any refresh or retry
+		inst.nextAt, inst.failures, inst.lastError = 0, 0, ""
+		if ev == EvTurnOff {
+			inst.off = true
+		}
+		if inst.expiresAt > now.UnixNano() {
+			m.admitWait(inst)
+			_, err := m.transact(inst, 0)
+			m.stats.Unregisters.Add(1)
+			if err != nil {
+				note = "unregister: " + err.Error()
+			}
+		}
+		inst.expiresAt = 0
+		if act == ActUnregisterGone {
+			m.remove(inst)
+			inst.remember(now.UnixNano(), ev, from, to, act, note)
+			m.instanceLog(inst).WithField("event", ev).Info("instance forgotten")
+			return EvNone
+		}
+	case ActRefreshLater:
+		inst.failures = 0
+		inst.lastError = ""
+		granted := time.Duration(inst.expiresAt-now.UnixNano()) + 0
+		m.scheduleIn(inst, m.refreshIn(granted))
+	case ActRetryLater:
+		m.scheduleIn(inst, m.backoff(inst))
+	case ActRetrySlowly:
+		m.scheduleIn(inst, jitterDown(m.opts.UnauthorizedRetry, 0.2))
+	}
+	if ev == EvBackground {
+		inst.off = false
+	}
+	if from != to || act != ActNone && act != ActRegister || ev == EvBackground {
+		inst.remember(now.UnixNano(), ev, from, to, act, note)
+		m.instanceLog(inst).WithFields(logrus.Fields{"event": ev, "from": from, "to": to, "action": act, "note": note}).Debug("transition")
+	}
+	m.save(inst, now)
+	return next
+}
+
+// transact runs one REGISTER cycle for inst with the lock released.
+func (m *Manager) transact(inst *Instance, expires int) (sipua.Result, error) {
+	b := sipua.Binding{
+		Selector: inst.selector, User: inst.account.User, AuthUser: inst.account.AuthUser,
+		Password: inst.account.Password, Domain: inst.account.Domain, Proxy: inst.account.Proxy,
+		Port: inst.account.Port, Transport: inst.account.Transport, DisplayName: inst.account.DisplayName,
+		ContactUser: inst.contactUser, CallID: inst.callID, CSeq: inst.cseq, Expires: expires,
+	}
+	key := proxyKey(&inst.account)
+	inst.busy = true
+	inst.mu.Unlock()
+	ctx, cancel := context.WithTimeout(m.ctx, m.opts.TransactionTimeout)
+	res, err := m.opts.Registrar.Register(ctx, b)
+	cancel()
+	m.release(key)
+	inst.mu.Lock()
+	inst.busy = false
+	now := time.Now().UnixNano()
+	m.stats.Registers.Add(1)
+	if res.CSeq > inst.cseq {
+		inst.cseq = res.CSeq
+	}
+	if res.BytesIn+res.BytesOut > 0 {
+		inst.bytesIn += int64(res.BytesIn)
+		inst.bytesOut += int64(res.BytesOut)
+		if inst.firstTraffic == 0 {
+			inst.firstTraffic = now
+		}
+		inst.lastTraffic = now
+	}
+	inst.lastRegister = now
+	if res.Request != "" {
+		inst.lastRequest = res.Request
+	}
+	inst.lastResponse = res.Response
+	if err != nil {
+		m.stats.RegisterFailures.Add(1)
+	}
+	if inst.logging {
+		m.instanceLog(inst).WithFields(logrus.Fields{"expires": expires, "status": res.Status, "err": err}).
+			Info("REGISTER\n" + res.Request + "\n" + res.Response)
+	}
+	return res, err
+}
+
+// classify turns a REGISTER result into the state machine's event.
+func (m *Manager) classify(inst *Instance, res sipua.Result, err error, now time.Time) (Event, string) {
+	switch {
+	case err != nil:
+		inst.lastError = oneLine(err.Error())
+		m.setRetryAfter(inst, 0)
+		return EvFailed, inst.lastError
+	case res.Status >= 200 && res.Status < 300:
+		if res.Expires <= 0 {
+			inst.lastError = fmt.Sprintf("%d %s but the registrar granted no binding (expires 0)", res.Status, res.Reason)
+			return EvFailed, inst.lastError
+		}
+		inst.expiresAt = now.Add(time.Duration(res.Expires) * time.Second).UnixNano()
+		return EvRegistered, ""
+	case res.Status == 423:
+		// RFC 3261 §10.2.8: retry with an expiration at least Min-Expires.
+		if res.MinExpires > int(inst.minExpires) && res.MinExpires <= 7*24*3600 {
+			inst.minExpires = int32(res.MinExpires)
+			return EvIntervalTooBrief, fmt.Sprintf("423: Min-Expires %d", res.MinExpires)
+		}
+		inst.lastError = fmt.Sprintf("423 %s without a usable Min-Expires", res.Reason)
+	case res.Status == 401 || res.Status == 407 || res.Status == 403:
+		inst.lastError = fmt.Sprintf("%d %s: credentials refused", res.Status, res.Reason)
+		return EvUnauthorized, inst.lastError
+	case res.Status >= 300 && res.Status < 400:
+		// sipis never follows redirects on a user's behalf.
+		inst.lastError = fmt.Sprintf("%d %s: redirect not followed", res.Status, res.Reason)
+	default:
+		inst.lastError = fmt.Sprintf("%d %s", res.Status, res.Reason)
+	}
+	m.setRetryAfter(inst, res.RetryAfter)
+	return EvFailed, inst.lastError
+}
+
+// retryAfter is remembered between classify and backoff through this small side table, to
+// keep Instance small: it is only set for instances that just failed.
+var retryAfters sync.Map // *Instance -> time.Duration
+
+func (m *Manager) setRetryAfter(inst *Instance, d time.Duration) {
+	if d > 0 {
+		retryAfters.Store(inst, d)
+	} else {
+		retryAfters.Delete(inst)
+	}
+}
+
+// requestExpires is the expiry to ask for: the app's wish within our bounds, raised to what a
+// 423 demanded.
+func (m *Manager) requestExpires(inst *Instance) int {
+	e := inst.account.Expires
+	if e <= 0 {
+		e = m.opts.DefaultExpires
+	}
+	e = max(min(e, m.opts.MaxExpires), m.opts.MinExpires)
+	return max(e, int(inst.minExpires))
+}
+
+// refreshIn is when to refresh a binding valid for granted: at RefreshFraction of it, less up
+// to 20% jitter so refreshes of instances registered together spread out, and never later
+// than 2 seconds before expiry.
+func (m *Manager) refreshIn(granted time.Duration) time.Duration {
+	d := jitterDown(time.Duration(float64(granted)*m.opts.RefreshFraction), 0.2)
+	if limit := granted - 2*time.Second; d > limit {
+		d = limit
+	}
+	return max(d, time.Second)
+}
+
+// backoff is the wait before retrying after a failure: exponential from BackoffMin to
+// BackoffMax with "equal jitter", or the registrar's Retry-After when that is longer.
+func (m *Manager) backoff(inst *Instance) time.Duration {
+	if inst.failures < 30 {
+		inst.failures++
+	}
+	d := m.opts.BackoffMin << (inst.failures - 1)
+	if d <= 0 || d > m.opts.BackoffMax {
+		d = m.opts.BackoffMax
+	}
+	d = d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+	if v, ok := retryAfters.LoadAndDelete(inst); ok {
+		if ra := v.(time.Duration); ra > d {
+			d = ra + time.Duration(rand.Int64N(int64(ra/10)+1))
+		}
+	}
+	return d
+}
+
+// jitterDown returns d reduced by a random fraction of at most f.
+func jitterDown(d time.Duration, f float64) time.Duration {
+	return d - time.Duration(rand.Float64()*f*float64(d))
+}
+
+func (m *Manager) scheduleIn(inst *Instance, d time.Duration) {
+	inst.gen++
+	at := time.Now().Add(d)
+	inst.nextAt = at.UnixNano()
+	m.sched.add(inst, at, inst.gen)
+}
+
+func proxyKey(a *store.Account) string {
+	host := a.Proxy
+	if host == "" {
+		host = a.Domain
+	}
+	return fmt.Sprintf("%s/%s:%d", a.Transport, host, a.Port)
+}
+
+// admit takes a slot for a REGISTER to inst's proxy, or says no when it has too many in flight.
+func (m *Manager) admit(inst *Instance) bool {
+	key := proxyKey(&inst.account)
+	m.proxyMu.Lock()
+	defer m.proxyMu.Unlock()
+	if m.proxySlots[key] >= m.opts.MaxInFlightPerProxy {
+		return false
+	}
+	m.proxySlots[key]++
+	return true
+}
+
+// admitWait takes a slot, waiting for one; used for unREGISTERs, which must not be dropped.
+func (m *Manager) admitWait(inst *Instance) {
+	for !m.admit(inst) {
+		inst.mu.Unlock()
+		select {
+		case <-time.After(10 * time.Millisecond):
+		case <-m.ctx.Done():
+		}
+		inst.mu.Lock()
+		if m.ctx.Err() != nil {
+			m.proxyMu.Lock()
+			m.proxySlots[proxyKey(&inst.account)]++ // balanced by release
+			m.proxyMu.Unlock()
+			return
+		}
+	}
+}
+
+func (m *Manager) release(key string) {
+	m.proxyMu.Lock()
+	if m.proxySlots[key]--; m.proxySlots[key] <= 0 {
+		delete(m.proxySlots, key)
+	}
+	m.proxyMu.Unlock()
+}
+
+// save queues inst's state for the write-behind persister.
+func (m *Manager) save(inst *Instance, now time.Time) {
+	up := store.StateUpdate{
+		Selector: inst.selector, State: inst.phase.State.Key(), Status: inst.phase.Status.String(),
+		LastError: inst.lastError, CSeq: inst.cseq, ExpiresAt: unixTime(inst.expiresAt), Off: inst.off, At: now,
+	}
+	select {
+	case m.persist <- up:
+	case <-m.ctx.Done():
+		// Stopping: write it directly so that nothing is lost.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := m.opts.Store.SaveStates(ctx, []store.StateUpdate{up}); err != nil {
+			m.stats.PersistErrors.Add(1)
+		}
+	}
+}
+
+// persistLoop batches state updates into one transaction per batch (at most every 20 ms, or
+// when 512 are waiting), so that thousands of refreshes per second cost a few commits.
+func (m *Manager) persistLoop() {
+	const maxBatch = 512
+	batch := make([]store.StateUpdate, 0, maxBatch)
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for attempt := 0; ; attempt++ {
+			err := m.opts.Store.SaveStates(ctx, batch)
+			if err == nil {
+				break
+			}
+			m.stats.PersistErrors.Add(1)
+			m.log.WithField("err", err).WithField("updates", len(batch)).Error("saving instance states failed")
+			if attempt == 5 || ctx.Err() != nil {
+				break
+			}
+			time.Sleep(time.Duration(100<<attempt) * time.Millisecond)
+		}
+		batch = batch[:0]
+	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case up := <-m.persist:
+			batch = append(batch, up)
+			if len(batch) >= maxBatch {
+				flush()
+			}
+		case <-tick.C:
+			flush()
+		case <-m.ctx.Done():
+			// Drain what the workers queued before they stopped.
+			for {
+				select {
+				case up := <-m.persist:
+					batch = append(batch, up)
+					if len(batch) >= maxBatch {
+						flush()
+					}
+				default:
+					flush()
+					return
+				}
+			}
+		}
+	}
+}
+
+func (m *Manager) instanceLog(inst *Instance) logrus.FieldLogger {
+	if inst.logging && m.opts.InstanceLogger != nil {
+		if l := m.opts.InstanceLogger(inst.selector); l != nil {
+			return l.WithField("selector", inst.selector)
+		}
+	}
+	return m.log.WithField("selector", inst.selector)
+}
+
+// remove deletes inst from memory and the store; the caller holds inst.mu.
+func (m *Manager) remove(inst *Instance) {
+	m.mu.Lock()
+	if m.instances[inst.selector] == inst {
+		delete(m.instances, inst.selector)
+		m.sorted = nil
+	}
+	if inst.contactUser != "" && m.byContact[inst.contactUser] == inst {
+		delete(m.byContact, inst.contactUser)
+	}
+	m.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := m.opts.Store.DeleteInstance(ctx, inst.selector); err != nil && !errors.Is(err, store.ErrNotFound) {
+		m.log.WithField("selector", inst.selector).WithField("err", err).Error("deleting instance failed")
+	}
+}
+
+// fromStore builds an instance from its stored row.
+func fromStore(si *store.Instance) *Instance {
+	st, ss, ok := ParseState(si.State, si.Status)
+	if !ok || si.Mode != string(registration.ModeBackground) {
+		st, ss = Idle, NotRegistered
+	}
+	inst := &Instance{
+		selector: si.Selector, account: si.Account, off: si.Off, phase: Phase{st, ss},
+		lastError: si.LastError, contactUser: si.ContactUser, callID: si.CallID, cseq: si.CSeq,
+		created: si.CreatedAt.UnixNano(), lastActivity: si.LastActivity.UnixNano(),
+	}
+	if !si.ExpiresAt.IsZero() {
+		inst.expiresAt = si.ExpiresAt.UnixNano()
+	}
+	return inst
+}
+
+// randomToken returns n random bytes as hex: Contact user parts and Call-IDs.
+func randomToken(n int) string {
+	b := make([]byte, n)
+	if _, err := crand.Read(b); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+func oneLine(s string) string {
+	out := []rune{}
+	for _, r := range s {
+		if r == '\r' || r == '\n' {
+			r = ' '
+		}
+		out = append(out, r)
+		if len(out) >= 300 {
+			out = append(out, '…')
+			break
+		}
+	}
+	return string(out)
+}
+
+// Snapshot returns a copy of one instance, without the details of Debug.
+func (m *Manager) Snapshot(selector string) (Snapshot, bool) {
+	m.mu.RLock()
+	inst := m.instances[selector]
+	m.mu.RUnlock()
+	if inst == nil {
+		return Snapshot{}, false
+	}
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	return inst.snapshot(false), true
+}
+
+// Debug returns a copy of one instance with its last REGISTER and recent events.
+func (m *Manager) Debug(selector string) (Snapshot, bool) {
+	m.mu.RLock()
+	inst := m.instances[selector]
+	m.mu.RUnlock()
+	if inst == nil {
+		return Snapshot{}, false
+	}
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	return inst.snapshot(true), true
+}
+
+// Len returns the number of instances.
+func (m *Manager) Len() int {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return len(m.instances)
+}
+
+// Selectors returns every selector in order. The slice is shared: do not modify it.
+func (m *Manager) Selectors() []string {
+	m.mu.RLock()
+	s := m.sorted
+	m.mu.RUnlock()
+	if s != nil {
+		return s
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.sorted == nil {
+		s := make([]string, 0, len(m.instances))
+		for sel := range m.instances {
+			s = append(s, sel)
+		}
+		sort.Strings(s)
+		m.sorted = s
+	}
+	return m.sorted
+}
+
+// Range calls fn with a snapshot of the instances from offset on, in selector order, until fn
+// returns false or limit snapshots were given (limit 0 = all).
+func (m *Manager) Range(offset, limit int, fn func(Snapshot) bool) {
+	sels := m.Selectors()
+	if offset >= len(sels) {
+		return
+	}
+	sels = sels[max(offset, 0):]
+	if limit > 0 && limit < len(sels) {
+		sels = sels[:limit]
+	}
+	for _, sel := range sels {
+		if s, ok := m.Snapshot(sel); ok && !fn(s) {
+			return
+		}
+	}
+}
+
+// Counts returns the number of instances in each phase, and of those turned off.
+func (m *Manager) Counts() (byPhase map[Phase]int, off int) {
+	m.mu.RLock()
+	insts := make([]*Instance, 0, len(m.instances))
+	for _, inst := range m.instances {
+		insts = append(insts, inst)
+	}
+	m.mu.RUnlock()
+	byPhase = make(map[Phase]int)
+	for _, inst := range insts {
+		inst.mu.Lock()
+		byPhase[inst.phase]++
+		if inst.off {
+			off++
+		}
+		inst.mu.Unlock()
+	}
+	return byPhase, off
+}
+
+// ByContact returns the selector whose Contact user part is user.
+func (m *Manager) ByContact(user string) (string, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	inst := m.byContact[user]
+	if inst == nil {
+		return "", false
+	}
+	return inst.selector, true
+}
+
+// SetLogging turns detailed logging of one instance on or off.
+func (m *Manager) SetLogging(selector string, on bool) bool {
+	m.mu.RLock()
+	inst := m.instances[selector]
+	m.mu.RUnlock()
+	if inst == nil {
+		return false
+	}
+	inst.mu.Lock()
+	inst.logging = on
+	inst.mu.Unlock()
+	return true
+}

@@ -1,0 +1,101 @@
+package instance
+
+import (
+	"container/heap"
+	"context"
+	"sync"
+	"time"
+)
+
+// scheduler is one timer heap for every instance: a refresh or retry is an entry, not a
+// goroutine, so a million instances cost a million small entries. An instance invalidates its
+// earlier entries by bumping its generation; stale entries are dropped when they come due.
+type scheduler struct {
+	mu   sync.Mutex
+	h    entryHeap
+	wake chan struct{}
+	fire func(inst *Instance, gen uint64) // called outside the lock; may block (backpressure)
+}
+
+type entry struct {
+	at   int64 // unix nanoseconds
+	gen  uint64
+	inst *Instance
+}
+
+type entryHeap []entry
+
+func (h entryHeap) Len() int           { return len(h) }
+func (h entryHeap) Less(i, j int) bool { return h[i].at < h[j].at }
+func (h entryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *entryHeap) Push(x any)        { *h = append(*h, x.(entry)) }
+func (h *entryHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	old[len(old)-1] = entry{}
+	*h = old[:len(old)-1]
+	return e
+}
+
+func newScheduler(fire func(*Instance, uint64)) *scheduler {
+	return &scheduler{wake: make(chan struct{}, 1), fire: fire}
+}
+
+// add schedules inst's event for time at with generation gen.
+func (s *scheduler) add(inst *Instance, at time.Time, gen uint64) {
+	s.mu.Lock()
+	heap.Push(&s.h, entry{at: at.UnixNano(), gen: gen, inst: inst})
+	first := s.h[0].inst == inst && s.h[0].gen == gen
+	s.mu.Unlock()
+	if first {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// len returns the number of pending entries (stale ones included).
+func (s *scheduler) len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.h)
+}
+
+// run fires due entries until ctx ends.
+func (s *scheduler) run(ctx context.Context) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		now := time.Now().UnixNano()
+		if len(s.h) > 0 && s.h[0].at <= now {
+			e := heap.Pop(&s.h).(entry)
+			// Shrink a heap that emptied after a burst, so it does not pin memory.
+			if cap(s.h) > 1024 && len(s.h) < cap(s.h)/4 {
+				s.h = append(entryHeap(nil), s.h...)
+			}
+			s.mu.Unlock()
+			s.fire(e.inst, e.gen)
+			continue
+		}
+		wait := time.Hour
+		if len(s.h) > 0 {
+			wait = time.Duration(s.h[0].at - now)
+		}
+		s.mu.Unlock()
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.wake:
+			if !timer.Stop() {
+				select {
+				case <-timer.C:
+				default:
+				}
+			}
+		case <-timer.C:
+		}
+	}
+}
