@@ -1,0 +1,86 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/sipis/sipis/pkg/registration"
+)
+
+// register builds a registration from flags, seals it to the server's public key and posts
+// it, as an app would. Support staff and tests use it.
+func register(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("register", stderr)
+	var r registration.Registration
+	url := fs.String("url", "http://127.0.0.1:5000/sipis/register", "where to POST the registration")
+	pubFile := fs.String("pubkey", "var/keys/server.pub", "the server's public key file")
+	print := fs.Bool("print", false, "print the sealed registration in base64 instead of posting it")
+	mode := fs.String("mode", "background", "background, foreground or off")
+	pwFile := fs.String("password-file", "", "read the SIP password from this file (or set SIPIS_PASSWORD); never a flag, so it stays out of shell history")
+	timeout := fs.Duration("timeout", 10*time.Second, "HTTP timeout")
+	fs.StringVar(&r.Selector, "selector", "", "the account's selector (hex)")
+	fs.StringVar(&r.Account.User, "user", "", "SIP user")
+	fs.StringVar(&r.Account.AuthUser, "auth-user", "", "SIP authentication user (default: -user)")
+	fs.StringVar(&r.Account.Domain, "domain", "", "SIP domain")
+	fs.StringVar(&r.Account.Proxy, "proxy", "", "SIP proxy host (default: -domain)")
+	fs.IntVar(&r.Account.Port, "port", 0, "proxy port (0: DNS SRV or the transport's default)")
+	fs.StringVar(&r.Account.Transport, "transport", "udp", "udp, tcp or tls")
+	fs.IntVar(&r.Account.Expires, "expires", 0, "registration expiry in seconds (0: server default)")
+	fs.StringVar(&r.Account.DisplayName, "display-name", "", "display name")
+	fs.StringVar(&r.Device.ID, "device", "cli", "device id")
+	fs.StringVar(&r.Device.Platform, "platform", "none", "push platform: apns, fcm, webhook or none")
+	fs.StringVar(&r.Device.PushToken, "token", "", "push token")
+	fs.StringVar(&r.Device.AppID, "app-id", "", "app id (APNs topic / Android package)")
+	fs.BoolVar(&r.Device.Sandbox, "sandbox", false, "use the APNs sandbox")
+	fs.StringVar(&r.Device.AppVersion, "app-version", "", "app version")
+	fs.StringVar(&r.Device.Locale, "locale", "", "locale")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	r.Version, r.Mode, r.Timestamp, r.Nonce = registration.Version, registration.Mode(*mode), time.Now().UTC(), registration.NewNonce()
+	r.Account.Password = os.Getenv("SIPIS_PASSWORD")
+	if *pwFile != "" {
+		b, err := os.ReadFile(*pwFile)
+		if err != nil {
+			return err
+		}
+		r.Account.Password = strings.TrimRight(string(b), "\r\n")
+	}
+	pub, err := registration.ReadKeyFile(*pubFile)
+	if err != nil {
+		return err
+	}
+	sealed, err := registration.Seal(&r, pub)
+	if err != nil {
+		return err
+	}
+	if *print {
+		fmt.Fprintln(stdout, base64.StdEncoding.EncodeToString(sealed))
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, *url, bytes.NewReader(sealed))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	fmt.Fprintf(stdout, "%s: %s\n", resp.Status, strings.TrimSpace(string(body)))
+	return nil
+}

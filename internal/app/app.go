@@ -1,0 +1,331 @@
+// Package app wires sipis together: settings -> logging -> lock -> keys -> store -> SIP user
+// agent -> instance manager -> push, probes -> web server. main calls New, Start and Stop;
+// whole-server tests do the same with settings parsed from an XML string.
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/sipis/sipis/internal/config"
+	"github.com/sipis/sipis/internal/instance"
+	"github.com/sipis/sipis/internal/sipua"
+	"github.com/sipis/sipis/internal/store"
+	"github.com/sipis/sipis/internal/version"
+	"github.com/sipis/sipis/internal/web"
+	"github.com/sipis/sipis/pkg/registration"
+)
+
+// App is one running sipis server.
+type App struct {
+	settings *config.Settings
+	log      *logrus.Logger
+	logFile  *os.File
+	started  time.Time
+
+	lock    *os.File
+	public  *registration.Key
+	private *registration.Key
+
+	db  *store.DB
+	ua  *sipua.UA
+	mgr *instance.Manager
+	web *web.Server
+
+	instLogsMu sync.Mutex
+	instLogs   map[string]*logrus.Logger
+
+	stopOnce sync.Once
+}
+
+// Option changes how New builds an App (tests use them).
+type Option func(*App)
+
+// WithLogger sends the server's log to l instead of what the settings say.
+func WithLogger(l *logrus.Logger) Option { return func(a *App) { a.log = l } }
+
+// New prepares an App from settings; nothing is opened or bound until Start.
+func New(s *config.Settings, opts ...Option) (*App, error) {
+	if s == nil {
+		return nil, errors.New("app: no settings")
+	}
+	a := &App{settings: s, instLogs: make(map[string]*logrus.Logger)}
+	for _, o := range opts {
+		o(a)
+	}
+	if a.log == nil {
+		l, f, err := newLogger(s.Log)
+		if err != nil {
+			return nil, err
+		}
+		a.log, a.logFile = l, f
+	}
+	return a, nil
+}
+
+// Logger returns the server's logger.
+func (a *App) Logger() *logrus.Logger { return a.log }
+
+// Manager returns the instance manager (after Start).
+func (a *App) Manager() *instance.Manager { return a.mgr }
+
+// Store returns the database (after Start).
+func (a *App) Store() *store.DB { return a.db }
+
+// PublicKey returns the key apps seal registrations to (after Start).
+func (a *App) PublicKey() *registration.Key { return a.public }
+
+// HTTPURL returns the web server's base URL, e.g. http://127.0.0.1:5000 (after Start).
+func (a *App) HTTPURL() string { return a.web.URL() }
+
+// SIPAddr returns the bound address of the SIP listener of a transport (after Start).
+func (a *App) SIPAddr(transport string) string { return a.ua.Addr(transport) }
+
+// Start opens everything in order; on an error it closes what it opened.
+func (a *App) Start(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			a.Stop()
+		}
+	}()
+	s := a.settings
+	a.started = time.Now()
+	if err := a.takeLock(s.Lock.FileName); err != nil {
+		return err
+	}
+	if err := a.loadKeys(); err != nil {
+		return err
+	}
+	dataKey, err := a.dataKey()
+	if err != nil {
+		return err
+	}
+	if a.db, err = store.Open(ctx, store.Options{
+		Path: s.Database.OpenString, DataKey: dataKey, Node: s.Server.Name, Logger: a.log.WithField("part", "store"),
+	}); err != nil {
+		return fmt.Errorf("open database %s: %w", s.Database.OpenString, err)
+	}
+
+	var listeners []sipua.Listener
+	for _, l := range s.Sip.Listeners {
+		listeners = append(listeners, sipua.Listener{Transport: string(l.Transport), Address: joinHostPort(l.Address, l.Port)})
+	}
+	if a.ua, err = sipua.New(sipua.Config{
+		Listeners:          listeners,
+		PublicHost:         s.Server.PublicAddress,
+		UserAgent:          userAgent(s),
+		TransactionTimeout: s.Sip.Register.TransactionTimeout,
+		Logger:             a.log.WithField("part", "sip"),
+	}); err != nil {
+		return fmt.Errorf("sip: %w", err)
+	}
+	if err := a.ua.Start(ctx); err != nil {
+		return fmt.Errorf("sip listeners: %w", err)
+	}
+
+	r := s.Sip.Register
+	if a.mgr, err = instance.New(instance.Options{
+		Store: a.db, Registrar: a.ua, Logger: a.log.WithField("part", "instances"), Node: s.Server.Name,
+		PublicKey: a.public, PrivateKey: a.private,
+		DefaultExpires: int(r.DefaultExpires / time.Second), MinExpires: int(r.MinExpires / time.Second),
+		MaxExpires: int(r.MaxExpires / time.Second), RefreshFraction: r.RefreshFraction,
+		BackoffMin: r.BackoffMin, BackoffMax: r.BackoffMax, UnauthorizedRetry: r.UnauthorizedRetry,
+		Workers: r.Workers, MaxInFlightPerProxy: r.MaxInFlightPerProxy, ResumeWindow: r.ResumeWindow,
+		TransactionTimeout: r.TransactionTimeout + 5*time.Second,
+		MaxAge:             s.Instance.MaxAge, NotRegisteredMaxAge: s.Instance.NotRegisteredMaxAge,
+		InstanceLogger: a.instanceLogger,
+	}); err != nil {
+		return err
+	}
+	if err := a.mgr.Start(ctx); err != nil {
+		return err
+	}
+
+	a.web = web.New(web.Options{
+		Addr:                 joinHostPort(s.HTTPServer.Address, s.HTTPServer.Port),
+		Backend:              &backend{app: a},
+		Logger:               a.log.WithField("part", "web"),
+		Changelog:            changelog,
+		MaxRegisterBody:      int64(s.HTTPServer.MaxRegistrationBytes),
+	})
+	if err := a.web.Open(); err != nil {
+		return fmt.Errorf("http server: %w", err)
+	}
+	a.log.WithFields(logrus.Fields{
+		"name": s.Server.Name, "version": version.Version, "http": a.web.URL(), "sip": listeners,
+	}).Info("sipis started")
+	return nil
+}
+
+// Stop stops everything in the reverse order of Start. Registrations stay in place at the
+// registrars: the next Start resumes them.
+func (a *App) Stop() {
+	a.stopOnce.Do(func() {
+		if a.web != nil {
+			a.web.Close()
+		}
+		if a.mgr != nil {
+			a.mgr.Stop()
+		}
+		if a.ua != nil {
+			a.ua.Close()
+		}
+		if a.db != nil {
+			if err := a.db.Close(); err != nil {
+				a.log.WithField("err", err).Error("closing the database")
+			}
+		}
+		a.instLogsMu.Lock()
+		for _, l := range a.instLogs {
+			if c, ok := l.Out.(io.Closer); ok {
+				c.Close()
+			}
+		}
+		a.instLogsMu.Unlock()
+		if a.lock != nil {
+			os.Remove(a.lock.Name())
+			a.lock.Close()
+		}
+		if a.logFile != nil {
+			a.logFile.Close()
+		}
+	})
+}
+
+func joinHostPort(host string, port int) string {
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	if len(host) > 0 && host[0] != '[' && containsColon(host) {
+		host = "[" + host + "]"
+	}
+	return host + ":" + strconv.Itoa(port)
+}
+
+func containsColon(s string) bool {
+	for i := range len(s) {
+		if s[i] == ':' {
+			return true
+		}
+	}
+	return false
+}
+
+func userAgent(s *config.Settings) string {
+	if s.Sip.UserAgent != "" {
+		return s.Sip.UserAgent
+	}
+	if s.Instance.UserAgent != "" {
+		return s.Instance.UserAgent
+	}
+	return "sipis/" + version.Number()
+}
+
+// takeLock makes sure only one server runs on this database: an exclusive flock on the lock
+// file, which the kernel releases when the process dies, so a crash never leaves it stuck.
+func (a *App) takeLock(path string) error {
+	if path == "" {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("lock file %s: %w", path, err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("lock file %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return fmt.Errorf("lock file %s is held: another sipis is running on this database", path)
+	}
+	f.Truncate(0)
+	fmt.Fprintf(f, "%d\n", os.Getpid())
+	a.lock = f
+	return nil
+}
+
+// loadKeys reads the server's key pair, creating it on a first start.
+func (a *App) loadKeys() error {
+	k := a.settings.Keys
+	if _, err := os.Stat(k.PrivateKeyFile); errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Stat(k.PublicKeyFile); err == nil {
+			return fmt.Errorf("keys: %s exists but %s does not; restore it or remove both", k.PublicKeyFile, k.PrivateKeyFile)
+		}
+		pub, err := registration.WriteKeyFiles(k.PrivateKeyFile, k.PublicKeyFile)
+		if err != nil {
+			return fmt.Errorf("keys: create: %w", err)
+		}
+		a.log.WithFields(logrus.Fields{"private": k.PrivateKeyFile, "public": k.PublicKeyFile,
+			"publicKey": base64.StdEncoding.EncodeToString(pub[:])}).Warn("created a new server key pair; apps must seal registrations to this public key")
+	}
+	var err error
+	if a.private, err = registration.ReadKeyFile(k.PrivateKeyFile); err != nil {
+		return fmt.Errorf("keys: %w", err)
+	}
+	if a.public, err = registration.ReadKeyFile(k.PublicKeyFile); err != nil {
+		return fmt.Errorf("keys: %w", err)
+	}
+	return nil
+}
+
+// dataKey returns the 32-byte key that encrypts SIP passwords in the database: inline in the
+// settings, or from its file, which is created on a first start.
+func (a *App) dataKey() ([]byte, error) {
+	k := a.settings.Keys
+	if !k.DataKey.IsEmpty() {
+		return decodeDataKey([]byte(k.DataKey.Value()), "DataKey")
+	}
+	data, err := os.ReadFile(k.DataKeyFile)
+	if errors.Is(err, os.ErrNotExist) {
+		key := make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(filepath.Dir(k.DataKeyFile), 0o700); err != nil {
+			return nil, fmt.Errorf("data key: %w", err)
+		}
+		f, err := os.OpenFile(k.DataKeyFile, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("data key: %w", err)
+		}
+		_, werr := f.WriteString(base64.StdEncoding.EncodeToString(key) + "\n")
+		serr := f.Sync()
+		if err := errors.Join(werr, serr, f.Close()); err != nil {
+			os.Remove(k.DataKeyFile)
+			return nil, fmt.Errorf("data key: %w", err)
+		}
+		a.log.WithField("file", k.DataKeyFile).Warn("created a new data key; back it up: without it stored SIP passwords cannot be read")
+		return key, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("data key: %w", err)
+	}
+	return decodeDataKey(data, k.DataKeyFile)
+}
+
+func decodeDataKey(data []byte, where string) ([]byte, error) {
+	key, err := base64.StdEncoding.DecodeString(string(trimSpace(data)))
+	if err != nil || len(key) != 32 {
+		return nil, fmt.Errorf("data key %s: want 32 bytes in base64", where)
+	}
+	return key, nil
+}
+
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ') {
+		b = b[:len(b)-1]
+	}
+	return b
+}

@@ -1,0 +1,253 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/sipis/sipis/internal/instance"
+	"github.com/sipis/sipis/internal/store"
+	"github.com/sipis/sipis/internal/version"
+	"github.com/sipis/sipis/internal/web"
+)
+
+// backend adapts the instance manager and the store to what the web server needs.
+type backend struct{ app *App }
+
+func (b *backend) Server() web.ServerInfo {
+	a := b.app
+	return web.ServerInfo{
+		Name: a.settings.Server.Name, VersionString: "sipis " + version.Version, VersionNumber: version.Number(),
+		Build: version.Build + " " + version.Date, Started: a.started, MessageLoopQueueSize: a.mgr.QueueLen(),
+	}
+}
+
+func (b *backend) InstanceCounts(ctx context.Context) (web.InstanceCounts, error) {
+	byPhase, _ := b.app.mgr.Counts()
+	var c web.InstanceCounts
+	for p, n := range byPhase {
+		c.Count += n
+		switch {
+		case p.State == instance.Idle:
+			c.Idle += n
+		case p.State == instance.Registering:
+			c.Registering += n
+		case p.Status == instance.Registered:
+			c.Registered += n
+		case p.Status == instance.Unauthorized:
+			c.Unauthorized += n
+		default:
+			c.Error += n
+		}
+	}
+	return c, nil
+}
+
+func row(s instance.Snapshot) web.InstanceRow {
+	return web.InstanceRow{
+		Selector: s.Selector, UserName: s.User, Domain: s.Domain, Proxy: s.Proxy, Port: s.Port,
+		State: s.Phase.State.String(), Status: s.Phase.Status.String(), Created: s.Created,
+		Devices: s.Devices, Calls: s.Calls, Messages: s.Messages, BytesIn: s.BytesIn, BytesOut: s.BytesOut,
+		FirstTraffic: s.FirstTraffic, LastTraffic: s.LastTraffic, Off: s.Off, LastError: s.LastError,
+	}
+}
+
+func (b *backend) Instances(ctx context.Context, q web.InstanceQuery, fn func(web.InstanceRow) error) error {
+	m := b.app.mgr
+	if q.Selector != "" {
+		s, ok := m.Snapshot(q.Selector)
+		if !ok || q.Offset > 0 {
+			return nil
+		}
+		return fn(row(s))
+	}
+	var err error
+	m.Range(q.Offset, q.Limit, func(s instance.Snapshot) bool {
+		if err = ctx.Err(); err != nil {
+			return false
+		}
+		err = fn(row(s))
+		return err == nil
+	})
+	return err
+}
+
+func (b *backend) TrafficRates(ctx context.Context) ([]float64, error) {
+	m := b.app.mgr
+	rates := make([]float64, 0, m.Len())
+	m.Range(0, 0, func(s instance.Snapshot) bool {
+		rates = append(rates, row(s).BitRate())
+		return true
+	})
+	return rates, ctx.Err()
+}
+
+func notFound(sel string) error { return fmt.Errorf("selector %s: %w", sel, web.ErrNotFound) }
+
+func t3339(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func (b *backend) Debug(ctx context.Context, sel string) (web.DebugInfo, error) {
+	s, ok := b.app.mgr.Debug(sel)
+	if !ok {
+		return web.DebugInfo{}, notFound(sel)
+	}
+	pw := "Empty"
+	if s.PasswordSet {
+		pw = "Not Empty"
+	}
+	f := func(n, v string) web.Field { return web.Field{Name: n, Value: v} }
+	info := web.DebugInfo{Selector: sel}
+	info.Sections = append(info.Sections,
+		web.DebugSection{Title: "State", Fields: []web.Field{
+			f("State", s.Phase.String()), f("Off", strconv.FormatBool(s.Off)), f("Last error", s.LastError),
+			f("Consecutive failures", strconv.Itoa(s.Failures)), f("Created", t3339(s.Created)),
+			f("Last activity", t3339(s.LastActivity)), f("Detailed logging", strconv.FormatBool(s.Logging)),
+		}},
+		web.DebugSection{Title: "Account", Fields: []web.Field{
+			f("User", s.User), f("Auth user", s.AuthUser), f("Password", pw), f("Domain", s.Domain),
+			f("Proxy", s.Proxy), f("Port", strconv.Itoa(s.Port)), f("Transport", s.Transport),
+			f("Display name", s.DisplayName), f("Expires asked by the app", strconv.Itoa(s.Expires)),
+		}},
+		web.DebugSection{Title: "Binding and timers", Fields: []web.Field{
+			f("Contact user", s.ContactUser), f("Call-ID", s.CallID), f("CSeq", strconv.FormatUint(uint64(s.CSeq), 10)),
+			f("Binding expires", t3339(s.ExpiresAt)), f("Next REGISTER", t3339(s.NextAt)),
+			f("Last REGISTER", t3339(s.LastRegisterAt)),
+		}},
+		web.DebugSection{Title: "Traffic", Fields: []web.Field{
+			f("Bytes in", strconv.FormatInt(s.BytesIn, 10)), f("Bytes out", strconv.FormatInt(s.BytesOut, 10)),
+			f("First", t3339(s.FirstTraffic)), f("Last", t3339(s.LastTraffic)),
+			f("Calls in progress", strconv.Itoa(s.Calls)), f("Waiting messages", strconv.Itoa(s.Messages)),
+		}},
+		web.DebugSection{Title: "Last REGISTER request", Text: s.LastRequest},
+		web.DebugSection{Title: "Last REGISTER response", Text: s.LastResponse},
+	)
+	devs, err := b.app.db.Devices(ctx, sel)
+	if err != nil {
+		return info, err
+	}
+	ds := web.DebugSection{Title: "Devices"}
+	for _, d := range devs {
+		ds.Fields = append(ds.Fields, f(d.ID, fmt.Sprintf("%s token %s app %s sandbox %t version %s locale %s invalid %t last seen %s",
+			d.Platform, instance.ShortToken(d.PushToken), d.AppID, d.Sandbox, d.AppVersion, d.Locale, d.TokenInvalid, t3339(d.LastSeen))))
+	}
+	info.Sections = append(info.Sections, ds)
+	ev := web.DebugSection{Title: "Recent events"}
+	for _, r := range s.Recent {
+		ev.Fields = append(ev.Fields, f(t3339(r.At), fmt.Sprintf("%s: %v -> %v, %s %s", r.Event, r.From, r.To, r.Action, r.Note)))
+	}
+	info.Sections = append(info.Sections, ev)
+	return info, nil
+}
+
+func (b *backend) AppSettings(ctx context.Context, sel string) ([]web.Field, error) {
+	si, err := b.app.db.Instance(ctx, sel)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, notFound(sel)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var doc map[string]any
+	if len(si.Settings) > 0 {
+		if err := json.Unmarshal(si.Settings, &doc); err != nil {
+			return nil, err
+		}
+	}
+	var fields []web.Field
+	flatten("", doc, &fields)
+	sort.SliceStable(fields, func(i, j int) bool { return fields[i].Name < fields[j].Name })
+	return fields, nil
+}
+
+// flatten turns the stored settings document into dotted name/value pairs.
+func flatten(prefix string, v any, out *[]web.Field) {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, vv := range v {
+			name := k
+			if prefix != "" {
+				name = prefix + "." + k
+			}
+			flatten(name, vv, out)
+		}
+	default:
+		*out = append(*out, web.Field{Name: prefix, Value: fmt.Sprint(v)})
+	}
+}
+
+func (b *backend) Selectors(ctx context.Context, fn func(string, time.Time) error) error {
+	for _, sel := range b.app.mgr.Selectors() {
+		s, ok := b.app.mgr.Snapshot(sel)
+		if !ok {
+			continue
+		}
+		if err := fn(sel, s.LastActivity); err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *backend) CallOutcomes() web.CallOutcomes {
+	// Incoming calls are not handled yet: every counter is a real zero.
+	return web.CallOutcomes{RejectedByReason: web.Counts{}}
+}
+
+func (b *backend) PushTestOutcomes() map[string]web.Counts {
+	counts, err := b.app.db.PushTestCounts(context.Background())
+	if err != nil {
+		return nil
+	}
+	out := make(map[string]web.Counts, len(counts))
+	for platform, c := range counts {
+		out[platform] = web.Counts(c)
+	}
+	return out
+}
+
+func (b *backend) TestPush(ctx context.Context, sel string) ([]web.PushResult, error) {
+	if _, ok := b.app.mgr.Snapshot(sel); !ok {
+		return nil, notFound(sel)
+	}
+	return b.app.testPush(ctx, sel)
+}
+
+func (b *backend) TurnOff(ctx context.Context, sel string) error {
+	if err := b.app.mgr.TurnOff(ctx, sel); errors.Is(err, instance.ErrUnknownSelector) {
+		return notFound(sel)
+	} else {
+		return err
+	}
+}
+
+func (b *backend) TurnOffAll(ctx context.Context) (int, error) { return b.app.mgr.TurnOffAll(ctx) }
+
+func (b *backend) EnableInstanceLog(ctx context.Context, sel string) (string, error) {
+	if !b.app.mgr.SetLogging(sel, true) {
+		return "", notFound(sel)
+	}
+	if l := b.app.instanceLogger(sel); l != nil {
+		l.WithField("selector", sel).Info("detailed logging turned on")
+	}
+	return b.app.instanceLogPath(sel), nil
+}
+
+func (b *backend) Register(ctx context.Context, body []byte) error {
+	return b.app.mgr.Register(ctx, body)
+}
+
+func (b *backend) CheckAdmin(user, pass string) bool {
+	return b.app.settings.Administrator.CheckPassword(user, pass)
+}
