@@ -154,11 +154,11 @@ func (a *App) Start(ctx context.Context) (err error) {
 	}
 
 	a.web = web.New(web.Options{
-		Addr:                 joinHostPort(s.HTTPServer.Address, s.HTTPServer.Port),
-		Backend:              &backend{app: a},
-		Logger:               a.log.WithField("part", "web"),
-		Changelog:            changelog,
-		MaxRegisterBody:      int64(s.HTTPServer.MaxRegistrationBytes),
+		Addr:            joinHostPort(s.HTTPServer.Address, s.HTTPServer.Port),
+		Backend:         &backend{app: a},
+		Logger:          a.log.WithField("part", "web"),
+		Changelog:       changelog,
+		MaxRegisterBody: int64(s.HTTPServer.MaxRegistrationBytes),
 	})
 	if err := a.web.Open(); err != nil {
 		return fmt.Errorf("http server: %w", err)

@@ -2,8 +2,8 @@ package app
 
 import (
 	"crypto/rand"
-	"strconv"
 	"encoding/json"
+	"strconv"
 	"testing"
 
 	"golang.org/x/crypto/nacl/box"
