@@ -109,6 +109,9 @@ func (m *Manager) Apply(ctx context.Context, reg *registration.Registration) err
 		if errors.Is(err, store.ErrReplay) {
 			return refuse(http.StatusConflict, err, "registration replayed: this nonce was already used")
 		}
+		if errors.Is(err, store.ErrInvalid) {
+			return refuse(http.StatusBadRequest, err, "%s", oneLine(err.Error()))
+		}
 		return fmt.Errorf("instance: store registration: %w", err)
 	}
 	devices, err := m.opts.Store.Devices(ctx, reg.Selector)
