@@ -1,0 +1,628 @@
+package config
+
+import (
+	"crypto/tls"
+	"math"
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// binder decodes one document's element tree over a Settings.
+type binder struct {
+	src  *source
+	errs []*Error
+	// pos maps a value's key (element path with list indexes, "@", and
+	// attribute name; see elem.key) to the element that last set it, so
+	// that later errors (secret files, validation) can name file and line.
+	pos map[string]*node
+	// known, when non-nil, collects "Element@Attribute" and
+	// "Parent/Element" for every name the schema accepts.
+	known map[string]bool
+}
+
+// elem is one element being bound.
+type elem struct {
+	b     *binder
+	n     *node
+	path  []string        // element names from the root, for messages
+	key   string          // element path with list indexes, for pos
+	attrs map[string]bool // attributes the schema accepts
+	kids  map[string]bool // child elements the schema accepts
+}
+
+func (b *binder) elem(n *node, path []string, key string) *elem {
+	b.pos[key+"@"] = n
+	return &elem{b: b, n: n, path: path, key: key, attrs: map[string]bool{}, kids: map[string]bool{}}
+}
+
+// fail records an error about attribute attr (or the element when attr is
+// empty).
+func (e *elem) fail(attr, msg string) {
+	v, _ := e.n.attrValue(attr)
+	e.b.errs = append(e.b.errs, &Error{
+		File: e.b.src.name, Line: e.n.attrLine(attr), Path: e.path, Attr: attr, Value: v, Msg: msg,
+		order: e.b.src.order, secret: isSecretAttr(attr),
+	})
+}
+
+// isSecretAttr reports whether an attribute holds a secret inline.
+func isSecretAttr(attr string) bool {
+	switch attr {
+	case "Password", "Secret", "Key", "ServiceAccount", "DataKey":
+		return true
+	}
+	return false
+}
+
+// looksSecret reports whether an unknown attribute may be a misspelt secret
+// whose value must not be echoed.
+func looksSecret(attr string) bool {
+	l := strings.ToLower(attr)
+	for _, w := range []string{"pas", "pw", "secret", "key", "token", "account", "cred"} {
+		if strings.Contains(l, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// attr returns the value of attribute name and marks it accepted.
+func (e *elem) attr(name string) (string, bool) {
+	e.attrs[name] = true
+	if e.b.known != nil {
+		e.b.known[e.n.name+"@"+name] = true
+	}
+	v, ok := e.n.attrValue(name)
+	if ok {
+		e.b.pos[e.key+"@"+name] = e.n
+	}
+	return v, ok
+}
+
+func (e *elem) str(name string, dst *string) {
+	if v, ok := e.attr(name); ok {
+		*dst = v
+	}
+}
+
+// file binds a path, resolved against the document's folder.
+func (e *elem) file(name string, dst *string) {
+	if v, ok := e.attr(name); ok {
+		*dst = resolve(e.b.src.dir, v)
+	}
+}
+
+func (e *elem) integer(name string, dst *int) {
+	v, ok := e.attr(name)
+	if !ok {
+		return
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil {
+		e.fail(name, "not a number")
+		return
+	}
+	*dst = n
+}
+
+func (e *elem) float(name string, dst *float64) {
+	v, ok := e.attr(name)
+	if !ok {
+		return
+	}
+	f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		e.fail(name, "not a number")
+		return
+	}
+	*dst = f
+}
+
+func (e *elem) boolean(name string, dst *bool) {
+	v, ok := e.attr(name)
+	if !ok {
+		return
+	}
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "yes", "true":
+		*dst = true
+	case "no", "false":
+		*dst = false
+	default:
+		e.fail(name, "must be Yes or No")
+	}
+}
+
+// levelNames are the accepted log levels, in the case shown in messages.
+var levelNames = []string{"Trace", "Debug", "Info", "Warning", "Error", "Fatal"}
+
+func (e *elem) level(name string, dst *logrus.Level) {
+	v, ok := e.attr(name)
+	if !ok {
+		return
+	}
+	l, err := parseLevel(v)
+	if err != nil {
+		e.fail(name, err.Error())
+		return
+	}
+	*dst = l
+}
+
+func parseLevel(v string) (logrus.Level, error) {
+	for _, n := range levelNames {
+		if strings.EqualFold(strings.TrimSpace(v), n) {
+			return logrus.ParseLevel(n)
+		}
+	}
+	return 0, errorString("must be one of " + strings.Join(levelNames, ", "))
+}
+
+type errorString string
+
+func (e errorString) Error() string { return string(e) }
+
+// enum binds one of allowed, compared without case, stored as written in
+// allowed.
+func enum[T ~string](e *elem, name string, dst *T, allowed ...T) {
+	v, ok := e.attr(name)
+	if !ok {
+		return
+	}
+	for _, a := range allowed {
+		if strings.EqualFold(strings.TrimSpace(v), string(a)) {
+			*dst = a
+			return
+		}
+	}
+	e.fail(name, "must be one of "+joinT(allowed))
+}
+
+func joinT[T ~string](v []T) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = string(x)
+	}
+	return strings.Join(s, ", ")
+}
+
+// secret binds an inline secret attribute and its file alternative. The one
+// given replaces the other; the file is read after all documents are bound
+// (see readSecrets).
+func (e *elem) secret(name, fileName string, dst *Secret, file *string) {
+	v, inline := e.attr(name)
+	f, fromFile := e.attr(fileName)
+	f = strings.TrimSpace(f)
+	switch {
+	case v != "" && f != "":
+		e.fail(fileName, "give "+name+" or "+fileName+", not both")
+	case v != "":
+		*dst, *file = NewSecret(v), ""
+	case f != "":
+		*dst, *file = Secret{}, resolve(e.b.src.dir, f)
+	case inline || fromFile:
+		// Given empty: no secret.
+		*dst, *file = Secret{}, ""
+	}
+}
+
+// maxDuration bounds every duration: a hundred years.
+const maxDuration = 100 * 365 * 24 * time.Hour
+
+// duration binds child element name as a duration: the sum of its Days,
+// Hours, Minutes and Seconds attributes, whole non-negative numbers.
+func (e *elem) duration(name string, dst *time.Duration) {
+	e.child(name, func(c *elem) {
+		var total time.Duration
+		var any, bad bool
+		for _, u := range []struct {
+			attr string
+			unit time.Duration
+		}{{"Days", 24 * time.Hour}, {"Hours", time.Hour}, {"Minutes", time.Minute}, {"Seconds", time.Second}} {
+			v, ok := c.attr(u.attr)
+			if !ok {
+				continue
+			}
+			any = true
+			v = strings.TrimSpace(v)
+			n, err := strconv.ParseUint(v, 10, 64)
+			switch {
+			case strings.HasPrefix(v, "-"):
+				c.fail(u.attr, "must not be negative")
+				bad = true
+			case err != nil:
+				c.fail(u.attr, "not a whole number")
+				bad = true
+			case n > uint64(maxDuration/u.unit) || total+time.Duration(n)*u.unit > maxDuration:
+				c.fail(u.attr, "longer than 100 years")
+				bad = true
+			default:
+				total += time.Duration(n) * u.unit
+			}
+		}
+		if !any {
+			c.fail("", "a duration needs Days, Hours, Minutes or Seconds")
+			return
+		}
+		if !bad {
+			*dst = total
+		}
+	})
+}
+
+// children returns the child elements called name and marks name accepted.
+func (e *elem) children(name string) []*node {
+	e.kids[name] = true
+	if e.b.known != nil {
+		e.b.known[e.n.name+"/"+name] = true
+	}
+	var out []*node
+	for _, k := range e.n.kids {
+		if k.name == name {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// child binds the single child element called name with fn, if present.
+func (e *elem) child(name string, fn func(c *elem)) {
+	kids := e.children(name)
+	if len(kids) == 0 {
+		return
+	}
+	for _, k := range kids[1:] {
+		c := e.b.elem(k, append(e.path[:len(e.path):len(e.path)], name), e.key+"/"+name)
+		c.fail("", "given twice in <"+e.n.name+"> (first at line "+strconv.Itoa(kids[0].line)+")")
+	}
+	c := e.b.elem(kids[0], append(e.path[:len(e.path):len(e.path)], name), e.key+"/"+name)
+	fn(c)
+	c.done()
+}
+
+// list binds every child element called name, each into a fresh item from
+// newItem. If a document has any, they replace the list from the defaults
+// or an earlier document.
+func list[T any](e *elem, name string, dst *[]T, newItem func() T, fn func(c *elem, item *T)) {
+	kids := e.children(name)
+	if len(kids) == 0 {
+		return
+	}
+	prefix := e.key + "/" + name + "["
+	for k := range e.b.pos {
+		if strings.HasPrefix(k, prefix) {
+			delete(e.b.pos, k)
+		}
+	}
+	out := make([]T, 0, len(kids))
+	for i, k := range kids {
+		c := e.b.elem(k, append(e.path[:len(e.path):len(e.path)], name), prefix+strconv.Itoa(i)+"]")
+		item := newItem()
+		fn(c, &item)
+		c.done()
+		out = append(out, item)
+	}
+	*dst = out
+}
+
+// ignoredSpaces are attribute namespaces that carry no settings.
+var ignoredSpaces = map[string]bool{"xmlns": true, "http://www.w3.org/2001/XMLSchema-instance": true}
+
+// done reports the attributes and child elements the schema did not accept.
+func (e *elem) done() {
+	for _, a := range e.n.attrs {
+		if ignoredSpaces[a.Name.Space] || (a.Name.Space == "" && a.Name.Local == "xmlns") {
+			continue
+		}
+		if a.Name.Space == "" && e.attrs[a.Name.Local] {
+			continue
+		}
+		e.b.errs = append(e.b.errs, &Error{
+			File: e.b.src.name, Line: e.n.attrLine(a.Name.Local), Path: e.path, Attr: a.Name.Local,
+			Value: a.Value, Msg: "unknown attribute" + suggest(a.Name.Local, e.attrs),
+			order: e.b.src.order, secret: looksSecret(a.Name.Local),
+		})
+	}
+	for _, k := range e.n.kids {
+		if e.kids[k.name] {
+			continue
+		}
+		e.b.errs = append(e.b.errs, &Error{
+			File: e.b.src.name, Line: k.line, Path: append(e.path[:len(e.path):len(e.path)], k.name),
+			Msg: "unknown element in <" + e.n.name + ">" + suggest(k.name, e.kids), order: e.b.src.order,
+		})
+	}
+}
+
+// suggest names a known name differing from name only in case.
+func suggest(name string, known map[string]bool) string {
+	for k := range known {
+		if strings.EqualFold(k, name) {
+			return " (did you mean " + k + "?)"
+		}
+	}
+	return ""
+}
+
+// resolve joins a relative path to dir; empty paths stay empty.
+func resolve(dir, p string) string {
+	if p == "" || dir == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(dir, p)
+}
+
+// resolveDB resolves a SQLite path or file: URI against dir; other strings
+// (":memory:", PostgreSQL) are left for validate to judge.
+func resolveDB(dir, v string) string {
+	switch {
+	case v == ":memory:" || isPostgres(v):
+		return v
+	case strings.HasPrefix(v, "file:"):
+		rest := strings.TrimPrefix(v, "file:")
+		p, query, hasQuery := strings.Cut(rest, "?")
+		if p == "" || p == ":memory:" || strings.HasPrefix(p, "//") {
+			return v
+		}
+		out := "file:" + resolve(dir, p)
+		if hasQuery {
+			out += "?" + query
+		}
+		return out
+	default:
+		return resolve(dir, v)
+	}
+}
+
+func isPostgres(v string) bool {
+	l := strings.ToLower(strings.TrimSpace(v))
+	return strings.HasPrefix(l, "postgres://") || strings.HasPrefix(l, "postgresql://") ||
+		strings.Contains(l, "host=") || strings.Contains(l, "dbname=")
+}
+
+// resolvePaths resolves the relative default paths of s against dir.
+func resolvePaths(s *Settings, dir string) {
+	s.Database.OpenString = resolveDB(dir, s.Database.OpenString)
+	for _, p := range []*string{
+		&s.Lock.FileName, &s.Keys.PrivateKeyFile, &s.Keys.PublicKeyFile, &s.Keys.DataKeyFile,
+		&s.Log.FileName, &s.Log.InstanceFileName,
+	} {
+		*p = resolve(dir, *p)
+	}
+}
+
+// bindRoot binds <Sipis> and everything below it over s.
+func bindRoot(e *elem, s *Settings) {
+	e.attr("Defaults") // applied by the loader
+	e.child("Server", func(c *elem) {
+		c.str("Name", &s.Server.Name)
+		c.str("Address", &s.Server.Address)
+		c.integer("Port", &s.Server.Port)
+		c.str("PublicAddress", &s.Server.PublicAddress)
+		c.str("PrivateAddress", &s.Server.PrivateAddress)
+	})
+	e.child("Sip", func(c *elem) { bindSip(c, &s.Sip) })
+	e.child("HttpServer", func(c *elem) {
+		c.str("Address", &s.HTTPServer.Address)
+		c.integer("Port", &s.HTTPServer.Port)
+		c.integer("MaxRegistrationBytes", &s.HTTPServer.MaxRegistrationBytes)
+	})
+	e.child("Administrator", func(c *elem) {
+		c.str("UserName", &s.Administrator.UserName)
+		c.secret("Password", "PasswordFile", &s.Administrator.Password, &s.Administrator.PasswordFile)
+	})
+	e.child("Database", func(c *elem) {
+		if v, ok := c.attr("OpenString"); ok {
+			s.Database.OpenString = resolveDB(c.b.src.dir, v)
+		}
+	})
+	e.child("Lock", func(c *elem) { c.file("FileName", &s.Lock.FileName) })
+	e.child("Keys", func(c *elem) {
+		c.file("PrivateKeyFile", &s.Keys.PrivateKeyFile)
+		c.file("PublicKeyFile", &s.Keys.PublicKeyFile)
+		c.file("DataKeyFile", &s.Keys.DataKeyFile)
+		if v, ok := c.attr("DataKey"); ok {
+			s.Keys.DataKey = NewSecret(v)
+		}
+	})
+	e.child("Log", func(c *elem) { bindLog(c, &s.Log) })
+	e.child("NotificationServers", func(c *elem) { bindNotificationServers(c, &s.NotificationServers) })
+	e.child("TlsClientCertificates", func(c *elem) {
+		s.TLSClientCertificates = nil
+		list(c, "Certificate", &s.TLSClientCertificates, func() ClientCertificate { return ClientCertificate{} },
+			func(c *elem, cc *ClientCertificate) {
+				c.file("File", &cc.File)
+				c.file("KeyFile", &cc.KeyFile)
+			})
+	})
+	e.child("TrustedCertificates", func(c *elem) {
+		s.TrustedCertificates = nil
+		list(c, "Certificate", &s.TrustedCertificates, func() Certificate { return Certificate{} },
+			func(c *elem, tc *Certificate) { c.file("File", &tc.File) })
+	})
+	e.child("TlsServerOptions", func(c *elem) {
+		o := &s.TLSServerOptions
+		c.file("CertificateFile", &o.CertificateFile)
+		c.file("KeyFile", &o.KeyFile)
+		if v, ok := c.attr("MinVersion"); ok {
+			switch strings.TrimSpace(v) {
+			case "1.2":
+				o.MinVersion = tls.VersionTLS12
+			case "1.3":
+				o.MinVersion = tls.VersionTLS13
+			default:
+				c.fail("MinVersion", "must be 1.2 or 1.3")
+			}
+		}
+	})
+	e.child("Instance", func(c *elem) {
+		in := &s.Instance
+		c.str("UserAgent", &in.UserAgent)
+		c.integer("MaxCalls", &in.MaxCalls)
+		c.duration("MaxAge", &in.MaxAge)
+		c.duration("NotRegisteredMaxAge", &in.NotRegisteredMaxAge)
+		c.child("KeepAlivePackets", func(c *elem) {
+			c.boolean("Enabled", &in.KeepAlive)
+			c.duration("Period", &in.KeepAlivePeriod)
+		})
+	})
+	e.child("IncomingCall", func(c *elem) {
+		ic := &s.IncomingCall
+		c.duration("NotAnsweredMaxAge", &ic.NotAnsweredMaxAge)
+		c.duration("DeviceProgressMaxAge", &ic.DeviceProgressMaxAge)
+		enum(c, "OnNoResponseFromDevice", &ic.OnNoResponseFromDevice, Reject480, Reject408)
+		c.child("AllowedSources", func(c *elem) {
+			ic.AllowedSources = nil
+			list(c, "Source", &ic.AllowedSources, func() netip.Prefix { return netip.Prefix{} },
+				func(c *elem, p *netip.Prefix) {
+					v, ok := c.attr("Address")
+					if !ok {
+						c.fail("", "needs an Address")
+						return
+					}
+					pr, err := parsePrefix(v)
+					if err != nil {
+						c.fail("Address", "not a CIDR network or IP address")
+						return
+					}
+					*p = pr
+				})
+		})
+	})
+	e.child("IncomingTextMessage", func(c *elem) {
+		tm := &s.IncomingTextMessage
+		c.integer("MaxBytes", &tm.MaxBytes)
+		list(c, "Filter", &tm.Filters, func() Filter { return Filter{Action: FilterDrop} },
+			func(c *elem, f *Filter) {
+				if v, ok := c.attr("ContentType"); ok {
+					f.ContentType = strings.ToLower(strings.TrimSpace(v))
+				}
+				enum(c, "Action", &f.Action, FilterDrop, FilterReject, FilterAccept)
+			})
+	})
+	e.child("PushTest", func(c *elem) { c.duration("MinAge", &s.PushTest.MinAge) })
+	e.child("Probe", func(c *elem) { bindProbe(c, &s.Probe) })
+}
+
+// parsePrefix accepts a CIDR network or a single address.
+func parsePrefix(v string) (netip.Prefix, error) {
+	v = strings.TrimSpace(v)
+	if strings.Contains(v, "/") {
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			return p, err
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(v)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+func bindSip(c *elem, sp *Sip) {
+	c.str("UserAgent", &sp.UserAgent)
+	list(c, "Listener", &sp.Listeners, defaultListener, func(c *elem, l *Listener) {
+		enum(c, "Transport", &l.Transport, TransportUDP, TransportTCP, TransportTLS)
+		c.str("Address", &l.Address)
+		c.integer("Port", &l.Port)
+	})
+	c.child("Register", func(c *elem) {
+		r := &sp.Register
+		c.float("RefreshFraction", &r.RefreshFraction)
+		c.float("Jitter", &r.Jitter)
+		c.integer("MaxInFlightPerProxy", &r.MaxInFlightPerProxy)
+		c.integer("Workers", &r.Workers)
+		c.duration("DefaultExpires", &r.DefaultExpires)
+		c.duration("MinExpires", &r.MinExpires)
+		c.duration("MaxExpires", &r.MaxExpires)
+		c.child("Backoff", func(c *elem) {
+			c.duration("Min", &r.BackoffMin)
+			c.duration("Max", &r.BackoffMax)
+		})
+		c.duration("UnauthorizedRetry", &r.UnauthorizedRetry)
+		c.duration("ResumeWindow", &r.ResumeWindow)
+		c.duration("TransactionTimeout", &r.TransactionTimeout)
+	})
+}
+
+func bindLog(c *elem, l *Log) {
+	c.file("FileName", &l.FileName)
+	c.file("InstanceFileName", &l.InstanceFileName)
+	c.level("Level", &l.Level)
+	enum(c, "Stdio", &l.Stdio, StdioStdout, StdioStderr, StdioNone)
+	enum(c, "Format", &l.Format, FormatText, FormatJSON)
+	c.child("Email", func(c *elem) {
+		c.str("To", &l.Email.To)
+		c.str("From", &l.Email.From)
+		c.level("Level", &l.Email.Level)
+	})
+}
+
+func bindNotificationServers(c *elem, ns *NotificationServers) {
+	c.child("Apns", func(c *elem) {
+		a := &ns.Apns
+		c.boolean("Enabled", &a.Enabled)
+		c.str("Endpoint", &a.Endpoint)
+		c.str("SandboxEndpoint", &a.SandboxEndpoint)
+		c.secret("Key", "KeyFile", &a.Key, &a.KeyFile)
+		c.str("KeyId", &a.KeyID)
+		c.str("TeamId", &a.TeamID)
+		c.str("Topic", &a.Topic)
+	})
+	c.child("Fcm", func(c *elem) {
+		f := &ns.Fcm
+		c.boolean("Enabled", &f.Enabled)
+		c.str("Endpoint", &f.Endpoint)
+		c.str("TokenEndpoint", &f.TokenEndpoint)
+		c.secret("ServiceAccount", "ServiceAccountFile", &f.ServiceAccount, &f.ServiceAccountFile)
+		c.str("ProjectId", &f.ProjectID)
+	})
+	c.child("Webhook", func(c *elem) {
+		w := &ns.Webhook
+		c.boolean("Enabled", &w.Enabled)
+		c.str("Url", &w.URL)
+		c.secret("Secret", "SecretFile", &w.Secret, &w.SecretFile)
+	})
+	c.child("IncludeMessageText", func(c *elem) { c.boolean("Enabled", &ns.IncludeMessageText) })
+}
+
+func bindProbe(c *elem, p *Probe) {
+	c.boolean("Enabled", &p.Enabled)
+	c.integer("DownAfter", &p.DownAfter)
+	c.integer("UpAfter", &p.UpAfter)
+	c.integer("MaxInFlight", &p.MaxInFlight)
+	c.boolean("ProbeInstanceProxies", &p.ProbeInstanceProxies)
+	c.duration("Interval", &p.Interval)
+	c.duration("Timeout", &p.Timeout)
+	list(c, "Target", &p.Targets, func() Target { return Target{} }, func(c *elem, t *Target) {
+		c.str("Uri", &t.URI)
+		enum(c, "Transport", &t.Transport, TransportUDP, TransportTCP, TransportTLS)
+	})
+	c.child("Alerts", func(c *elem) {
+		a := &p.Alerts
+		c.duration("MinInterval", &a.MinInterval)
+		c.child("Smtp", func(c *elem) {
+			m := &a.Smtp
+			c.str("Host", &m.Host)
+			c.integer("Port", &m.Port)
+			c.str("UserName", &m.UserName)
+			c.secret("Password", "PasswordFile", &m.Password, &m.PasswordFile)
+			c.boolean("StartTls", &m.StartTLS)
+			c.str("From", &m.From)
+		})
+		list(c, "EmailTo", &a.EmailTo, func() string { return "" }, func(c *elem, to *string) {
+			c.str("Address", to)
+		})
+		list(c, "Webhook", &a.Webhooks, func() AlertWebhook { return AlertWebhook{} }, func(c *elem, w *AlertWebhook) {
+			c.str("Url", &w.URL)
+			c.secret("Secret", "SecretFile", &w.Secret, &w.SecretFile)
+		})
+	})
+}

@@ -1,0 +1,506 @@
+// Package config reads, defaults and validates sipis's Settings.xml.
+//
+// The file follows the layout SIPIS operators already write: a root element
+// <Sipis> (with an optional Defaults="other.xml" attribute naming a file that
+// is loaded first and then overridden), settings as attributes of named
+// elements, durations as an element with Days/Hours/Minutes/Seconds
+// attributes that are summed, and booleans written Yes/No (true/false is
+// accepted too). Settings.example.xml at the top of the repository documents
+// every element and attribute with its default.
+//
+// Loading starts from Default, decodes each file over it, reads secret files,
+// resolves relative paths against the folder of the file that named them, and
+// finally validates. Unknown elements or attributes and bad values are errors
+// of type *Error that name the file, line, element and attribute.
+package config
+
+import (
+	"crypto/tls"
+	"net/netip"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Settings is everything read from Settings.xml. Paths are resolved against
+// the folder of the file that named them (see Load); Default leaves them
+// relative.
+//
+// Each field is the element of the same name (HTTPServer is <HttpServer>,
+// TLSServerOptions is <TlsServerOptions>); see the field types.
+type Settings struct {
+	Server                Server              // <Server>
+	Sip                   Sip                 // <Sip>
+	HTTPServer            HTTPServer          // <HttpServer>
+	Administrator         Administrator       // <Administrator>
+	Database              Database            // <Database>
+	Lock                  Lock                // <Lock>
+	Keys                  Keys                // <Keys>
+	Log                   Log                 // <Log>
+	NotificationServers   NotificationServers // <NotificationServers>
+	TLSClientCertificates []ClientCertificate // <TlsClientCertificates><Certificate/>…
+	TrustedCertificates   []Certificate       // <TrustedCertificates><Certificate/>…
+	TLSServerOptions      TLSServerOptions    // <TlsServerOptions>
+	Instance              Instance            // <Instance>
+	IncomingCall          IncomingCall        // <IncomingCall>
+	IncomingTextMessage   IncomingTextMessage // <IncomingTextMessage>
+	PushTest              PushTest            // <PushTest>
+	Probe                 Probe               // <Probe>
+}
+
+// Server is <Server>: this node's name and its device-facing SIP listener
+// (TCP, and TLS when TLSServerOptions has a certificate), where woken devices
+// connect to take their call.
+type Server struct {
+	// Name identifies this node (unique per node sharing a database).
+	// Default "sipis-1".
+	Name string
+	// Address is the listening address of the device-facing listener.
+	// Default "0.0.0.0".
+	Address string
+	// Port of the device-facing listener; 0 picks a free port. Default 5070.
+	Port int
+	// PublicAddress is the host put in Via and Contact headers; empty means
+	// the first non-loopback address, else the listener address.
+	PublicAddress string
+	// PrivateAddress is the address used towards hosts on private networks;
+	// empty means the same as PublicAddress.
+	PrivateAddress string
+}
+
+// Transport is a SIP transport name as written in Settings.xml, lower case.
+type Transport string
+
+// The SIP transports sipis listens on and sends over.
+const (
+	TransportUDP Transport = "udp"
+	TransportTCP Transport = "tcp"
+	TransportTLS Transport = "tls"
+)
+
+// Sip is <Sip>: the listeners towards the users' proxies and the REGISTER
+// timers.
+type Sip struct {
+	// Listeners are the <Listener> elements; default one UDP listener on
+	// 0.0.0.0:5060. Listeners given in a file replace the default list.
+	Listeners []Listener
+	// UserAgent is the User-Agent header of requests sipis sends on its own
+	// (OPTIONS probes). Default "sipis".
+	UserAgent string
+	// Register holds the REGISTER refresh and retry timers.
+	Register Register
+}
+
+// Listener is one <Sip><Listener Transport Address Port/>.
+type Listener struct {
+	Transport Transport // default udp
+	Address   string    // default 0.0.0.0
+	Port      int       // default 5060; 0 picks a free port
+}
+
+// Register is <Sip><Register>: how registrations are refreshed and retried.
+type Register struct {
+	// RefreshFraction: re-REGISTER at this fraction of the granted expiry
+	// (RFC 3261 §10.2.4 leaves the margin to the client). Default 0.5.
+	RefreshFraction float64
+	// Jitter spreads refreshes and retries by ± this fraction of the delay,
+	// so instances do not re-register in bursts. Default 0.1.
+	Jitter float64
+	// DefaultExpires is requested when the app asks for none. Default 3600 s.
+	DefaultExpires time.Duration
+	// MinExpires and MaxExpires bound the expiry sipis requests. A 423
+	// Interval Too Brief still raises it to the proxy's Min-Expires
+	// (RFC 3261 §10.2.8). Defaults 60 s and 1 day.
+	MinExpires time.Duration
+	MaxExpires time.Duration
+	// BackoffMin and BackoffMax bound the exponential backoff after a failed
+	// REGISTER (timeout, 5xx); a Retry-After header wins when longer
+	// (RFC 3261 §21.5.4). <Backoff><Min Seconds="5"/><Max Minutes="30"/>.
+	BackoffMin time.Duration
+	BackoffMax time.Duration
+	// UnauthorizedRetry is the delay before retrying after the proxy refused
+	// the credentials (401/403 after authenticating). Default 30 minutes.
+	UnauthorizedRetry time.Duration
+	// MaxInFlightPerProxy caps concurrent REGISTER transactions towards one
+	// proxy. Default 64.
+	MaxInFlightPerProxy int
+	// ResumeWindow spreads the resumption of stored instances after a start
+	// over this window. Default 5 minutes.
+	ResumeWindow time.Duration
+	// TransactionTimeout is the client transaction timeout, Timer B/F of
+	// RFC 3261 §17.1.1.2 and §17.1.2.2 (64*T1). Default 32 s.
+	TransactionTimeout time.Duration
+	// Workers is the number of goroutines sending REGISTERs. Default 256.
+	Workers int
+}
+
+// HTTPServer is <HttpServer>: the operator pages and the registration API.
+type HTTPServer struct {
+	Address string // default 0.0.0.0
+	Port    int    // default 5000; 0 picks a free port
+	// MaxRegistrationBytes caps the body of POST /sipis/register.
+	// Default 65536.
+	MaxRegistrationBytes int
+}
+
+// Administrator is <Administrator>: the credentials of the admin pages.
+// An empty password disables the admin pages.
+type Administrator struct {
+	UserName string // default "admin"
+	// Password is plain text or a bcrypt hash ($2a$, $2b$ or $2y$).
+	Password Secret
+	// PasswordFile, when set, is the file Password was read from.
+	PasswordFile string
+}
+
+// Database is <Database>.
+type Database struct {
+	// OpenString is the SQLite file path (or a file: URI), resolved against
+	// the settings file's folder. Default "sipis.db". PostgreSQL is not
+	// supported yet.
+	OpenString string
+}
+
+// Lock is <Lock>: the lock file that keeps a second server off the same
+// database.
+type Lock struct {
+	FileName string // default "sipis.lock"
+}
+
+// Keys is <Keys>: the server's key files. The application creates missing
+// files on first start; config only resolves their paths.
+type Keys struct {
+	PrivateKeyFile string // default "keys/server.key"
+	PublicKeyFile  string // default "keys/server.pub"
+	DataKeyFile    string // default "keys/data.key"
+	// DataKey, when set inline (DataKey="…"), is used instead of DataKeyFile.
+	DataKey Secret
+}
+
+// LogStdio names the standard stream the log goes to.
+type LogStdio string
+
+// The accepted Stdio values.
+const (
+	StdioStdout LogStdio = "Stdout"
+	StdioStderr LogStdio = "Stderr"
+	StdioNone   LogStdio = "None"
+)
+
+// LogFormat is the log line format.
+type LogFormat string
+
+// The accepted Format values.
+const (
+	FormatText LogFormat = "text"
+	FormatJSON LogFormat = "json"
+)
+
+// Log is <Log>.
+type Log struct {
+	// FileName is the server log file; empty means no file.
+	FileName string
+	// InstanceFileName is the per-selector log turned on from /log; it must
+	// contain "{selector}". Default "logs/instance-{selector}.log".
+	InstanceFileName string
+	// Level is one of Trace, Debug, Info, Warning, Error, Fatal.
+	// Default Warning.
+	Level logrus.Level
+	// Stdio is Stdout, Stderr or None. Default Stdout.
+	Stdio LogStdio
+	// Format is text or json. Default text.
+	Format LogFormat
+	// Email sends log entries at or above Email.Level by e-mail (through the
+	// SMTP server of <Probe><Alerts><Smtp>) when Email.To is set.
+	Email LogEmail
+}
+
+// LogEmail is <Log><Email To From Level/>.
+type LogEmail struct {
+	To    string       // recipients, comma-separated; empty means off
+	From  string       // sender address
+	Level logrus.Level // default Error
+}
+
+// NotificationServers is <NotificationServers>: the push providers.
+type NotificationServers struct {
+	Apns    Apns    // <Apns>
+	Fcm     Fcm     // <Fcm>
+	Webhook Webhook // <Webhook>
+	// IncludeMessageText puts the text of a SIP MESSAGE in its push; off by
+	// default so message content does not pass through Apple or Google.
+	// <IncludeMessageText Enabled="No"/>.
+	IncludeMessageText bool
+}
+
+// Apns is <NotificationServers><Apns>: Apple push with token (JWT) auth.
+type Apns struct {
+	Enabled         bool   // default No
+	Endpoint        string // default https://api.push.apple.com
+	SandboxEndpoint string // default https://api.sandbox.push.apple.com
+	// KeyFile is the .p8 signing key file; its content is read into Key.
+	KeyFile string
+	// Key is the PEM signing key, inline (Key="…") or read from KeyFile.
+	Key    Secret
+	KeyID  string // KeyId
+	TeamID string // TeamId
+	Topic  string // the app's bundle id (".voip" is added for calls)
+}
+
+// Fcm is <NotificationServers><Fcm>: Firebase Cloud Messaging HTTP v1.
+type Fcm struct {
+	Enabled       bool   // default No
+	Endpoint      string // default https://fcm.googleapis.com
+	TokenEndpoint string // default https://oauth2.googleapis.com/token
+	// ServiceAccountFile is the service account JSON file; its content is
+	// read into ServiceAccount.
+	ServiceAccountFile string
+	// ServiceAccount is the service account JSON, inline or from the file.
+	ServiceAccount Secret
+	// ProjectID (ProjectId); empty means the service account's project.
+	ProjectID string
+}
+
+// Webhook is <NotificationServers><Webhook>: pushes as signed JSON POSTs.
+type Webhook struct {
+	Enabled    bool   // default No
+	URL        string // Url: where pushes are POSTed
+	Secret     Secret // signing secret, inline or from SecretFile
+	SecretFile string
+}
+
+// ClientCertificate is <TlsClientCertificates><Certificate File KeyFile/>: a
+// certificate sipis presents when it connects over TLS.
+type ClientCertificate struct {
+	File    string // PEM certificate
+	KeyFile string // PEM private key
+}
+
+// Certificate is <TrustedCertificates><Certificate File/>: a CA certificate
+// trusted in addition to the system roots.
+type Certificate struct {
+	File string // PEM certificate
+}
+
+// TLSServerOptions is <TlsServerOptions>: the certificate of the TLS
+// listeners.
+type TLSServerOptions struct {
+	CertificateFile string // PEM certificate chain; empty means no TLS
+	KeyFile         string // PEM private key
+	// MinVersion is tls.VersionTLS12 or tls.VersionTLS13 (written "1.2",
+	// "1.3"). Default 1.2.
+	MinVersion uint16
+}
+
+// Instance is <Instance>: per-account behaviour.
+type Instance struct {
+	// UserAgent overrides the User-Agent of REGISTERs sent for instances;
+	// empty means the app's own.
+	UserAgent string
+	// MaxAge: an instance not heard from by any device for this long is
+	// deleted with its credentials. Default 7 days.
+	MaxAge time.Duration
+	// NotRegisteredMaxAge: an instance that stayed unregistered (Idle or
+	// failing) for this long is deleted. Default 12 hours.
+	NotRegisteredMaxAge time.Duration
+	// KeepAlive sends keep-alive packets on the flow to the proxy
+	// (RFC 5626 §4.4.1 CRLF keep-alives). Default on, every 30 s.
+	KeepAlive       bool
+	KeepAlivePeriod time.Duration
+	// MaxCalls caps simultaneous calls per instance. Default 4.
+	MaxCalls int
+}
+
+// NoResponseAction is what an unanswered incoming call gets.
+type NoResponseAction string
+
+// The accepted OnNoResponseFromDevice values.
+const (
+	Reject480 NoResponseAction = "Reject480" // 480 Temporarily Unavailable
+	Reject408 NoResponseAction = "Reject408" // 408 Request Timeout
+)
+
+// IncomingCall is <IncomingCall>.
+type IncomingCall struct {
+	// NotAnsweredMaxAge is T1: from the push until a device says it is
+	// coming. Default 2 minutes.
+	NotAnsweredMaxAge time.Duration
+	// DeviceProgressMaxAge is T2: from the device's progress until it takes
+	// the call. Default 2 minutes.
+	DeviceProgressMaxAge time.Duration
+	// OnNoResponseFromDevice is Reject480 (default) or Reject408.
+	OnNoResponseFromDevice NoResponseAction
+	// AllowedSources are networks besides the instance's proxy that may
+	// send INVITE and MESSAGE to an instance. Default none.
+	AllowedSources []netip.Prefix
+}
+
+// FilterAction is what a text message filter does.
+type FilterAction string
+
+// The accepted filter actions.
+const (
+	FilterDrop   FilterAction = "Drop"   // answer 200, store nothing, push nothing
+	FilterReject FilterAction = "Reject" // answer 415 Unsupported Media Type
+	FilterAccept FilterAction = "Accept" // store and push as usual
+)
+
+// IncomingTextMessage is <IncomingTextMessage>.
+type IncomingTextMessage struct {
+	// MaxBytes: bigger bodies are refused with 413. Default 4 MiB.
+	MaxBytes int
+	// Filters by Content-Type, first match wins; default one filter that
+	// drops application/im-iscomposing+xml (RFC 3994).
+	Filters []Filter
+}
+
+// Filter is <IncomingTextMessage><Filter ContentType Action/>. ContentType
+// is a media type, lower case; "text/*" matches every subtype.
+type Filter struct {
+	ContentType string
+	Action      FilterAction
+}
+
+// PushTest is <PushTest>.
+type PushTest struct {
+	// MinAge is the least time between two test pushes to one instance.
+	// Default 10 s.
+	MinAge time.Duration
+}
+
+// Probe is <Probe>: OPTIONS probing of upstream SIP servers and alerts.
+type Probe struct {
+	Enabled     bool          // default Yes
+	Interval    time.Duration // default 30 s
+	Timeout     time.Duration // default 5 s
+	DownAfter   int           // failures before down; default 3
+	UpAfter     int           // successes before up again; default 2
+	MaxInFlight int           // concurrent probes; default 100
+	// ProbeInstanceProxies probes every distinct proxy in use by instances
+	// besides Targets. Default Yes.
+	ProbeInstanceProxies bool
+	Targets              []Target // <Target/> elements; default none
+	Alerts               Alerts   // <Alerts>
+}
+
+// Target is <Probe><Target Uri Transport/>.
+type Target struct {
+	URI string // sip: or sips: URI
+	// Transport is udp, tcp or tls; empty means tls for sips: and udp for
+	// sip: URIs.
+	Transport Transport
+}
+
+// Alerts is <Probe><Alerts>: where probe state changes are sent.
+type Alerts struct {
+	// MinInterval is the least time between two alerts for one target.
+	// Default 5 minutes.
+	MinInterval time.Duration
+	Smtp        Smtp           // <Smtp>
+	EmailTo     []string       // <EmailTo Address/>
+	Webhooks    []AlertWebhook // <Webhook Url Secret SecretFile/>
+}
+
+// Smtp is <Probe><Alerts><Smtp>.
+type Smtp struct {
+	Host         string // mail server; empty means no e-mail
+	Port         int    // default 587
+	UserName     string // empty means no authentication
+	Password     Secret // inline or read from PasswordFile
+	PasswordFile string
+	StartTLS     bool   // StartTls; default Yes
+	From         string // sender address
+}
+
+// AlertWebhook is <Probe><Alerts><Webhook>; Secret, when set, signs the POST.
+type AlertWebhook struct {
+	URL        string // Url
+	Secret     Secret // inline or read from SecretFile
+	SecretFile string
+}
+
+// Default returns the settings used for everything a file does not set.
+func Default() *Settings {
+	return &Settings{
+		Server: Server{Name: "sipis-1", Address: "0.0.0.0", Port: 5070},
+		Sip: Sip{
+			Listeners: []Listener{defaultListener()},
+			UserAgent: "sipis",
+			Register: Register{
+				RefreshFraction:     0.5,
+				Jitter:              0.1,
+				DefaultExpires:      3600 * time.Second,
+				MinExpires:          60 * time.Second,
+				MaxExpires:          24 * time.Hour,
+				BackoffMin:          5 * time.Second,
+				BackoffMax:          30 * time.Minute,
+				UnauthorizedRetry:   30 * time.Minute,
+				MaxInFlightPerProxy: 64,
+				ResumeWindow:        5 * time.Minute,
+				TransactionTimeout:  32 * time.Second,
+				Workers:             256,
+			},
+		},
+		HTTPServer:    HTTPServer{Address: "0.0.0.0", Port: 5000, MaxRegistrationBytes: 65536},
+		Administrator: Administrator{UserName: "admin"},
+		Database:      Database{OpenString: "sipis.db"},
+		Lock:          Lock{FileName: "sipis.lock"},
+		Keys: Keys{
+			PrivateKeyFile: "keys/server.key",
+			PublicKeyFile:  "keys/server.pub",
+			DataKeyFile:    "keys/data.key",
+		},
+		Log: Log{
+			InstanceFileName: "logs/instance-{selector}.log",
+			Level:            logrus.WarnLevel,
+			Stdio:            StdioStdout,
+			Format:           FormatText,
+			Email:            LogEmail{Level: logrus.ErrorLevel},
+		},
+		NotificationServers: NotificationServers{
+			Apns: Apns{
+				Endpoint:        "https://api.push.apple.com",
+				SandboxEndpoint: "https://api.sandbox.push.apple.com",
+			},
+			Fcm: Fcm{
+				Endpoint:      "https://fcm.googleapis.com",
+				TokenEndpoint: "https://oauth2.googleapis.com/token",
+			},
+		},
+		TLSServerOptions: TLSServerOptions{MinVersion: tls.VersionTLS12},
+		Instance: Instance{
+			MaxAge:              7 * 24 * time.Hour,
+			NotRegisteredMaxAge: 12 * time.Hour,
+			KeepAlive:           true,
+			KeepAlivePeriod:     30 * time.Second,
+			MaxCalls:            4,
+		},
+		IncomingCall: IncomingCall{
+			NotAnsweredMaxAge:      2 * time.Minute,
+			DeviceProgressMaxAge:   2 * time.Minute,
+			OnNoResponseFromDevice: Reject480,
+		},
+		IncomingTextMessage: IncomingTextMessage{
+			MaxBytes: 4 << 20,
+			Filters:  []Filter{{ContentType: "application/im-iscomposing+xml", Action: FilterDrop}},
+		},
+		PushTest: PushTest{MinAge: 10 * time.Second},
+		Probe: Probe{
+			Enabled:              true,
+			Interval:             30 * time.Second,
+			Timeout:              5 * time.Second,
+			DownAfter:            3,
+			UpAfter:              2,
+			MaxInFlight:          100,
+			ProbeInstanceProxies: true,
+			Alerts: Alerts{
+				MinInterval: 5 * time.Minute,
+				Smtp:        Smtp{Port: 587, StartTLS: true},
+			},
+		},
+	}
+}
+
+func defaultListener() Listener {
+	return Listener{Transport: TransportUDP, Address: "0.0.0.0", Port: 5060}
+}

@@ -1,0 +1,3 @@
+-----BEGIN PRIVATE KEY-----
+TESTKEY
+-----END PRIVATE KEY-----

@@ -1,0 +1,41 @@
+package web
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/gorilla/mux"
+)
+
+func (s *Server) registerAppRoutes(r *mux.Router) {
+	r.HandleFunc("/sipis/register", s.handleRegister).Methods(http.MethodPost)
+}
+
+// handleRegister takes the app's sealed registration (DESIGN.md, "The
+// registration API"). The body is capped (413 beyond); the backend opens
+// and applies it, and its 4xx errors are passed on with their reason.
+func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxRegisterBody))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		s.error(w, r, &httpError{code: http.StatusRequestEntityTooLarge,
+			msg: "registration too large: the limit is " + strconv.FormatInt(s.opts.MaxRegisterBody, 10) + " bytes"})
+		return
+	case err != nil:
+		s.error(w, r, badRequest("cannot read the registration: %v", err))
+		return
+	case len(body) == 0:
+		s.error(w, r, badRequest("empty registration: the body must hold the sealed registration"))
+		return
+	}
+	if err := s.b.Register(r.Context(), body); err != nil {
+		s.error(w, r, err)
+		return
+	}
+	writeDoc(w, "text/plain", []byte("OK\n"))
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }

@@ -1,0 +1,465 @@
+// Package web is sipis's HTTP interface: the operator pages (/about,
+// /stats, /debug, /log, /selectors, /settings), the machine-readable
+// instance and summary documents (JSON and XML), /metrics, /healthz and the
+// app-facing POST /sipis/register. It follows the contract in
+// SIPIS-HTTP.md.
+//
+// Routes:
+//
+//	GET  /about                    server info and the CHANGELOG
+//	GET  /stats[?s=&page=&n=]      server, call outcomes, push tests, instances
+//	GET  /stats/instances/json|xml every instance, streamed (?s= for one)
+//	GET  /stats/summary/json|xml   counts by state, call and push outcomes
+//	GET  /selectors[?page=&n=]     selectors and their last activity
+//	GET  /debug?s=, /settings?s=   admin: one instance in detail
+//	GET  /log?s=                   admin: turn on the instance log, show it
+//	GET  /login                    asks the browser for admin credentials
+//	POST /stats/actions/testpush   admin: s=, csrf=
+//	POST /stats/actions/turnoff    admin: s=, csrf=
+//	POST /stats/actions/turnoffall admin: confirm=1, csrf=
+//	POST /sipis/register           the app's sealed registration
+//	GET  /metrics, /healthz        Prometheus (when a Gatherer is given), liveness
+//
+// Admin actions take HTTP Basic credentials plus the CSRF token of the
+// page, or user= and password= form fields instead (see auth.go).
+//
+// The package depends on the rest of sipis only through the Backend
+// interface, which the application wires to the instance manager and the
+// store.
+package web
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"html/template"
+	stdlog "log"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sirupsen/logrus"
+)
+
+// Defaults for Options fields left zero.
+const (
+	DefaultAddr            = ":5000"
+	DefaultMaxRegisterBody = 64 << 10
+	DefaultLogTailBytes    = 256 << 10
+	DefaultPageSize        = 100
+	MaxPageSize            = 10000
+	DefaultAuthFailures    = 5
+	DefaultAuthLockout     = 2 * time.Second
+)
+
+// Options configure a Server. Backend is required; every other field has a
+// default.
+type Options struct {
+	// Addr is the listen address; default ":5000". "127.0.0.1:0" picks a
+	// free port (see Server.URL).
+	Addr string
+	// Backend is the rest of sipis.
+	Backend Backend
+	// Logger receives request and error logs; nil discards them.
+	Logger logrus.FieldLogger
+	// Changelog is the project's CHANGELOG (Markdown), shown on /about.
+	Changelog []byte
+	// Gatherer is served on /metrics; nil leaves /metrics out (404).
+	Gatherer prometheus.Gatherer
+	// MaxRegisterBody caps the body of POST /sipis/register; larger
+	// bodies get 413. Default 64 KiB.
+	MaxRegisterBody int64
+	// LogTailBytes is how much of the end of an instance log file /log
+	// shows. Default 256 KiB.
+	LogTailBytes int64
+	// PageSize is the default number of rows per page of /stats and
+	// /selectors (?n= overrides it, up to MaxPageSize). Default 100.
+	PageSize int
+	// AuthFailures is how many wrong admin passwords in a row one client
+	// address may send before it must wait; default 5.
+	AuthFailures int
+	// AuthLockout is the first wait after AuthFailures failures; each
+	// further failure doubles it, up to 15 minutes. Default 2 s.
+	AuthLockout time.Duration
+	// TrustedOrigins are extra origins (e.g. "https://sipis.example.com")
+	// whose browser POSTs are accepted when a TLS proxy in front of sipis
+	// rewrites the Host header. The request's own Host and
+	// X-Forwarded-Host are always accepted.
+	TrustedOrigins []string
+	// TrustForwardedFor makes the login failure limiter count failures by
+	// the right-most X-Forwarded-For address (set by the proxy in front)
+	// instead of the peer address. Only set it behind such a proxy:
+	// otherwise clients choose their own address.
+	TrustForwardedFor bool
+	// Now returns the current time; default time.Now. Tests inject a clock.
+	Now func() time.Time
+}
+
+// Server is the sipis web server.
+type Server struct {
+	opts      Options
+	log       logrus.FieldLogger
+	b         Backend
+	now       func() time.Time
+	pages     map[string]*template.Template
+	changelog template.HTML
+	csrfKey   []byte
+	limiter   *limiter
+	handler   http.Handler
+
+	mu  sync.Mutex
+	ln  net.Listener
+	srv *http.Server
+	url string
+}
+
+// New returns a Server for opts. It parses the templates once; it panics
+// only if the embedded templates are broken (a build defect) or
+// opts.Backend is nil.
+func New(opts Options) *Server {
+	if opts.Backend == nil {
+		panic("web: Options.Backend is nil")
+	}
+	if opts.Addr == "" {
+		opts.Addr = DefaultAddr
+	}
+	if opts.MaxRegisterBody <= 0 {
+		opts.MaxRegisterBody = DefaultMaxRegisterBody
+	}
+	if opts.LogTailBytes <= 0 {
+		opts.LogTailBytes = DefaultLogTailBytes
+	}
+	if opts.PageSize <= 0 || opts.PageSize > MaxPageSize {
+		opts.PageSize = DefaultPageSize
+	}
+	if opts.AuthFailures <= 0 {
+		opts.AuthFailures = DefaultAuthFailures
+	}
+	if opts.AuthLockout <= 0 {
+		opts.AuthLockout = DefaultAuthLockout
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	log := opts.Logger
+	if log == nil {
+		l := logrus.New()
+		l.Out = discard{}
+		log = l
+	}
+	key := make([]byte, 32)
+	_, _ = rand.Read(key) // crypto/rand.Read never fails (Go 1.24+)
+	s := &Server{
+		opts:      opts,
+		log:       log,
+		b:         opts.Backend,
+		now:       opts.Now,
+		changelog: renderMarkdown(opts.Changelog),
+		csrfKey:   key,
+		limiter:   newLimiter(opts.AuthFailures, opts.AuthLockout, opts.Now),
+	}
+	pages, err := parseTemplates()
+	if err != nil {
+		panic("web: embedded templates: " + err.Error())
+	}
+	s.pages = pages
+	r := mux.NewRouter()
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.error(w, r, &httpError{code: http.StatusNotFound, msg: "no such page"})
+	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.error(w, r, &httpError{code: http.StatusMethodNotAllowed, msg: "method " + r.Method + " not allowed here"})
+	})
+	s.registerPageRoutes(r)
+	s.registerStatsRoutes(r)
+	s.registerAdminRoutes(r)
+	s.registerAppRoutes(r)
+	s.registerOpsRoutes(r)
+	s.handler = s.recoverer(s.logRequests(r))
+	return s
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// Handler returns the server's routes, for tests and for mounting.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Open binds the listen address and serves in the background.
+func (s *Server) Open() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.srv != nil {
+		return errors.New("web: server already open")
+	}
+	ln, err := net.Listen("tcp", s.opts.Addr)
+	if err != nil {
+		return fmt.Errorf("web: listen on %s: %w", s.opts.Addr, err)
+	}
+	s.ln = ln
+	s.srv = &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		// Long enough to stream every instance to a slow client.
+		WriteTimeout:   5 * time.Minute,
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       stdlog.New(logWriter{s.log}, "", 0),
+	}
+	s.url = "http://" + ln.Addr().String()
+	srv := s.srv
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.WithError(err).Error("web server stopped")
+		}
+	}()
+	s.log.WithField("addr", ln.Addr().String()).Info("web server listening")
+	return nil
+}
+
+// URL returns the base URL of the open server, e.g. "http://127.0.0.1:5000";
+// "" before Open.
+func (s *Server) URL() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.url
+}
+
+// Close stops the server, letting requests in flight finish for up to 5
+// seconds. Closing a server that is not open does nothing.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	srv := s.srv
+	s.srv = nil
+	s.mu.Unlock()
+	if srv == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		_ = srv.Close()
+		return fmt.Errorf("web: shutdown: %w", err)
+	}
+	return nil
+}
+
+type logWriter struct{ log logrus.FieldLogger }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.log.Warn(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+func (s *Server) registerOpsRoutes(r *mux.Router) {
+	r.HandleFunc("/healthz", s.handleHealthz).Methods(http.MethodGet, http.MethodHead)
+	if s.opts.Gatherer != nil {
+		r.Handle("/metrics", promhttp.HandlerFor(s.opts.Gatherer, promhttp.HandlerOpts{
+			ErrorLog:      s.log,
+			ErrorHandling: promhttp.ContinueOnError,
+		})).Methods(http.MethodGet)
+	}
+}
+
+func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+// httpError is an error with the status code and a message safe to show.
+type httpError struct {
+	code int
+	msg  string
+}
+
+func (e *httpError) Error() string   { return e.msg }
+func (e *httpError) StatusCode() int { return e.code }
+
+func badRequest(format string, args ...any) error {
+	return &httpError{code: http.StatusBadRequest, msg: fmt.Sprintf(format, args...)}
+}
+
+// errorStatus maps an error to the status code and the message shown.
+// Messages of unknown errors are never shown: they may hold internals.
+func errorStatus(err error) (int, string) {
+	var sc StatusCoder
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return http.StatusNotFound, err.Error()
+	case errors.As(err, &sc) && sc.StatusCode() >= 400 && sc.StatusCode() < 600:
+		code := sc.StatusCode()
+		if code >= 500 {
+			return code, http.StatusText(code)
+		}
+		return code, oneLine(err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return http.StatusServiceUnavailable, "timed out"
+	default:
+		return http.StatusInternalServerError, "internal error"
+	}
+}
+
+// error writes err as a response: an HTML error page for the pages, plain
+// text for the machine-readable and app endpoints. Server errors are
+// logged; client errors only at debug level.
+func (s *Server) error(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		return // the client went away
+	}
+	code, msg := errorStatus(err)
+	entry := s.log.WithFields(logrus.Fields{"method": r.Method, "path": r.URL.Path, "status": code})
+	if code >= 500 {
+		entry.WithError(err).Error("request failed")
+	} else {
+		entry.WithError(err).Debug("request refused")
+	}
+	if code == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Basic realm="sipis", charset="UTF-8"`)
+	}
+	if code == http.StatusTooManyRequests {
+		var le *lockedError
+		if errors.As(err, &le) {
+			w.Header().Set("Retry-After", fmt.Sprint(int(le.wait.Seconds()+0.999)))
+		}
+	}
+	if wantsText(r) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(code)
+		_, _ = w.Write([]byte(msg + "\n"))
+		return
+	}
+	s.render(w, r, code, "error.html", &errorPage{
+		pageBase: s.base(r, http.StatusText(code)),
+		Code:     code,
+		Message:  msg,
+	})
+}
+
+func wantsText(r *http.Request) bool {
+	p := r.URL.Path
+	return strings.HasPrefix(p, "/sipis/") || strings.HasPrefix(p, "/stats/instances/") ||
+		strings.HasPrefix(p, "/stats/summary/") || p == "/metrics" || p == "/healthz"
+}
+
+func oneLine(s string) string {
+	if i := strings.IndexAny(s, "\r\n"); i >= 0 {
+		s = s[:i]
+	}
+	if len(s) > 300 {
+		s = s[:300]
+	}
+	return s
+}
+
+// render executes page into a buffer and writes it with status, so a
+// template error is a clean 500 rather than half a page.
+func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, page string, data any) {
+	t := s.pages[page]
+	var buf bytes.Buffer
+	if t == nil {
+		s.log.WithField("page", page).Error("no such template")
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	if err := t.ExecuteTemplate(&buf, "layout", data); err != nil {
+		s.log.WithError(err).WithField("page", page).Error("template failed")
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "same-origin")
+	nonce := nonceFrom(r)
+	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'nonce-"+nonce+"'; style-src 'nonce-"+nonce+
+		"'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+	w.WriteHeader(status)
+	_, _ = w.Write(buf.Bytes())
+}
+
+type ctxKey int
+
+const nonceKey ctxKey = 0
+
+func nonceFrom(r *http.Request) string {
+	if n, ok := r.Context().Value(nonceKey).(string); ok {
+		return n
+	}
+	return "none"
+}
+
+// statusWriter records the status for the request log. It unwraps for
+// http.ResponseController (flushing streamed documents).
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.bytes += int64(n)
+	return n, err
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// logRequests logs each request at debug level (never the query's or
+// headers' secrets: only method, path, status, size and duration) and gives
+// each request its CSP nonce.
+func (s *Server) logRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		nb := make([]byte, 16)
+		_, _ = rand.Read(nb)
+		r = r.WithContext(context.WithValue(r.Context(), nonceKey, base64.RawStdEncoding.EncodeToString(nb)))
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r)
+		s.log.WithFields(logrus.Fields{
+			"method": r.Method, "path": r.URL.Path, "status": sw.status,
+			"bytes": sw.bytes, "duration": time.Since(start),
+		}).Debug("http request")
+	})
+}
+
+// recoverer turns a handler panic into a 500 (http.ErrAbortHandler, used
+// to abort a broken stream, passes through).
+func (s *Server) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.log.WithField("panic", fmt.Sprint(v)).WithField("path", r.URL.Path).Error("handler panicked")
+				http.Error(w, "internal error", http.StatusInternalServerError)
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
