@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
 	"github.com/sipis/sipis/internal/config"
@@ -39,10 +40,14 @@ type App struct {
 	public  *registration.Key
 	private *registration.Key
 
-	db  *store.DB
-	ua  *sipua.UA
-	mgr *instance.Manager
-	web *web.Server
+	db   *store.DB
+	ua   *sipua.UA
+	mgr  *instance.Manager
+	push *pushes
+	web  *web.Server
+	reg  *prometheus.Registry
+
+	metrics metrics
 
 	instLogsMu sync.Mutex
 	instLogs   map[string]*logrus.Logger
@@ -146,6 +151,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 		TransactionTimeout: r.TransactionTimeout + 5*time.Second,
 		MaxAge:             s.Instance.MaxAge, NotRegisteredMaxAge: s.Instance.NotRegisteredMaxAge,
 		InstanceLogger: a.instanceLogger,
+		OnRegister:     a.observeRegister,
 	}); err != nil {
 		return err
 	}
@@ -153,9 +159,15 @@ func (a *App) Start(ctx context.Context) (err error) {
 		return err
 	}
 
+	if err := a.startPush(); err != nil {
+		return err
+	}
+	b := &backend{app: a}
+	a.reg = a.newMetrics(b)
 	a.web = web.New(web.Options{
 		Addr:            joinHostPort(s.HTTPServer.Address, s.HTTPServer.Port),
-		Backend:         &backend{app: a},
+		Backend:         b,
+		Gatherer:        a.reg,
 		Logger:          a.log.WithField("part", "web"),
 		Changelog:       changelog,
 		MaxRegisterBody: int64(s.HTTPServer.MaxRegistrationBytes),
@@ -178,6 +190,9 @@ func (a *App) Stop() {
 		}
 		if a.mgr != nil {
 			a.mgr.Stop()
+		}
+		if a.push != nil {
+			a.push.close()
 		}
 		if a.ua != nil {
 			a.ua.Close()

@@ -53,6 +53,7 @@ func row(s instance.Snapshot) web.InstanceRow {
 		State: s.Phase.State.String(), Status: s.Phase.Status.String(), Created: s.Created,
 		Devices: s.Devices, Calls: s.Calls, Messages: s.Messages, BytesIn: s.BytesIn, BytesOut: s.BytesOut,
 		FirstTraffic: s.FirstTraffic, LastTraffic: s.LastTraffic, Off: s.Off, LastError: s.LastError,
+		AsOf: time.Now(),
 	}
 }
 

@@ -2,20 +2,198 @@ package app
 
 import (
 	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
 
+	"github.com/sipis/sipis/internal/push"
+	"github.com/sipis/sipis/internal/store"
 	"github.com/sipis/sipis/internal/web"
 )
 
-// testPush sends a test push to every device of an instance. Push providers are wired in
-// with the calls work; until then every device's outcome says so, and nothing is counted.
+// pushes holds the configured notifiers and the state of test pushes.
+type pushes struct {
+	dispatcher *push.Dispatcher
+	closers    []interface{ Close() error }
+
+	mu       sync.Mutex
+	lastTest map[string]time.Time // selector -> last test push, for <PushTest><MinAge>
+}
+
+// rootCAs is the system pool plus <TrustedCertificates>, for the push services' TLS.
+func (a *App) rootCAs() (*x509.CertPool, error) {
+	if len(a.settings.TrustedCertificates) == 0 {
+		return nil, nil // the system's
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	for _, c := range a.settings.TrustedCertificates {
+		pem, err := os.ReadFile(c.File)
+		if err != nil {
+			return nil, fmt.Errorf("trusted certificate: %w", err)
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("trusted certificate %s: no PEM certificate in it", c.File)
+		}
+	}
+	return pool, nil
+}
+
+// startPush builds a notifier for every enabled provider of <NotificationServers>.
+func (a *App) startPush() error {
+	ns := a.settings.NotificationServers
+	roots, err := a.rootCAs()
+	if err != nil {
+		return err
+	}
+	var client *http.Client
+	if roots != nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig.RootCAs = roots
+		client = &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	}
+	p := &pushes{lastTest: make(map[string]time.Time)}
+	var notifiers []push.Notifier
+	if ns.Apns.Enabled {
+		n, err := push.NewAPNs(push.APNsOptions{
+			Endpoint: ns.Apns.Endpoint, SandboxEndpoint: ns.Apns.SandboxEndpoint, Key: []byte(ns.Apns.Key.Value()),
+			KeyID: ns.Apns.KeyID, TeamID: ns.Apns.TeamID, RootCAs: roots, Logger: a.log.WithField("part", "apns"),
+		})
+		if err != nil {
+			return fmt.Errorf("apns: %w", err)
+		}
+		notifiers = append(notifiers, n)
+		p.closers = append(p.closers, n)
+	}
+	if ns.Fcm.Enabled {
+		n, err := push.NewFCM(push.FCMOptions{
+			Endpoint: ns.Fcm.Endpoint, ServiceAccountJSON: []byte(ns.Fcm.ServiceAccount.Value()),
+			ProjectID: ns.Fcm.ProjectID, TokenURL: ns.Fcm.TokenEndpoint, HTTPClient: client,
+			Logger: a.log.WithField("part", "fcm"),
+		})
+		if err != nil {
+			return fmt.Errorf("fcm: %w", err)
+		}
+		notifiers = append(notifiers, n)
+		p.closers = append(p.closers, n)
+	}
+	if ns.Webhook.Enabled {
+		n, err := push.NewWebhook(push.WebhookOptions{
+			URL: ns.Webhook.URL, Secret: ns.Webhook.Secret.Value(), HTTPClient: client,
+			Logger: a.log.WithField("part", "webhook"),
+		})
+		if err != nil {
+			return fmt.Errorf("webhook: %w", err)
+		}
+		notifiers = append(notifiers, n)
+		p.closers = append(p.closers, n)
+	}
+	p.dispatcher = push.NewDispatcher(notifiers...)
+	p.dispatcher.Logger = a.log.WithField("part", "push")
+	a.push = p
+	return nil
+}
+
+func (p *pushes) close() {
+	for _, c := range p.closers {
+		c.Close()
+	}
+}
+
+// platformNames are the platforms as the stats page shows them.
+var platformNames = map[string]string{
+	push.PlatformAPNs: "APNs", push.PlatformFCM: "FCM", push.PlatformWebhook: "Webhook", "none": "None",
+}
+
+func platformName(p string) string {
+	if n, ok := platformNames[p]; ok {
+		return n
+	}
+	return p
+}
+
+// tooSoon is a test push refused because the last one to the instance was too recent.
+type tooSoon struct{ wait time.Duration }
+
+func (e tooSoon) Error() string {
+	return fmt.Sprintf("a test push was sent to this instance less than %s ago", e.wait)
+}
+func (e tooSoon) StatusCode() int { return http.StatusTooManyRequests }
+
+// Push test outcomes, as counted and shown.
+const (
+	outcomeDelivered    = "Delivered"
+	outcomeTokenInvalid = "TokenInvalid"
+	outcomeFailed       = "Failed"
+	outcomeNoToken      = "NoToken"
+)
+
+// testPush sends a test push to every device of an instance, records each outcome for the
+// stats page and marks dead tokens.
 func (a *App) testPush(ctx context.Context, sel string) ([]web.PushResult, error) {
+	minAge := a.settings.PushTest.MinAge
+	a.push.mu.Lock()
+	if last, ok := a.push.lastTest[sel]; ok && time.Since(last) < minAge {
+		a.push.mu.Unlock()
+		return nil, tooSoon{minAge}
+	}
+	a.push.lastTest[sel] = time.Now()
+	a.push.mu.Unlock()
+
 	devs, err := a.db.Devices(ctx, sel)
 	if err != nil {
 		return nil, err
 	}
 	var out []web.PushResult
 	for _, d := range devs {
-		out = append(out, web.PushResult{Device: d.ID, Platform: d.Platform, Outcome: "Failed", Error: "no push provider configured"})
+		r := web.PushResult{Device: d.ID, Platform: platformName(d.Platform)}
+		switch {
+		case d.PushToken == "" || d.Platform == "none":
+			r.Outcome, r.Error = outcomeNoToken, "the device has no push token"
+		default:
+			sendCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			res, err := a.push.dispatcher.Send(sendCtx, push.Notification{
+				Kind: push.KindTest, Selector: sel,
+				Device: push.Device{ID: d.ID, Platform: d.Platform, PushToken: d.PushToken, AppID: d.AppID, Sandbox: d.Sandbox},
+			})
+			cancel()
+			switch {
+			case err == nil && res.Accepted:
+				r.Outcome = outcomeDelivered
+			case res.TokenInvalid || errors.Is(err, push.ErrTokenInvalid):
+				r.Outcome, r.Error = outcomeTokenInvalid, res.Reason
+				if err := a.db.MarkTokenInvalid(ctx, sel, d.ID); err != nil {
+					a.log.WithField("err", err).Warn("marking a push token invalid failed")
+				}
+			default:
+				r.Outcome = outcomeFailed
+				if err != nil {
+					r.Error = oneLine(err.Error())
+				} else {
+					r.Error = res.Reason
+				}
+			}
+		}
+		if err := a.db.AddPushTest(ctx, store.PushTest{Selector: sel, DeviceID: d.ID, Platform: r.Platform,
+			Outcome: r.Outcome, Reason: r.Error, At: time.Now()}); err != nil {
+			a.log.WithField("err", err).Warn("recording a test push failed")
+		}
+		out = append(out, r)
 	}
 	return out, nil
+}
+
+func oneLine(s string) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	if len(s) > 300 {
+		s = s[:300] + "…"
+	}
+	return s
 }

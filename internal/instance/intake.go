@@ -75,17 +75,24 @@ func (m *Manager) Apply(ctx context.Context, reg *registration.Registration) err
 	inst := m.instances[reg.Selector]
 	m.mu.RUnlock()
 
-	if reg.Mode == registration.ModeOff && inst == nil {
-		// Forgetting an unknown instance: only remember the nonce via a normal store call
-		// would create it, so just answer OK.
+	hasAccount := reg.Account.User != "" && reg.Account.Domain != ""
+	if inst == nil && (reg.Mode == registration.ModeOff || !hasAccount) {
+		// Forgetting, or releasing without an account, an instance we do not hold: there is
+		// nothing to do, and storing it would create it.
 		return nil
+	}
+	if hasAccount {
+		if err := reg.Account.Validate(); err != nil {
+			m.stats.Rejected.Add(1)
+			return refuse(http.StatusBadRequest, err, "%s", err.Error())
+		}
 	}
 
 	si := &store.Instance{
 		Selector: reg.Selector, Node: m.opts.Node, Mode: string(reg.Mode), LastActivity: now,
 		Settings: maskedSettings(reg),
 	}
-	if reg.Mode == registration.ModeBackground {
+	if hasAccount {
 		si.Account = store.Account(reg.Account)
 	}
 	contact, callID := "", ""
@@ -93,8 +100,8 @@ func (m *Manager) Apply(ctx context.Context, reg *registration.Registration) err
 		contact, callID = randomToken(16), randomToken(16)
 		si.ContactUser, si.CallID, si.CreatedAt = contact, callID, now
 		si.State, si.Status = Idle.Key(), NotRegistered.String()
-	} else if reg.Mode != registration.ModeBackground {
-		// Keep the stored account: foreground and off carry none.
+	} else if !hasAccount {
+		// Keep the stored account: this registration carries none.
 		inst.mu.Lock()
 		si.Account = inst.account
 		inst.mu.Unlock()
@@ -134,7 +141,7 @@ func (m *Manager) Apply(ctx context.Context, reg *registration.Registration) err
 		m.mu.Unlock()
 	}
 	inst.mu.Lock()
-	if reg.Mode == registration.ModeBackground {
+	if hasAccount {
 		if inst.account.User != reg.Account.User || inst.account.Domain != reg.Account.Domain {
 			inst.minExpires = 0
 		}

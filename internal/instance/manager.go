@@ -68,6 +68,10 @@ type Options struct {
 	NotRegisteredMaxAge time.Duration // forget idle instances silent this long (12h; 0 = never)
 	SweepInterval       time.Duration // how often the two above are checked (10m)
 
+	// OnRegister, when set, is told the outcome of every REGISTER cycle (status 0 with an
+	// error when there was no final response), for metrics.
+	OnRegister func(status int, err error)
+
 	// InstanceLogger returns a logger for an instance whose detailed logging is on; nil = none.
 	InstanceLogger func(selector string) logrus.FieldLogger
 }
@@ -403,6 +407,9 @@ func (m *Manager) transact(inst *Instance, expires int) (sipua.Result, error) {
 	inst.lastResponse = res.Response
 	if err != nil {
 		m.stats.RegisterFailures.Add(1)
+	}
+	if m.opts.OnRegister != nil {
+		m.opts.OnRegister(res.Status, err)
 	}
 	if inst.logging {
 		m.instanceLog(inst).WithFields(logrus.Fields{"expires": expires, "status": res.Status, "err": err}).

@@ -130,6 +130,8 @@ type InstanceRow struct {
 	Messages int // waiting messages
 	BytesIn  int64
 	BytesOut int64
+	// AsOf is when the backend took the row; BitRate averages up to it.
+	AsOf time.Time
 	// FirstTraffic and LastTraffic bound the instance's SIP traffic; zero
 	// when there was none.
 	FirstTraffic time.Time
@@ -138,16 +140,18 @@ type InstanceRow struct {
 	LastError    string // why the last REGISTER failed, if it did
 }
 
-// BitRate returns the row's average SIP traffic in bit/s; see BitRate.
+// BitRate returns the row's average SIP traffic in bit/s from its first SIP message until
+// AsOf (until LastTraffic when AsOf is zero). Averaging up to "now" rather than up to the
+// last message keeps an instance that sent one REGISTER an hour ago from looking like a
+// heavy talker.
 func (r InstanceRow) BitRate() float64 {
-	return BitRate(r.BytesIn+r.BytesOut, r.FirstTraffic, r.LastTraffic)
+	end := r.AsOf
+	if end.IsZero() {
+		end = r.LastTraffic
+	}
+	return BitRate(r.BytesIn+r.BytesOut, r.FirstTraffic, end)
 }
 
-// BitRate returns the average rate in bit/s of bytes exchanged between
-// first and last: the instance's traffic lifetime. A lifetime under one
-// second counts as one second, so a single packet gives a finite rate; no
-// traffic (bytes <= 0 or a zero first time) gives 0. Backend.TrafficRates
-// must use this function so the colouring matches the table.
 func BitRate(bytes int64, first, last time.Time) float64 {
 	if bytes <= 0 || first.IsZero() {
 		return 0

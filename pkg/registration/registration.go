@@ -141,10 +141,10 @@ func (r *Registration) Validate() error {
 	if err := r.Device.validate(); err != nil {
 		return err
 	}
-	if r.Mode != ModeBackground {
-		return nil
+	if r.Mode != ModeBackground && r.Account == (Account{Transport: r.Account.Transport}) {
+		return nil // foreground and off need no account
 	}
-	return r.Account.validate()
+	return r.Account.Validate()
 }
 
 // ValidateSelector checks that s is a lowercase hex string of an acceptable length.
@@ -168,7 +168,9 @@ func padEven(s string) string {
 	return s
 }
 
-func (a *Account) validate() error {
+// Validate checks an account's fields; Registration.Validate calls it for every background
+// registration, and for any other that carries an account.
+func (a *Account) Validate() error {
 	if a.User == "" {
 		return invalid("account.user", "missing")
 	}

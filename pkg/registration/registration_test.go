@@ -19,7 +19,7 @@ func sample() *Registration {
 			User: "alice", Password: "s3cret", Domain: "example.com",
 			Proxy: "proxy.example.com", Port: 5060, Transport: "UDP", Expires: 600,
 		},
-		Device: Device{ID: "dev-1", Platform: "apns", PushToken: "abcdef0123456789", AppID: "com.example.phone"},
+		Device:    Device{ID: "dev-1", Platform: "apns", PushToken: "abcdef0123456789", AppID: "com.example.phone"},
 		Timestamp: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC),
 		Nonce:     "0123456789abcdef0123",
 	}

@@ -1,0 +1,48 @@
+package app
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/sipis/sipis/internal/web"
+)
+
+// metrics are the server's own Prometheus series beside web.NewCollector's.
+type metrics struct {
+	registers *prometheus.CounterVec
+}
+
+// newMetrics builds the registry /metrics serves: instances by state, calls and push tests
+// (web.NewCollector), REGISTER cycles by final status, SIP bytes, and the Go runtime.
+func (a *App) newMetrics(b web.Backend) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	a.metrics.registers = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sipis_register_transactions_total",
+		Help: "REGISTER cycles (challenge included) by final status; status=\"none\" when no final response came.",
+	}, []string{"status"})
+	reg.MustRegister(
+		web.NewCollector(b, 0),
+		a.metrics.registers,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sipis_sip_bytes_received_total", Help: "SIP bytes received."},
+			func() float64 { return float64(a.ua.Traffic().BytesIn) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sipis_sip_bytes_sent_total", Help: "SIP bytes sent."},
+			func() float64 { return float64(a.ua.Traffic().BytesOut) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sipis_registrations_accepted_total", Help: "Registrations accepted from apps."},
+			func() float64 { return float64(a.mgr.Stats().Registrations.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sipis_registrations_refused_total", Help: "Registrations refused (bad input, stale, replayed)."},
+			func() float64 { return float64(a.mgr.Stats().Rejected.Load()) }),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return reg
+}
+
+func (a *App) observeRegister(status int, err error) {
+	label := "none"
+	if err == nil && status > 0 {
+		label = strconv.Itoa(status)
+	}
+	a.metrics.registers.WithLabelValues(label).Inc()
+}
