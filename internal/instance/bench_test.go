@@ -18,7 +18,7 @@ type instantRegistrar struct{ req, resp string }
 
 func (r instantRegistrar) Register(_ context.Context, b sipua.Binding) (sipua.Result, error) {
 	return sipua.Result{Status: 200, Reason: "OK", Expires: b.Expires, CSeq: b.CSeq + 2,
-		Request: r.req, Response: r.resp, BytesIn: 900, BytesOut: 1300}, nil
+		Request: strings.Clone(r.req), Response: strings.Clone(r.resp), BytesIn: 900, BytesOut: 1300}, nil
 }
 
 func realistic() instantRegistrar {
@@ -95,7 +95,7 @@ func BenchmarkHeldInstanceMemory(b *testing.B) {
 	}
 }
 
-// BenchmarkResume measures Start on n stored instances: loading and scheduling them.
+// BenchmarkResume100k measures Start on n stored instances: loading and scheduling them.
 func BenchmarkResume100k(b *testing.B) {
 	st := newMemStore()
 	seed(st, 100_000)

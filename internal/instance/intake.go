@@ -94,6 +94,13 @@ func (m *Manager) Apply(ctx context.Context, reg *registration.Registration) err
 	}
 	if hasAccount {
 		si.Account = store.Account(reg.Account)
+		if inst != nil && si.Account.Password == "" {
+			// An app need not send its password again to release or refresh its account:
+			// an empty password keeps the stored one (an unREGISTER must authenticate too).
+			inst.mu.Lock()
+			si.Account.Password = inst.account.Password
+			inst.mu.Unlock()
+		}
 	}
 	contact, callID := "", ""
 	if inst == nil {
@@ -145,7 +152,7 @@ func (m *Manager) Apply(ctx context.Context, reg *registration.Registration) err
 		if inst.account.User != reg.Account.User || inst.account.Domain != reg.Account.Domain {
 			inst.minExpires = 0
 		}
-		inst.account = store.Account(reg.Account)
+		inst.account = si.Account
 	}
 	inst.lastActivity = now.UnixNano()
 	inst.devices = int32(len(devices))

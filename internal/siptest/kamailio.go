@@ -1,0 +1,366 @@
+package siptest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"text/template"
+	"time"
+)
+
+// KamailioOptions configures StartKamailio; zero values pick defaults.
+type KamailioOptions struct {
+	// Domain is the registrar domain and digest realm (default
+	// "sipis.test").
+	Domain string
+	// MinExpires and MaxExpires bound registrations (defaults 10, 3600);
+	// shorter requests get 423 (RFC 3261 §10.3 step 7).
+	MinExpires, MaxExpires int
+	// Debug is Kamailio's log level (default 2, warnings and notices).
+	Debug int
+}
+
+// User is a test account on the Kamailio registrar.
+type User struct {
+	Name, Password string
+}
+
+// Kamailio is a Kamailio process serving 127.0.0.1 on one UDP+TCP port.
+type Kamailio struct {
+	t      testing.TB
+	bin    string
+	kamcmd string
+	dir    string
+	cfg    string
+	ctl    string
+	port   int
+	opts   KamailioOptions
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+	log  *syncBuffer
+}
+
+// syncBuffer is a bytes.Buffer safe for the process's writes and our
+// reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.b.Len() > 4<<20 {
+		s.b.Reset() // keep memory bounded in long runs
+	}
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// KamailioPassword is the password of every test user: "pw-" + user, as
+// computed by the Kamailio configuration.
+func KamailioPassword(user string) string { return "pw-" + user }
+
+// findTool looks a Kamailio binary up in $PATH, then in the usual sbin
+// folders (often not in a test's $PATH).
+func findTool(name string) string {
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	for _, dir := range []string{"/usr/sbin", "/usr/local/sbin", "/sbin"} {
+		p := filepath.Join(dir, name)
+		if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
+			return p
+		}
+	}
+	return ""
+}
+
+// StartKamailio writes a configuration from
+// testdata/kamailio/kamailio.cfg.tmpl (found from the repository root)
+// into a temporary folder, starts Kamailio on a free 127.0.0.1 port (UDP
+// and TCP) with its own control socket, waits until it answers OPTIONS and
+// stops it in t.Cleanup. Its log is shown only if the test fails.
+//
+// Without a kamailio binary the test is skipped, unless the environment
+// has SIPIS_REQUIRE_KAMAILIO=1: then it fails.
+func StartKamailio(t testing.TB, opts KamailioOptions) *Kamailio {
+	t.Helper()
+	k := &Kamailio{t: t, opts: opts, bin: findTool("kamailio"), kamcmd: findTool("kamcmd"), log: &syncBuffer{}}
+	if k.bin == "" || k.kamcmd == "" {
+		msg := "siptest: kamailio or kamcmd not installed (apt-get install kamailio); skipping Kamailio test"
+		if os.Getenv("SIPIS_REQUIRE_KAMAILIO") == "1" {
+			t.Fatal(msg + " but SIPIS_REQUIRE_KAMAILIO=1")
+		}
+		t.Skip(msg)
+	}
+	if k.opts.Domain == "" {
+		k.opts.Domain = "sipis.test"
+	}
+	if k.opts.MinExpires == 0 {
+		k.opts.MinExpires = 10
+	}
+	if k.opts.MaxExpires == 0 {
+		k.opts.MaxExpires = 3600
+	}
+	if k.opts.Debug == 0 {
+		k.opts.Debug = 2
+	}
+	tmpl, err := os.ReadFile(templatePath(t))
+	if err != nil {
+		t.Fatalf("siptest: read Kamailio template: %v", err)
+	}
+	// A unix socket path must fit in 108 bytes; t.TempDir can be long.
+	k.dir, err = os.MkdirTemp("", "kam")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(k.dir) })
+	k.ctl = filepath.Join(k.dir, "ctl.sock")
+	k.port = freeUDPTCPPort(t)
+	var cfg bytes.Buffer
+	err = template.Must(template.New("kamailio.cfg").Option("missingkey=error").Parse(string(tmpl))).Execute(&cfg, map[string]any{
+		"Port": k.port, "Domain": k.opts.Domain, "CtlSocket": k.ctl,
+		"MinExpires": k.opts.MinExpires, "MaxExpires": k.opts.MaxExpires, "Debug": k.opts.Debug,
+	})
+	if err != nil {
+		t.Fatalf("siptest: Kamailio template: %v", err)
+	}
+	k.cfg = filepath.Join(k.dir, "kamailio.cfg")
+	if err := os.WriteFile(k.cfg, cfg.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		k.Stop()
+		if t.Failed() {
+			t.Logf("kamailio log:\n%s", tail(k.log.String(), 200))
+		}
+	})
+	k.Start()
+	return k
+}
+
+func tail(s string, lines int) string {
+	ls := strings.Split(s, "\n")
+	if len(ls) > lines {
+		ls = ls[len(ls)-lines:]
+	}
+	return strings.Join(ls, "\n")
+}
+
+// templatePath finds testdata/kamailio/kamailio.cfg.tmpl by walking up from
+// this source file's folder (tests run in their package's folder).
+func templatePath(t testing.TB) string {
+	_, file, _, ok := runtime.Caller(0)
+	dirs := []string{}
+	if ok {
+		dirs = append(dirs, filepath.Dir(file))
+	}
+	if wd, err := os.Getwd(); err == nil {
+		dirs = append(dirs, wd)
+	}
+	for _, d := range dirs {
+		for range 6 {
+			p := filepath.Join(d, "testdata", "kamailio", "kamailio.cfg.tmpl")
+			if _, err := os.Stat(p); err == nil {
+				return p
+			}
+			d = filepath.Dir(d)
+		}
+	}
+	t.Fatal("siptest: testdata/kamailio/kamailio.cfg.tmpl not found above the test's folder")
+	return ""
+}
+
+// freeUDPTCPPort finds a port free for both UDP and TCP on 127.0.0.1:
+// Kamailio cannot bind port 0 and report it, so bind, read and close.
+func freeUDPTCPPort(t testing.TB) int {
+	for range 50 {
+		u, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := u.LocalAddr().(*net.UDPAddr).Port
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		u.Close()
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return port
+	}
+	t.Fatal("siptest: no free UDP+TCP port")
+	return 0
+}
+
+// Addr returns "127.0.0.1:port".
+func (k *Kamailio) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(k.port)) }
+
+// Host returns "127.0.0.1".
+func (k *Kamailio) Host() string { return "127.0.0.1" }
+
+// Port returns the UDP and TCP port.
+func (k *Kamailio) Port() int { return k.port }
+
+// Domain returns the registrar domain (the digest realm).
+func (k *Kamailio) Domain() string { return k.opts.Domain }
+
+// Users returns n users user0000... with their passwords.
+func (k *Kamailio) Users(n int) []User {
+	out := make([]User, n)
+	for i := range out {
+		name := fmt.Sprintf("user%04d", i)
+		out[i] = User{Name: name, Password: KamailioPassword(name)}
+	}
+	return out
+}
+
+// Start starts Kamailio (again, on the same port, after Stop) and waits
+// until it answers OPTIONS.
+func (k *Kamailio) Start() {
+	k.t.Helper()
+	k.mu.Lock()
+	if k.cmd != nil {
+		k.mu.Unlock()
+		return
+	}
+	os.Remove(k.ctl)
+	cmd := exec.Command(k.bin, "-DD", "-E", "-f", k.cfg, "-Y", k.dir, "-w", k.dir, "-m", "64", "-M", "8")
+	cmd.Stdout, cmd.Stderr = k.log, k.log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		k.mu.Unlock()
+		k.t.Fatalf("siptest: start kamailio: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	k.cmd, k.done = cmd, done
+	k.mu.Unlock()
+
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-done:
+			k.t.Fatalf("siptest: kamailio exited at start:\n%s", tail(k.log.String(), 50))
+		default:
+		}
+		if optionsPing(k.Addr(), 200*time.Millisecond) == nil {
+			if _, err := os.Stat(k.ctl); err == nil {
+				return
+			}
+		}
+	}
+	k.Stop()
+	k.t.Fatalf("siptest: kamailio did not answer OPTIONS within 15 s:\n%s", tail(k.log.String(), 50))
+}
+
+// Stop stops Kamailio (SIGTERM, then SIGKILL of its process group after 5
+// s) and waits for it.
+func (k *Kamailio) Stop() {
+	k.mu.Lock()
+	cmd, done := k.cmd, k.done
+	k.cmd = nil
+	k.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
+}
+
+// Contacts returns the contacts registered for aor (the user part; the
+// configuration does not use domains in usrloc) as Kamailio's usrloc sees
+// them, via `kamcmd ul.lookup`. No registration gives nil.
+func (k *Kamailio) Contacts(t testing.TB, aor string) []Contact {
+	t.Helper()
+	out, err := k.RPC("ul.lookup", "location", aor)
+	if err != nil {
+		if strings.Contains(out, "AOR not found") || strings.Contains(out, "404") {
+			return nil
+		}
+		t.Fatalf("siptest: kamcmd ul.lookup %s: %v\n%s", aor, err, out)
+	}
+	return parseULContacts(out)
+}
+
+// RPC runs one kamcmd command on the instance's control socket and
+// returns its output.
+func (k *Kamailio) RPC(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, k.kamcmd, append([]string{"-s", "unix:" + k.ctl}, args...)...)
+	b, err := cmd.CombinedOutput()
+	return string(b), err
+}
+
+// parseULContacts reads "Address: <uri>" and "Expires: N" pairs from
+// kamcmd's ul.lookup/ul.dump output.
+func parseULContacts(out string) []Contact {
+	var cs []Contact
+	for line := range strings.SplitSeq(out, "\n") {
+		line = strings.TrimSpace(line)
+		if v, ok := strings.CutPrefix(line, "Address: "); ok {
+			cs = append(cs, Contact{URI: strings.TrimSpace(v), Expires: -1})
+			continue
+		}
+		if v, ok := strings.CutPrefix(line, "Expires: "); ok && len(cs) > 0 && cs[len(cs)-1].Expires == -1 {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				n = 0 // "permanent" or "deleted"
+			}
+			cs[len(cs)-1].Expires = n
+		}
+	}
+	return cs
+}
+
+// optionsPing sends one OPTIONS over UDP and waits for any response.
+func optionsPing(addr string, timeout time.Duration) error {
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	l := c.LocalAddr().String()
+	branch := "z9hG4bK" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	req := "OPTIONS sip:" + addr + " SIP/2.0\r\n" +
+		"Via: SIP/2.0/UDP " + l + ";branch=" + branch + ";rport\r\n" +
+		"Max-Forwards: 70\r\nFrom: <sip:siptest@" + l + ">;tag=1\r\nTo: <sip:" + addr + ">\r\n" +
+		"Call-ID: " + branch + "\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+	if _, err := c.Write([]byte(req)); err != nil {
+		return err
+	}
+	_ = c.SetReadDeadline(time.Now().Add(timeout))
+	buf := make([]byte, 4096)
+	n, err := c.Read(buf)
+	if err != nil {
+		return err
+	}
+	if !bytes.HasPrefix(buf[:n], []byte("SIP/2.0 ")) {
+		return errors.New("siptest: not a SIP response")
+	}
+	return nil
+}

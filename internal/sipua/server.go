@@ -1,0 +1,307 @@
+package sipua
+
+import (
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/sirupsen/logrus"
+)
+
+// Handler receives requests addressed to our contacts, routed by the
+// Request-URI user part (our random Contact user). It is called on its own
+// goroutine and must answer through req.Respond (except for ACK), possibly
+// later and more than once (provisional, then final).
+//
+// Without a handler the UA answers 200 to OPTIONS, 405 (with Allow) to
+// methods it does not support, 481 to CANCEL and 404 to everything else.
+// With a handler, OPTIONS without a user part (addressed to sipis itself)
+// and unsupported methods are still answered by the UA.
+type Handler interface {
+	HandleRequest(contactUser string, req *Request)
+}
+
+// supported lists the methods passed to a Handler (RFC 3261 §20.5 Allow).
+var supported = map[string]bool{
+	"INVITE": true, "ACK": true, "CANCEL": true, "BYE": true, "OPTIONS": true,
+	"MESSAGE": true, "INFO": true, "UPDATE": true, "PRACK": true, "NOTIFY": true,
+}
+
+const allowHeader = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, INFO, UPDATE, PRACK, NOTIFY"
+
+// Header is one header field of a response.
+type Header struct {
+	Name, Value string
+}
+
+// Request is a received SIP request.
+type Request struct {
+	// Method is the request method, e.g. "INVITE" or "MESSAGE".
+	Method string
+	// URI is the Request-URI.
+	URI string
+	// From, To and CallID are those headers' values.
+	From, To, CallID string
+	// Body is the message body (may be empty).
+	Body []byte
+	// Source is the "ip:port" the request came from.
+	Source string
+	// Transport is "udp", "tcp" or "tls".
+	Transport string
+
+	msg   *sip.Request
+	raw   []byte
+	ua    *UA
+	send  func([]byte) error
+	toTag string
+	stx   *serverTx
+}
+
+// Header returns the first value of the named header ("" if absent);
+// compact forms are understood.
+func (r *Request) Header(name string) string {
+	if h := r.msg.GetHeader(name); h != nil {
+		return h.Value()
+	}
+	return ""
+}
+
+// Headers returns every value of the named header.
+func (r *Request) Headers(name string) []string {
+	var out []string
+	for _, h := range r.msg.GetHeaders(name) {
+		out = append(out, h.Value())
+	}
+	return out
+}
+
+// String returns the request as received.
+func (r *Request) String() string { return string(r.raw) }
+
+// Respond sends a response (RFC 3261 §8.2.6): Via, From, To (with our tag,
+// the same for every response to this request), Call-ID and CSeq are
+// copied from the request; headers are appended. A final response is
+// remembered and resent to retransmissions of the request (§17.2).
+func (r *Request) Respond(code int, reason string, headers ...Header) error {
+	return r.respond(code, reason, "", nil, headers)
+}
+
+// RespondBody is Respond with a body of the given content type.
+func (r *Request) RespondBody(code int, reason, contentType string, body []byte, headers ...Header) error {
+	if contentType == "" || strings.ContainsAny(contentType, "\r\n") {
+		return fmt.Errorf("sipua: bad content type %q", contentType)
+	}
+	return r.respond(code, reason, contentType, body, headers)
+}
+
+func (r *Request) respond(code int, reason, contentType string, body []byte, headers []Header) error {
+	if r.Method == "ACK" {
+		return errors.New("sipua: ACK is not answered")
+	}
+	if code < 100 || code > 699 {
+		return fmt.Errorf("sipua: response code %d out of range", code)
+	}
+	if strings.ContainsAny(reason, "\r\n") {
+		return errors.New("sipua: reason contains a line break")
+	}
+	for _, h := range headers {
+		if h.Name == "" || strings.ContainsAny(h.Name, ": \r\n") || strings.ContainsAny(h.Value, "\r\n") {
+			return fmt.Errorf("sipua: bad response header %q", h.Name)
+		}
+	}
+	res := sip.NewResponseFromRequest(r.msg, code, reason, nil)
+	if to := res.To(); to != nil && code > 100 {
+		if _, had := r.msg.To().Params.Get("tag"); !had {
+			to.Params.Add("tag", r.toTag)
+		}
+	}
+	if via := res.Via(); via != nil && !via.Params.Has("received") {
+		// RFC 3261 §18.2.1: note the source when it differs from sent-by.
+		if h, _, err := net.SplitHostPort(r.Source); err == nil && h != strings.Trim(via.Host, "[]") {
+			via.Params.Add("received", h)
+		}
+	}
+	for _, h := range headers {
+		if strings.EqualFold(h.Name, "Content-Length") || strings.EqualFold(h.Name, "l") ||
+			strings.EqualFold(h.Name, "Content-Type") || strings.EqualFold(h.Name, "c") {
+			continue
+		}
+		res.AppendHeader(sip.NewHeader(h.Name, h.Value))
+	}
+	if res.GetHeader("User-Agent") == nil && res.GetHeader("Server") == nil {
+		res.AppendHeader(sip.NewHeader("Server", r.ua.ua))
+	}
+	if contentType != "" {
+		res.AppendHeader(sip.NewHeader("Content-Type", contentType))
+	}
+	res.SetBody(body)
+	b := []byte(res.String())
+	if err := r.send(b); err != nil {
+		return fmt.Errorf("sipua: send %d to %s/%s: %w", code, r.Transport, r.Source, err)
+	}
+	if r.stx != nil {
+		r.ua.srvTxs.answered(r.stx, b, code >= 200)
+	}
+	return nil
+}
+
+// serverTx remembers the last response to a request so that UDP
+// retransmissions are answered without the handler (RFC 3261 §17.2.2,
+// Timer J = 64*T1 for non-INVITE).
+type serverTx struct {
+	key   string
+	last  []byte
+	final bool
+	exp   time.Time
+	send  func([]byte) error
+}
+
+type serverTxTable struct {
+	seed   maphash.Seed
+	shards [txShards]struct {
+		mu sync.Mutex
+		m  map[string]*serverTx
+	}
+}
+
+func (t *serverTxTable) init() {
+	t.seed = maphash.MakeSeed()
+	for i := range t.shards {
+		t.shards[i].m = make(map[string]*serverTx)
+	}
+}
+
+func (t *serverTxTable) shard(k string) int { return int(maphash.String(t.seed, k) % txShards) }
+
+// begin returns the existing transaction for key (a retransmission) or
+// records a new one.
+func (t *serverTxTable) begin(key string, send func([]byte) error) (tx *serverTx, retrans bool) {
+	s := &t.shards[t.shard(key)]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if tx, ok := s.m[key]; ok {
+		return tx, true
+	}
+	// A handler may take minutes to answer an INVITE; keep the entry.
+	tx = &serverTx{key: key, exp: time.Now().Add(5 * time.Minute), send: send}
+	s.m[key] = tx
+	return tx, false
+}
+
+func (t *serverTxTable) answered(tx *serverTx, b []byte, final bool) {
+	s := &t.shards[t.shard(tx.key)]
+	s.mu.Lock()
+	tx.last, tx.final = b, final
+	if final {
+		tx.exp = time.Now().Add(64 * timerT1)
+	}
+	s.mu.Unlock()
+}
+
+func (t *serverTxTable) lastResponse(tx *serverTx) []byte {
+	s := &t.shards[t.shard(tx.key)]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return tx.last
+}
+
+func (t *serverTxTable) expire(now time.Time) {
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		for k, tx := range s.m {
+			if now.After(tx.exp) {
+				delete(s.m, k)
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// handleRequest routes a received request.
+func (u *UA) handleRequest(m *sip.Request, raw []byte, transport string, src *net.UDPAddr, ul *udpListener, sc *streamConn) {
+	via := m.Via()
+	if via == nil || m.CSeq() == nil || m.CallID() == nil || m.From() == nil || m.To() == nil {
+		return // RFC 3261 §8.1.1 minimum not met; nothing sane to answer to
+	}
+	var source string
+	var send func([]byte) error
+	if sc != nil {
+		source = sc.conn.RemoteAddr().String()
+		send = sc.write
+	} else {
+		source = src.String()
+		// RFC 3581 §4: with rport answer to the source port; else to the
+		// source IP and the Via port (RFC 3261 §18.2.2).
+		dst := &net.UDPAddr{IP: src.IP, Port: src.Port}
+		if v, ok := via.Params.Get("rport"); !ok || v != "" {
+			if via.Port > 0 {
+				dst.Port = via.Port
+			} else if !ok {
+				dst.Port = 5060
+			}
+		}
+		send = func(b []byte) error { return ul.writeTo(b, dst) }
+	}
+	m.SetSource(source)
+	m.SetTransport(strings.ToUpper(transport))
+
+	method := string(m.Method)
+	branch, _ := via.Params.Get("branch")
+	var stx *serverTx
+	if method != "ACK" {
+		key := branch + "|" + via.SentBy() + "|" + method
+		var retrans bool
+		stx, retrans = u.srvTxs.begin(key, send)
+		if retrans {
+			if b := u.srvTxs.lastResponse(stx); b != nil {
+				_ = send(b)
+			}
+			return
+		}
+	}
+	req := &Request{
+		Method:    method,
+		URI:       m.Recipient.String(),
+		CallID:    m.CallID().Value(),
+		From:      m.From().Value(),
+		To:        m.To().Value(),
+		Body:      m.Body(),
+		Source:    source,
+		Transport: transport,
+		msg:       m,
+		raw:       raw,
+		ua:        u,
+		send:      send,
+		toTag:     randHex(8),
+		stx:       stx,
+	}
+	user := m.Recipient.User
+	u.mu.RLock()
+	h := u.handler
+	u.mu.RUnlock()
+
+	respond := func(code int, reason string, hs ...Header) {
+		if err := req.Respond(code, reason, hs...); err != nil {
+			u.log.WithFields(logrus.Fields{"method": method, "src": source, "err": err}).Debug("sip: respond")
+		}
+	}
+	switch {
+	case !supported[method]:
+		respond(405, "Method Not Allowed", Header{"Allow", allowHeader})
+	case method == "OPTIONS" && (h == nil || user == ""):
+		respond(200, "OK", Header{"Allow", allowHeader}, Header{"Accept", "application/sdp"})
+	case h == nil && method == "ACK":
+	case h == nil && method == "CANCEL":
+		respond(481, "Call/Transaction Does Not Exist")
+	case h == nil:
+		respond(404, "Not Found")
+	default:
+		go h.HandleRequest(user, req)
+	}
+}

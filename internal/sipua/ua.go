@@ -1,0 +1,426 @@
+// Package sipua is sipis's SIP user agent: it owns the SIP listeners
+// (UDP, TCP, TLS), sends REGISTER and OPTIONS as a UAC with digest
+// authentication, receives requests addressed to our contacts and counts
+// every byte it moves.
+//
+// It is the only package of sipis that imports github.com/emiago/sipgo, and
+// uses it only for the SIP message model and parser. The transport and the
+// non-INVITE client transaction (RFC 3261 §17.1.2) are implemented here, on
+// one socket per listener, because the registration engine must run
+// thousands of REGISTER transactions per second and account for the bytes
+// of each one; sipgo's transaction layer allocates timers and goroutines per
+// message and offers no per-transaction byte counts.
+package sipua
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/sirupsen/logrus"
+)
+
+// ErrTimeout is returned (wrapped) when a transaction got no final response
+// before Timer F (Config.TransactionTimeout) or the context's deadline.
+var ErrTimeout = errors.New("sipua: no response")
+
+// ErrResolve is returned (wrapped) when a proxy or target host cannot be
+// resolved to an address (RFC 3263).
+var ErrResolve = errors.New("sipua: cannot resolve")
+
+// ErrClosed is returned when the UA is not started or already closed.
+var ErrClosed = errors.New("sipua: user agent not running")
+
+// Listener is one local socket the UA binds.
+type Listener struct {
+	// Transport is "udp", "tcp" or "tls".
+	Transport string
+	// Address is "ip:port"; port 0 picks a free one (see UA.Addr).
+	Address string
+}
+
+// Config configures a UA. The zero value of every field is usable except
+// Listeners, which needs at least one entry.
+type Config struct {
+	Listeners []Listener
+	// TLSConfig is the server side configuration for "tls" listeners.
+	TLSConfig *tls.Config
+	// ClientTLS is used for outgoing TLS connections to proxies; nil means
+	// the system roots and the proxy host name as ServerName.
+	ClientTLS *tls.Config
+	// PublicHost is the host put in Via and Contact; empty means the bound
+	// IP of the listener (or, when bound to an unspecified address, the
+	// local IP the kernel would use to reach the destination).
+	PublicHost string
+	// UserAgent is the User-Agent header value; empty means "sipis".
+	UserAgent string
+	// TransactionTimeout bounds one client transaction (Timer F); default
+	// 32 s, that is 64*T1 (RFC 3261 §17.1.2.2).
+	TransactionTimeout time.Duration
+	// Resolver is used for SRV and A/AAAA lookups (RFC 3263); nil means
+	// net.DefaultResolver.
+	Resolver *net.Resolver
+	// Logger receives the UA's log lines; nil discards them.
+	Logger logrus.FieldLogger
+}
+
+// Traffic holds the UA's counters of everything received from and sent to
+// the network, over all transports, including retransmissions and messages
+// that could not be parsed.
+type Traffic struct {
+	BytesIn, BytesOut       int64
+	MessagesIn, MessagesOut int64
+}
+
+// RFC 3261 §17.1.1.1 timer values.
+const (
+	timerT1 = 500 * time.Millisecond
+	timerT2 = 4 * time.Second
+)
+
+const (
+	udpBufferSize = 4 << 20
+	maxUDPMessage = 65507
+	maxMessage    = 1 << 20
+)
+
+// UA is a SIP user agent. All methods are safe for concurrent use.
+type UA struct {
+	cfg     Config
+	log     logrus.FieldLogger
+	parser  *sip.Parser
+	res     *resolver
+	timeout time.Duration
+	ua      string
+
+	mu        sync.RWMutex
+	started   bool
+	closed    bool
+	udp       []*udpListener
+	streamLns []*streamListener
+	conns     map[string]*streamConn // "tcp|ip:port" -> connection
+	allConns  map[*streamConn]struct{}
+	dials     map[string]*dialing
+	handler   Handler
+
+	txs    txTable
+	srvTxs serverTxTable
+
+	bytesIn, bytesOut, msgsIn, msgsOut atomic.Int64
+
+	parseErrs sync.Map // source "ip:port" -> parseFailure, last unparsable message
+
+	wg   sync.WaitGroup
+	done chan struct{}
+}
+
+// New checks cfg and returns a UA that is not yet listening; call Start.
+func New(cfg Config) (*UA, error) {
+	if len(cfg.Listeners) == 0 {
+		return nil, errors.New("sipua: config has no listeners")
+	}
+	for i, l := range cfg.Listeners {
+		switch l.Transport {
+		case "udp", "tcp":
+		case "tls":
+			if cfg.TLSConfig == nil {
+				return nil, fmt.Errorf("sipua: listener %d (%s %s) is tls but Config.TLSConfig is nil", i, l.Transport, l.Address)
+			}
+		default:
+			return nil, fmt.Errorf("sipua: listener %d has unknown transport %q (want udp, tcp or tls)", i, l.Transport)
+		}
+		if _, _, err := net.SplitHostPort(l.Address); err != nil {
+			return nil, fmt.Errorf("sipua: listener %d address %q: %w", i, l.Address, err)
+		}
+	}
+	if cfg.TransactionTimeout < 0 {
+		return nil, fmt.Errorf("sipua: negative TransactionTimeout %v", cfg.TransactionTimeout)
+	}
+	if strings.ContainsAny(cfg.PublicHost, " \r\n\t<>;,") {
+		return nil, fmt.Errorf("sipua: PublicHost %q is not a host", cfg.PublicHost)
+	}
+	if strings.ContainsAny(cfg.UserAgent, "\r\n") {
+		return nil, errors.New("sipua: UserAgent contains a line break")
+	}
+	u := &UA{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		parser:   sip.NewParser(),
+		timeout:  cfg.TransactionTimeout,
+		ua:       cfg.UserAgent,
+		conns:    make(map[string]*streamConn),
+		allConns: make(map[*streamConn]struct{}),
+		dials:    make(map[string]*dialing),
+		done:     make(chan struct{}),
+	}
+	if u.log == nil {
+		l := logrus.New()
+		l.SetOutput(io.Discard)
+		u.log = l
+	}
+	if u.timeout == 0 {
+		u.timeout = 64 * timerT1
+	}
+	if u.ua == "" {
+		u.ua = "sipis"
+	}
+	r := cfg.Resolver
+	if r == nil {
+		r = net.DefaultResolver
+	}
+	u.res = newResolver(r)
+	u.txs.init()
+	u.srvTxs.init()
+	return u, nil
+}
+
+// Start binds every listener and starts reading from them. It returns once
+// all sockets are bound (so Addr is valid), or the first bind error after
+// closing what was bound.
+func (u *UA) Start(ctx context.Context) error {
+	u.mu.Lock()
+	if u.started || u.closed {
+		u.mu.Unlock()
+		return errors.New("sipua: Start called twice or after Close")
+	}
+	u.started = true
+	u.mu.Unlock()
+
+	var lc net.ListenConfig
+	for _, l := range u.cfg.Listeners {
+		switch l.Transport {
+		case "udp":
+			pc, err := lc.ListenPacket(ctx, "udp", l.Address)
+			if err != nil {
+				u.Close()
+				return fmt.Errorf("sipua: listen udp %s: %w", l.Address, err)
+			}
+			uc := pc.(*net.UDPConn)
+			// Bursts of thousands of responses overflow the default
+			// receive buffer (about 200 KiB); the kernel caps this at
+			// net.core.rmem_max.
+			_ = uc.SetReadBuffer(udpBufferSize)
+			_ = uc.SetWriteBuffer(udpBufferSize)
+			ul := &udpListener{ua: u, conn: uc}
+			u.mu.Lock()
+			u.udp = append(u.udp, ul)
+			u.mu.Unlock()
+		case "tcp", "tls":
+			ln, err := lc.Listen(ctx, "tcp", l.Address)
+			if err != nil {
+				u.Close()
+				return fmt.Errorf("sipua: listen %s %s: %w", l.Transport, l.Address, err)
+			}
+			sl := &streamListener{ua: u, ln: ln, transport: l.Transport}
+			u.mu.Lock()
+			u.streamLns = append(u.streamLns, sl)
+			u.mu.Unlock()
+		}
+	}
+	u.mu.RLock()
+	defer u.mu.RUnlock()
+	for _, ul := range u.udp {
+		// Two readers per socket: parsing is the costly part and a
+		// UDPConn may be read concurrently.
+		for range 2 {
+			u.wg.Add(1)
+			go ul.serve()
+		}
+		u.log.WithField("addr", ul.conn.LocalAddr().String()).Debug("sip udp listener ready")
+	}
+	for _, sl := range u.streamLns {
+		u.wg.Add(1)
+		go sl.serve()
+		u.log.WithFields(logrus.Fields{"addr": sl.ln.Addr().String(), "transport": sl.transport}).Debug("sip stream listener ready")
+	}
+	u.wg.Add(1)
+	go u.sweep()
+	return nil
+}
+
+// Addr returns the bound "ip:port" of the first listener of transport, or
+// "" if there is none (or the UA is not started).
+func (u *UA) Addr(transport string) string {
+	u.mu.RLock()
+	defer u.mu.RUnlock()
+	switch transport {
+	case "udp":
+		if len(u.udp) > 0 {
+			return u.udp[0].conn.LocalAddr().String()
+		}
+	case "tcp", "tls":
+		for _, sl := range u.streamLns {
+			if sl.transport == transport {
+				return sl.ln.Addr().String()
+			}
+		}
+	}
+	return ""
+}
+
+// Close stops every listener and connection and waits for the UA's
+// goroutines. Transactions in flight fail with ErrClosed.
+func (u *UA) Close() error {
+	u.mu.Lock()
+	if u.closed {
+		u.mu.Unlock()
+		return nil
+	}
+	u.closed = true
+	close(u.done)
+	for _, ul := range u.udp {
+		ul.conn.Close()
+	}
+	for _, sl := range u.streamLns {
+		sl.ln.Close()
+	}
+	for c := range u.allConns {
+		c.conn.Close()
+	}
+	u.mu.Unlock()
+	u.wg.Wait()
+	u.txs.failAll(ErrClosed)
+	return nil
+}
+
+// SetHandler installs h for requests addressed to our contacts; nil
+// restores the default behaviour (see Handler).
+func (u *UA) SetHandler(h Handler) {
+	u.mu.Lock()
+	u.handler = h
+	u.mu.Unlock()
+}
+
+// Traffic returns a snapshot of the UA's traffic counters.
+func (u *UA) Traffic() Traffic {
+	return Traffic{
+		BytesIn:     u.bytesIn.Load(),
+		BytesOut:    u.bytesOut.Load(),
+		MessagesIn:  u.msgsIn.Load(),
+		MessagesOut: u.msgsOut.Load(),
+	}
+}
+
+func (u *UA) countIn(n int) {
+	u.bytesIn.Add(int64(n))
+	u.msgsIn.Add(1)
+}
+
+func (u *UA) countOut(n int) {
+	u.bytesOut.Add(int64(n))
+	u.msgsOut.Add(1)
+}
+
+// sweep expires server transactions (Timer J, RFC 3261 §17.2.2) and the
+// remembered parse errors.
+func (u *UA) sweep() {
+	defer u.wg.Done()
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-u.done:
+			return
+		case now := <-t.C:
+			u.srvTxs.expire(now)
+			u.parseErrs.Range(func(k, v any) bool {
+				if now.Sub(v.(parseFailure).at) > u.timeout {
+					u.parseErrs.Delete(k)
+				}
+				return true
+			})
+		}
+	}
+}
+
+// handleMessage dispatches one received message. raw is owned by the
+// callee. It came from src through ul (UDP) or over sc (TCP/TLS).
+func (u *UA) handleMessage(raw []byte, transport string, src *net.UDPAddr, ul *udpListener, sc *streamConn) {
+	if len(raw) <= 4 && strings.Trim(string(raw), "\r\n") == "" {
+		return // keep-alive CRLF (RFC 5626 §3.5.1)
+	}
+	msg, err := u.parser.ParseSIP(raw)
+	if err != nil {
+		source := ""
+		if src != nil {
+			source = src.String()
+		} else if sc != nil {
+			source = sc.conn.RemoteAddr().String()
+		}
+		u.parseErrs.Store(source, parseFailure{err: err.Error(), at: time.Now()})
+		u.log.WithFields(logrus.Fields{"src": source, "transport": transport, "err": err}).Debug("sip: dropped unparsable message")
+		return
+	}
+	switch m := msg.(type) {
+	case *sip.Response:
+		u.handleResponse(m, raw)
+	case *sip.Request:
+		u.handleRequest(m, raw, transport, src, ul, sc)
+	}
+}
+
+// parseFailure remembers that a peer sent something unparsable, so that a
+// transaction to it can say so when it times out.
+type parseFailure struct {
+	err string
+	at  time.Time
+}
+
+// localHost returns the host for Via/Contact when sending from laddr to
+// dst.
+func (u *UA) localHost(laddr net.Addr, dst net.IP) string {
+	if u.cfg.PublicHost != "" {
+		return u.cfg.PublicHost
+	}
+	var ip net.IP
+	switch a := laddr.(type) {
+	case *net.UDPAddr:
+		ip = a.IP
+	case *net.TCPAddr:
+		ip = a.IP
+	}
+	if ip == nil || ip.IsUnspecified() {
+		ip = outboundIP(dst)
+	}
+	return hostForURI(ip.String())
+}
+
+// outboundIP asks the kernel which source address it would use for dst; no
+// packet is sent.
+func outboundIP(dst net.IP) net.IP {
+	c, err := net.DialUDP("udp", nil, &net.UDPAddr{IP: dst, Port: 9})
+	if err != nil {
+		return net.IPv4(127, 0, 0, 1)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).IP
+}
+
+// hostForURI brackets IPv6 literals (RFC 3261 §25.1 IPv6reference).
+func hostForURI(h string) string {
+	if strings.Contains(h, ":") && !strings.HasPrefix(h, "[") {
+		return "[" + h + "]"
+	}
+	return h
+}
+
+func portOf(a net.Addr) int {
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		return a.Port
+	case *net.TCPAddr:
+		return a.Port
+	}
+	_, p, _ := net.SplitHostPort(a.String())
+	n, _ := strconv.Atoi(p)
+	return n
+}
