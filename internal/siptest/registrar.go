@@ -118,7 +118,6 @@ func WithClock(now func() time.Time) RegistrarOption { return func(r *Registrar)
 // Registrar is a fake SIP registrar on 127.0.0.1, UDP and TCP on the same
 // port.
 type Registrar struct {
-	t             testing.TB
 	udp           *net.UDPConn
 	tcp           net.Listener
 	def           Behaviour
@@ -157,8 +156,18 @@ type Contact struct {
 // NewRegistrar starts a fake registrar; it stops in t.Cleanup.
 func NewRegistrar(t testing.TB, opts ...RegistrarOption) *Registrar {
 	t.Helper()
+	r, err := StartRegistrar(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	return r
+}
+
+// StartRegistrar starts a fake registrar outside a test (the load tool uses it); the caller
+// closes it.
+func StartRegistrar(opts ...RegistrarOption) (*Registrar, error) {
 	r := &Registrar{
-		t:          t,
 		realm:      "sipis.test",
 		alg:        "MD5",
 		maxExpires: 3600,
@@ -182,7 +191,7 @@ func NewRegistrar(t testing.TB, opts ...RegistrarOption) *Registrar {
 	for range 20 {
 		r.udp, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 		if err != nil {
-			t.Fatalf("siptest: listen udp: %v", err)
+			return nil, fmt.Errorf("siptest: listen udp: %w", err)
 		}
 		_ = r.udp.SetReadBuffer(4 << 20)
 		_ = r.udp.SetWriteBuffer(4 << 20)
@@ -193,7 +202,7 @@ func NewRegistrar(t testing.TB, opts ...RegistrarOption) *Registrar {
 		r.udp.Close()
 	}
 	if err != nil {
-		t.Fatalf("siptest: listen tcp on the udp port: %v", err)
+		return nil, fmt.Errorf("siptest: listen tcp on the udp port: %w", err)
 	}
 	for range 2 {
 		r.wg.Add(1)
@@ -201,8 +210,7 @@ func NewRegistrar(t testing.TB, opts ...RegistrarOption) *Registrar {
 	}
 	r.wg.Add(1)
 	go r.serveTCP()
-	t.Cleanup(r.Close)
-	return r
+	return r, nil
 }
 
 // Close stops the registrar; it is called by t.Cleanup.

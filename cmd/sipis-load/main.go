@@ -1,0 +1,300 @@
+// Command sipis-load measures the registration engine at scale on loopback: it seeds N
+// instances in a SQLite store, starts the real instance manager and SIP user agent against a
+// registrar that challenges every REGISTER (running in a child process, so that the figures
+// are sipis's alone), and reports
+//
+//	(a) full REGISTER cycles per second (401 challenge + authenticated REGISTER + 200),
+//	(b) resident memory per held instance,
+//	(c) CPU time per 1,000 refreshes,
+//	(d) the time to resume every instance from the store.
+//
+// All traffic goes to 127.0.0.1; every phase is bounded in time and the tool stops by itself.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/sipis/sipis/internal/instance"
+	"github.com/sipis/sipis/internal/sipua"
+	"github.com/sipis/sipis/internal/siptest"
+	"github.com/sipis/sipis/internal/store"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "sipis-load:", err)
+		os.Exit(1)
+	}
+}
+
+type figures struct {
+	Instances           int     `json:"instances"`
+	SeedSeconds         float64 `json:"seedSeconds"`
+	RegisterSeconds     float64 `json:"registerSeconds"`
+	CyclesPerSecond     float64 `json:"cyclesPerSecond"`
+	RSSBaselineMiB      float64 `json:"rssBaselineMiB"`
+	RSSHeldMiB          float64 `json:"rssHeldMiB"`
+	RSSPerInstanceBytes float64 `json:"rssPerInstanceBytes"`
+	HeapPerInstance     float64 `json:"heapPerInstanceBytes"`
+	Refreshes           int64   `json:"refreshes"`
+	RefreshWindowSecs   float64 `json:"refreshWindowSeconds"`
+	CPUmsPer1000        float64 `json:"cpuMsPer1000Refreshes"`
+	ResumeLoadSeconds   float64 `json:"resumeLoadSeconds"`
+	Failures            int64   `json:"registerFailures"`
+}
+
+func run() error {
+	n := flag.Int("n", 10000, "instances")
+	expires := flag.Int("expires", 60, "expiry the registrar grants, in seconds (refresh at about half)")
+	window := flag.Duration("window", 30*time.Second, "how long to count refreshes for the CPU figure")
+	workers := flag.Int("workers", 256, "manager workers (REGISTERs in flight at most)")
+	inflight := flag.Int("inflight", 256, "REGISTERs in flight per proxy at most")
+	timeout := flag.Duration("timeout", 10*time.Minute, "give up after this long")
+	asJSON := flag.Bool("json", false, "print the figures as JSON")
+	child := flag.Bool("registrar-child", false, "internal: run the loopback registrar and print its address")
+	flag.Parse()
+	if *child {
+		return serveRegistrar(*expires)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	addr, kill, err := startRegistrarChild(*expires)
+	if err != nil {
+		return err
+	}
+	defer kill()
+	host, portStr, _ := strings.Cut(addr, ":")
+	port, _ := strconv.Atoi(portStr)
+
+	dir, err := os.MkdirTemp("", "sipis-load-*")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	key := make([]byte, 32)
+	db, err := store.Open(ctx, store.Options{Path: filepath.Join(dir, "load.db"), DataKey: key, Node: "load", Logger: log})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	f := figures{Instances: *n}
+	fmt.Fprintf(os.Stderr, "seeding %d instances...\n", *n)
+	t0 := time.Now()
+	if err := seed(ctx, db, *n, host, port); err != nil {
+		return err
+	}
+	f.SeedSeconds = time.Since(t0).Seconds()
+
+	ua, err := sipua.New(sipua.Config{Listeners: []sipua.Listener{{Transport: "udp", Address: "127.0.0.1:0"}}, Logger: log,
+		TransactionTimeout: 8 * time.Second})
+	if err != nil {
+		return err
+	}
+	if err := ua.Start(ctx); err != nil {
+		return err
+	}
+	defer ua.Close()
+
+	runtime.GC()
+	debug.FreeOSMemory()
+	base := rssBytes()
+	f.RSSBaselineMiB = float64(base) / (1 << 20)
+	var msBefore runtime.MemStats
+	runtime.ReadMemStats(&msBefore)
+
+	opts := instance.Options{Store: db, Registrar: ua, Logger: log, Node: "load", Workers: *workers,
+		MaxInFlightPerProxy: *inflight, ResumeWindow: time.Nanosecond, MinExpires: min(*expires, 60), BackoffMin: time.Second}
+	m, err := instance.New(opts)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "registering...\n")
+	t1 := time.Now()
+	if err := m.Start(ctx); err != nil {
+		return err
+	}
+	registered := instance.Phase{State: instance.RegisterLoop, Status: instance.Registered}
+	for {
+		byPhase, _ := m.Counts()
+		if byPhase[registered] == *n {
+			break
+		}
+		if ctx.Err() != nil {
+			m.Stop()
+			return fmt.Errorf("only %d of %d registered: %v", byPhase[registered], *n, byPhase)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	f.RegisterSeconds = time.Since(t1).Seconds()
+	f.CyclesPerSecond = float64(*n) / f.RegisterSeconds
+
+	runtime.GC()
+	debug.FreeOSMemory()
+	held := rssBytes()
+	var msAfter runtime.MemStats
+	runtime.ReadMemStats(&msAfter)
+	f.RSSHeldMiB = float64(held) / (1 << 20)
+	f.RSSPerInstanceBytes = float64(held-base) / float64(*n)
+	f.HeapPerInstance = float64(int64(msAfter.HeapAlloc)-int64(msBefore.HeapAlloc)) / float64(*n)
+
+	// Refreshes: count cycles and our CPU time over the window, once the first refreshes are due.
+	wait := time.Duration(float64(*expires)*0.4) * time.Second
+	fmt.Fprintf(os.Stderr, "waiting %v for refreshes to start, then counting for %v...\n", wait, *window)
+	select {
+	case <-time.After(wait):
+	case <-ctx.Done():
+	}
+	r0, c0 := m.Stats().Registers.Load(), cpuTime()
+	select {
+	case <-time.After(*window):
+	case <-ctx.Done():
+	}
+	r1, c1 := m.Stats().Registers.Load(), cpuTime()
+	f.Refreshes = r1 - r0
+	f.RefreshWindowSecs = window.Seconds()
+	if f.Refreshes > 0 {
+		f.CPUmsPer1000 = float64((c1 - c0).Milliseconds()) / float64(f.Refreshes) * 1000
+	}
+	f.Failures = m.Stats().RegisterFailures.Load()
+	m.Stop()
+
+	// Resume: a new manager loads and schedules every stored instance.
+	opts.ResumeWindow = 5 * time.Minute
+	m2, err := instance.New(opts)
+	if err != nil {
+		return err
+	}
+	t2 := time.Now()
+	if err := m2.Start(ctx); err != nil {
+		return err
+	}
+	f.ResumeLoadSeconds = time.Since(t2).Seconds()
+	if got := m2.Len(); got != *n {
+		m2.Stop()
+		return fmt.Errorf("resumed %d of %d instances", got, *n)
+	}
+	m2.Stop()
+
+	if *asJSON {
+		return json.NewEncoder(os.Stdout).Encode(f)
+	}
+	fmt.Printf("instances                         %d\n", f.Instances)
+	fmt.Printf("(a) full REGISTER cycles/s        %.0f  (%d in %.2f s, 401+200 each)\n", f.CyclesPerSecond, f.Instances, f.RegisterSeconds)
+	fmt.Printf("(b) RSS held                      %.1f MiB (baseline %.1f MiB): %.0f bytes/instance; Go heap %.0f bytes/instance\n",
+		f.RSSHeldMiB, f.RSSBaselineMiB, f.RSSPerInstanceBytes, f.HeapPerInstance)
+	fmt.Printf("(c) CPU per 1,000 refreshes       %.1f ms  (%d refreshes in %.0f s)\n", f.CPUmsPer1000, f.Refreshes, f.RefreshWindowSecs)
+	fmt.Printf("(d) resume from the store         %.2f s\n", f.ResumeLoadSeconds)
+	fmt.Printf("REGISTER failures                 %d\n", f.Failures)
+	return nil
+}
+
+// seed stores n instances in the background mode, ready to register.
+func seed(ctx context.Context, db *store.DB, n int, host string, port int) error {
+	now := time.Now()
+	ups := make([]store.StateUpdate, 0, 500)
+	for i := range n {
+		sel := fmt.Sprintf("%016x", i+1)
+		user := fmt.Sprintf("load%07d", i)
+		inst := &store.Instance{Selector: sel, Node: "load", Mode: store.ModeBackground, LastActivity: now, CreatedAt: now,
+			CallID: fmt.Sprintf("%032x", i+1),
+			Account: store.Account{User: user, Password: "pw-" + user, Domain: "sipis.test", Proxy: host, Port: port,
+				Transport: "udp", Expires: 60}}
+		dev := &store.Device{Selector: sel, ID: "phone", Platform: "none", LastSeen: now}
+		if err := db.PutRegistration(ctx, inst, dev, fmt.Sprintf("nonce-%016d", i), now); err != nil {
+			return err
+		}
+		ups = append(ups, store.StateUpdate{Selector: sel, State: store.StateRegistering, Status: store.StatusRegistering, At: now})
+		if len(ups) == cap(ups) || i == n-1 {
+			if err := db.SaveStates(ctx, ups); err != nil {
+				return err
+			}
+			ups = ups[:0]
+		}
+	}
+	return nil
+}
+
+// startRegistrarChild runs this program as the registrar in a child process.
+func startRegistrarChild(expires int) (addr string, kill func(), err error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", nil, err
+	}
+	cmd := exec.Command(exe, "-registrar-child", "-expires", strconv.Itoa(expires))
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return "", nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		cmd.Process.Kill()
+		return "", nil, errors.New("the registrar child did not start")
+	}
+	return strings.TrimSpace(line), func() { stdin.Close(); cmd.Wait() }, nil
+}
+
+// serveRegistrar runs a registrar that challenges every REGISTER until stdin closes.
+func serveRegistrar(expires int) error {
+	r, err := siptest.StartRegistrar(siptest.WithMaxExpires(expires))
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	fmt.Println(r.Addr())
+	io.Copy(io.Discard, os.Stdin)
+	return nil
+}
+
+func rssBytes() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
