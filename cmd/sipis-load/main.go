@@ -33,8 +33,8 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/sipis/sipis/internal/instance"
-	"github.com/sipis/sipis/internal/sipua"
 	"github.com/sipis/sipis/internal/siptest"
+	"github.com/sipis/sipis/internal/sipua"
 	"github.com/sipis/sipis/internal/store"
 )
 

@@ -22,6 +22,7 @@ import (
 
 	"github.com/sipis/sipis/internal/config"
 	"github.com/sipis/sipis/internal/instance"
+	"github.com/sipis/sipis/internal/probe"
 	"github.com/sipis/sipis/internal/sipua"
 	"github.com/sipis/sipis/internal/store"
 	"github.com/sipis/sipis/internal/version"
@@ -48,6 +49,14 @@ type App struct {
 	reg  *prometheus.Registry
 
 	metrics metrics
+	prober  *probe.Prober
+	downMu  sync.Mutex
+	down    map[string]bool
+	downAt  time.Time
+
+	bg       sync.WaitGroup // background loops of the app itself
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
 
 	instLogsMu sync.Mutex
 	instLogs   map[string]*logrus.Logger
@@ -107,6 +116,8 @@ func (a *App) Start(ctx context.Context) (err error) {
 	}()
 	s := a.settings
 	a.started = time.Now()
+	a.bgCtx, a.bgCancel = context.WithCancel(context.WithoutCancel(ctx))
+	sipua.SetLibraryLogger(a.log.WithField("part", "sipgo"))
 	if err := a.takeLock(s.Lock.FileName); err != nil {
 		return err
 	}
@@ -162,12 +173,16 @@ func (a *App) Start(ctx context.Context) (err error) {
 	if err := a.startPush(); err != nil {
 		return err
 	}
+	if err := a.startProbes(a.bgCtx); err != nil {
+		return err
+	}
 	b := &backend{app: a}
 	a.reg = a.newMetrics(b)
 	a.web = web.New(web.Options{
 		Addr:            joinHostPort(s.HTTPServer.Address, s.HTTPServer.Port),
 		Backend:         b,
 		Gatherer:        a.reg,
+		Probes:          a.probeSource(),
 		Logger:          a.log.WithField("part", "web"),
 		Changelog:       changelog,
 		MaxRegisterBody: int64(s.HTTPServer.MaxRegistrationBytes),
@@ -187,6 +202,13 @@ func (a *App) Stop() {
 	a.stopOnce.Do(func() {
 		if a.web != nil {
 			a.web.Close()
+		}
+		if a.bgCancel != nil {
+			a.bgCancel()
+		}
+		a.bg.Wait()
+		if a.prober != nil {
+			a.prober.Stop()
 		}
 		if a.mgr != nil {
 			a.mgr.Stop()
@@ -343,4 +365,12 @@ func trimSpace(b []byte) []byte {
 		b = b[:len(b)-1]
 	}
 	return b
+}
+
+// probeSource is nil when probing is off, so the pages say so.
+func (a *App) probeSource() web.ProbeSource {
+	if a.prober == nil {
+		return nil
+	}
+	return probeSource{a}
 }

@@ -47,6 +47,14 @@ func (b *backend) InstanceCounts(ctx context.Context) (web.InstanceCounts, error
 	return c, nil
 }
 
+func (b *backend) row(s instance.Snapshot, down map[string]bool) web.InstanceRow {
+	r := row(s)
+	if len(down) > 0 && s.Phase.State != instance.Idle {
+		r.ProxyDown = down[proxyTarget(s).Key()]
+	}
+	return r
+}
+
 func row(s instance.Snapshot) web.InstanceRow {
 	return web.InstanceRow{
 		Selector: s.Selector, UserName: s.User, Domain: s.Domain, Proxy: s.Proxy, Port: s.Port,
@@ -59,19 +67,20 @@ func row(s instance.Snapshot) web.InstanceRow {
 
 func (b *backend) Instances(ctx context.Context, q web.InstanceQuery, fn func(web.InstanceRow) error) error {
 	m := b.app.mgr
+	down := b.app.downProxies()
 	if q.Selector != "" {
 		s, ok := m.Snapshot(q.Selector)
 		if !ok || q.Offset > 0 {
 			return nil
 		}
-		return fn(row(s))
+		return fn(b.row(s, down))
 	}
 	var err error
 	m.Range(q.Offset, q.Limit, func(s instance.Snapshot) bool {
 		if err = ctx.Err(); err != nil {
 			return false
 		}
-		err = fn(row(s))
+		err = fn(b.row(s, down))
 		return err == nil
 	})
 	return err

@@ -8,6 +8,9 @@ import (
 
 	"golang.org/x/crypto/nacl/box"
 
+	"github.com/sipis/sipis/internal/config"
+	"github.com/sipis/sipis/internal/web"
+
 	"github.com/sipis/sipis/pkg/registration"
 )
 
@@ -32,4 +35,14 @@ func atoi(t *testing.T, s string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+type (
+	webQuery = web.InstanceQuery
+	webRow   = web.InstanceRow
+)
+
+// parseSettingsFragment parses a whole <Sipis> document, for tests that take one section.
+func parseSettingsFragment(xml, dir string) (*config.Settings, error) {
+	return config.Parse([]byte(xml), dir)
 }

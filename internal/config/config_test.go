@@ -437,7 +437,7 @@ func TestBad(t *testing.T) {
 		{"both-secret.xml", 2, []string{"<Administrator PasswordFile=", "not both"}},
 		{"text-content.xml", 3, []string{"<HttpServer>", "unexpected text"}},
 		{"sips-udp.xml", 3, []string{`<Target Transport="udp">`, "sips: URI needs tls"}},
-		{"timeout-over-interval.xml", 4, []string{"<Timeout>", "longer than Interval"}},
+		{"timeout-over-interval.xml", 4, []string{"<Timeout>", "not shorter than Interval"}},
 		{"tls-without-certificate.xml", 3, []string{`<Listener Transport="tls">`, "TlsServerOptions"}},
 		{"bad-bcrypt.xml", 2, []string{"<Administrator Password=(hidden)>", "bcrypt"}},
 		{"memory-database.xml", 2, []string{`<Database OpenString=":memory:">`, "in-memory"}},

@@ -443,8 +443,8 @@ func validateProbe(c *checker, s *Settings) {
 	p := s.Probe
 	a.positive("Interval", p.Interval)
 	a.positive("Timeout", p.Timeout)
-	if p.Timeout > p.Interval {
-		a.el("Timeout").fail("", "", fmt.Sprintf("is %v, longer than Interval (%v)", p.Timeout, p.Interval))
+	if p.Timeout >= p.Interval {
+		a.el("Timeout").fail("", "", fmt.Sprintf("is %v, not shorter than Interval (%v)", p.Timeout, p.Interval))
 	}
 	a.intRange("DownAfter", p.DownAfter, 1, 1000)
 	a.intRange("UpAfter", p.UpAfter, 1, 1000)

@@ -132,6 +132,8 @@ type InstanceRow struct {
 	BytesOut int64
 	// AsOf is when the backend took the row; BitRate averages up to it.
 	AsOf time.Time
+	// ProxyDown says the OPTIONS probe of the instance's proxy finds it down.
+	ProxyDown bool
 	// FirstTraffic and LastTraffic bound the instance's SIP traffic; zero
 	// when there was none.
 	FirstTraffic time.Time

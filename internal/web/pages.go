@@ -19,7 +19,7 @@ import (
 // pageNames are the templates; each is parsed together with layout.html.
 var pageNames = []string{
 	"about.html", "stats.html", "debug.html", "log.html", "selectors.html",
-	"settings.html", "action.html", "error.html",
+	"settings.html", "action.html", "error.html", "probes.html",
 }
 
 var funcs = template.FuncMap{

@@ -72,6 +72,9 @@ type Options struct {
 	Logger logrus.FieldLogger
 	// Changelog is the project's CHANGELOG (Markdown), shown on /about.
 	Changelog []byte
+	// Probes gives the OPTIONS probes for /probes, /probes/json and /stats; nil means
+	// probing is off.
+	Probes ProbeSource
 	// Gatherer is served on /metrics; nil leaves /metrics out (404).
 	Gatherer prometheus.Gatherer
 	// MaxRegisterBody caps the body of POST /sipis/register; larger
@@ -263,6 +266,8 @@ func (w logWriter) Write(p []byte) (int, error) {
 
 func (s *Server) registerOpsRoutes(r *mux.Router) {
 	r.HandleFunc("/healthz", s.handleHealthz).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc("/probes", s.handleProbes).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc("/probes/json", s.handleProbesJSON).Methods(http.MethodGet, http.MethodHead)
 	if s.opts.Gatherer != nil {
 		r.Handle("/metrics", promhttp.HandlerFor(s.opts.Gatherer, promhttp.HandlerOpts{
 			ErrorLog:      s.log,

@@ -84,6 +84,8 @@ type statsPage struct {
 	Selector string
 	Rows     []rowView
 	Pager    pager
+	Probes   []ProbeRow
+	ProbesOn bool
 }
 
 func stateText(r InstanceRow) string {
@@ -156,6 +158,7 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 		Rows:     rows,
 		Pager:    newPager("/stats", pp, counts.Count),
 	}
+	p.Probes, p.ProbesOn = s.probeRows()
 	p.setAdmin(s, admin)
 	s.render(w, r, http.StatusOK, "stats.html", p)
 }

@@ -1,0 +1,65 @@
+package web
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+type fakeProbes []ProbeRow
+
+func (f fakeProbes) Probes() []ProbeRow { return f }
+
+func TestProbePages(t *testing.T) {
+	rows := fakeProbes{
+		{Target: "sip:up.example.com", Transport: "udp", State: "up", LastCode: 200, LastReason: "OK", LastRTT: 1.5, Since: time.Now()},
+		{Target: "sip:<b>down</b>.example.com", Transport: "tcp", State: "down", LastError: "no response", Since: time.Now(),
+			Recent: []ProbeEvent{{At: time.Now(), OldState: "up", NewState: "down", LastError: "no response"}}},
+	}
+	for _, tc := range []struct {
+		probes   ProbeSource
+		page     string
+		contains []string
+		absent   []string
+	}{
+		{rows, "/probes", []string{"2 targets, 1 down", "sip:up.example.com", "200 OK", `class="probe-down"`, "&lt;b&gt;down&lt;/b&gt;", "up → down"}, []string{"<b>down</b>"}},
+		{nil, "/probes", []string{"Probing is off"}, nil},
+		{rows, "/stats", []string{`id="probes-summary"`, "sip:up.example.com"}, nil},
+		{nil, "/stats", []string{"Probing is off."}, nil},
+	} {
+		f := newFake()
+		f.seedN(3)
+		s := New(Options{Backend: f, Probes: tc.probes})
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, tc.page, nil))
+		body := rec.Body.String()
+		if rec.Code != 200 {
+			t.Fatalf("%s: %d %s", tc.page, rec.Code, body)
+		}
+		for _, want := range tc.contains {
+			if !strings.Contains(body, want) {
+				t.Errorf("%s (probes %v): lacks %q", tc.page, tc.probes != nil, want)
+			}
+		}
+		for _, bad := range tc.absent {
+			if strings.Contains(body, bad) {
+				t.Errorf("%s: contains %q", tc.page, bad)
+			}
+		}
+	}
+	s := New(Options{Backend: newFake(), Probes: rows})
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/probes/json", nil))
+	var doc struct {
+		Enabled bool       `json:"enabled"`
+		Probes  []ProbeRow `json:"probes"`
+	}
+	b, _ := io.ReadAll(rec.Body)
+	if err := json.Unmarshal(b, &doc); err != nil || !doc.Enabled || len(doc.Probes) != 2 || doc.Probes[1].State != "down" || doc.Probes[0].LastRTT != 1.5 {
+		t.Errorf("/probes/json: %v %s", err, b)
+	}
+}
