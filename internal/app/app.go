@@ -163,6 +163,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 		MaxAge:             s.Instance.MaxAge, NotRegisteredMaxAge: s.Instance.NotRegisteredMaxAge,
 		InstanceLogger: a.instanceLogger,
 		OnRegister:     a.observeRegister,
+		FollowNAT:      s.Server.PublicAddress == "",
 	}); err != nil {
 		return err
 	}

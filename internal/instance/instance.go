@@ -23,6 +23,8 @@ type Instance struct {
 	phase       Phase
 	lastError   string
 	contactUser string
+	contactAddr string // host:port of our Contact when a NAT moved it; "" = the UA's own
+	natMoves    uint8
 	callID      string
 	cseq        uint32
 	minExpires  int32  // raised by 423 Interval Too Brief

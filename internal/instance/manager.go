@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,6 +69,11 @@ type Options struct {
 	MaxAge              time.Duration // forget instances whose devices were silent this long (7 days)
 	NotRegisteredMaxAge time.Duration // forget idle instances silent this long (12h; 0 = never)
 	SweepInterval       time.Duration // how often the two above are checked (10m)
+
+	// FollowNAT moves our Contact to the address the registrar saw us at (the received and
+	// rport of its response's top Via, RFC 3581 §4) when that differs from the one we put
+	// in the Contact. Turn it on when no public address is configured.
+	FollowNAT bool
 
 	// OnRegister, when set, is told the outcome of every REGISTER cycle (status 0 with an
 	// error when there was no final response), for metrics.
@@ -326,8 +333,15 @@ func (m *Manager) step(inst *Instance, ev Event) Event {
 			note = "proxy busy, deferred"
 			break
 		}
-		res, err := m.transact(inst, m.requestExpires(inst))
+		res, err := m.transact(inst, m.requestExpires(inst), inst.contactAddr)
 		next, note = m.classify(inst, res, err, time.Now())
+		if next == EvRegistered && m.natMoved(inst, res) {
+			// We are behind a NAT: remove the binding at the address nobody can reach us
+			// at, then register again at the one the registrar saw.
+			m.admitWait(inst)
+			m.transact(inst, 0, res.ContactAddr)
+			next, note = EvIntervalTooBrief, "behind a NAT: Contact moved to "+inst.contactAddr
+		}
 	case ActUnregister, ActUnregisterGone:
 		inst.gen++ // cancel any refresh or retry
 		inst.nextAt, inst.failures, inst.lastError = 0, 0, ""
@@ -336,7 +350,7 @@ func (m *Manager) step(inst *Instance, ev Event) Event {
 		}
 		if inst.expiresAt > now.UnixNano() {
 			m.admitWait(inst)
-			_, err := m.transact(inst, 0)
+			_, err := m.transact(inst, 0, inst.contactAddr)
 			m.stats.Unregisters.Add(1)
 			if err != nil {
 				note = "unregister: " + err.Error()
@@ -370,13 +384,37 @@ func (m *Manager) step(inst *Instance, ev Event) Event {
 	return next
 }
 
-// transact runs one REGISTER cycle for inst with the lock released.
-func (m *Manager) transact(inst *Instance, expires int) (sipua.Result, error) {
+// natMoved reports whether res shows the registrar saw us at another address than our
+// Contact's, and if so moves inst's Contact there (twice at most per instance, so that a
+// registrar that keeps changing its mind cannot make us loop).
+func (m *Manager) natMoved(inst *Instance, res sipua.Result) bool {
+	if !m.opts.FollowNAT || res.Received == "" || res.ContactAddr == "" || inst.natMoves >= 2 {
+		return false
+	}
+	_, port, err := net.SplitHostPort(res.ContactAddr)
+	if err != nil {
+		return false
+	}
+	if res.RPort > 0 {
+		port = strconv.Itoa(res.RPort)
+	}
+	addr := net.JoinHostPort(res.Received, port)
+	if addr == res.ContactAddr {
+		return false
+	}
+	inst.contactAddr = addr
+	inst.natMoves++
+	return true
+}
+
+// transact runs one REGISTER cycle for inst with the lock released; contactAddr overrides
+// the host:port of our Contact when it is not empty.
+func (m *Manager) transact(inst *Instance, expires int, contactAddr string) (sipua.Result, error) {
 	b := sipua.Binding{
 		Selector: inst.selector, User: inst.account.User, AuthUser: inst.account.AuthUser,
 		Password: inst.account.Password, Domain: inst.account.Domain, Proxy: inst.account.Proxy,
 		Port: inst.account.Port, Transport: inst.account.Transport, DisplayName: inst.account.DisplayName,
-		ContactUser: inst.contactUser, CallID: inst.callID, CSeq: inst.cseq, Expires: expires,
+		ContactUser: inst.contactUser, ContactAddr: contactAddr, CallID: inst.callID, CSeq: inst.cseq, Expires: expires,
 	}
 	key := proxyKey(&inst.account)
 	inst.busy = true

@@ -424,3 +424,41 @@ func TestSilentInstancesForgotten(t *testing.T) {
 		}
 	})
 }
+
+func TestBehindNATContactMoves(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, func(o *Options) { o.FollowNAT = true })
+		defer h.m.Stop()
+		h.reg.set("nina", func(b sipua.Binding) (sipua.Result, error) {
+			res, _ := grant(b)
+			res.ContactAddr = b.ContactAddr
+			if res.ContactAddr == "" {
+				res.ContactAddr = "10.0.0.5:5060" // what the UA put in the Contact
+			}
+			res.Received, res.RPort = "198.51.100.7", 40123 // what the registrar saw
+			return res, nil
+		})
+		h.send(regFor("ab0000aa", "nina", registration.ModeBackground))
+		synctest.Wait()
+		calls := h.reg.callsFor("nina")
+		if len(calls) != 3 {
+			t.Fatalf("%d REGISTERs, want register, unregister at the old address, register at the new", len(calls))
+		}
+		if c := calls[1].Binding; c.Expires != 0 || c.ContactAddr != "10.0.0.5:5060" {
+			t.Errorf("second REGISTER %+v, want Expires 0 at the old address", c)
+		}
+		if c := calls[2].Binding; c.Expires == 0 || c.ContactAddr != "198.51.100.7:40123" {
+			t.Errorf("third REGISTER %+v, want the address the registrar saw", c)
+		}
+		if p := h.phase("ab0000aa"); p != (Phase{RegisterLoop, Registered}) {
+			t.Errorf("phase %v", p)
+		}
+		time.Sleep(time.Hour)
+		synctest.Wait()
+		for _, c := range h.reg.callsFor("nina")[3:] {
+			if c.Binding.ContactAddr != "198.51.100.7:40123" {
+				t.Errorf("refresh with Contact at %q", c.Binding.ContactAddr)
+			}
+		}
+	})
+}

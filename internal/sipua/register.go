@@ -64,6 +64,9 @@ type Result struct {
 	// the response (RFC 3581 §4): the address the proxy saw us at.
 	Received string
 	RPort    int
+	// ContactAddr is the "host:port" this cycle put in our Contact, to compare
+	// with Received/RPort.
+	ContactAddr string
 	// Request and Response are the last request and the final response as
 	// text for the debug page; the digest response= value is redacted.
 	Request, Response string
@@ -148,6 +151,7 @@ func (u *UA) Register(ctx context.Context, b Binding) (Result, error) {
 		contactPort, _ = strconv.Atoi(ps)
 	}
 	viaHost, viaPort := u.contactAddr(p, b.Transport)
+	res.ContactAddr = net.JoinHostPort(strings.Trim(contactHost, "[]"), strconv.Itoa(contactPort))
 
 	rb := registerRequest{
 		b:           &b,
