@@ -151,6 +151,9 @@ func (a *App) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("sip listeners: %w", err)
 	}
 
+	// The metrics exist before anything that reports to them starts.
+	b := &backend{app: a}
+	a.reg = a.newMetrics(b)
 	r := s.Sip.Register
 	if a.mgr, err = instance.New(instance.Options{
 		Store: a.db, Registrar: a.ua, Logger: a.log.WithField("part", "instances"), Node: s.Server.Name,
@@ -177,8 +180,6 @@ func (a *App) Start(ctx context.Context) (err error) {
 	if err := a.startProbes(a.bgCtx); err != nil {
 		return err
 	}
-	b := &backend{app: a}
-	a.reg = a.newMetrics(b)
 	a.web = web.New(web.Options{
 		Addr:            joinHostPort(s.HTTPServer.Address, s.HTTPServer.Port),
 		Backend:         b,

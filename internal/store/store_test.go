@@ -239,8 +239,10 @@ func TestOpenAppliesMigrationsOnce(t *testing.T) {
 		return m
 	}
 	first := migrations(db)
-	if _, ok := first["0001_init.sql"]; !ok || len(first) != 1 {
-		t.Fatalf("applied migrations = %v, want exactly 0001_init.sql", first)
+	_, ok1 := first["0001_init.sql"]
+	_, ok2 := first["0002_calls.sql"]
+	if !ok1 || !ok2 || len(first) != 2 {
+		t.Fatalf("applied migrations = %v, want exactly 0001_init.sql and 0002_calls.sql", first)
 	}
 	if !strings.Contains(logBuf.String(), "0001_init") {
 		t.Errorf("migration was not logged: %q", logBuf.String())

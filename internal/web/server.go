@@ -442,7 +442,7 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		start := time.Now()
 		nb := make([]byte, 16)
 		_, _ = rand.Read(nb)
-		r = r.WithContext(context.WithValue(r.Context(), nonceKey, base64.RawStdEncoding.EncodeToString(nb)))
+		r = r.WithContext(context.WithValue(r.Context(), nonceKey, base64.RawURLEncoding.EncodeToString(nb))) // URL-safe: html/template would escape a "+" in the attribute and break the match
 		sw := &statusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r)
 		s.log.WithFields(logrus.Fields{

@@ -1,0 +1,415 @@
+// Package call handles what arrives for a sleeping account: an incoming INVITE is answered with
+// 180 Ringing while every device of the instance is woken by a push notification, and ends in an
+// outcome (accepted, missed or rejected with a reason) that is counted and stored as a call
+// record; a SIP MESSAGE is stored as a waiting message, pushed, and fetched by the device over
+// HTTP once it wakes.
+//
+// The three 180 Ringing responses tell the caller's side how far the wake-up got, in the
+// X-Sipis-Push-Status header: Alerting-Device (push being sent), Push-Notification-Sent (the
+// push service accepted it) and Device-Making-Progress (the woken device claimed the call with
+// its one-time token). Timer T1 runs from the INVITE until the device claims the call, T2 from
+// then until it is connected; either expiring ends the call with 480 and X-Sipis-Reason:
+// No-Response-From-Device.
+//
+// A Manager implements sipua.Handler for the requests to our Contact users and serves the
+// device-facing HTTP calls (Routes). It depends on the rest of sipis through small interfaces
+// (Instances, Store, Pusher) that internal/app adapts.
+package call
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sipis/sipis/internal/push"
+	"github.com/sipis/sipis/internal/sipua"
+	"github.com/sipis/sipis/internal/store"
+	"github.com/sirupsen/logrus"
+)
+
+// Defaults of Options.
+const (
+	DefaultNoResponseTimeout = 120 * time.Second
+	DefaultProgressTimeout   = 120 * time.Second
+	DefaultMaxCalls          = 4
+	DefaultMaxMessageSize    = 4 << 20
+	DefaultPushTimeout       = 15 * time.Second
+)
+
+// endedGrace is how long an ended call stays known, so that a late CANCEL is still answered 200
+// (RFC 3261 §9.2) and a late device request learns that the call is over: 64*T1 (Timer J).
+const endedGrace = 32 * time.Second
+
+// The reasons of rejected and missed calls, as counted and stored.
+const (
+	ReasonUnknownContact   = "unknown contact"
+	ReasonSourceNotAllowed = "source not allowed"
+	ReasonInstanceOff      = "instance off"
+	ReasonNoDevice         = "no device"
+	ReasonTooManyCalls     = "too many calls"
+	ReasonPushFailed       = "push failed"
+	ReasonDeclined         = "declined"
+	ReasonBusy             = "busy"
+	ReasonCancelled        = "cancelled by caller"
+	ReasonNoResponse       = "no response from device"
+	ReasonNotConnected     = "device did not connect"
+	ReasonShutdown         = "server shutting down"
+)
+
+// Account is what the call handling needs to know about an instance.
+type Account struct {
+	// Proxy, Port, Transport and Domain are the account's; the INVITE must come from an
+	// address Proxy (or Domain when Proxy is empty) resolves to.
+	Proxy     string
+	Port      int
+	Transport string
+	Domain    string
+	// Active is true when sipis holds the registration: the instance is neither Idle (the app
+	// registers itself) nor turned off.
+	Active bool
+}
+
+// Instances maps our Contact user parts to selectors and describes the instances.
+type Instances interface {
+	// ByContact returns the selector whose Contact user part is contactUser.
+	ByContact(contactUser string) (selector string, ok bool)
+	// Account returns the account of selector.
+	Account(selector string) (Account, bool)
+}
+
+// Store is the part of *store.DB the package uses.
+type Store interface {
+	Devices(ctx context.Context, selector string) ([]store.Device, error)
+	MarkTokenInvalid(ctx context.Context, selector, deviceID string) error
+	PutCall(ctx context.Context, c *store.Call) error
+	Calls(ctx context.Context, selector string, limit int) ([]store.Call, error)
+	AddMessage(ctx context.Context, m *store.Message) error
+	Messages(ctx context.Context, selector string, limit int) ([]store.Message, error)
+	AckMessages(ctx context.Context, selector string, ids []int64) (int64, error)
+	CheckDeviceSecret(ctx context.Context, selector, deviceID, secret string) error
+}
+
+// Pusher sends one notification; *push.Dispatcher implements it.
+type Pusher interface {
+	Send(ctx context.Context, n push.Notification) (push.Result, error)
+}
+
+// Timer is a pending call of a function, as returned by Clock.AfterFunc.
+type Timer interface {
+	// Stop prevents the function from running; it reports whether it did.
+	Stop() bool
+}
+
+// Clock is the time source of T1, T2 and record times; tests replace it.
+type Clock interface {
+	Now() time.Time
+	AfterFunc(d time.Duration, f func()) Timer
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time                            { return time.Now() }
+func (realClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
+
+// Action is what a message filter does with a MESSAGE of matching content type.
+type Action int
+
+// The filter actions.
+const (
+	// Accept stores the message and pushes it.
+	Accept Action = iota
+	// Drop answers 200 and forgets the message (e.g. typing indications, RFC 3994).
+	Drop
+	// Reject answers 415 Unsupported Media Type (RFC 3261 §21.4.13).
+	Reject
+)
+
+// String returns "Accept", "Drop" or "Reject".
+func (a Action) String() string {
+	switch a {
+	case Accept:
+		return "Accept"
+	case Drop:
+		return "Drop"
+	case Reject:
+		return "Reject"
+	}
+	return fmt.Sprintf("Action(%d)", int(a))
+}
+
+// Filter applies Action to MESSAGEs whose content type matches ContentType: "type/subtype",
+// "type/*" or "*/*", without parameters, compared case-insensitively. The first matching filter
+// wins; a MESSAGE no filter matches is accepted.
+type Filter struct {
+	ContentType string
+	Action      Action
+}
+
+// DefaultFilters drops typing indications (application/im-iscomposing+xml, RFC 3994).
+var DefaultFilters = []Filter{{ContentType: "application/im-iscomposing+xml", Action: Drop}}
+
+// Options configures a Manager. Instances, Store and Push are required.
+type Options struct {
+	Instances Instances
+	Store     Store
+	Push      Pusher
+	// RelayAddress is where a woken device connects to take the call, sent in the push.
+	RelayAddress string
+	// AllowedSources are networks (CIDR) an INVITE or MESSAGE may come from besides the
+	// addresses of the instance's proxy, e.g. a provider's edge proxies.
+	AllowedSources []string
+	// Resolver resolves proxy host names (A/AAAA, and SRV when no port is given, RFC 3263); nil
+	// means net.DefaultResolver.
+	Resolver *net.Resolver
+	// NoResponseTimeout is T1, from the INVITE until a device claims the call (default 120 s).
+	NoResponseTimeout time.Duration
+	// ProgressTimeout is T2, from the claim until the device is connected (default 120 s).
+	ProgressTimeout time.Duration
+	// MaxCalls bounds the calls in progress per instance; more get 486 (default 4).
+	MaxCalls int
+	// MaxMessageSize bounds a MESSAGE body; larger ones get 413 (default 4 MiB).
+	MaxMessageSize int
+	// Filters are the MESSAGE content type filters; nil means DefaultFilters.
+	Filters []Filter
+	// PushMessageText lets the text of a text/plain MESSAGE travel in the push notification;
+	// otherwise the device fetches it.
+	PushMessageText bool
+	// PushTimeout bounds the sending (with retries) of one push (default 15 s).
+	PushTimeout time.Duration
+	// Clock replaces the real clock in tests.
+	Clock Clock
+	// Logger receives the package's log lines; nil discards them.
+	Logger logrus.FieldLogger
+}
+
+// Manager handles incoming INVITE, CANCEL and MESSAGE requests for the instances and the
+// devices' HTTP calls about them. It is safe for concurrent use.
+type Manager struct {
+	opts    Options
+	log     logrus.FieldLogger
+	clock   Clock
+	sources *sources
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+
+	mu      sync.Mutex
+	closed  bool
+	byKey   map[string]*call // Call-ID + "|" + INVITE branch
+	byToken map[[32]byte]*call
+	active  map[string]int // selector -> calls in progress
+
+	omu sync.Mutex
+	out outcomes
+}
+
+type outcomes struct {
+	total, accepted, missed, rejected int
+	byReason                          map[string]int
+}
+
+// New checks opts and returns a Manager.
+func New(opts Options) (*Manager, error) {
+	if opts.Instances == nil || opts.Store == nil || opts.Push == nil {
+		return nil, errors.New("call: Options.Instances, Store and Push are required")
+	}
+	if opts.NoResponseTimeout < 0 || opts.ProgressTimeout < 0 || opts.PushTimeout < 0 {
+		return nil, errors.New("call: negative timeout in options")
+	}
+	if opts.MaxCalls < 0 || opts.MaxMessageSize < 0 {
+		return nil, errors.New("call: negative MaxCalls or MaxMessageSize")
+	}
+	if strings.ContainsAny(opts.RelayAddress, "\r\n") {
+		return nil, errors.New("call: RelayAddress contains a line break")
+	}
+	var prefixes []netip.Prefix
+	for _, s := range opts.AllowedSources {
+		p, err := netip.ParsePrefix(strings.TrimSpace(s))
+		if err != nil {
+			a, aerr := netip.ParseAddr(strings.TrimSpace(s))
+			if aerr != nil {
+				return nil, fmt.Errorf("call: allowed source %q is not a CIDR or an address", s)
+			}
+			p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+		}
+		prefixes = append(prefixes, p.Masked())
+	}
+	if opts.Filters == nil {
+		opts.Filters = DefaultFilters
+	}
+	for i, f := range opts.Filters {
+		ct := strings.ToLower(strings.TrimSpace(f.ContentType))
+		typ, sub, ok := strings.Cut(ct, "/")
+		if !ok || typ == "" || sub == "" || strings.ContainsAny(ct, "; \t") || (typ == "*" && sub != "*") {
+			return nil, fmt.Errorf("call: filter %d: content type %q is not type/subtype, type/* or */*", i, f.ContentType)
+		}
+		if f.Action < Accept || f.Action > Reject {
+			return nil, fmt.Errorf("call: filter %d (%s): unknown action %d", i, f.ContentType, f.Action)
+		}
+	}
+	if opts.NoResponseTimeout == 0 {
+		opts.NoResponseTimeout = DefaultNoResponseTimeout
+	}
+	if opts.ProgressTimeout == 0 {
+		opts.ProgressTimeout = DefaultProgressTimeout
+	}
+	if opts.MaxCalls == 0 {
+		opts.MaxCalls = DefaultMaxCalls
+	}
+	if opts.MaxMessageSize == 0 {
+		opts.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if opts.PushTimeout == 0 {
+		opts.PushTimeout = DefaultPushTimeout
+	}
+	m := &Manager{
+		opts:    opts,
+		log:     opts.Logger,
+		clock:   opts.Clock,
+		byKey:   make(map[string]*call),
+		byToken: make(map[[32]byte]*call),
+		active:  make(map[string]int),
+		out:     outcomes{byReason: make(map[string]int)},
+	}
+	if m.log == nil {
+		l := logrus.New()
+		l.SetOutput(io.Discard)
+		m.log = l
+	}
+	if m.clock == nil {
+		m.clock = realClock{}
+	}
+	r := opts.Resolver
+	if r == nil {
+		r = net.DefaultResolver
+	}
+	m.sources = newSources(prefixes, r, m.clock)
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	return m, nil
+}
+
+// Close ends every call in progress with 480 (outcome missed, "server shutting down"), stops
+// the pushes in flight and waits for the Manager's goroutines. Requests arriving later are
+// answered 503.
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	var live []*call
+	for _, c := range m.byKey {
+		live = append(live, c)
+	}
+	m.mu.Unlock()
+	for _, c := range live {
+		c.end(anyPhase, 480, "Temporarily Unavailable", store.OutcomeMissed, ReasonShutdown, false)
+	}
+	// Cancel under mu: spawn checks the context and adds to wg under mu, so no goroutine is
+	// added once Wait may have started.
+	m.mu.Lock()
+	m.cancel()
+	m.mu.Unlock()
+	m.wg.Wait()
+	return nil
+}
+
+// Outcomes returns the counts of calls that ended since start: all, accepted, missed and
+// rejected, and the rejected ones by reason (the /stats page's Incoming Call Outcomes).
+func (m *Manager) Outcomes() (total, accepted, missed, rejected int, byReason map[string]int) {
+	m.omu.Lock()
+	defer m.omu.Unlock()
+	byReason = make(map[string]int, len(m.out.byReason))
+	for k, v := range m.out.byReason {
+		byReason[k] = v
+	}
+	return m.out.total, m.out.accepted, m.out.missed, m.out.rejected, byReason
+}
+
+// ActiveCalls returns the number of calls in progress for selector (the Notes column).
+func (m *Manager) ActiveCalls(selector string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.active[selector]
+}
+
+func (m *Manager) count(outcome, reason string) {
+	m.omu.Lock()
+	defer m.omu.Unlock()
+	m.out.total++
+	switch outcome {
+	case store.OutcomeAccepted:
+		m.out.accepted++
+	case store.OutcomeMissed:
+		m.out.missed++
+	case store.OutcomeRejected:
+		m.out.rejected++
+		m.out.byReason[reason]++
+	}
+}
+
+// HandleRequest implements sipua.Handler for requests to our Contact users.
+func (m *Manager) HandleRequest(contactUser string, req *sipua.Request) {
+	m.handle(contactUser, fromSIP(req))
+}
+
+// inbound is a received request as the handlers need it; tests build it without a socket.
+type inbound struct {
+	method, callID, from, source string
+	body                         []byte
+	header                       func(name string) string
+	respond                      func(code int, reason string, hs ...sipua.Header) error
+}
+
+func fromSIP(r *sipua.Request) *inbound {
+	return &inbound{
+		method: r.Method, callID: r.CallID, from: r.From, source: r.Source, body: r.Body,
+		header: r.Header, respond: r.Respond,
+	}
+}
+
+func (m *Manager) handle(user string, req *inbound) {
+	log := m.log.WithFields(logrus.Fields{"method": req.method, "src": req.source, "call_id": req.callID})
+	reply := func(code int, reason string, hs ...sipua.Header) {
+		if err := req.respond(code, reason, hs...); err != nil {
+			log.WithField("err", err).Debug("call: respond")
+		}
+	}
+	m.mu.Lock()
+	closed := m.closed
+	m.mu.Unlock()
+	switch req.method {
+	case "ACK":
+		return // ACK of our non-2xx final response (RFC 3261 §17.2.1): nothing to do
+	case "CANCEL":
+		m.handleCancel(req, reply)
+		return
+	}
+	if closed {
+		reply(503, "Service Unavailable")
+		return
+	}
+	switch req.method {
+	case "INVITE":
+		m.handleInvite(user, req, log, reply)
+	case "MESSAGE":
+		m.handleMessage(user, req, log, reply)
+	case "OPTIONS":
+		if _, ok := m.opts.Instances.ByContact(user); !ok {
+			reply(404, "Not Found")
+			return
+		}
+		reply(200, "OK", sipua.Header{Name: "Allow", Value: "INVITE, ACK, CANCEL, OPTIONS, MESSAGE"})
+	default:
+		// BYE, INFO, UPDATE, PRACK, NOTIFY: no dialog of ours exists outside a relayed call
+		// (RFC 3261 §12.2.2).
+		reply(481, "Call/Transaction Does Not Exist")
+	}
+}
