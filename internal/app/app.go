@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
+	"github.com/sipis/sipis/internal/call"
 	"github.com/sipis/sipis/internal/config"
 	"github.com/sipis/sipis/internal/instance"
 	"github.com/sipis/sipis/internal/probe"
@@ -41,18 +43,20 @@ type App struct {
 	public  *registration.Key
 	private *registration.Key
 
-	db   *store.DB
-	ua   *sipua.UA
-	mgr  *instance.Manager
-	push *pushes
-	web  *web.Server
-	reg  *prometheus.Registry
+	db    *store.DB
+	ua    *sipua.UA
+	mgr   *instance.Manager
+	calls *call.Manager
+	push  *pushes
+	web   *web.Server
+	reg   *prometheus.Registry
 
-	metrics metrics
-	prober  *probe.Prober
-	downMu  sync.Mutex
-	down    map[string]bool
-	downAt  time.Time
+	metrics   metrics
+	msgCounts messageCounts
+	prober    *probe.Prober
+	downMu    sync.Mutex
+	down      map[string]bool
+	downAt    time.Time
 
 	bg       sync.WaitGroup // background loops of the app itself
 	bgCtx    context.Context
@@ -177,6 +181,9 @@ func (a *App) Start(ctx context.Context) (err error) {
 	if err := a.startPush(); err != nil {
 		return err
 	}
+	if err := a.startCalls(); err != nil {
+		return err
+	}
 	if err := a.startProbes(a.bgCtx); err != nil {
 		return err
 	}
@@ -185,6 +192,8 @@ func (a *App) Start(ctx context.Context) (err error) {
 		Backend:         b,
 		Gatherer:        a.reg,
 		Probes:          a.probeSource(),
+		DeviceRoutes:    a.calls.Routes,
+		AdminGET:        map[string]http.Handler{"/sipis/calls": a.calls.CallsHandler()},
 		Logger:          a.log.WithField("part", "web"),
 		Changelog:       changelog,
 		MaxRegisterBody: int64(s.HTTPServer.MaxRegistrationBytes),
@@ -207,6 +216,9 @@ func (a *App) Stop() {
 		}
 		if a.bgCancel != nil {
 			a.bgCancel()
+		}
+		if a.calls != nil {
+			a.calls.Close() // ends calls in progress with 480 while the UA can still say so
 		}
 		a.bg.Wait()
 		if a.prober != nil {

@@ -49,6 +49,8 @@ func (b *backend) InstanceCounts(ctx context.Context) (web.InstanceCounts, error
 
 func (b *backend) row(s instance.Snapshot, down map[string]bool) web.InstanceRow {
 	r := row(s)
+	r.Calls = b.app.calls.ActiveCalls(s.Selector)
+	r.Messages = b.app.waitingMessages(s.Selector)
 	if len(down) > 0 && s.Phase.State != instance.Idle {
 		r.ProxyDown = down[proxyTarget(s).Key()]
 	}
@@ -211,8 +213,9 @@ func (b *backend) Selectors(ctx context.Context, fn func(string, time.Time) erro
 }
 
 func (b *backend) CallOutcomes() web.CallOutcomes {
-	// Incoming calls are not handled yet: every counter is a real zero.
-	return web.CallOutcomes{RejectedByReason: web.Counts{}}
+	total, accepted, missed, rejected, byReason := b.app.calls.Outcomes()
+	return web.CallOutcomes{Total: total, Accepted: accepted, Missed: missed, Rejected: rejected,
+		RejectedByReason: web.Counts(byReason)}
 }
 
 func (b *backend) PushTestOutcomes() map[string]web.Counts {

@@ -72,6 +72,12 @@ type Options struct {
 	Logger logrus.FieldLogger
 	// Changelog is the project's CHANGELOG (Markdown), shown on /about.
 	Changelog []byte
+	// DeviceRoutes, when set, adds the routes woken devices call (call progress and
+	// decline, waiting messages); they authenticate themselves with tokens and secrets.
+	DeviceRoutes func(r *mux.Router)
+	// AdminGET are further read-only pages for the administrator (path -> handler), served
+	// behind the same authentication as /debug.
+	AdminGET map[string]http.Handler
 	// Probes gives the OPTIONS probes for /probes, /probes/json and /stats; nil means
 	// probing is off.
 	Probes ProbeSource
@@ -186,6 +192,7 @@ func New(opts Options) *Server {
 	s.registerAdminRoutes(r)
 	s.registerAppRoutes(r)
 	s.registerOpsRoutes(r)
+	s.registerExtraRoutes(r)
 	s.handler = s.recoverer(s.logRequests(r))
 	return s
 }
@@ -262,6 +269,22 @@ type logWriter struct{ log logrus.FieldLogger }
 func (w logWriter) Write(p []byte) (int, error) {
 	w.log.Warn(strings.TrimSpace(string(p)))
 	return len(p), nil
+}
+
+func (s *Server) registerExtraRoutes(r *mux.Router) {
+	if s.opts.DeviceRoutes != nil {
+		s.opts.DeviceRoutes(r)
+	}
+	for path, h := range s.opts.AdminGET {
+		h := h
+		r.Handle(path, http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if _, err := s.requireAdmin(req); err != nil {
+				s.error(w, req, err)
+				return
+			}
+			h.ServeHTTP(w, req)
+		})).Methods(http.MethodGet, http.MethodHead)
+	}
 }
 
 func (s *Server) registerOpsRoutes(r *mux.Router) {

@@ -1,0 +1,136 @@
+package app
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sipis/sipis/internal/instance"
+	"github.com/sipis/sipis/internal/push/pushtest"
+	"github.com/sipis/sipis/internal/siptest"
+	"github.com/sipis/sipis/pkg/registration"
+)
+
+// TestCallThroughKamailio calls a user whose instance sipis holds at a real Kamailio: the
+// INVITE reaches sipis through Kamailio, sipis answers with the push stages and pushes to the
+// APNs fake, the woken device says it is coming, and the caller cancels. A MESSAGE through
+// Kamailio is stored and fetched by the device.
+func TestCallThroughKamailio(t *testing.T) {
+	if testing.Short() {
+		t.Skip("Kamailio suite skipped in -short mode")
+	}
+	k := siptest.StartKamailio(t, siptest.KamailioOptions{})
+	apns := pushtest.NewAPNs(t)
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "apns.pem"), apns.CertificatePEM(), 0o600)
+	s := testSettings(t, dir, fmt.Sprintf(`
+  <NotificationServers>
+    <Apns Enabled="Yes" Endpoint="%[1]s" SandboxEndpoint="%[1]s" KeyFile="%[2]s" KeyId="%[3]s" TeamId="%[4]s" Topic="%[5]s"/>
+  </NotificationServers>
+  <TrustedCertificates><Certificate File="apns.pem"/></TrustedCertificates>`, apns.URL, apns.KeyFile, apns.KeyID, apns.TeamID, apns.Topic))
+	a := startApp(t, s)
+	defer a.Stop()
+
+	const sel, user = "ca11ca11ca11ca11", "user0042"
+	r := &registration.Registration{Version: registration.Version, Selector: sel, Mode: registration.ModeBackground,
+		Account: registration.Account{User: user, Password: siptest.KamailioPassword(user), Domain: k.Domain(),
+			Proxy: k.Host(), Port: k.Port(), Transport: "udp"},
+		Device: registration.Device{ID: "iphone", Platform: "apns", PushToken: pushtest.TokenOK, AppID: apns.Topic,
+			Secret: "device-secret-42"},
+		Timestamp: time.Now().UTC(), Nonce: registration.NewNonce()}
+	sealed, _ := registration.Seal(r, a.PublicKey())
+	if code, body := post(t, a.HTTPURL(), sealed); code != 200 {
+		t.Fatalf("register: %d %s", code, body)
+	}
+	waitPhase(t, a, sel, instance.Phase{State: instance.RegisterLoop, Status: instance.Registered})
+
+	caller := siptest.NewCaller(t)
+	inv := caller.Invite(k.Addr(), user, `P-Asserted-Identity: "Alice" <sip:+41441234567@example.org>`)
+	next := func(method string) *siptest.CallResponse {
+		t.Helper()
+		res, err := caller.Next(inv.CallID, method, 5*time.Second)
+		if err != nil {
+			t.Fatalf("waiting for a response to %s: %v", method, err)
+		}
+		return res
+	}
+	// Kamailio may answer 100 Trying first.
+	first := next("INVITE")
+	for first.Status == 100 {
+		first = next("INVITE")
+	}
+	if first.Status != 180 || first.Header("X-Sipis-Push-Status") != "Alerting-Device" {
+		t.Fatalf("first answer %d %q", first.Status, first.Header("X-Sipis-Push-Status"))
+	}
+	if second := next("INVITE"); second.Status != 180 || second.Header("X-Sipis-Push-Status") != "Push-Notification-Sent" {
+		t.Fatalf("second answer %d %q", second.Status, second.Header("X-Sipis-Push-Status"))
+	}
+	pushes := apns.Pushes()
+	if len(pushes) != 1 {
+		t.Fatalf("%d pushes", len(pushes))
+	}
+	p := pushes[0]
+	if p.Header.Get("apns-push-type") != "voip" || p.Header.Get("apns-topic") != apns.Topic+".voip" {
+		t.Errorf("push headers %v", p.Header)
+	}
+	if p.Payload["selector"] != sel || !strings.Contains(fmt.Sprint(p.Payload["caller_uri"]), "+41441234567") || p.Payload["token"] == nil {
+		t.Errorf("push payload %v", p.Payload)
+	}
+
+	// The woken device says it is coming.
+	body := strings.NewReader(fmt.Sprintf(`{"token":%q}`, p.Payload["token"]))
+	resp, err := http.Post(a.HTTPURL()+"/sipis/call/progress", "application/json", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("progress: %s", resp.Status)
+	}
+	if third := next("INVITE"); third.Status != 180 || third.Header("X-Sipis-Push-Status") != "Device-Making-Progress" {
+		t.Fatalf("third answer %d %q", third.Status, third.Header("X-Sipis-Push-Status"))
+	}
+
+	// The caller gives up.
+	inv.Cancel()
+	if res, err := caller.Next(inv.CallID, "CANCEL", 5*time.Second); err != nil || res.Status != 200 {
+		t.Fatalf("CANCEL answered %v %v", res, err)
+	}
+	final := next("INVITE")
+	if final.Status != 487 {
+		t.Fatalf("INVITE ended with %d, want 487", final.Status)
+	}
+	b := &backend{app: a}
+	if o := b.CallOutcomes(); o.Total != 1 || o.Missed != 1 {
+		t.Errorf("call outcomes %+v", o)
+	}
+
+	// A MESSAGE through Kamailio is stored, then fetched by the device with its secret.
+	callID := caller.Message(k.Addr(), user, "text/plain", []byte("are you there?"))
+	res, err := caller.Next(callID, "MESSAGE", 5*time.Second)
+	if err != nil || res.Status != 200 {
+		t.Fatalf("MESSAGE answered %v %v", res, err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, a.HTTPURL()+"/sipis/messages?s="+sel, nil)
+	req.Header.Set("X-Sipis-Device", "iphone")
+	req.Header.Set("X-Sipis-Secret", "device-secret-42")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(got), "are you there?") && !strings.Contains(string(got), "YXJlIHlvdSB0aGVyZT8") {
+		t.Errorf("messages: %s %s", resp.Status, got)
+	}
+	var doc any
+	if err := json.Unmarshal(got, &doc); err != nil {
+		t.Errorf("messages are not JSON: %v", err)
+	}
+}
