@@ -55,13 +55,6 @@ func (s *scheduler) add(inst *Instance, at time.Time, gen uint64) {
 	}
 }
 
-// len returns the number of pending entries (stale ones included).
-func (s *scheduler) len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.h)
-}
-
 // run fires due entries until ctx ends.
 func (s *scheduler) run(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)

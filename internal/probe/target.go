@@ -38,7 +38,7 @@ func (t Target) normalize() (Target, error) {
 // checkURI accepts sip: and sips: URIs with a host part.
 func checkURI(uri string) error {
 	if !hasPrefixFold(uri, "sip:") && !hasPrefixFold(uri, "sips:") {
-		return fmt.Errorf("target %q: URI must start with sip: or sips:", uri)
+		return fmt.Errorf("target %q: URI must start with \"sip:\" or \"sips:\"", uri)
 	}
 	for _, r := range uri {
 		if r <= ' ' || r == 0x7f {

@@ -24,7 +24,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/sirupsen/logrus"
-	"golang.org/x/net/http2"
 )
 
 // APNs endpoints and token lifetimes. Apple refuses a provider token older
@@ -155,12 +154,18 @@ func NewAPNs(o APNsOptions) (*APNs, error) {
 	}
 	if a.client == nil {
 		a.ownClient = true
-		a.client = &http.Client{Transport: &http2.Transport{
+		// APNs speaks HTTP/2 only: ask net/http for nothing else.
+		var protocols http.Protocols
+		protocols.SetHTTP2(true)
+		a.client = &http.Client{Transport: &http.Transport{
 			TLSClientConfig: &tls.Config{RootCAs: o.RootCAs, MinVersion: tls.VersionTLS12},
-			// Ping an idle connection so a silently dropped one is noticed
-			// before the next call push has to wait for it.
-			ReadIdleTimeout: 60 * time.Second,
-			PingTimeout:     15 * time.Second,
+			Protocols:       &protocols,
+			HTTP2: &http.HTTP2Config{
+				// Ping an idle connection so a silently dropped one is noticed
+				// before the next call push has to wait for it.
+				SendPingTimeout: 60 * time.Second,
+				PingTimeout:     15 * time.Second,
+			},
 		}}
 	}
 	return a, nil
