@@ -513,15 +513,19 @@ func (m *Manager) requestExpires(inst *Instance) int {
 	return max(e, int(inst.minExpires))
 }
 
+// minRefresh is the shortest wait between two refreshes of one instance, whatever the
+// registrar grants: a registrar granting a second must not make us loop.
+const minRefresh = 5 * time.Second
+
 // refreshIn is when to refresh a binding valid for granted: at RefreshFraction of it, less up
-// to 20% jitter so refreshes of instances registered together spread out, and never later
-// than 2 seconds before expiry.
+// to 20% jitter so refreshes of instances registered together spread out, never later than
+// 2 seconds before expiry, and never sooner than minRefresh.
 func (m *Manager) refreshIn(granted time.Duration) time.Duration {
 	d := jitterDown(time.Duration(float64(granted)*m.opts.RefreshFraction), 0.2)
 	if limit := granted - 2*time.Second; d > limit {
 		d = limit
 	}
-	return max(d, time.Second)
+	return max(d, minRefresh)
 }
 
 // backoff is the wait before retrying after a failure: exponential from BackoffMin to

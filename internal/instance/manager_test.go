@@ -462,3 +462,21 @@ func TestBehindNATContactMoves(t *testing.T) {
 		}
 	})
 }
+
+func TestTinyGrantDoesNotLoop(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, nil)
+		defer h.m.Stop()
+		h.reg.set("tiny", func(b sipua.Binding) (sipua.Result, error) {
+			res, _ := grant(b)
+			res.Expires = 1 // a registrar that shortens every binding to a second
+			return res, nil
+		})
+		h.send(regFor("ab0000bb", "tiny", registration.ModeBackground))
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if n := len(h.reg.callsFor("tiny")); n > 13 {
+			t.Errorf("%d REGISTERs in a minute for a 1 s grant; the floor is one per %v", n, minRefresh)
+		}
+	})
+}
