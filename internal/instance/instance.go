@@ -19,6 +19,7 @@ type Instance struct {
 
 	selector    string
 	account     store.Account // the password is kept in memory: digest auth needs it
+	background  bool          // the app's wish: hold the registration (else release it)
 	off         bool
 	phase       Phase
 	lastError   string
@@ -30,6 +31,8 @@ type Instance struct {
 	minExpires  int32  // raised by 423 Interval Too Brief
 	failures    uint16 // consecutive failures, for backoff
 	busy        bool
+	gone        bool   // removed: forgotten by its app or for its silence
+	deferrals   uint8  // consecutive REGISTERs put off because the proxy was busy
 	pending     Event  // an app/admin event that arrived while busy
 	gen         uint64 // bumps on every (re)schedule; older timer entries are stale
 	logging     bool   // detailed per-instance logging turned on from /log

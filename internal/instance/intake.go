@@ -156,6 +156,9 @@ func (m *Manager) Apply(ctx context.Context, reg *registration.Registration) err
 	}
 	inst.lastActivity = now.UnixNano()
 	inst.devices = int32(len(devices))
+	if reg.Mode != registration.ModeOff {
+		inst.background = reg.Mode == registration.ModeBackground
+	}
 	inst.mu.Unlock()
 
 	ev := map[registration.Mode]Event{
@@ -209,14 +212,8 @@ func (m *Manager) TurnOff(ctx context.Context, selector string) error {
 
 // TurnOffAll turns off every instance that is not idle; it returns how many it turned off.
 func (m *Manager) TurnOffAll(ctx context.Context) (int, error) {
-	m.mu.RLock()
-	insts := make([]*Instance, 0, len(m.instances))
-	for _, inst := range m.instances {
-		insts = append(insts, inst)
-	}
-	m.mu.RUnlock()
 	n := 0
-	for _, inst := range insts {
+	for _, inst := range m.all() {
 		inst.mu.Lock()
 		active := inst.phase.State != Idle || inst.busy
 		inst.mu.Unlock()
@@ -271,15 +268,15 @@ func (m *Manager) sweep(now time.Time) {
 	}
 	if m.opts.NotRegisteredMaxAge > 0 {
 		idleBefore := now.Add(-m.opts.NotRegisteredMaxAge).UnixNano()
-		m.mu.RLock()
-		for sel, inst := range m.instances {
+		// Lock order: never an instance's mu while holding m.mu (remove takes m.mu under an
+		// instance's mu), so copy the pointers first.
+		for _, inst := range m.all() {
 			inst.mu.Lock()
 			if inst.phase.State == Idle && !inst.busy && inst.lastActivity < idleBefore {
-				silent = append(silent, sel)
+				silent = append(silent, inst.selector)
 			}
 			inst.mu.Unlock()
 		}
-		m.mu.RUnlock()
 	}
 	for _, sel := range silent {
 		if err := m.Forget(ctx, sel); err != nil && !errors.Is(err, ErrUnknownSelector) {

@@ -143,7 +143,8 @@ type Manager struct {
 	proxyMu    sync.Mutex
 	proxySlots map[string]int // REGISTERs in flight per proxy
 
-	persist chan store.StateUpdate
+	persist     chan store.StateUpdate // closed by Stop once no worker runs
+	persistDone chan struct{}
 
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -202,6 +203,7 @@ func (m *Manager) Start(ctx context.Context) error {
 	}
 	now := time.Now()
 	var resumed int
+	var release []item // instances whose app released them, or an admin turned off, but that may still be bound
 	err = m.opts.Store.ForEachInstance(ctx, func(si *store.Instance) error {
 		inst := fromStore(si)
 		inst.devices = int32(counts[si.Selector])
@@ -209,26 +211,49 @@ func (m *Manager) Start(ctx context.Context) error {
 		if inst.contactUser != "" {
 			m.byContact[inst.contactUser] = inst
 		}
-		if inst.phase.State != Idle && !inst.off {
+		switch {
+		case inst.background && !inst.off:
+			// Hold it, also when the app's wish was stored but not acted on before the stop.
+			if inst.phase.State == Idle {
+				inst.phase = Phase{Registering, StatusRegistering}
+			}
 			at := m.resumeTime(inst, now)
 			inst.gen++
 			inst.nextAt = at.UnixNano()
 			m.sched.add(inst, at, inst.gen)
 			resumed++
+		case inst.phase.State != Idle || inst.expiresAt > now.UnixNano():
+			ev := EvForeground
+			if inst.off {
+				ev = EvTurnOff
+			}
+			release = append(release, item{inst: inst, ev: ev})
 		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("instance: load instances: %w", err)
 	}
-	m.log.WithFields(logrus.Fields{"instances": len(m.instances), "resumed": resumed}).Info("instances loaded")
+	m.log.WithFields(logrus.Fields{"instances": len(m.instances), "resumed": resumed, "released": len(release)}).Info("instances loaded")
 
-	m.wg.Add(3 + m.opts.Workers)
+	m.wg.Add(2 + m.opts.Workers)
 	go func() { defer m.wg.Done(); m.sched.run(m.ctx) }()
-	go func() { defer m.wg.Done(); m.persistLoop() }()
 	go func() { defer m.wg.Done(); m.sweepLoop() }()
 	for range m.opts.Workers {
 		go func() { defer m.wg.Done(); m.worker() }()
+	}
+	m.persistDone = make(chan struct{})
+	go func() { defer close(m.persistDone); m.persistLoop() }()
+	if len(release) > 0 {
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			for _, it := range release {
+				if m.post(m.ctx, it.inst, it.ev) != nil {
+					return
+				}
+			}
+		}()
 	}
 	return nil
 }
@@ -258,7 +283,9 @@ func (m *Manager) Stop() {
 		return
 	}
 	m.cancel()
-	m.wg.Wait()
+	m.wg.Wait() // workers, scheduler and sweeper: nothing produces state updates after this
+	close(m.persist)
+	<-m.persistDone // every update queued so far is written
 }
 
 // fireTimer is called by the scheduler; it blocks while the message loop is full.
@@ -298,8 +325,8 @@ func (m *Manager) handle(it item) {
 	inst := it.inst
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
-	if it.ev == EvTimer && it.gen != inst.gen {
-		return // superseded
+	if inst.gone || it.ev == EvTimer && it.gen != inst.gen {
+		return // forgotten, or superseded
 	}
 	if inst.busy {
 		if it.ev != EvTimer && inst.pending != EvForget {
@@ -328,11 +355,15 @@ func (m *Manager) step(inst *Instance, ev Event) Event {
 	switch act {
 	case ActRegister:
 		if !m.admit(inst) {
-			// The proxy has too many REGISTERs in flight: try again in a moment.
-			m.scheduleIn(inst, 20*time.Millisecond+time.Duration(rand.Int64N(int64(100*time.Millisecond))))
-			note = "proxy busy, deferred"
-			break
+			// The proxy has too many REGISTERs in flight: try again later, waiting longer
+			// each time (20 ms doubling to 5 s, with jitter). A deferral changes nothing
+			// worth storing or showing, so it returns before save.
+			d := min(20*time.Millisecond<<min(inst.deferrals, 8), 5*time.Second)
+			inst.deferrals++
+			m.scheduleIn(inst, d/2+time.Duration(rand.Int64N(int64(d/2)+1)))
+			return EvNone
 		}
+		inst.deferrals = 0
 		res, err := m.transact(inst, m.requestExpires(inst), inst.contactAddr)
 		next, note = m.classify(inst, res, err, time.Now())
 		if next == EvRegistered && m.natMoved(inst, res) {
@@ -540,7 +571,10 @@ func (m *Manager) backoff(inst *Instance) time.Duration {
 	}
 	d = d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
 	if v, ok := retryAfters.LoadAndDelete(inst); ok {
-		if ra := v.(time.Duration); ra > d {
+		// Honour Retry-After, but never park an instance for longer than the longest of
+		// BackoffMax and an hour: the app believes we hold its registration.
+		ra := min(v.(time.Duration), max(m.opts.BackoffMax, time.Hour))
+		if ra > d {
 			d = ra + time.Duration(rand.Int64N(int64(ra/10)+1))
 		}
 	}
@@ -581,6 +615,12 @@ func (m *Manager) admit(inst *Instance) bool {
 
 // admitWait takes a slot, waiting for one; used for unREGISTERs, which must not be dropped.
 func (m *Manager) admitWait(inst *Instance) {
+	if m.admit(inst) {
+		return
+	}
+	// While we wait without the lock, other events for inst must become pending.
+	inst.busy = true
+	defer func() { inst.busy = false }()
 	for !m.admit(inst) {
 		inst.mu.Unlock()
 		select {
@@ -611,16 +651,9 @@ func (m *Manager) save(inst *Instance, now time.Time) {
 		Selector: inst.selector, State: inst.phase.State.Key(), Status: inst.phase.Status.String(),
 		LastError: inst.lastError, CSeq: inst.cseq, ExpiresAt: unixTime(inst.expiresAt), Off: inst.off, At: now,
 	}
-	select {
-	case m.persist <- up:
-	case <-m.ctx.Done():
-		// Stopping: write it directly so that nothing is lost.
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := m.opts.Store.SaveStates(ctx, []store.StateUpdate{up}); err != nil {
-			m.stats.PersistErrors.Add(1)
-		}
-	}
+	// The persister runs until Stop closes the channel after the last worker returned, so
+	// this never loses an update; it waits while the persister is behind (backpressure).
+	m.persist <- up
 }
 
 // persistLoop batches state updates into one transaction per batch (at most every 20 ms, or
@@ -628,20 +661,41 @@ func (m *Manager) save(inst *Instance, now time.Time) {
 func (m *Manager) persistLoop() {
 	const maxBatch = 512
 	batch := make([]store.StateUpdate, 0, maxBatch)
+	// failed holds the newest update of every selector whose write failed, to be written
+	// again with the next batch: bounded by the number of instances, never dropped.
+	failed := map[string]store.StateUpdate{}
 	flush := func() {
-		if len(batch) == 0 {
+		if len(batch) == 0 && len(failed) == 0 {
 			return
+		}
+		work := batch
+		if len(failed) > 0 {
+			inBatch := make(map[string]bool, len(batch))
+			for _, up := range batch {
+				inBatch[up.Selector] = true
+			}
+			work = make([]store.StateUpdate, 0, len(failed)+len(batch))
+			for sel, up := range failed {
+				if !inBatch[sel] {
+					work = append(work, up)
+				}
+			}
+			work = append(work, batch...)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
+		var err error
 		for attempt := 0; ; attempt++ {
-			err := m.opts.Store.SaveStates(ctx, batch)
-			if err == nil {
+			if err = m.opts.Store.SaveStates(ctx, work); err == nil {
+				clear(failed)
 				break
 			}
 			m.stats.PersistErrors.Add(1)
-			m.log.WithField("err", err).WithField("updates", len(batch)).Error("saving instance states failed")
-			if attempt == 5 || ctx.Err() != nil {
+			m.log.WithField("err", err).WithField("updates", len(work)).Error("saving instance states failed")
+			if attempt == 3 || ctx.Err() != nil {
+				for _, up := range work {
+					failed[up.Selector] = up // later updates of a selector overwrite earlier ones
+				}
 				break
 			}
 			time.Sleep(time.Duration(100<<attempt) * time.Millisecond)
@@ -652,27 +706,17 @@ func (m *Manager) persistLoop() {
 	defer tick.Stop()
 	for {
 		select {
-		case up := <-m.persist:
+		case up, ok := <-m.persist:
+			if !ok {
+				flush() // Stop: every worker has returned and everything is queued
+				return
+			}
 			batch = append(batch, up)
 			if len(batch) >= maxBatch {
 				flush()
 			}
 		case <-tick.C:
 			flush()
-		case <-m.ctx.Done():
-			// Drain what the workers queued before they stopped.
-			for {
-				select {
-				case up := <-m.persist:
-					batch = append(batch, up)
-					if len(batch) >= maxBatch {
-						flush()
-					}
-				default:
-					flush()
-					return
-				}
-			}
 		}
 	}
 }
@@ -688,6 +732,10 @@ func (m *Manager) instanceLog(inst *Instance) logrus.FieldLogger {
 
 // remove deletes inst from memory and the store; the caller holds inst.mu.
 func (m *Manager) remove(inst *Instance) {
+	inst.gone = true
+	inst.gen++                 // its timer entries are stale now
+	inst.account.Password = "" // it may sit in the timer heap a while: keep no credentials
+	inst.lastRequest, inst.lastResponse = "", ""
 	m.mu.Lock()
 	if m.instances[inst.selector] == inst {
 		delete(m.instances, inst.selector)
@@ -704,15 +752,21 @@ func (m *Manager) remove(inst *Instance) {
 	}
 }
 
+// cseqMargin is added to the stored CSeq on start: the last few write-behind updates may
+// have been lost to a crash, and a registrar drops a REGISTER whose CSeq is not higher than
+// the last one of the same Call-ID (RFC 3261 §10.3 step 7).
+const cseqMargin = 100
+
 // fromStore builds an instance from its stored row.
 func fromStore(si *store.Instance) *Instance {
 	st, ss, ok := ParseState(si.State, si.Status)
-	if !ok || si.Mode != string(registration.ModeBackground) {
+	if !ok {
 		st, ss = Idle, NotRegistered
 	}
 	inst := &Instance{
 		selector: si.Selector, account: si.Account, off: si.Off, phase: Phase{st, ss},
-		lastError: si.LastError, contactUser: si.ContactUser, callID: si.CallID, cseq: si.CSeq,
+		background: si.Mode == string(registration.ModeBackground),
+		lastError:  si.LastError, contactUser: si.ContactUser, callID: si.CallID, cseq: si.CSeq + cseqMargin,
 		created: si.CreatedAt.UnixNano(), lastActivity: si.LastActivity.UnixNano(),
 	}
 	if !si.ExpiresAt.IsZero() {
@@ -817,16 +871,22 @@ func (m *Manager) Range(offset, limit int, fn func(Snapshot) bool) {
 	}
 }
 
-// Counts returns the number of instances in each phase, and of those turned off.
-func (m *Manager) Counts() (byPhase map[Phase]int, off int) {
+// all returns every instance. Lock order: an instance's mu is never taken while m.mu is
+// held (remove takes m.mu under an instance's mu), so callers lock instances after this.
+func (m *Manager) all() []*Instance {
 	m.mu.RLock()
+	defer m.mu.RUnlock()
 	insts := make([]*Instance, 0, len(m.instances))
 	for _, inst := range m.instances {
 		insts = append(insts, inst)
 	}
-	m.mu.RUnlock()
+	return insts
+}
+
+// Counts returns the number of instances in each phase, and of those turned off.
+func (m *Manager) Counts() (byPhase map[Phase]int, off int) {
 	byPhase = make(map[Phase]int)
-	for _, inst := range insts {
+	for _, inst := range m.all() {
 		inst.mu.Lock()
 		byPhase[inst.phase]++
 		if inst.off {

@@ -92,3 +92,10 @@ func (s *scheduler) run(ctx context.Context) {
 		}
 	}
 }
+
+// len returns the number of pending entries, stale ones included (for tests and metrics).
+func (s *scheduler) len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.h)
+}

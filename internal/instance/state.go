@@ -153,21 +153,17 @@ func (a Action) String() string {
 //	Registering|Register Loop --Failed--> Register Loop/Error (retry with backoff)
 //	Registering|Register Loop --Unauthorized--> Register Loop/Unauthorized (retry slowly)
 //	Register Loop --Timer--> Register Loop, same status (REGISTER)
-//	any --Foreground|TurnOff--> Idle/NotRegistered (unREGISTER)
+//	any --Foreground|TurnOff--> Idle/NotRegistered (unREGISTER if a binding may exist)
 //	any --Forget--> gone (unREGISTER, delete)
 func Transition(p Phase, ev Event) (Phase, Action) {
 	idle := Phase{Idle, NotRegistered}
 	active := p.State != Idle
 	switch ev {
 	case EvForeground, EvTurnOff:
-		if active {
-			return idle, ActUnregister
-		}
-		return idle, ActNone
+		// Even when idle: a binding may outlive a crash between the app's wish and our
+		// unREGISTER. The executor sends nothing when no binding can exist.
+		return idle, ActUnregister
 	case EvForget:
-		if active {
-			return idle, ActUnregisterGone
-		}
 		return idle, ActUnregisterGone // the executor skips the REGISTER when no binding can exist
 	case EvBackground:
 		if active {

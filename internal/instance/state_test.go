@@ -15,8 +15,8 @@ func TestTransitionTable(t *testing.T) {
 		action Action
 	}{
 		{idle, EvBackground, reg, ActRegister},
-		{idle, EvForeground, idle, ActNone},
-		{idle, EvTurnOff, idle, ActNone},
+		{idle, EvForeground, idle, ActUnregister},
+		{idle, EvTurnOff, idle, ActUnregister},
 		{idle, EvForget, idle, ActUnregisterGone},
 		{idle, EvTimer, idle, ActNone},
 		{idle, EvRegistered, idle, ActNone},

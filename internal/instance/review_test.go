@@ -1,0 +1,135 @@
+package instance
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/sipis/sipis/internal/sipua"
+	"github.com/sipis/sipis/pkg/registration"
+)
+
+// The sweep and a Forget take the manager's and an instance's locks; in opposite orders they
+// deadlock. Real goroutines, so the scheduler interleaves them; the bound only detects a hang.
+func TestSweepDuringForgetDoesNotDeadlock(t *testing.T) {
+	h := newHarness(t, func(o *Options) { o.NotRegisteredMaxAge = time.Hour; o.SweepInterval = 24 * time.Hour; o.Workers = 8 })
+	defer h.m.Stop()
+	const n = 3000
+	for i := range n {
+		h.send(regFor(fmt.Sprintf("d0%06d", i), fmt.Sprintf("u%d", i), registration.ModeForeground))
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 50 {
+			h.m.sweep(time.Now().Add(2 * time.Hour))
+		}
+	}()
+	for i := range n {
+		h.send(regFor(fmt.Sprintf("d0%06d", i), fmt.Sprintf("u%d", i), registration.ModeOff))
+	}
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the sweep did not finish: deadlocked with Forget")
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for h.m.Len() > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := h.m.Len(); got != 0 {
+		t.Errorf("%d instances left", got)
+	}
+}
+
+// Registrations accepted just before a stop, still in the message loop, are registered after
+// the next start; foregrounds likewise unregister.
+func TestQueuedEventsSurviveStop(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, func(o *Options) { o.Workers = 2; o.ResumeWindow = time.Second })
+		h.reg.block = make(chan struct{})
+		for i := range 20 {
+			h.send(regFor(fmt.Sprintf("e1%06d", i), fmt.Sprintf("q%d", i), registration.ModeBackground))
+		}
+		synctest.Wait() // two in flight, eighteen queued
+		close(h.reg.block)
+		h.m.Stop()
+		h.reg.block = nil
+		h.start()
+		defer h.m.Stop()
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		byPhase, _ := h.m.Counts()
+		if got := byPhase[Phase{RegisterLoop, Registered}]; got != 20 {
+			t.Errorf("%d of 20 registered after the restart: %v", got, byPhase)
+		}
+	})
+}
+
+// Every state change made before Stop returns is in the store.
+func TestStopWritesEveryUpdate(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, nil)
+		for i := range 60 {
+			h.send(regFor(fmt.Sprintf("e2%06d", i), fmt.Sprintf("s%d", i), registration.ModeBackground))
+		}
+		synctest.Wait()
+		h.m.Stop()
+		for i := range 60 {
+			sel := fmt.Sprintf("e2%06d", i)
+			mem, _ := h.m.Snapshot(sel)
+			st := h.st.get(sel)
+			if st.Status != mem.Phase.Status.String() || st.CSeq != mem.CSeq {
+				t.Errorf("%s: stored %s cseq %d, memory %v cseq %d", sel, st.Status, st.CSeq, mem.Phase, mem.CSeq)
+			}
+		}
+	})
+}
+
+// A proxy that is full makes waiting instances back off, and their waiting is not stored.
+func TestBusyProxyDoesNotStorm(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, func(o *Options) { o.MaxInFlightPerProxy = 2; o.Workers = 16 })
+		defer h.m.Stop()
+		h.reg.block = make(chan struct{})
+		for i := range 200 {
+			h.send(regFor(fmt.Sprintf("e3%06d", i), fmt.Sprintf("w%d", i), registration.ModeBackground))
+		}
+		synctest.Wait()
+		saves := h.st.saves
+		time.Sleep(10 * time.Second)
+		synctest.Wait()
+		if d := h.st.saves - saves; d > 0 {
+			t.Errorf("%d state writes while waiting for a busy proxy", d)
+		}
+		if q := h.m.sched.len(); q > 400 {
+			t.Errorf("%d timer entries for 200 waiting instances", q)
+		}
+		close(h.reg.block)
+		time.Sleep(30 * time.Second)
+		synctest.Wait()
+		byPhase, _ := h.m.Counts()
+		if byPhase[Phase{RegisterLoop, Registered}] != 200 {
+			t.Errorf("not all registered once the proxy freed up: %v", byPhase)
+		}
+	})
+}
+
+func TestRetryAfterIsCapped(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, func(o *Options) { o.BackoffMax = 10 * time.Minute })
+		defer h.m.Stop()
+		h.reg.set("month", func(b sipua.Binding) (sipua.Result, error) {
+			return sipua.Result{Status: 503, Reason: "Service Unavailable", RetryAfter: 30 * 24 * time.Hour}, nil
+		})
+		h.send(regFor("e4000001", "month", registration.ModeBackground))
+		time.Sleep(3 * time.Hour)
+		synctest.Wait()
+		if n := len(h.reg.callsFor("month")); n < 3 {
+			t.Errorf("%d attempts in 3 h: a 30-day Retry-After was obeyed", n)
+		}
+		_ = context.Background
+	})
+}
