@@ -89,7 +89,7 @@ func TestVersionCheckKeygen(t *testing.T) {
 func TestRegisterPostsToServer(t *testing.T) {
 	dir := t.TempDir()
 	reg := siptest.NewRegistrar(t)
-	s, err := config.Parse([]byte(`<Sipis><Sip><Listener Transport="udp" Address="127.0.0.1" Port="0"/></Sip>
+	s, err := config.Parse([]byte(`<Sipis><Server Address="127.0.0.1" Port="0"/><Sip><Listener Transport="udp" Address="127.0.0.1" Port="0"/></Sip>
 		<HttpServer Address="127.0.0.1" Port="0"/><Log Stdio="None"/><Probe Enabled="No"/></Sipis>`), dir)
 	if err != nil {
 		t.Fatal(err)

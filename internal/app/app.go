@@ -47,6 +47,7 @@ type App struct {
 	ua    *sipua.UA
 	mgr   *instance.Manager
 	calls *call.Manager
+	devUA *sipua.UA // the device-facing SIP listener (calls.go)
 	push  *pushes
 	web   *web.Server
 	reg   *prometheus.Registry
@@ -219,6 +220,9 @@ func (a *App) Stop() {
 		}
 		if a.calls != nil {
 			a.calls.Close() // ends calls in progress with 480 while the UA can still say so
+		}
+		if a.devUA != nil {
+			a.devUA.Close()
 		}
 		a.bg.Wait()
 		if a.prober != nil {

@@ -25,7 +25,7 @@ import (
 func testSettings(t *testing.T, dir string, extra string) *config.Settings {
 	t.Helper()
 	xml := fmt.Sprintf(`<Sipis>
-  <Server Name="test-node"/>
+  <Server Name="test-node" Address="127.0.0.1" Port="0"/>
   <Sip>
     <Listener Transport="udp" Address="127.0.0.1" Port="0"/>
     <Register Workers="16">

@@ -134,3 +134,91 @@ func TestCallThroughKamailio(t *testing.T) {
 		t.Errorf("messages are not JSON: %v", err)
 	}
 }
+
+// TestAnsweredCallThroughKamailio: the woken device connects to the device-facing listener with
+// the token from the push, gets the INVITE relayed through Kamailio and sipis, answers; the
+// caller gets the 200, ACKs and hangs up through Kamailio, and the device gets ACK and BYE.
+func TestAnsweredCallThroughKamailio(t *testing.T) {
+	if testing.Short() {
+		t.Skip("Kamailio suite skipped in -short mode")
+	}
+	k := siptest.StartKamailio(t, siptest.KamailioOptions{})
+	apns := pushtest.NewAPNs(t)
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "apns.pem"), apns.CertificatePEM(), 0o600)
+	s := testSettings(t, dir, fmt.Sprintf(`
+  <NotificationServers>
+    <Apns Enabled="Yes" Endpoint="%[1]s" SandboxEndpoint="%[1]s" KeyFile="%[2]s" KeyId="%[3]s" TeamId="%[4]s" Topic="%[5]s"/>
+  </NotificationServers>
+  <TrustedCertificates><Certificate File="apns.pem"/></TrustedCertificates>`, apns.URL, apns.KeyFile, apns.KeyID, apns.TeamID, apns.Topic))
+	a := startApp(t, s)
+	defer a.Stop()
+
+	const sel, user = "ca11ca11ca11ca12", "user0043"
+	r := &registration.Registration{Version: registration.Version, Selector: sel, Mode: registration.ModeBackground,
+		Account: registration.Account{User: user, Password: siptest.KamailioPassword(user), Domain: k.Domain(),
+			Proxy: k.Host(), Port: k.Port(), Transport: "udp"},
+		Device: registration.Device{ID: "iphone", Platform: "apns", PushToken: pushtest.TokenOK, AppID: apns.Topic,
+			Secret: "device-secret-43"},
+		Timestamp: time.Now().UTC(), Nonce: registration.NewNonce()}
+	sealed, _ := registration.Seal(r, a.PublicKey())
+	if code, body := post(t, a.HTTPURL(), sealed); code != 200 {
+		t.Fatalf("register: %d %s", code, body)
+	}
+	waitPhase(t, a, sel, instance.Phase{State: instance.RegisterLoop, Status: instance.Registered})
+
+	caller := siptest.NewCaller(t)
+	inv := caller.Invite(k.Addr(), user)
+	next := func(method string) *siptest.CallResponse {
+		t.Helper()
+		for {
+			res, err := caller.Next(inv.CallID, method, 5*time.Second)
+			if err != nil {
+				t.Fatalf("waiting for a response to %s: %v", method, err)
+			}
+			if res.Status != 100 {
+				return res
+			}
+		}
+	}
+	next("INVITE")
+	next("INVITE")
+	pushes := apns.Pushes()
+	if len(pushes) != 1 || pushes[0].Payload["token"] == nil {
+		t.Fatalf("pushes %v", pushes)
+	}
+	d := siptest.DialDevice(t, a.devUA.Addr("tcp"))
+	if code, err := d.Register(fmt.Sprint(pushes[0].Payload["token"]), "iphone"); code != 200 {
+		t.Fatalf("device REGISTER: %d %v", code, err)
+	}
+	in, err := d.Next("INVITE", false, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Respond(in, 180, "Ringing", "")
+	if res := next("INVITE"); res.Status != 180 {
+		t.Fatalf("relayed 180: %d", res.Status)
+	}
+	d.Respond(in, 200, "OK", "v=0\r\n")
+	ok := next("INVITE")
+	if ok.Status != 200 {
+		t.Fatalf("relayed 200: %d", ok.Status)
+	}
+	inv.InDialog(ok, "ACK", 0)
+	if _, err := d.Next("ACK", false, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	inv.InDialog(ok, "BYE", 2)
+	bye, err := d.Next("BYE", false, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Respond(bye, 200, "OK", "")
+	if res := next("BYE"); res.Status != 200 {
+		t.Fatalf("BYE answered %d", res.Status)
+	}
+	b := &backend{app: a}
+	if o := b.CallOutcomes(); o.Total != 1 || o.Accepted != 1 {
+		t.Errorf("call outcomes %+v", o)
+	}
+}

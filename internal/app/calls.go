@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 	"github.com/sipis/sipis/internal/call"
 	"github.com/sipis/sipis/internal/config"
 	"github.com/sipis/sipis/internal/instance"
+	"github.com/sipis/sipis/internal/sipua"
 )
 
 // callInstances lets the call manager find instances.
@@ -49,9 +51,37 @@ func (a *App) startCalls() error {
 	if relay == "" {
 		relay = s.Server.Address
 	}
+	// The device-facing listener (<Server Address Port>): TCP, and TLS on the next port when
+	// <TlsServerOptions> has a certificate.
+	listenAddr := deviceListenAddr(s.Server)
+	lns := []sipua.Listener{{Transport: "tcp", Address: listenAddr}}
+	var tlsConf *tls.Config
+	if o := s.TLSServerOptions; o.CertificateFile != "" {
+		cert, err := tls.LoadX509KeyPair(o.CertificateFile, o.KeyFile)
+		if err != nil {
+			return fmt.Errorf("calls: TLS server certificate: %w", err)
+		}
+		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: o.MinVersion}
+		host, _, _ := net.SplitHostPort(listenAddr)
+		port := 0
+		if s.Server.Port != 0 {
+			port = s.Server.Port + 1
+		}
+		lns = append(lns, sipua.Listener{Transport: "tls", Address: net.JoinHostPort(host, strconv.Itoa(port))})
+	}
+	dev, err := sipua.New(sipua.Config{Listeners: lns, TLSConfig: tlsConf, PublicHost: s.Server.PublicAddress,
+		UserAgent: userAgent(s), Logger: a.log.WithField("part", "sip-devices")})
+	if err != nil {
+		return fmt.Errorf("calls: device listener: %w", err)
+	}
+	if err := dev.Start(context.Background()); err != nil {
+		return fmt.Errorf("calls: device listener: %w", err)
+	}
+	a.devUA = dev
+	_, port, _ := net.SplitHostPort(dev.Addr("tcp"))
 	m, err := call.New(call.Options{
-		Instances: callInstances{a.mgr}, Store: a.db, Push: a.push.dispatcher,
-		RelayAddress:      net.JoinHostPort(relay, strconv.Itoa(s.Server.Port)),
+		Instances: callInstances{a.mgr}, Store: a.db, Push: a.push.dispatcher, SIP: a.ua,
+		RelayAddress:      net.JoinHostPort(relay, port),
 		AllowedSources:    allowed,
 		NoResponseTimeout: s.IncomingCall.NotAnsweredMaxAge, ProgressTimeout: s.IncomingCall.DeviceProgressMaxAge,
 		MaxCalls: s.Instance.MaxCalls, MaxMessageSize: s.IncomingTextMessage.MaxBytes, Filters: filters,
@@ -62,7 +92,13 @@ func (a *App) startCalls() error {
 	}
 	a.calls = m
 	a.ua.SetHandler(m)
+	dev.SetHandler(m)
 	return nil
+}
+
+// deviceListenAddr is where the device-facing listener binds.
+func deviceListenAddr(s config.Server) string {
+	return net.JoinHostPort(s.Address, strconv.Itoa(s.Port))
 }
 
 // messageCounts caches the number of waiting messages per selector for a second, for the

@@ -59,6 +59,8 @@ const (
 	ReasonCancelled        = "cancelled by caller"
 	ReasonNoResponse       = "no response from device"
 	ReasonNotConnected     = "device did not connect"
+	ReasonNotAnswered      = "device did not answer"
+	ReasonDeviceFailed     = "device failed the call"
 	ReasonShutdown         = "server shutting down"
 )
 
@@ -98,6 +100,11 @@ type Store interface {
 // Pusher sends one notification; *push.Dispatcher implements it.
 type Pusher interface {
 	Send(ctx context.Context, n push.Notification) (push.Result, error)
+}
+
+// Forwarder relays SIP requests as a stateful proxy; *sipua.UA implements it.
+type Forwarder interface {
+	Forward(ctx context.Context, req *sipua.Request, o sipua.ForwardOptions) (*sipua.ClientTx, error)
 }
 
 // Timer is a pending call of a function, as returned by Clock.AfterFunc.
@@ -182,6 +189,9 @@ type Options struct {
 	PushMessageText bool
 	// PushTimeout bounds the sending (with retries) of one push (default 15 s).
 	PushTimeout time.Duration
+	// SIP forwards requests to devices and upstream; nil means no device can take a call
+	// (REGISTER with a token is answered 503). A *sipua.UA implements it.
+	SIP Forwarder
 	// Clock replaces the real clock in tests.
 	Clock Clock
 	// Logger receives the package's log lines; nil discards them.
@@ -199,11 +209,12 @@ type Manager struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 
-	mu      sync.Mutex
-	closed  bool
-	byKey   map[string]*call // Call-ID + "|" + INVITE branch
-	byToken map[[32]byte]*call
-	active  map[string]int // selector -> calls in progress
+	mu       sync.Mutex
+	closed   bool
+	byKey    map[string]*call // Call-ID + "|" + INVITE branch
+	byToken  map[[32]byte]*call
+	byCallID map[string]*call // calls whose dialog may be relayed
+	active   map[string]int   // selector -> calls in progress
 
 	omu sync.Mutex
 	out outcomes
@@ -269,13 +280,14 @@ func New(opts Options) (*Manager, error) {
 		opts.PushTimeout = DefaultPushTimeout
 	}
 	m := &Manager{
-		opts:    opts,
-		log:     opts.Logger,
-		clock:   opts.Clock,
-		byKey:   make(map[string]*call),
-		byToken: make(map[[32]byte]*call),
-		active:  make(map[string]int),
-		out:     outcomes{byReason: make(map[string]int)},
+		opts:     opts,
+		log:      opts.Logger,
+		clock:    opts.Clock,
+		byKey:    make(map[string]*call),
+		byToken:  make(map[[32]byte]*call),
+		byCallID: make(map[string]*call),
+		active:   make(map[string]int),
+		out:      outcomes{byReason: make(map[string]int)},
 	}
 	if m.log == nil {
 		l := logrus.New()
@@ -366,12 +378,13 @@ type inbound struct {
 	body                         []byte
 	header                       func(name string) string
 	respond                      func(code int, reason string, hs ...sipua.Header) error
+	sip                          *sipua.Request // nil in tests without sockets
 }
 
 func fromSIP(r *sipua.Request) *inbound {
 	return &inbound{
 		method: r.Method, callID: r.CallID, from: r.From, source: r.Source, body: r.Body,
-		header: r.Header, respond: r.Respond,
+		header: r.Header, respond: r.Respond, sip: r,
 	}
 }
 
@@ -385,6 +398,9 @@ func (m *Manager) handle(user string, req *inbound) {
 	m.mu.Lock()
 	closed := m.closed
 	m.mu.Unlock()
+	if m.inDialog(req, reply) {
+		return
+	}
 	switch req.method {
 	case "ACK":
 		return // ACK of our non-2xx final response (RFC 3261 §17.2.1): nothing to do
@@ -401,6 +417,8 @@ func (m *Manager) handle(user string, req *inbound) {
 		m.handleInvite(user, req, log, reply)
 	case "MESSAGE":
 		m.handleMessage(user, req, log, reply)
+	case "REGISTER":
+		m.handleRegister(req, log, reply)
 	case "OPTIONS":
 		if _, ok := m.opts.Instances.ByContact(user); !ok {
 			reply(404, "Not Found")

@@ -255,7 +255,7 @@ func (e *env) openDB() {
 }
 
 func (e *env) startManager(opts ...envOption) {
-	o := Options{Instances: e.insts, Store: e.db, Push: e.pusher, Clock: e.clock, RelayAddress: "relay.example.org:5070"}
+	o := Options{Instances: e.insts, Store: e.db, Push: e.pusher, Clock: e.clock, RelayAddress: "relay.example.org:5070", SIP: e.ua}
 	for _, f := range opts {
 		f(&o)
 	}

@@ -31,6 +31,8 @@ type phase uint8
 const (
 	ringing     phase = iota // pushes out, waiting for a device (T1)
 	progressing              // a device claimed the call, waiting for it to connect (T2)
+	relaying                 // a device connected; the INVITE is relayed to it
+	answered                 // a device answered; the dialog is relayed until BYE
 	ended                    // a final response was sent
 )
 
@@ -44,6 +46,8 @@ type call struct {
 	token    string
 	tokenKey [32]byte
 	respond  func(code int, reason string, hs ...sipua.Header) error
+	inv      *sipua.Request // the INVITE, relayed to devices; nil in tests without sockets
+	callID   string
 	log      logrus.FieldLogger
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -57,6 +61,12 @@ type call struct {
 	timer    Timer
 	pending  int  // call pushes in flight
 	pushedOK bool // a push service accepted a call push
+
+	branches   []*branch       // devices the INVITE was relayed to (RFC 3261 §16.7 forking)
+	winner     *branch         // the branch whose 2xx was relayed first
+	best       *sipua.Response // best final non-2xx of the branches so far
+	cancelling bool            // the caller sent CANCEL while relaying
+	dialogOver bool            // the relayed dialog ended (BYE)
 }
 
 func (m *Manager) handleInvite(user string, req *inbound, log logrus.FieldLogger, reply func(int, string, ...sipua.Header)) {
@@ -119,7 +129,7 @@ func (m *Manager) handleInvite(user string, req *inbound, log logrus.FieldLogger
 	token := randomHex(16)
 	c := &call{
 		m: m, sel: sel, pairing: rec.PairingID, key: inviteKey(req.callID, req.header("Via")), token: token,
-		tokenKey: sha256.Sum256([]byte(token)), respond: req.respond, devices: usable,
+		tokenKey: sha256.Sum256([]byte(token)), respond: req.respond, devices: usable, inv: req.sip, callID: req.callID,
 		log: log.WithField("pairing_id", rec.PairingID), rec: rec,
 	}
 	c.rec.DialogState = store.DialogPending
@@ -146,6 +156,7 @@ func (m *Manager) handleInvite(user string, req *inbound, log logrus.FieldLogger
 	}
 	m.byKey[c.key] = c
 	m.byToken[c.tokenKey] = c
+	m.byCallID[c.callID] = c
 	m.active[sel]++
 	m.mu.Unlock()
 	c.start()
@@ -241,9 +252,15 @@ const anyPhase phase = 255
 // in (or anyPhase) and not yet ended; it reports whether it did. With notify, the devices get a
 // "cancel" push so that they stop ringing.
 func (c *call) end(in phase, code int, reason, outcome, why string, notify bool, hs ...sipua.Header) bool {
+	return c.finish(in, outcome, why, notify, func() { c.send(code, reason, hs...) })
+}
+
+// finish is end with the final response sent by send (ours, or one relayed from a device);
+// the INVITEs relayed to devices that have not answered are cancelled.
+func (c *call) finish(in phase, outcome, why string, notify bool, send func()) bool {
 	m := c.m
 	c.mu.Lock()
-	if c.phase == ended || (in != anyPhase && c.phase != in) {
+	if c.phase == ended || c.phase == answered || (in != anyPhase && c.phase != in) {
 		c.mu.Unlock()
 		return false
 	}
@@ -251,6 +268,7 @@ func (c *call) end(in phase, code int, reason, outcome, why string, notify bool,
 	if c.timer != nil {
 		c.timer.Stop()
 	}
+	open := c.openBranches(nil)
 	c.rec.DialogState = store.DialogTerminated
 	c.rec.Outcome, c.rec.Reason, c.rec.EndedAt = outcome, why, m.clock.Now()
 	c.mu.Unlock()
@@ -271,14 +289,20 @@ func (c *call) end(in phase, code int, reason, outcome, why string, notify bool,
 		if m.byToken[c.tokenKey] == c {
 			delete(m.byToken, c.tokenKey)
 		}
+		if m.byCallID[c.callID] == c {
+			delete(m.byCallID, c.callID)
+		}
 		m.mu.Unlock()
 	})
 	// Count and store before answering, so that whoever sees the final response also finds
 	// the outcome. No other response can be sent any more: the phase is ended.
 	m.count(outcome, why)
 	c.save()
-	c.send(code, reason, hs...)
-	c.log.WithFields(logrus.Fields{"outcome": outcome, "reason": why, "code": code}).Info("call: ended")
+	send()
+	for _, b := range open {
+		b.tx.Cancel()
+	}
+	c.log.WithFields(logrus.Fields{"outcome": outcome, "reason": why}).Info("call: ended")
 	if notify {
 		for _, d := range c.devices {
 			m.spawn(func() {
@@ -352,6 +376,9 @@ func (m *Manager) handleCancel(req *inbound, reply func(int, string, ...sipua.He
 	m.mu.Unlock()
 	if c == nil {
 		reply(481, "Call/Transaction Does Not Exist")
+		return
+	}
+	if c.cancelRelayed(reply) {
 		return
 	}
 	reply(200, "OK")

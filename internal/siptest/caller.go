@@ -238,3 +238,33 @@ func callerRandom() string {
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// InDialog sends an in-dialog request (ACK for a 2xx, BYE, INFO…) of the dialog the 2xx res
+// created for inv: to the response's Contact, with the route set of its Record-Route in reverse
+// (RFC 3261 §12.1.2), through inv.Target. ACK repeats the INVITE's CSeq number; other
+// methods use cseq.
+func (inv *CallInvite) InDialog(res *CallResponse, method string, cseq int) {
+	c := inv.c
+	c.t.Helper()
+	dst, err := net.ResolveUDPAddr("udp", inv.Target)
+	if err != nil {
+		c.t.Fatalf("siptest: %v", err)
+	}
+	target, _ := nameAddr(res.msg.get("contact"))
+	rr := res.msg.all("record-route")
+	local := c.conn.LocalAddr().(*net.UDPAddr)
+	b := &strings.Builder{}
+	fmt.Fprintf(b, "%s %s SIP/2.0\r\n", method, target)
+	fmt.Fprintf(b, "Via: SIP/2.0/UDP %s;branch=z9hG4bK%s;rport\r\nMax-Forwards: 70\r\n", local.String(), callerRandom())
+	for i := len(rr) - 1; i >= 0; i-- {
+		fmt.Fprintf(b, "Route: %s\r\n", rr[i])
+	}
+	if method == "ACK" {
+		cseq = inv.CSeq
+	}
+	fmt.Fprintf(b, "From: %s\r\nTo: %s\r\nCall-ID: %s\r\nCSeq: %d %s\r\nContent-Length: 0\r\n\r\n",
+		res.msg.get("from"), res.msg.get("to"), inv.CallID, cseq, method)
+	if _, err := c.conn.WriteToUDP([]byte(b.String()), dst); err != nil {
+		c.t.Fatalf("siptest: send %s: %v", method, err)
+	}
+}

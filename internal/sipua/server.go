@@ -30,9 +30,10 @@ type Handler interface {
 var supported = map[string]bool{
 	"INVITE": true, "ACK": true, "CANCEL": true, "BYE": true, "OPTIONS": true,
 	"MESSAGE": true, "INFO": true, "UPDATE": true, "PRACK": true, "NOTIFY": true,
+	"REFER": true, "REGISTER": true,
 }
 
-const allowHeader = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, INFO, UPDATE, PRACK, NOTIFY"
+const allowHeader = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, INFO, UPDATE, PRACK, NOTIFY, REFER"
 
 // Header is one header field of a response.
 type Header struct {
@@ -60,6 +61,7 @@ type Request struct {
 	send  func([]byte) error
 	toTag string
 	stx   *serverTx
+	flow  *Flow
 }
 
 // Header returns the first value of the named header ("" if absent);
@@ -145,20 +147,30 @@ func (r *Request) respond(code int, reason, contentType string, body []byte, hea
 		return fmt.Errorf("sipua: send %d to %s/%s: %w", code, r.Transport, r.Source, err)
 	}
 	if r.stx != nil {
-		r.ua.srvTxs.answered(r.stx, b, code >= 200)
+		r.ua.srvTxs.answered(r.stx, b, code)
 	}
 	return nil
 }
 
 // serverTx remembers the last response to a request so that UDP
 // retransmissions are answered without the handler (RFC 3261 §17.2.2,
-// Timer J = 64*T1 for non-INVITE).
+// Timer J = 64*T1 for non-INVITE). For an INVITE over UDP a final non-2xx
+// response is retransmitted (Timer G) until the ACK comes or Timer H
+// (64*T1) fires (§17.2.1); after a 2xx the transaction is Accepted (RFC
+// 6026 §7.1) and absorbs retransmitted INVITEs.
 type serverTx struct {
-	key   string
-	last  []byte
-	final bool
-	exp   time.Time
-	send  func([]byte) error
+	key      string
+	last     []byte
+	final    bool
+	code     int
+	exp      time.Time
+	send     func([]byte) error
+	invite   bool
+	reliable bool
+	acked    bool
+	g        *time.Timer
+	gEvery   time.Duration
+	gUntil   time.Time
 }
 
 type serverTxTable struct {
@@ -180,7 +192,7 @@ func (t *serverTxTable) shard(k string) int { return int(maphash.String(t.seed, 
 
 // begin returns the existing transaction for key (a retransmission) or
 // records a new one.
-func (t *serverTxTable) begin(key string, send func([]byte) error) (tx *serverTx, retrans bool) {
+func (t *serverTxTable) begin(key string, send func([]byte) error, invite, reliable bool) (tx *serverTx, retrans bool) {
 	s := &t.shards[t.shard(key)]
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -188,25 +200,72 @@ func (t *serverTxTable) begin(key string, send func([]byte) error) (tx *serverTx
 		return tx, true
 	}
 	// A handler may take minutes to answer an INVITE; keep the entry.
-	tx = &serverTx{key: key, exp: time.Now().Add(5 * time.Minute), send: send}
+	tx = &serverTx{key: key, exp: time.Now().Add(5 * time.Minute), send: send, invite: invite, reliable: reliable}
 	s.m[key] = tx
 	return tx, false
 }
 
-func (t *serverTxTable) answered(tx *serverTx, b []byte, final bool) {
+func (t *serverTxTable) answered(tx *serverTx, b []byte, code int) {
 	s := &t.shards[t.shard(tx.key)]
 	s.mu.Lock()
-	tx.last, tx.final = b, final
-	if final {
+	defer s.mu.Unlock()
+	if tx.final && !(tx.invite && code/100 == 2) {
+		return // nothing follows a final response but 2xx retransmissions
+	}
+	tx.last, tx.final, tx.code = b, code >= 200, code
+	if code >= 200 {
 		tx.exp = time.Now().Add(64 * timerT1)
 	}
-	s.mu.Unlock()
+	if tx.invite && code >= 300 && !tx.reliable && tx.g == nil {
+		tx.gEvery, tx.gUntil = timerT1, time.Now().Add(64*timerT1)
+		tx.g = time.AfterFunc(tx.gEvery, func() { t.fireG(tx) })
+	}
 }
 
+// fireG retransmits a final non-2xx response to an INVITE (Timer G,
+// doubling up to T2) until the ACK or Timer H.
+func (t *serverTxTable) fireG(tx *serverTx) {
+	s := &t.shards[t.shard(tx.key)]
+	s.mu.Lock()
+	if tx.acked || time.Now().After(tx.gUntil) {
+		s.mu.Unlock()
+		return
+	}
+	b := tx.last
+	tx.gEvery = min(2*tx.gEvery, timerT2)
+	tx.g.Reset(tx.gEvery)
+	s.mu.Unlock()
+	_ = tx.send(b)
+}
+
+// ack absorbs the ACK of a final non-2xx response to an INVITE (RFC 3261
+// §17.2.1: it has the INVITE's branch); it reports whether key names such
+// a transaction.
+func (t *serverTxTable) ack(key string) bool {
+	s := &t.shards[t.shard(key)]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tx := s.m[key]
+	if tx == nil || !tx.final || tx.code < 300 {
+		return false
+	}
+	tx.acked = true
+	if tx.g != nil {
+		tx.g.Stop()
+	}
+	return true
+}
+
+// lastResponse returns what to send to a retransmitted request: the last
+// response, or nothing for an INVITE answered 2xx (RFC 6026 §7.1 Accepted
+// absorbs them; the 2xx retransmissions are the UAS core's).
 func (t *serverTxTable) lastResponse(tx *serverTx) []byte {
 	s := &t.shards[t.shard(tx.key)]
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if tx.invite && tx.code/100 == 2 {
+		return nil
+	}
 	return tx.last
 }
 
@@ -216,6 +275,9 @@ func (t *serverTxTable) expire(now time.Time) {
 		s.mu.Lock()
 		for k, tx := range s.m {
 			if now.After(tx.exp) {
+				if tx.g != nil {
+					tx.g.Stop()
+				}
 				delete(s.m, k)
 			}
 		}
@@ -231,6 +293,7 @@ func (u *UA) handleRequest(m *sip.Request, raw []byte, transport string, src *ne
 	}
 	var source string
 	var send func([]byte) error
+	flow := &Flow{ua: u, transport: transport, sc: sc, ul: ul, dst: src}
 	if sc != nil {
 		source = sc.conn.RemoteAddr().String()
 		send = sc.write
@@ -254,10 +317,13 @@ func (u *UA) handleRequest(m *sip.Request, raw []byte, transport string, src *ne
 	method := string(m.Method)
 	branch, _ := via.Params.Get("branch")
 	var stx *serverTx
+	if method == "ACK" && u.srvTxs.ack(branch+"|"+via.SentBy()+"|INVITE") {
+		return // hop-by-hop ACK of our non-2xx final response
+	}
 	if method != "ACK" {
 		key := branch + "|" + via.SentBy() + "|" + method
 		var retrans bool
-		stx, retrans = u.srvTxs.begin(key, send)
+		stx, retrans = u.srvTxs.begin(key, send, method == "INVITE", sc != nil)
 		if retrans {
 			if b := u.srvTxs.lastResponse(stx); b != nil {
 				_ = send(b)
@@ -280,6 +346,7 @@ func (u *UA) handleRequest(m *sip.Request, raw []byte, transport string, src *ne
 		send:      send,
 		toTag:     randHex(8),
 		stx:       stx,
+		flow:      flow,
 	}
 	user := m.Recipient.User
 	u.mu.RLock()

@@ -94,6 +94,7 @@ func (u *UA) handleResponse(res *sip.Response, raw []byte) {
 	branch, _ := via.Params.Get("branch")
 	tx := u.txs.get(branch)
 	if tx == nil || string(cseq.MethodName) != tx.method {
+		u.proxyResponse(res, branch)
 		return
 	}
 	select {

@@ -114,6 +114,7 @@ type UA struct {
 
 	txs    txTable
 	srvTxs serverTxTable
+	ptxs   sync.Map // branch + "|" + method -> *ClientTx of a forwarded request
 
 	bytesIn, bytesOut, msgsIn, msgsOut atomic.Int64
 

@@ -1,0 +1,402 @@
+package call
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/sipis/sipis/internal/push"
+	"github.com/sipis/sipis/internal/sipua"
+	"github.com/sipis/sipis/internal/store"
+	"github.com/sirupsen/logrus"
+)
+
+// A woken device takes its call by connecting to the device-facing listener and sending
+// REGISTER with the header X-Sipis-Token: <token> (and optionally X-Sipis-Device: <device id>)
+// on that connection. sipis answers 200 and relays the INVITE to the device over the same
+// connection as a stateful proxy (RFC 3261 §16): each connected device is a branch of a
+// parallel fork (§16.7); the first 2xx wins, the other branches are cancelled and their devices
+// get an "answered-elsewhere" push. sipis stays in the path with Record-Route and relays every
+// request of the dialog both ways until BYE. It never acts on 3xx or REFER, it only relays
+// them.
+
+// TokenHeader carries the call's one-time token in the device's REGISTER.
+const TokenHeader = "X-Sipis-Token"
+
+// DeviceHeader optionally names the device (its registration id) in the REGISTER, so that it
+// is spared the "answered-elsewhere" push when it answers.
+const DeviceHeader = "X-Sipis-Device"
+
+// cancelGrace bounds the wait for the devices' final responses after the caller's CANCEL
+// (64*T1, RFC 3261 §16.8); then sipis answers 487 itself.
+const cancelGrace = 32 * time.Second
+
+// branch is the INVITE relayed to one connected device.
+type branch struct {
+	flow   *sipua.Flow
+	device string
+	tx     *sipua.ClientTx
+	tag    string // the device's To tag, once it answered 2xx
+	final  int    // its final response, 0 while pending
+}
+
+// openBranches returns the branches still waiting for a final response, except skip.
+func (c *call) openBranches(skip *branch) []*branch {
+	var out []*branch
+	for _, b := range c.branches {
+		if b != skip && b.tx != nil && b.final == 0 {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// handleRegister takes a device's claim over SIP: a valid token on a TCP or TLS flow attaches
+// the flow to the call and relays the INVITE over it. A bad or used token gets 403 and
+// changes nothing.
+func (m *Manager) handleRegister(req *inbound, log logrus.FieldLogger, reply func(int, string, ...sipua.Header)) {
+	token := strings.TrimSpace(req.header(TokenHeader))
+	switch {
+	case token == "":
+		reply(400, "Missing "+TokenHeader)
+		return
+	case len(token) != 32 || strings.Trim(token, "0123456789abcdef") != "":
+		reply(403, "Forbidden")
+		return
+	case req.sip == nil || m.opts.SIP == nil:
+		reply(503, "Service Unavailable")
+		return
+	case req.sip.Flow().Transport() == "udp":
+		// A device behind NAT is reached only over the connection it opened (RFC 5626).
+		reply(403, "Use TCP Or TLS")
+		return
+	}
+	c := m.lookupToken(token)
+	if c == nil || c.inv == nil {
+		reply(403, "Forbidden")
+		log.Debug("call: REGISTER with an unknown or used token")
+		return
+	}
+	c.connect(req, reply)
+}
+
+// connect adds the device on req's flow as a branch and relays the INVITE to it.
+func (c *call) connect(req *inbound, reply func(int, string, ...sipua.Header)) {
+	m := c.m
+	flow := req.sip.Flow()
+	_, contact := parseNameAddr(firstOfList(req.header("Contact")))
+	if contact == "" || strings.ContainsAny(contact, " \t") {
+		contact = "sip:device@" + flow.Remote() + ";transport=" + flow.Transport()
+	}
+	b := &branch{flow: flow, device: limit(req.header(DeviceHeader), 128)}
+	c.mu.Lock()
+	if c.phase != ringing && c.phase != progressing && c.phase != relaying {
+		c.mu.Unlock()
+		reply(403, "Forbidden")
+		return
+	}
+	if c.phase != relaying {
+		c.phase = relaying
+		if c.timer != nil {
+			c.timer.Stop()
+		}
+		if c.rec.ProgressAt.IsZero() {
+			c.rec.ProgressAt = m.clock.Now()
+		}
+		// The device is here; it has T2 again to answer (RFC 3261 §16.8 Timer C plays this part).
+		c.timer = m.clock.AfterFunc(m.opts.ProgressTimeout, func() {
+			c.end(relaying, 480, "Temporarily Unavailable", store.OutcomeMissed, ReasonNotAnswered, true,
+				sipua.Header{Name: "X-Sipis-Reason", Value: "No-Response-From-Device"})
+		})
+	}
+	c.branches = append(c.branches, b)
+	c.mu.Unlock()
+	reply(200, "OK", sipua.Header{Name: "Contact", Value: "<" + contact + ">;expires=60"})
+	c.log.WithFields(logrus.Fields{"device": b.device, "flow": flow.Remote()}).Info("call: device connected, relaying INVITE")
+
+	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+	defer cancel()
+	tx, err := m.opts.SIP.Forward(ctx, c.inv, sipua.ForwardOptions{
+		Flow: flow, RequestURI: contact, RecordRoute: true,
+		OnResponse: func(r *sipua.Response) { c.branchResponse(b, r) },
+	})
+	c.mu.Lock()
+	b.tx = tx
+	if err != nil {
+		b.final = 503
+		c.mu.Unlock()
+		c.log.WithField("err", err).Warn("call: relay INVITE to device")
+		c.branchFailed()
+		return
+	}
+	late := c.phase != relaying && b.final == 0
+	c.mu.Unlock()
+	if late {
+		tx.Cancel() // the call ended or was answered while we sent
+	}
+}
+
+// branchFailed ends the call when no branch is left waiting and none answered.
+func (c *call) branchFailed() {
+	c.mu.Lock()
+	done := c.phase == relaying && len(c.openBranches(nil)) == 0 && c.pendingForward() == 0
+	best := c.best
+	cancelling := c.cancelling
+	c.mu.Unlock()
+	if !done {
+		return
+	}
+	switch {
+	case best != nil:
+		c.relayFinal(best, cancelling)
+	case cancelling:
+		c.end(relaying, 487, "Request Terminated", store.OutcomeMissed, ReasonCancelled, true)
+	default:
+		c.end(relaying, 480, "Temporarily Unavailable", store.OutcomeMissed, ReasonNotConnected, true,
+			sipua.Header{Name: "X-Sipis-Reason", Value: "No-Response-From-Device"})
+	}
+}
+
+// pendingForward counts branches whose INVITE is still being sent; c.mu is held.
+func (c *call) pendingForward() int {
+	n := 0
+	for _, b := range c.branches {
+		if b.tx == nil && b.final == 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// branchResponse handles a response of a device to the relayed INVITE (RFC 3261 §16.7).
+func (c *call) branchResponse(b *branch, r *sipua.Response) {
+	m := c.m
+	c.mu.Lock()
+	switch {
+	case r.Status < 200:
+		if c.phase == relaying {
+			c.relay(r) // under mu: responses leave in order
+		}
+		c.mu.Unlock()
+	case r.Status < 300:
+		if r.Local() {
+			c.mu.Unlock()
+			return
+		}
+		b.final = r.Status
+		if c.phase == answered || (c.phase == ended && c.winner != nil) {
+			// A retransmission, or a second device answering too: every 2xx goes upstream
+			// (§16.7 step 5); the caller acknowledges and hangs up the extra dialog.
+			if b.tag == "" {
+				b.tag = r.ToTag()
+			}
+			c.relay(r)
+			c.mu.Unlock()
+			return
+		}
+		if c.phase != relaying {
+			c.mu.Unlock()
+			c.log.WithField("code", r.Status).Warn("call: device answered after the call ended")
+			return
+		}
+		c.phase, c.winner, b.tag = answered, b, r.ToTag()
+		if c.timer != nil {
+			c.timer.Stop()
+		}
+		now := m.clock.Now()
+		c.rec.AnsweredAt = now
+		c.rec.Outcome, c.rec.Reason, c.rec.DialogState = store.OutcomeAccepted, "", store.DialogStable
+		c.relay(r)
+		others := c.openBranches(b)
+		c.mu.Unlock()
+		m.count(store.OutcomeAccepted, "")
+		c.save()
+		c.log.WithField("device", b.device).Info("call: answered")
+		for _, o := range others {
+			o.tx.Cancel()
+		}
+		for _, d := range c.devices {
+			if b.device != "" && d.ID == b.device {
+				continue
+			}
+			m.spawn(func() {
+				ctx, cancel := context.WithTimeout(m.ctx, m.opts.PushTimeout)
+				defer cancel()
+				if _, err := m.opts.Push.Send(ctx, c.notification(push.KindAnsweredElsewhere, d)); err != nil {
+					c.log.WithFields(logrus.Fields{"device": d.ID, "err": err}).Debug("call: answered-elsewhere push failed")
+				}
+			})
+		}
+	default:
+		b.final = r.Status
+		if c.phase != relaying {
+			c.mu.Unlock()
+			return
+		}
+		if !r.Local() && (c.best == nil || better(r.Status, c.best.Status)) {
+			c.best = r
+		}
+		c.mu.Unlock()
+		c.branchFailed()
+	}
+}
+
+// better reports whether final response code a beats b as the one to relay (RFC 3261 §16.7
+// step 6, simplified: a 6xx wins, else the lowest class).
+func better(a, b int) bool {
+	if a/100 == 6 || b/100 == 6 {
+		return a/100 == 6 && b/100 != 6
+	}
+	return a/100 < b/100
+}
+
+// relayFinal relays a device's final non-2xx response and ends the call with its outcome.
+func (c *call) relayFinal(r *sipua.Response, cancelling bool) {
+	outcome, why := store.OutcomeRejected, ReasonDeviceFailed
+	switch {
+	case cancelling:
+		outcome, why = store.OutcomeMissed, ReasonCancelled
+	case r.Status == 486 || r.Status == 600:
+		why = ReasonBusy
+	case r.Status == 603 || r.Status == 403:
+		why = ReasonDeclined
+	}
+	c.finish(relaying, outcome, why, true, func() { c.relay(r) })
+}
+
+// relay sends a device's response upstream.
+func (c *call) relay(r *sipua.Response) {
+	if err := c.inv.Relay(r); err != nil {
+		c.log.WithFields(logrus.Fields{"code": r.Status, "err": err}).Warn("call: relay response upstream")
+	}
+}
+
+// cancelRelayed handles the caller's CANCEL while the INVITE is relayed: 200 to the CANCEL,
+// CANCEL to every device, whose 487 then goes upstream. It reports false when the call is
+// not relaying.
+func (c *call) cancelRelayed(reply func(int, string, ...sipua.Header)) bool {
+	c.mu.Lock()
+	if c.phase != relaying {
+		c.mu.Unlock()
+		return false
+	}
+	c.cancelling = true
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	c.timer = c.m.clock.AfterFunc(cancelGrace, func() {
+		c.end(relaying, 487, "Request Terminated", store.OutcomeMissed, ReasonCancelled, true)
+	})
+	open := c.openBranches(nil)
+	c.mu.Unlock()
+	reply(200, "OK")
+	for _, b := range open {
+		b.tx.Cancel()
+	}
+	return true
+}
+
+// inDialog relays a request of a relayed dialog (it has a To tag and the Call-ID of a call):
+// from a device's flow upstream, from upstream to the device whose To tag it carries. It
+// reports whether the request was such a request.
+func (m *Manager) inDialog(req *inbound, reply func(int, string, ...sipua.Header)) bool {
+	if req.sip == nil || req.method == "CANCEL" || req.sip.ToTag() == "" {
+		return false
+	}
+	m.mu.Lock()
+	c := m.byCallID[req.callID]
+	m.mu.Unlock()
+	if c == nil || m.opts.SIP == nil {
+		return false
+	}
+	flow := req.sip.Flow()
+	c.mu.Lock()
+	var b *branch
+	fromDevice := false
+	for _, x := range c.branches {
+		if x.flow.Same(flow) {
+			b, fromDevice = x, true
+			break
+		}
+	}
+	if b == nil {
+		for _, x := range c.branches {
+			if x.tag != "" && x.tag == req.sip.ToTag() {
+				b = x
+				break
+			}
+		}
+	}
+	c.mu.Unlock()
+	if b == nil || b.tag == "" {
+		// Not a dialog of a device (e.g. the ACK of our own final response): not ours to relay.
+		return false
+	}
+	var o sipua.ForwardOptions
+	if !fromDevice {
+		o.Flow = b.flow
+	}
+	bye := req.method == "BYE"
+	o.OnResponse = func(r *sipua.Response) {
+		if r.Local() {
+			reply(r.Status, r.Reason)
+		} else if err := req.sip.Relay(r); err != nil {
+			c.log.WithFields(logrus.Fields{"method": req.method, "code": r.Status, "err": err}).Debug("call: relay in-dialog response")
+		}
+		if bye && r.Status >= 200 {
+			c.dialogEnded()
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), 10*time.Second)
+	defer cancel()
+	if _, err := m.opts.SIP.Forward(ctx, req.sip, o); err != nil {
+		c.log.WithFields(logrus.Fields{"method": req.method, "err": err}).Info("call: cannot relay in-dialog request")
+		if req.method != "ACK" {
+			if errors.Is(err, sipua.ErrTooManyHops) {
+				reply(483, "Too Many Hops")
+			} else {
+				reply(480, "Temporarily Unavailable")
+			}
+		}
+		if bye {
+			c.dialogEnded()
+		}
+	}
+	return true
+}
+
+// dialogEnded notes that BYE ended the relayed dialog: record, active calls, and forgetting
+// the call after a grace period.
+func (c *call) dialogEnded() {
+	m := c.m
+	c.mu.Lock()
+	if c.dialogOver || c.winner == nil {
+		c.mu.Unlock()
+		return
+	}
+	c.dialogOver = true
+	c.rec.DialogState, c.rec.EndedAt = store.DialogTerminated, m.clock.Now()
+	c.mu.Unlock()
+	c.log.Info("call: dialog ended")
+	c.save()
+	c.cancel()
+	m.mu.Lock()
+	if m.active[c.sel]--; m.active[c.sel] <= 0 {
+		delete(m.active, c.sel)
+	}
+	m.mu.Unlock()
+	m.clock.AfterFunc(endedGrace, func() {
+		m.mu.Lock()
+		if m.byKey[c.key] == c {
+			delete(m.byKey, c.key)
+		}
+		if m.byToken[c.tokenKey] == c {
+			delete(m.byToken, c.tokenKey)
+		}
+		if m.byCallID[c.callID] == c {
+			delete(m.byCallID, c.callID)
+		}
+		m.mu.Unlock()
+	})
+}

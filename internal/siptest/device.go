@@ -1,0 +1,213 @@
+package siptest
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Device plays a woken phone on the device-facing listener of sipis: it connects over TCP,
+// claims a call with REGISTER and X-Sipis-Token on that connection, then receives the relayed
+// INVITE and answers it as a UAS, all in raw SIP text over the one connection.
+type Device struct {
+	t    testing.TB
+	conn net.Conn
+	tag  string
+
+	mu    sync.Mutex
+	cond  *sync.Cond
+	msgs  []*DeviceMessage
+	done  bool
+	wg    sync.WaitGroup
+	wmu   sync.Mutex
+	cseq  int
+	local string
+}
+
+// DeviceMessage is a request or response the Device received.
+type DeviceMessage struct {
+	// Method is the request's method, or the CSeq method of a response.
+	Method string
+	// Status is 0 for a request.
+	Status int
+	// URI is a request's Request-URI.
+	URI string
+	// Raw is the message as received.
+	Raw string
+	msg *message
+}
+
+// Header returns the first value of the named header ("" if absent).
+func (m *DeviceMessage) Header(name string) string {
+	n := strings.ToLower(name)
+	if full, ok := compact[n]; ok {
+		n = full
+	}
+	return m.msg.get(n)
+}
+
+// Body returns the message body.
+func (m *DeviceMessage) Body() string { return string(m.msg.body) }
+
+// DialDevice connects a Device to addr ("ip:port", TCP); it is closed when the test ends.
+func DialDevice(t testing.TB, addr string) *Device {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatalf("siptest: device dial %s: %v", addr, err)
+	}
+	d := &Device{t: t, conn: c, tag: callerRandom()[:10], local: c.LocalAddr().String()}
+	d.cond = sync.NewCond(&d.mu)
+	d.wg.Add(1)
+	go d.read()
+	t.Cleanup(d.Close)
+	return d
+}
+
+// Close closes the connection.
+func (d *Device) Close() {
+	d.conn.Close()
+	d.wg.Wait()
+}
+
+func (d *Device) read() {
+	defer d.wg.Done()
+	defer func() {
+		d.mu.Lock()
+		d.done = true
+		d.cond.Broadcast()
+		d.mu.Unlock()
+	}()
+	br := bufio.NewReader(d.conn)
+	for {
+		raw, err := readFramed(br)
+		if err != nil {
+			return
+		}
+		m, err := parseMessage(raw)
+		if err != nil {
+			continue
+		}
+		dm := &DeviceMessage{Method: m.method, Status: m.status, URI: m.uri, Raw: string(raw), msg: m}
+		if !m.request {
+			_, method, _ := strings.Cut(m.get("cseq"), " ")
+			dm.Method = strings.TrimSpace(method)
+		}
+		d.mu.Lock()
+		d.msgs = append(d.msgs, dm)
+		d.cond.Broadcast()
+		d.mu.Unlock()
+	}
+}
+
+func (d *Device) write(s string) {
+	d.wmu.Lock()
+	defer d.wmu.Unlock()
+	if _, err := d.conn.Write([]byte(s)); err != nil {
+		d.t.Errorf("siptest: device write: %v", err)
+	}
+}
+
+// Next returns the next received message with method (requests: status 0; responses: the
+// CSeq method and a status), waiting up to timeout.
+func (d *Device) Next(method string, response bool, timeout time.Duration) (*DeviceMessage, error) {
+	deadline := time.Now().Add(timeout)
+	timer := time.AfterFunc(timeout, func() {
+		d.mu.Lock()
+		d.cond.Broadcast()
+		d.mu.Unlock()
+	})
+	defer timer.Stop()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for {
+		for i, m := range d.msgs {
+			if m.Method == method && (m.Status != 0) == response {
+				d.msgs = append(d.msgs[:i], d.msgs[i+1:]...)
+				return m, nil
+			}
+		}
+		if d.done {
+			return nil, errors.New("siptest: device connection closed")
+		}
+		if !time.Now().Before(deadline) {
+			return nil, fmt.Errorf("siptest: device got no %s within %v", method, timeout)
+		}
+		d.cond.Wait()
+	}
+}
+
+// Register sends REGISTER with X-Sipis-Token (and X-Sipis-Device when deviceID is not empty)
+// and returns the final response's status.
+func (d *Device) Register(token, deviceID string) (int, error) {
+	d.mu.Lock()
+	d.cseq++
+	cseq := d.cseq
+	d.mu.Unlock()
+	var b strings.Builder
+	fmt.Fprintf(&b, "REGISTER sip:sipis SIP/2.0\r\nVia: SIP/2.0/TCP %s;branch=z9hG4bK%s\r\nMax-Forwards: 70\r\n", d.local, callerRandom())
+	fmt.Fprintf(&b, "From: <sip:device@sipis>;tag=%s\r\nTo: <sip:device@sipis>\r\nCall-ID: reg-%s\r\nCSeq: %d REGISTER\r\n", d.tag, d.tag, cseq)
+	fmt.Fprintf(&b, "Contact: <sip:device@%s;transport=tcp>\r\nX-Sipis-Token: %s\r\n", d.local, token)
+	if deviceID != "" {
+		fmt.Fprintf(&b, "X-Sipis-Device: %s\r\n", deviceID)
+	}
+	b.WriteString("Content-Length: 0\r\n\r\n")
+	d.write(b.String())
+	for {
+		r, err := d.Next("REGISTER", true, 5*time.Second)
+		if err != nil {
+			return 0, err
+		}
+		if r.Status >= 200 {
+			return r.Status, nil
+		}
+	}
+}
+
+// Respond answers a received request: Via, Record-Route, From, Call-ID and CSeq copied, To
+// with the device's tag (RFC 3261 §8.2.6, §12.1.1), a Contact for INVITE, and an optional SDP
+// body.
+func (d *Device) Respond(req *DeviceMessage, code int, reason, sdp string) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "SIP/2.0 %d %s\r\n", code, reason)
+	for _, v := range req.msg.all("via") {
+		fmt.Fprintf(&b, "Via: %s\r\n", v)
+	}
+	if code > 100 && code < 300 {
+		for _, v := range req.msg.all("record-route") {
+			fmt.Fprintf(&b, "Record-Route: %s\r\n", v)
+		}
+	}
+	to := req.msg.get("to")
+	if code > 100 && !strings.Contains(to, "tag=") {
+		to += ";tag=" + d.tag
+	}
+	fmt.Fprintf(&b, "From: %s\r\nTo: %s\r\nCall-ID: %s\r\nCSeq: %s\r\n", req.msg.get("from"), to, req.msg.get("call-id"), req.msg.get("cseq"))
+	if req.Method == "INVITE" && code < 300 {
+		fmt.Fprintf(&b, "Contact: <sip:device@%s;transport=tcp>\r\n", d.local)
+	}
+	if sdp != "" {
+		fmt.Fprintf(&b, "Content-Type: application/sdp\r\n")
+	}
+	fmt.Fprintf(&b, "Content-Length: %d\r\n\r\n%s", len(sdp), sdp)
+	d.write(b.String())
+}
+
+// Bye hangs up the dialog the device answered with inv: BYE to the caller's Contact with the
+// route set of the INVITE's Record-Route (RFC 3261 §12.2.1.1), sent on the connection.
+func (d *Device) Bye(inv *DeviceMessage) {
+	var b strings.Builder
+	target, _ := nameAddr(inv.msg.get("contact"))
+	fmt.Fprintf(&b, "BYE %s SIP/2.0\r\nVia: SIP/2.0/TCP %s;branch=z9hG4bK%s\r\nMax-Forwards: 70\r\n", target, d.local, callerRandom())
+	for _, v := range inv.msg.all("record-route") {
+		fmt.Fprintf(&b, "Route: %s\r\n", v)
+	}
+	fmt.Fprintf(&b, "From: %s;tag=%s\r\nTo: %s\r\nCall-ID: %s\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
+		inv.msg.get("to"), d.tag, inv.msg.get("from"), inv.msg.get("call-id"))
+	d.write(b.String())
+}

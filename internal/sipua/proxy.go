@@ -1,0 +1,490 @@
+package sipua
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// This file is the stateful proxy core (RFC 3261 §16) that relays a call between the user's
+// proxy and a woken device: requests are forwarded with our Via and Record-Route, responses
+// are relayed back with our Via removed. The decisions (which device, which response wins)
+// belong to the caller of Forward.
+
+// ErrTooManyHops is returned by Forward for a request whose Max-Forwards is 0; answer it 483
+// (RFC 3261 §16.3 item 3).
+var ErrTooManyHops = errors.New("sipua: Max-Forwards is 0")
+
+// routeParam marks the URIs of our Record-Route entries, so that we recognise (and remove)
+// them in the Route header of later requests (RFC 3261 §16.4).
+const routeParam = "sipis"
+
+// Flow is the connection a request arrived on (TCP or TLS), or, for UDP, the address it came
+// from through one of our sockets. Requests can be forwarded over it (see
+// ForwardOptions.Flow), which is how a device behind NAT is reached (RFC 5626 §5.3).
+type Flow struct {
+	ua        *UA
+	transport string
+	sc        *streamConn
+	ul        *udpListener
+	dst       *net.UDPAddr
+}
+
+// Transport returns "udp", "tcp" or "tls".
+func (f *Flow) Transport() string { return f.transport }
+
+// Remote returns the peer's "ip:port".
+func (f *Flow) Remote() string {
+	if f.sc != nil {
+		return f.sc.conn.RemoteAddr().String()
+	}
+	return f.dst.String()
+}
+
+// Done is closed when the connection closes; nil (never closed) for UDP.
+func (f *Flow) Done() <-chan struct{} {
+	if f.sc != nil {
+		return f.sc.closed
+	}
+	return nil
+}
+
+// Same reports whether g is the same connection (or UDP peer on the same socket) as f.
+func (f *Flow) Same(g *Flow) bool {
+	if f == nil || g == nil {
+		return false
+	}
+	if f.sc != nil || g.sc != nil {
+		return f.sc == g.sc
+	}
+	return f.ul == g.ul && f.dst.String() == g.dst.String()
+}
+
+func (f *Flow) path() *path {
+	if f.sc != nil {
+		return &path{transport: f.transport, sc: f.sc, local: f.sc.conn.LocalAddr(), remote: f.Remote()}
+	}
+	return &path{transport: "udp", udp: f.ul, dst: f.dst, local: f.ul.conn.LocalAddr(), remote: f.dst.String()}
+}
+
+// Flow returns the connection or UDP peer the request came from.
+func (r *Request) Flow() *Flow { return r.flow }
+
+// ToTag returns the tag of the To header ("" outside a dialog).
+func (r *Request) ToTag() string {
+	t, _ := r.msg.To().Params.Get("tag")
+	return t
+}
+
+// FromTag returns the tag of the From header.
+func (r *Request) FromTag() string {
+	t, _ := r.msg.From().Params.Get("tag")
+	return t
+}
+
+// Response is a response to a forwarded request (see Forward).
+type Response struct {
+	// Status and Reason are the status line's.
+	Status int
+	Reason string
+	msg    *sip.Response
+	local  bool
+}
+
+// Header returns the first value of the named header ("" if absent).
+func (r *Response) Header(name string) string {
+	if r.msg == nil {
+		return ""
+	}
+	if h := r.msg.GetHeader(name); h != nil {
+		return h.Value()
+	}
+	return ""
+}
+
+// ToTag returns the tag of the To header, which names the dialog a 1xx or 2xx creates.
+func (r *Response) ToTag() string {
+	if r.msg == nil || r.msg.To() == nil {
+		return ""
+	}
+	t, _ := r.msg.To().Params.Get("tag")
+	return t
+}
+
+// Local reports that the response was made up here because none came: 408 when the
+// transaction timed out, 503 when the flow closed or could not be written (RFC 3261 §8.1.3.1,
+// §16.7 step 6). A local response must not be relayed.
+func (r *Response) Local() bool { return r.local }
+
+// Relay sends res, a response to a forwarded copy of r, back to where r came from (RFC 3261
+// §16.7 step 9): our Via is removed, everything else, To tag and body included, stays. A
+// final response ends r's server transaction as Respond does; a 2xx to an INVITE may be relayed
+// again (retransmissions, RFC 6026 §7.2).
+func (r *Request) Relay(res *Response) error {
+	if r.Method == "ACK" {
+		return errors.New("sipua: ACK is not answered")
+	}
+	if res == nil || res.msg == nil || res.local {
+		return errors.New("sipua: only a received response can be relayed")
+	}
+	c := res.msg.Clone()
+	c.RemoveHeader("Via")
+	if c.Via() == nil {
+		return errors.New("sipua: response has no Via left to relay it by")
+	}
+	b := []byte(c.String())
+	if err := r.send(b); err != nil {
+		return fmt.Errorf("sipua: relay %d to %s/%s: %w", res.Status, r.Transport, r.Source, err)
+	}
+	if r.stx != nil {
+		r.ua.srvTxs.answered(r.stx, b, res.Status)
+	}
+	return nil
+}
+
+// ForwardOptions says where and how Forward sends a request.
+type ForwardOptions struct {
+	// Flow sends the request over this flow (a device's connection). Nil sends it to the first
+	// Route entry left after ours, else to the Request-URI (RFC 3261 §16.6 steps 6-7, loose
+	// routing), resolved as RFC 3263 says.
+	Flow *Flow
+	// RequestURI replaces the Request-URI (the device's contact); "" keeps it.
+	RequestURI string
+	// RecordRoute adds our Record-Route (with lr) so that the dialog's later requests come
+	// through us (§16.6 step 4); two entries when the request leaves over another socket than
+	// it came in on (RFC 5658 §4).
+	RecordRoute bool
+	// OnResponse receives each response (not 100 Trying, which is hop-by-hop), in order, on
+	// one goroutine per transaction; it must not block for long. When no final response comes
+	// it receives a Local 408 or 503. For an INVITE, 2xx retransmissions arrive too, for 64*T1
+	// after the first (RFC 6026 §8.4 Timer M). Unused for ACK.
+	OnResponse func(*Response)
+}
+
+// ClientTx is the client transaction of a forwarded request (RFC 3261 §17.1).
+type ClientTx struct {
+	ua     *UA
+	p      *path
+	key    string
+	method string
+	fwd    *sip.Request
+	on     func(*Response)
+	rx     chan *sip.Response
+
+	mu          sync.Mutex
+	provisional bool
+	final       bool
+	cancelWant  bool
+	cancelSent  bool
+	cancelled   chan struct{}
+}
+
+// Forward sends a copy of req on as a stateful proxy does (RFC 3261 §16.6): our own Route
+// entries are removed from the top (§16.4), Max-Forwards is decremented (70 when absent),
+// the Request-URI replaced when asked, Record-Route added when asked, and our Via with a new
+// branch put on top; the body is untouched. ACK is sent without a transaction (nil ClientTx).
+// CANCEL is not forwarded: cancel the ClientTx of the INVITE.
+func (u *UA) Forward(ctx context.Context, req *Request, o ForwardOptions) (*ClientTx, error) {
+	if req.Method == "CANCEL" {
+		return nil, errors.New("sipua: CANCEL is not forwarded; use ClientTx.Cancel")
+	}
+	fwd := req.msg.Clone()
+	for rt := fwd.Route(); rt != nil && rt.Address.UriParams != nil && rt.Address.UriParams.Has(routeParam); rt = fwd.Route() {
+		fwd.RemoveHeader("Route")
+	}
+	if mf := fwd.MaxForwards(); mf != nil {
+		if *mf == 0 {
+			return nil, ErrTooManyHops
+		}
+		*mf = *mf - 1
+	} else {
+		fwd.AppendHeader(sip.NewHeader("Max-Forwards", "70"))
+	}
+	if o.RequestURI != "" {
+		var uri sip.Uri
+		if err := sip.ParseUri(strings.Trim(strings.TrimSpace(o.RequestURI), "<>"), &uri); err != nil {
+			return nil, fmt.Errorf("sipua: Request-URI %q: %w", o.RequestURI, err)
+		}
+		fwd.Recipient = uri
+	}
+	ou := u
+	var p *path
+	if o.Flow != nil {
+		ou, p = o.Flow.ua, o.Flow.path()
+	} else {
+		target := fwd.Recipient
+		if rt := fwd.Route(); rt != nil {
+			target = rt.Address
+		}
+		transport := "udp"
+		if tp, ok := target.UriParams.Get("transport"); ok && tp != "" {
+			transport = strings.ToLower(tp)
+		}
+		if target.IsEncrypted() {
+			transport = "tls"
+		}
+		var err error
+		if p, err = u.pathTo(ctx, target.Host, target.Port, transport); err != nil {
+			return nil, err
+		}
+	}
+	if o.RecordRoute {
+		inHost, inPort := req.ua.socketAddr(req.flow.path(), req.Transport)
+		outHost, outPort := ou.socketAddr(p, p.transport)
+		if req.ua != ou || req.Transport != p.transport || inHost != outHost || inPort != outPort {
+			fwd.PrependHeader(sip.NewHeader("Record-Route", routeURI(inHost, inPort, req.Transport)))
+		}
+		fwd.PrependHeader(sip.NewHeader("Record-Route", routeURI(outHost, outPort, p.transport)))
+	}
+	host, port := ou.socketAddr(p, p.transport)
+	branch := newBranch()
+	via := fmt.Sprintf("SIP/2.0/%s %s:%d;branch=%s", strings.ToUpper(p.transport), host, port, branch)
+	if p.transport == "udp" {
+		via += ";rport"
+	}
+	fwd.PrependHeader(sip.NewHeader("Via", via))
+	b := []byte(fwd.String())
+	if req.Method == "ACK" {
+		if err := p.send(b); err != nil {
+			return nil, fmt.Errorf("sipua: forward ACK to %s/%s: %w", p.transport, p.remote, err)
+		}
+		return nil, nil
+	}
+	// Reparse so that the Via we added is a parsed header for ACK and CANCEL.
+	m, err := ou.parser.ParseSIP(b)
+	if err != nil {
+		return nil, fmt.Errorf("sipua: forwarded request does not parse: %w", err)
+	}
+	tx := &ClientTx{ua: ou, p: p, key: branch + "|" + req.Method, method: req.Method, fwd: m.(*sip.Request),
+		on: o.OnResponse, rx: make(chan *sip.Response, 8), cancelled: make(chan struct{})}
+	if tx.on == nil {
+		tx.on = func(*Response) {}
+	}
+	ou.ptxs.Store(tx.key, tx)
+	if err := p.send(b); err != nil {
+		ou.ptxs.Delete(tx.key)
+		return nil, fmt.Errorf("sipua: forward %s to %s/%s: %w", req.Method, p.transport, p.remote, err)
+	}
+	ou.mu.Lock()
+	if ou.closed {
+		ou.mu.Unlock()
+		ou.ptxs.Delete(tx.key)
+		return nil, ErrClosed
+	}
+	ou.wg.Add(1)
+	ou.mu.Unlock()
+	go tx.run(b)
+	return tx, nil
+}
+
+// socketAddr is our host and port as the peer of p should see them.
+func (u *UA) socketAddr(p *path, transport string) (string, int) {
+	return u.contactAddr(p, transport)
+}
+
+func routeURI(host string, port int, transport string) string {
+	return fmt.Sprintf("<sip:%s:%d;transport=%s;lr;%s>", host, port, transport, routeParam)
+}
+
+// Cancel cancels a forwarded INVITE (RFC 3261 §9.1): the CANCEL goes once a provisional
+// response has come (§9.1 forbids it before), and not at all after a final response. The
+// INVITE's final response (normally 487) still arrives at OnResponse.
+func (t *ClientTx) Cancel() {
+	if t.method != "INVITE" {
+		return
+	}
+	t.mu.Lock()
+	t.cancelWant = true
+	send := t.provisional && !t.final && !t.cancelSent
+	if send {
+		t.cancelSent = true
+	}
+	t.mu.Unlock()
+	if send {
+		t.sendCancel()
+	}
+}
+
+func (t *ClientTx) sendCancel() {
+	b := t.hopRequest("CANCEL", t.fwd.To().Value())
+	_ = t.p.send(b)
+	close(t.cancelled)
+	// The 200 to the CANCEL is not needed; over UDP retransmit a few times (Timer E), bounded.
+	if !t.p.reliable() {
+		t.ua.wg.Add(1)
+		go func() {
+			defer t.ua.wg.Done()
+			iv := timerT1
+			for range 4 {
+				select {
+				case <-time.After(iv):
+				case <-t.ua.done:
+					return
+				}
+				t.mu.Lock()
+				fin := t.final
+				t.mu.Unlock()
+				if fin {
+					return
+				}
+				_ = t.p.send(b)
+				iv = min(2*iv, timerT2)
+			}
+		}()
+	}
+}
+
+// hopRequest builds the ACK of a non-2xx final response or a CANCEL (RFC 3261 §17.1.1.3,
+// §9.1): Request-URI, top Via, Route, From, Call-ID and CSeq number of the forwarded INVITE.
+func (t *ClientTx) hopRequest(method, to string) []byte {
+	f := t.fwd
+	var s strings.Builder
+	fmt.Fprintf(&s, "%s %s SIP/2.0\r\nVia: %s\r\n", method, f.Recipient.String(), f.Via().Value())
+	for _, h := range f.GetHeaders("Route") {
+		fmt.Fprintf(&s, "Route: %s\r\n", h.Value())
+	}
+	fmt.Fprintf(&s, "Max-Forwards: 70\r\nFrom: %s\r\nTo: %s\r\nCall-ID: %s\r\nCSeq: %d %s\r\nContent-Length: 0\r\n\r\n",
+		f.From().Value(), to, f.CallID().Value(), f.CSeq().SeqNo, method)
+	return []byte(s.String())
+}
+
+// run is the transaction: retransmissions over UDP (Timer A/E), the timeout (Timer B/F), ACK
+// of a non-2xx final response, and 2xx retransmissions for 64*T1 (Timer M).
+func (t *ClientTx) run(req []byte) {
+	u := t.ua
+	defer u.wg.Done()
+	defer u.ptxs.Delete(t.key)
+	timeout := time.NewTimer(64 * timerT1)
+	defer timeout.Stop()
+	var resend <-chan time.Time
+	var rt *time.Timer
+	iv := timerT1
+	if !t.p.reliable() {
+		rt = time.NewTimer(iv)
+		defer rt.Stop()
+		resend = rt.C
+	}
+	var closed <-chan struct{}
+	if t.p.sc != nil {
+		closed = t.p.sc.closed
+	}
+	var ack []byte
+	final := false
+	cancelled := t.cancelled
+	localFinal := func(code int, reason string) {
+		if !final {
+			t.mu.Lock()
+			t.final = true
+			t.mu.Unlock()
+			t.on(&Response{Status: code, Reason: reason, local: true})
+		}
+	}
+	for {
+		select {
+		case res := <-t.rx:
+			code := res.StatusCode
+			switch {
+			case code < 200:
+				if final {
+					continue
+				}
+				t.mu.Lock()
+				first := !t.provisional
+				t.provisional = true
+				send := first && t.cancelWant && !t.cancelSent
+				if send {
+					t.cancelSent = true
+				}
+				t.mu.Unlock()
+				if t.method == "INVITE" {
+					resend = nil // Timer A stops after a provisional (§17.1.1.2)
+					if first {
+						// Timer C (§16.8) is the caller's; wait without Timer B now.
+						timeout.Stop()
+					}
+				} else if rt != nil {
+					iv = timerT2
+				}
+				if send {
+					t.sendCancel()
+				}
+				if code > 100 {
+					t.on(&Response{Status: code, Reason: res.Reason, msg: res})
+				}
+			case code < 300 && t.method == "INVITE":
+				if !final {
+					final, resend = true, nil
+					t.mu.Lock()
+					t.final = true
+					t.mu.Unlock()
+					timeout.Reset(64 * timerT1)
+				}
+				t.on(&Response{Status: code, Reason: res.Reason, msg: res})
+			default:
+				if final {
+					if ack != nil {
+						_ = t.p.send(ack) // a retransmitted final gets the ACK again
+					}
+					continue
+				}
+				final, resend = true, nil
+				t.mu.Lock()
+				t.final = true
+				t.mu.Unlock()
+				if t.method == "INVITE" {
+					ack = t.hopRequest("ACK", res.To().Value())
+					_ = t.p.send(ack)
+				}
+				t.on(&Response{Status: code, Reason: res.Reason, msg: res})
+				if t.p.reliable() || t.method != "INVITE" {
+					return
+				}
+				timeout.Reset(32 * time.Second) // Timer D
+			}
+		case <-resend:
+			if err := t.p.send(req); err != nil {
+				localFinal(503, "Service Unavailable")
+				return
+			}
+			if t.method == "INVITE" {
+				iv = 2 * iv // Timer A doubles without a cap (§17.1.1.2)
+			} else {
+				iv = min(2*iv, timerT2)
+			}
+			rt.Reset(iv)
+		case <-cancelled:
+			// No final response within 64*T1 of the CANCEL ends the branch (§16.8).
+			cancelled = nil
+			timeout.Reset(64 * timerT1)
+		case <-timeout.C:
+			localFinal(408, "Request Timeout")
+			return
+		case <-closed:
+			localFinal(503, "Service Unavailable")
+			return
+		case <-u.done:
+			localFinal(503, "Service Unavailable")
+			return
+		}
+	}
+}
+
+// proxyResponse hands a response to the forwarded request's transaction; it reports whether
+// one matched.
+func (u *UA) proxyResponse(res *sip.Response, branch string) bool {
+	v, ok := u.ptxs.Load(branch + "|" + string(res.CSeq().MethodName))
+	if !ok {
+		return false
+	}
+	select {
+	case v.(*ClientTx).rx <- res:
+	default: // a flood of retransmissions
+	}
+	return true
+}
