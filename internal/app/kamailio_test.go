@@ -84,7 +84,7 @@ func TestKamailioRegistrationEngine(t *testing.T) {
 			Version: registration.Version, Selector: sel(i), Mode: mode,
 			Account: registration.Account{User: users[i].Name, Password: password, Domain: k.Domain(),
 				Proxy: k.Host(), Port: k.Port(), Transport: "udp", Expires: expires},
-			Device:    registration.Device{ID: "phone", Platform: "none"},
+			Device:    registration.Device{ID: "phone", Platform: "none", Secret: "secret-" + users[i].Name},
 			Timestamp: time.Now().UTC(), Nonce: registration.NewNonce(),
 		}
 		sealed, err := registration.Seal(r, a.PublicKey())

@@ -35,9 +35,10 @@ func (s *memStore) PutRegistration(_ context.Context, in *store.Instance, d *sto
 	cp := *in
 	if old := s.insts[in.Selector]; old != nil {
 		cp.ContactUser, cp.CallID, cp.CSeq, cp.State, cp.Status, cp.CreatedAt = old.ContactUser, old.CallID, old.CSeq, old.State, old.Status, old.CreatedAt
-		cp.ExpiresAt = old.ExpiresAt
+		cp.ExpiresAt, cp.Off, cp.ContactAddr = old.ExpiresAt, old.Off, old.ContactAddr
 	}
 	s.insts[in.Selector] = &cp
+	in.ContactUser, in.CallID, in.CSeq, in.State, in.Status = cp.ContactUser, cp.CallID, cp.CSeq, cp.State, cp.Status
 	if s.devs[in.Selector] == nil {
 		s.devs[in.Selector] = map[string]store.Device{}
 	}
@@ -52,6 +53,7 @@ func (s *memStore) SaveStates(_ context.Context, ups []store.StateUpdate) error 
 		s.saves++
 		if in := s.insts[u.Selector]; in != nil {
 			in.State, in.Status, in.LastError, in.CSeq, in.ExpiresAt, in.Off, in.UpdatedAt = u.State, u.Status, u.LastError, u.CSeq, u.ExpiresAt, u.Off, u.At
+			in.ContactAddr = u.ContactAddr
 		}
 	}
 	return nil
@@ -220,4 +222,17 @@ func (f *fakeRegistrar) callsFor(user string) []call {
 		}
 	}
 	return out
+}
+
+func (s *memStore) CheckDeviceSecret(_ context.Context, sel, id, secret string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d, ok := s.devs[sel][id]
+	if !ok {
+		return store.ErrNotFound
+	}
+	if d.Secret == "" || d.Secret != secret {
+		return store.ErrSecret
+	}
+	return nil
 }

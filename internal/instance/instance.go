@@ -18,8 +18,9 @@ type Instance struct {
 	mu sync.Mutex
 
 	selector    string
-	account     store.Account // the password is kept in memory: digest auth needs it
-	background  bool          // the app's wish: hold the registration (else release it)
+	account     store.Account  // the password is kept in memory: digest auth needs it
+	oldAccount  *store.Account // the account a live binding was made with, when the app changed it
+	background  bool           // the app's wish: hold the registration (else release it)
 	off         bool
 	phase       Phase
 	lastError   string

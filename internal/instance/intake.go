@@ -2,10 +2,12 @@ package instance
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -59,6 +61,10 @@ func (m *Manager) Register(ctx context.Context, sealed []byte) error {
 
 // Apply stores an opened registration and hands its mode to the state machine. The
 // timestamp must be within MaxClockSkew of now and the nonce unused, or nothing changes.
+//
+// Sealing proves nothing about who sends a registration (every app has the server's public
+// key), so a registration for a selector we already hold must prove it comes from its owner:
+// the stored secret of the device it names, or the account's current password.
 func (m *Manager) Apply(ctx context.Context, reg *registration.Registration) error {
 	if err := reg.Validate(); err != nil {
 		m.stats.Rejected.Add(1)
@@ -71,10 +77,7 @@ func (m *Manager) Apply(ctx context.Context, reg *registration.Registration) err
 			reg.Timestamp.UTC().Format(time.RFC3339), m.opts.MaxClockSkew)
 	}
 
-	m.mu.RLock()
-	inst := m.instances[reg.Selector]
-	m.mu.RUnlock()
-
+	inst := m.lookup(reg.Selector)
 	hasAccount := reg.Account.User != "" && reg.Account.Domain != ""
 	if inst == nil && (reg.Mode == registration.ModeOff || !hasAccount) {
 		// Forgetting, or releasing without an account, an instance we do not hold: there is
@@ -91,27 +94,36 @@ func (m *Manager) Apply(ctx context.Context, reg *registration.Registration) err
 	si := &store.Instance{
 		Selector: reg.Selector, Node: m.opts.Node, Mode: string(reg.Mode), LastActivity: now,
 		Settings: maskedSettings(reg),
+		// Used only if this creates the row: the store keeps a stored instance's identity.
+		ContactUser: randomToken(16), CallID: randomToken(16), CreatedAt: now,
 	}
-	if hasAccount {
-		si.Account = store.Account(reg.Account)
-		if inst != nil && si.Account.Password == "" {
-			// An app need not send its password again to release or refresh its account:
-			// an empty password keeps the stored one (an unREGISTER must authenticate too).
-			inst.mu.Lock()
-			si.Account.Password = inst.account.Password
-			inst.mu.Unlock()
+	var old store.Account
+	if inst != nil {
+		inst.mu.Lock()
+		old = inst.account
+		inst.mu.Unlock()
+		if err := m.authorize(ctx, reg, old.Password); err != nil {
+			m.stats.Rejected.Add(1)
+			return err
 		}
 	}
-	contact, callID := "", ""
+	switch {
+	case hasAccount:
+		si.Account = store.Account(reg.Account)
+		if inst != nil && si.Account.Password == "" {
+			// An app need not send its password again to release or refresh its account, but
+			// the stored password only ever goes to the registrar it was given for.
+			if !sameIdentity(old, si.Account) {
+				m.stats.Rejected.Add(1)
+				return refuse(http.StatusBadRequest, nil, "the account's user, domain, proxy, port or transport changed: send its password")
+			}
+			si.Account.Password = old.Password
+		}
+	case inst != nil:
+		si.Account = old // this registration carries no account: keep the stored one
+	}
 	if inst == nil {
-		contact, callID = randomToken(16), randomToken(16)
-		si.ContactUser, si.CallID, si.CreatedAt = contact, callID, now
 		si.State, si.Status = Idle.Key(), NotRegistered.String()
-	} else if !hasAccount {
-		// Keep the stored account: this registration carries none.
-		inst.mu.Lock()
-		si.Account = inst.account
-		inst.mu.Unlock()
 	}
 	dev := &store.Device{
 		Selector: reg.Selector, ID: reg.Device.ID, Platform: reg.Device.Platform, PushToken: reg.Device.PushToken,
@@ -134,23 +146,32 @@ func (m *Manager) Apply(ctx context.Context, reg *registration.Registration) err
 	}
 	m.stats.Registrations.Add(1)
 
-	if inst == nil {
-		inst = &Instance{selector: reg.Selector, contactUser: contact, callID: callID,
-			created: now.UnixNano(), phase: Phase{Idle, NotRegistered}}
-		m.mu.Lock()
-		if other := m.instances[reg.Selector]; other != nil {
-			inst = other // a concurrent registration of the same new selector won
-		} else {
-			m.instances[reg.Selector] = inst
-			m.byContact[contact] = inst
-			m.sorted = nil
+	for attempt := 0; ; attempt++ {
+		inst = m.lookupOrAdd(si, now)
+		inst.mu.Lock()
+		if !inst.gone {
+			break
 		}
-		m.mu.Unlock()
+		// Forgotten while we stored this registration: its row was deleted after our write.
+		// Store the registration again (the nonce is spent, so under a derived one) and
+		// hold a new instance.
+		inst.mu.Unlock()
+		if attempt == 2 {
+			return errors.New("instance: the instance was forgotten while it registered; try again")
+		}
+		si.ContactUser, si.CallID, si.State, si.Status = randomToken(16), randomToken(16), Idle.Key(), NotRegistered.String()
+		if err := m.opts.Store.PutRegistration(ctx, si, dev, reg.Nonce+"/again"+strconv.Itoa(attempt), now); err != nil {
+			return fmt.Errorf("instance: store registration: %w", err)
+		}
 	}
-	inst.mu.Lock()
 	if hasAccount {
-		if inst.account.User != reg.Account.User || inst.account.Domain != reg.Account.Domain {
+		if inst.account.User != si.Account.User || inst.account.Domain != si.Account.Domain {
 			inst.minExpires = 0
+		}
+		if !sameIdentity(inst.account, si.Account) && inst.expiresAt > now.UnixNano() && inst.oldAccount == nil {
+			// The binding at the old registrar goes before the new one is made (or released).
+			prev := inst.account
+			inst.oldAccount = &prev
 		}
 		inst.account = si.Account
 	}
@@ -168,6 +189,69 @@ func (m *Manager) Apply(ctx context.Context, reg *registration.Registration) err
 	}[reg.Mode]
 	m.instanceLog(inst).WithFields(logrus.Fields{"mode": reg.Mode, "device": reg.Device.ID}).Info("registration accepted")
 	return m.post(ctx, inst, ev)
+}
+
+// authorize checks that a registration for a held selector comes from its owner: the secret
+// of the (known) device it names, or the account's current password, compared in constant
+// time. It says nothing about which of the two failed.
+func (m *Manager) authorize(ctx context.Context, reg *registration.Registration, storedPassword string) error {
+	if reg.Device.Secret != "" {
+		err := m.opts.Store.CheckDeviceSecret(ctx, reg.Selector, reg.Device.ID, reg.Device.Secret)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, store.ErrSecret) && !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("instance: check device secret: %w", err)
+		}
+	}
+	if p := reg.Account.Password; p != "" && storedPassword != "" &&
+		subtle.ConstantTimeCompare([]byte(p), []byte(storedPassword)) == 1 {
+		return nil
+	}
+	return refuse(http.StatusForbidden, nil,
+		"this selector is held for another device: prove it is yours with the device's secret or the account's password")
+}
+
+// sameIdentity reports whether two accounts register the same binding at the same registrar.
+func sameIdentity(a, b store.Account) bool {
+	return a.User == b.User && a.AuthUser == b.AuthUser && a.Domain == b.Domain &&
+		a.Proxy == b.Proxy && a.Port == b.Port && a.Transport == b.Transport
+}
+
+// lookup returns the instance of a selector, nil if there is none or it was forgotten.
+func (m *Manager) lookup(sel string) *Instance {
+	m.mu.RLock()
+	inst := m.instances[sel]
+	m.mu.RUnlock()
+	if inst == nil {
+		return nil
+	}
+	inst.mu.Lock()
+	gone := inst.gone
+	inst.mu.Unlock()
+	if gone {
+		return nil
+	}
+	return inst
+}
+
+// lookupOrAdd returns the held instance of si's selector, or holds a new one made from the
+// stored row si (which PutRegistration filled in).
+func (m *Manager) lookupOrAdd(si *store.Instance, now time.Time) *Instance {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if inst := m.instances[si.Selector]; inst != nil {
+		return inst // if it is gone, the caller sees it under the instance's lock
+	}
+	inst := &Instance{selector: si.Selector, contactUser: si.ContactUser, callID: si.CallID, cseq: si.CSeq,
+		created: si.CreatedAt.UnixNano(), phase: Phase{Idle, NotRegistered}, account: si.Account}
+	if inst.created == 0 {
+		inst.created = now.UnixNano()
+	}
+	m.instances[si.Selector] = inst
+	m.byContact[si.ContactUser] = inst
+	m.sorted = nil
+	return inst
 }
 
 // maskedSettings is everything the app sent, as JSON, with secrets replaced by "Not Empty" or

@@ -35,6 +35,7 @@ type Store interface {
 	Instance(ctx context.Context, selector string) (*store.Instance, error)
 	Devices(ctx context.Context, selector string) ([]store.Device, error)
 	DeviceCounts(ctx context.Context) (map[string]int, error)
+	CheckDeviceSecret(ctx context.Context, selector, deviceID, secret string) error
 	DeleteInstance(ctx context.Context, selector string) error
 	SilentInstances(ctx context.Context, before time.Time) ([]string, error)
 	PruneNonces(ctx context.Context, before time.Time) (int64, error)
@@ -329,8 +330,8 @@ func (m *Manager) handle(it item) {
 		return // forgotten, or superseded
 	}
 	if inst.busy {
-		if it.ev != EvTimer && inst.pending != EvForget {
-			inst.pending = it.ev // the latest app or admin wish wins; Forget always wins
+		if it.ev != EvTimer {
+			inst.pending = it.ev // the latest app or admin wish wins
 		}
 		return
 	}
@@ -364,13 +365,14 @@ func (m *Manager) step(inst *Instance, ev Event) Event {
 			return EvNone
 		}
 		inst.deferrals = 0
-		res, err := m.transact(inst, m.requestExpires(inst), inst.contactAddr)
+		m.dropOldBinding(inst)
+		res, err := m.transact(inst, inst.account, m.requestExpires(inst), inst.contactAddr)
 		next, note = m.classify(inst, res, err, time.Now())
 		if next == EvRegistered && m.natMoved(inst, res) {
 			// We are behind a NAT: remove the binding at the address nobody can reach us
 			// at, then register again at the one the registrar saw.
 			m.admitWait(inst)
-			m.transact(inst, 0, res.ContactAddr)
+			m.transact(inst, inst.account, 0, res.ContactAddr)
 			next, note = EvIntervalTooBrief, "behind a NAT: Contact moved to "+inst.contactAddr
 		}
 	case ActUnregister, ActUnregisterGone:
@@ -379,9 +381,11 @@ func (m *Manager) step(inst *Instance, ev Event) Event {
 		if ev == EvTurnOff {
 			inst.off = true
 		}
-		if inst.expiresAt > now.UnixNano() {
+		if inst.oldAccount != nil {
+			m.dropOldBinding(inst) // the binding is at the old account's registrar
+		} else if inst.expiresAt > now.UnixNano() {
 			m.admitWait(inst)
-			_, err := m.transact(inst, 0, inst.contactAddr)
+			_, err := m.transact(inst, inst.account, 0, inst.contactAddr)
 			m.stats.Unregisters.Add(1)
 			if err != nil {
 				note = "unregister: " + err.Error()
@@ -438,16 +442,35 @@ func (m *Manager) natMoved(inst *Instance, res sipua.Result) bool {
 	return true
 }
 
-// transact runs one REGISTER cycle for inst with the lock released; contactAddr overrides
-// the host:port of our Contact when it is not empty.
-func (m *Manager) transact(inst *Instance, expires int, contactAddr string) (sipua.Result, error) {
+// dropOldBinding removes the binding an instance holds under the account it had before the
+// app changed it (another user, registrar or transport), once, before anything else is sent.
+func (m *Manager) dropOldBinding(inst *Instance) {
+	old := inst.oldAccount
+	if old == nil {
+		return
+	}
+	inst.oldAccount = nil
+	if inst.expiresAt <= time.Now().UnixNano() {
+		return
+	}
+	m.admitWaitFor(inst, old)
+	if _, err := m.transact(inst, *old, 0, inst.contactAddr); err != nil {
+		m.instanceLog(inst).WithField("err", err).Info("removing the binding of the previous account failed")
+	}
+	inst.expiresAt = 0
+}
+
+// transact runs one REGISTER cycle of acct for inst with the lock released; contactAddr
+// overrides the host:port of our Contact when it is not empty. The caller holds a slot of
+// acct's proxy, which transact gives back.
+func (m *Manager) transact(inst *Instance, acct store.Account, expires int, contactAddr string) (sipua.Result, error) {
 	b := sipua.Binding{
-		Selector: inst.selector, User: inst.account.User, AuthUser: inst.account.AuthUser,
-		Password: inst.account.Password, Domain: inst.account.Domain, Proxy: inst.account.Proxy,
-		Port: inst.account.Port, Transport: inst.account.Transport, DisplayName: inst.account.DisplayName,
+		Selector: inst.selector, User: acct.User, AuthUser: acct.AuthUser,
+		Password: acct.Password, Domain: acct.Domain, Proxy: acct.Proxy,
+		Port: acct.Port, Transport: acct.Transport, DisplayName: acct.DisplayName,
 		ContactUser: inst.contactUser, ContactAddr: contactAddr, CallID: inst.callID, CSeq: inst.cseq, Expires: expires,
 	}
-	key := proxyKey(&inst.account)
+	key := proxyKey(&acct)
 	inst.busy = true
 	inst.mu.Unlock()
 	ctx, cancel := context.WithTimeout(m.ctx, m.opts.TransactionTimeout)
@@ -602,8 +625,10 @@ func proxyKey(a *store.Account) string {
 }
 
 // admit takes a slot for a REGISTER to inst's proxy, or says no when it has too many in flight.
-func (m *Manager) admit(inst *Instance) bool {
-	key := proxyKey(&inst.account)
+func (m *Manager) admit(inst *Instance) bool { return m.admitAccount(&inst.account) }
+
+func (m *Manager) admitAccount(acct *store.Account) bool {
+	key := proxyKey(acct)
 	m.proxyMu.Lock()
 	defer m.proxyMu.Unlock()
 	if m.proxySlots[key] >= m.opts.MaxInFlightPerProxy {
@@ -614,14 +639,17 @@ func (m *Manager) admit(inst *Instance) bool {
 }
 
 // admitWait takes a slot, waiting for one; used for unREGISTERs, which must not be dropped.
-func (m *Manager) admitWait(inst *Instance) {
-	if m.admit(inst) {
+func (m *Manager) admitWait(inst *Instance) { m.admitWaitFor(inst, &inst.account) }
+
+func (m *Manager) admitWaitFor(inst *Instance, acct *store.Account) {
+	if m.admitAccount(acct) {
 		return
 	}
 	// While we wait without the lock, other events for inst must become pending.
 	inst.busy = true
 	defer func() { inst.busy = false }()
-	for !m.admit(inst) {
+	key := proxyKey(acct)
+	for !m.admitAccount(acct) {
 		inst.mu.Unlock()
 		select {
 		case <-time.After(10 * time.Millisecond):
@@ -630,7 +658,7 @@ func (m *Manager) admitWait(inst *Instance) {
 		inst.mu.Lock()
 		if m.ctx.Err() != nil {
 			m.proxyMu.Lock()
-			m.proxySlots[proxyKey(&inst.account)]++ // balanced by release
+			m.proxySlots[key]++ // balanced by release
 			m.proxyMu.Unlock()
 			return
 		}
@@ -650,6 +678,7 @@ func (m *Manager) save(inst *Instance, now time.Time) {
 	up := store.StateUpdate{
 		Selector: inst.selector, State: inst.phase.State.Key(), Status: inst.phase.Status.String(),
 		LastError: inst.lastError, CSeq: inst.cseq, ExpiresAt: unixTime(inst.expiresAt), Off: inst.off, At: now,
+		ContactAddr: inst.contactAddr,
 	}
 	// The persister runs until Stop closes the channel after the last worker returned, so
 	// this never loses an update; it waits while the persister is behind (backpressure).
@@ -766,7 +795,8 @@ func fromStore(si *store.Instance) *Instance {
 	inst := &Instance{
 		selector: si.Selector, account: si.Account, off: si.Off, phase: Phase{st, ss},
 		background: si.Mode == string(registration.ModeBackground),
-		lastError:  si.LastError, contactUser: si.ContactUser, callID: si.CallID, cseq: si.CSeq + cseqMargin,
+		lastError:  si.LastError, contactUser: si.ContactUser, contactAddr: si.ContactAddr, callID: si.CallID,
+		cseq:    si.CSeq + cseqMargin,
 		created: si.CreatedAt.UnixNano(), lastActivity: si.LastActivity.UnixNano(),
 	}
 	if !si.ExpiresAt.IsZero() {

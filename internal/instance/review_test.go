@@ -133,3 +133,120 @@ func TestRetryAfterIsCapped(t *testing.T) {
 		_ = context.Background
 	})
 }
+
+// A registration for a held selector must prove it comes from its owner.
+func TestTakeoverRefused(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, nil)
+		defer h.m.Stop()
+		own := regFor("e5000001", "victim", registration.ModeBackground)
+		own.Device = registration.Device{ID: "phone", Platform: "none", Secret: "device-secret"}
+		if err := h.send(own); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		code := func(err error) int {
+			if re, ok := err.(*RequestError); ok {
+				return re.StatusCode()
+			}
+			return 0
+		}
+		evil := func(mut func(r *registration.Registration)) error {
+			r := regFor("e5000001", "victim", registration.ModeBackground)
+			r.Account.Password, r.Account.Proxy = "", "203.0.113.66"
+			r.Device = registration.Device{ID: "attacker", Platform: "none", Secret: "mine"}
+			if mut != nil {
+				mut(r)
+			}
+			return h.send(r)
+		}
+		if err := evil(nil); code(err) != 403 {
+			t.Errorf("new device, no password: %v", err)
+		}
+		if err := evil(func(r *registration.Registration) { r.Device.ID = "phone" }); code(err) != 403 {
+			t.Errorf("known device, wrong secret: %v", err)
+		}
+		if err := evil(func(r *registration.Registration) { r.Account.Password = "guess" }); code(err) != 403 {
+			t.Errorf("wrong password: %v", err)
+		}
+		if err := evil(func(r *registration.Registration) { r.Mode = registration.ModeOff }); code(err) != 403 {
+			t.Errorf("forgetting someone else's instance: %v", err)
+		}
+		synctest.Wait()
+		for _, c := range h.reg.callsFor("victim") {
+			if c.Binding.Proxy != "127.0.0.1" || c.Binding.Password != "pw-victim" && c.Binding.Password != "" {
+				t.Fatalf("a REGISTER went to %s", c.Binding.Proxy)
+			}
+		}
+		// The owner's device secret proves it, but a changed registrar needs the password.
+		if err := evil(func(r *registration.Registration) { r.Device = own.Device }); code(err) != 400 {
+			t.Errorf("owner moving the account without its password: %v", err)
+		}
+		if err := evil(func(r *registration.Registration) { r.Device = own.Device; r.Account.Proxy = "127.0.0.1" }); err != nil {
+			t.Errorf("owner refreshing without a password: %v", err)
+		}
+		// A second phone proves the account with its password.
+		second := regFor("e5000001", "victim", registration.ModeBackground)
+		second.Device = registration.Device{ID: "tablet", Platform: "none", Secret: "tablet-secret"}
+		if err := h.send(second); err != nil {
+			t.Errorf("second device with the password: %v", err)
+		}
+		if s, _ := h.m.Snapshot("e5000001"); s.Devices != 2 {
+			t.Errorf("%d devices", s.Devices)
+		}
+	})
+}
+
+// When the app moves its account to another registrar, the binding at the old one goes.
+func TestChangedAccountDropsOldBinding(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, nil)
+		defer h.m.Stop()
+		h.send(regFor("e6000001", "mover", registration.ModeBackground))
+		synctest.Wait()
+		moved := regFor("e6000001", "mover", registration.ModeBackground)
+		moved.Account.Proxy = "127.0.0.2"
+		if err := h.send(moved); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		calls := h.reg.callsFor("mover")
+		if len(calls) != 3 {
+			t.Fatalf("%d REGISTERs, want register, unregister at the old proxy, register at the new", len(calls))
+		}
+		if b := calls[1].Binding; b.Expires != 0 || b.Proxy != "127.0.0.1" {
+			t.Errorf("second REGISTER %+v, want Expires 0 at the old proxy", b)
+		}
+		if b := calls[2].Binding; b.Expires == 0 || b.Proxy != "127.0.0.2" {
+			t.Errorf("third REGISTER %+v, want the new proxy", b)
+		}
+	})
+}
+
+// The NAT-moved Contact is stored, so an unREGISTER after a restart names it.
+func TestNATContactSurvivesRestart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, func(o *Options) { o.FollowNAT = true })
+		h.reg.set("natty", func(b sipua.Binding) (sipua.Result, error) {
+			res, _ := grant(b)
+			res.ContactAddr = b.ContactAddr
+			if res.ContactAddr == "" {
+				res.ContactAddr = "10.0.0.5:5060"
+			}
+			res.Received, res.RPort = "198.51.100.7", 40123
+			return res, nil
+		})
+		h.send(regFor("e7000001", "natty", registration.ModeBackground))
+		synctest.Wait()
+		time.Sleep(100 * time.Millisecond)
+		h.restart()
+		defer h.m.Stop()
+		h.send(regFor("e7000001", "natty", registration.ModeForeground))
+		synctest.Wait()
+		calls := h.reg.callsFor("natty")
+		last := calls[len(calls)-1].Binding
+		if last.Expires != 0 || last.ContactAddr != "198.51.100.7:40123" {
+			t.Errorf("unREGISTER after a restart: %+v", last)
+		}
+	})
+}

@@ -69,6 +69,8 @@ type Instance struct {
 	LastError string
 	// ContactUser is the random user part of our Contact; unique over the database.
 	ContactUser string
+	// ContactAddr is the host:port of our Contact when a NAT moved it; "" = the UA's own.
+	ContactAddr string
 	// CallID is the REGISTER Call-ID, stable across refreshes (RFC 3261 §10.2.4).
 	CallID string
 	// CSeq is the last CSeq used in a REGISTER of this Call-ID.
@@ -95,6 +97,7 @@ type Device struct {
 // StateUpdate is what the registration engine writes on every state change.
 type StateUpdate struct {
 	Selector, State, Status, LastError string
+	ContactAddr                        string // host:port of our Contact; "" = the UA's own
 	CSeq                               uint32
 	ExpiresAt                          time.Time
 	Off                                bool
@@ -185,7 +188,10 @@ func (db *DB) PutRegistration(ctx context.Context, inst *Instance, dev *Device, 
 	case !errors.Is(err, sql.ErrNoRows):
 		return fmt.Errorf("store: put registration %s: %w", sel, err)
 	}
-	if inst.ContactUser != "" {
+	// The Contact user part and the Call-ID of a stored instance never change: its binding
+	// at the registrar is keyed by them (RFC 3261 §10.2.4). The caller's values are used only
+	// for a new row, and generated when it gives none.
+	if !exists || cur.ContactUser == "" {
 		cur.ContactUser = inst.ContactUser
 	}
 	if cur.ContactUser == "" {
@@ -193,8 +199,13 @@ func (db *DB) PutRegistration(ctx context.Context, inst *Instance, dev *Device, 
 			return err
 		}
 	}
-	if inst.CallID != "" {
+	if !exists || cur.CallID == "" {
 		cur.CallID = inst.CallID
+	}
+	if cur.CallID == "" {
+		if cur.CallID, err = randomHex(16); err != nil {
+			return err
+		}
 	}
 	if inst.CSeq != 0 {
 		cur.CSeq = inst.CSeq
@@ -299,7 +310,7 @@ func (db *DB) SaveStates(ctx context.Context, ups []StateUpdate) error {
 	}
 	defer tx.Rollback()
 	stmt, err := tx.PrepareContext(ctx, `UPDATE instances SET state = ?, status = ?, last_error = ?, cseq = ?,
-		expires_at = ?, off = ?, updated_at = ? WHERE node = ? AND selector = ?`)
+		expires_at = ?, off = ?, contact_addr = ?, updated_at = ? WHERE node = ? AND selector = ?`)
 	if err != nil {
 		return fmt.Errorf("store: save states: %w", err)
 	}
@@ -312,7 +323,7 @@ func (db *DB) SaveStates(ctx context.Context, ups []StateUpdate) error {
 			at = now
 		}
 		res, err := stmt.ExecContext(ctx, u.State, u.Status, u.LastError, int64(u.CSeq), nanos(u.ExpiresAt),
-			u.Off, nanos(at), db.node, u.Selector)
+			u.Off, u.ContactAddr, nanos(at), db.node, u.Selector)
 		if err != nil {
 			return fmt.Errorf("store: save state of %s: %w", u.Selector, err)
 		}
@@ -332,7 +343,7 @@ func (db *DB) SaveStates(ctx context.Context, ups []StateUpdate) error {
 // instanceCols are the columns scanInstance reads, in order.
 const instanceCols = `selector, node, user_name, auth_user, password, domain, proxy, port, transport, expires,
 	display_name, mode, off, state, status, last_error, contact_user, call_id, cseq, expires_at, settings,
-	created_at, updated_at, last_activity`
+	created_at, updated_at, last_activity, contact_addr`
 
 type scanner interface{ Scan(...any) error }
 
@@ -346,7 +357,7 @@ func (db *DB) scanInstance(row scanner) (*Instance, error) {
 	a := &in.Account
 	err := row.Scan(&in.Selector, &in.Node, &a.User, &a.AuthUser, &password, &a.Domain, &a.Proxy, &a.Port,
 		&a.Transport, &a.Expires, &a.DisplayName, &in.Mode, &in.Off, &in.State, &in.Status, &in.LastError,
-		&in.ContactUser, &in.CallID, &cseq, &expiresAt, &in.Settings, &createdAt, &updatedAt, &lastA)
+		&in.ContactUser, &in.CallID, &cseq, &expiresAt, &in.Settings, &createdAt, &updatedAt, &lastA, &in.ContactAddr)
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -239,10 +240,12 @@ func TestOpenAppliesMigrationsOnce(t *testing.T) {
 		return m
 	}
 	first := migrations(db)
-	_, ok1 := first["0001_init.sql"]
-	_, ok2 := first["0002_calls.sql"]
-	if !ok1 || !ok2 || len(first) != 2 {
-		t.Fatalf("applied migrations = %v, want exactly 0001_init.sql and 0002_calls.sql", first)
+	files, _ := fs.Glob(migrationFS, "migrations/*.sql")
+	if len(first) != len(files) || len(files) < 3 {
+		t.Fatalf("applied migrations = %v, want every one of %v", first, files)
+	}
+	if _, ok := first["0001_init.sql"]; !ok {
+		t.Fatalf("applied migrations = %v, want 0001_init.sql among them", first)
 	}
 	if !strings.Contains(logBuf.String(), "0001_init") {
 		t.Errorf("migration was not logged: %q", logBuf.String())
@@ -380,7 +383,7 @@ func TestPutRegistrationRoundTrip(t *testing.T) {
 	db, _ := openTest(t)
 	inst, dev := sampleInstance("0a1b"), sampleDevice("0a1b")
 	mustPut(t, db, inst, dev, "nonce-1")
-	if len(inst.ContactUser) != 32 || inst.State != StateIdle || inst.Status != StatusNotRegistered {
+	if len(inst.ContactUser) != 32 || len(inst.CallID) != 32 || inst.State != StateIdle || inst.Status != StatusNotRegistered {
 		t.Errorf("new instance got contact %q state %q status %q", inst.ContactUser, inst.State, inst.Status)
 	}
 	got, err := db.Instance(ctx, "0a1b")
@@ -389,7 +392,7 @@ func TestPutRegistrationRoundTrip(t *testing.T) {
 	}
 	want := *sampleInstance("0a1b")
 	want.Node = "node1"
-	want.State, want.Status, want.ContactUser = StateIdle, StatusNotRegistered, inst.ContactUser
+	want.State, want.Status, want.ContactUser, want.CallID = StateIdle, StatusNotRegistered, inst.ContactUser, inst.CallID
 	want.CreatedAt, want.UpdatedAt = t0, t0
 	if !reflect.DeepEqual(*got, want) {
 		t.Errorf("Instance =\n%+v\nwant\n%+v", *got, want)
@@ -481,12 +484,17 @@ func TestPutRegistrationKeepsEngineFields(t *testing.T) {
 		t.Errorf("registration fields not updated: %+v", got)
 	}
 
+	// The Contact user and Call-ID of a stored instance never change (its binding is keyed by
+	// them); other non-empty engine fields are applied.
 	over := sampleInstance("aa")
 	over.ContactUser, over.CallID, over.CSeq, over.State = "fixed-contact", "call@id", 99, StateRegistering
 	mustPut(t, db, over, nil, "n3")
 	got, _ = db.Instance(ctx, "aa")
-	if got.ContactUser != "fixed-contact" || got.CallID != "call@id" || got.CSeq != 99 || got.State != StateRegistering {
-		t.Errorf("non-empty engine fields not applied: %+v", got)
+	if got.ContactUser != first.ContactUser || got.CallID != first.CallID || got.CSeq != 99 || got.State != StateRegistering {
+		t.Errorf("identity changed or engine fields not applied: %+v", got)
+	}
+	if over.ContactUser != first.ContactUser || over.CallID != first.CallID {
+		t.Errorf("PutRegistration did not write back the stored identity: %q %q", over.ContactUser, over.CallID)
 	}
 }
 
