@@ -80,7 +80,12 @@ type WebhookDevice struct {
 func NewWebhook(o WebhookOptions) (*Webhook, error) {
 	u, err := url.Parse(o.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("push: webhook: URL %q is not an http(s) URL", o.URL)
+		// The URL may carry a token: never echo it, only its scheme.
+		scheme := ""
+		if u != nil {
+			scheme = u.Scheme
+		}
+		return nil, fmt.Errorf("push: webhook: URL (scheme %q) is not an http(s) URL with a host", scheme)
 	}
 	if len(o.Secret) < webhookMinSecret {
 		return nil, fmt.Errorf("push: webhook: Secret must be at least %d bytes", webhookMinSecret)
@@ -168,6 +173,7 @@ func (w *Webhook) Send(ctx context.Context, n Notification) (Result, error) {
 	log := w.log.WithFields(logrus.Fields{"token": ShortToken(n.Device.PushToken), "kind": string(n.Kind)})
 	resp, err := w.client.Do(req)
 	if err != nil {
+		err = redactURLError(err, w.shownURL()) // the URL may carry a token
 		log.WithField("err", err).Debug("webhook: post failed")
 		return Result{Retryable: true}, fmt.Errorf("push: webhook: %w", err)
 	}
@@ -212,4 +218,13 @@ func webhookReason(raw []byte, code int) string {
 		return truncateUTF8(line, 200)
 	}
 	return http.StatusText(code)
+}
+
+// shownURL is the webhook URL as logs and errors may show it: scheme and host only.
+func (w *Webhook) shownURL() string {
+	u, err := url.Parse(w.url)
+	if err != nil {
+		return "webhook"
+	}
+	return u.Scheme + "://" + u.Host + "/…"
 }

@@ -3,6 +3,7 @@ package push_test
 import (
 	"context"
 	"errors"
+	"net"
 	"strconv"
 	"strings"
 	"testing"
@@ -109,11 +110,32 @@ func TestNewWebhookRejectsBadOptions(t *testing.T) {
 		want string
 	}{
 		"no URL":       {push.WebhookOptions{Secret: hookSecret}, "URL"},
-		"ftp URL":      {push.WebhookOptions{URL: "ftp://example.org/", Secret: hookSecret}, "ftp://"},
+		"ftp URL":      {push.WebhookOptions{URL: "ftp://example.org/", Secret: hookSecret}, `scheme "ftp"`},
 		"short secret": {push.WebhookOptions{URL: "https://example.org/", Secret: "short"}, "Secret"},
 	} {
 		if _, err := push.NewWebhook(tc.o); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: NewWebhook error %v, want one naming %q", name, err, tc.want)
 		}
+	}
+}
+
+func TestWebhookURLNeverInErrors(t *testing.T) {
+	const secretPath = "/hook/tok-3f9a7c"
+	if _, err := push.NewWebhook(push.WebhookOptions{URL: "ftp://example.com" + secretPath, Secret: "0123456789abcdef"}); err == nil ||
+		strings.Contains(err.Error(), "tok-3f9a7c") {
+		t.Errorf("constructor error %v", err)
+	}
+	// Nothing listens on this port: a transport error, whose net/http text holds the URL.
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	w, err := push.NewWebhook(push.WebhookOptions{URL: "http://" + addr + secretPath, Secret: "0123456789abcdef"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = w.Send(context.Background(), push.Notification{Kind: push.KindTest, Selector: "abcdef12",
+		Device: push.Device{ID: "d", Platform: push.PlatformWebhook, PushToken: "tok"}})
+	if err == nil || strings.Contains(err.Error(), "tok-3f9a7c") {
+		t.Errorf("send error %v", err)
 	}
 }
