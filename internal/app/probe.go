@@ -104,22 +104,42 @@ func (a *App) probeTargets() []probe.Target {
 	if !c.ProbeInstanceProxies || a.mgr == nil {
 		return out
 	}
-	seen := map[string]bool{}
-	var proxies []probe.Target
+	// Apps name their proxies, so bound what they can make us probe: the maxProxyTargets
+	// proxies used by the most instances.
+	uses := map[string]int{}
+	targets := map[string]probe.Target{}
 	a.mgr.Range(0, 0, func(s instance.Snapshot) bool {
 		if s.Phase.State == instance.Idle {
 			return true
 		}
 		t := proxyTarget(s)
-		if k := t.Key(); !seen[k] {
-			seen[k] = true
-			proxies = append(proxies, t)
-		}
+		k := t.Key()
+		uses[k]++
+		targets[k] = t
 		return true
 	})
-	sort.Slice(proxies, func(i, j int) bool { return proxies[i].Key() < proxies[j].Key() })
-	return append(out, proxies...)
+	keys := make([]string, 0, len(uses))
+	for k := range uses {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if uses[keys[i]] != uses[keys[j]] {
+			return uses[keys[i]] > uses[keys[j]]
+		}
+		return keys[i] < keys[j]
+	})
+	if len(keys) > maxProxyTargets {
+		a.log.WithField("proxies", len(keys)).Debug("more distinct proxies in use than are probed; probing the most used")
+		keys = keys[:maxProxyTargets]
+	}
+	for _, k := range keys {
+		out = append(out, targets[k])
+	}
+	return out
 }
+
+// maxProxyTargets bounds the proxies of instances that are probed.
+const maxProxyTargets = 2000
 
 // proxyTarget is the OPTIONS target of an instance's proxy.
 func proxyTarget(s instance.Snapshot) probe.Target {

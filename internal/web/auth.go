@@ -178,6 +178,9 @@ func (l *limiter) blocked(addr string) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	f := l.state[addr]
+	if f == nil && len(l.state) >= maxTracked {
+		f = l.state[overflowKey] // an address we could not track shares the overflow bucket
+	}
 	if f == nil || f.n < l.max {
 		return 0
 	}
@@ -200,6 +203,14 @@ func (l *limiter) fail(addr string) {
 		if len(l.state) >= maxTracked {
 			l.prune(now)
 		}
+		if len(l.state) >= maxTracked {
+			// Too many addresses failing at once (an attack from many addresses): they
+			// share one bucket, so none of them resets anyone's lockout.
+			addr = overflowKey
+			f = l.state[addr]
+		}
+	}
+	if f == nil {
 		f = &failures{}
 		l.state[addr] = f
 	} else if now.Sub(f.last) > forgetFailures {
@@ -215,15 +226,14 @@ func (l *limiter) succeed(addr string) {
 	delete(l.state, addr)
 }
 
-// prune forgets old failures; if the table is still full (an attack from
-// many addresses), it drops everything rather than grow without bound.
+// prune forgets old failures.
 func (l *limiter) prune(now time.Time) {
 	for k, f := range l.state {
 		if now.Sub(f.last) > forgetFailures {
 			delete(l.state, k)
 		}
 	}
-	if len(l.state) >= maxTracked {
-		clear(l.state)
-	}
 }
+
+// overflowKey is the bucket of addresses failing once the table is full.
+const overflowKey = "*overflow*"

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -55,7 +56,7 @@ func querySelector(r *http.Request, required bool) (string, error) {
 	if err := checkSelector(vals[0]); err != nil {
 		return "", err
 	}
-	return vals[0], nil
+	return strings.ToLower(vals[0]), nil // selectors are stored in lowercase
 }
 
 func notFoundSelector(sel string) error {

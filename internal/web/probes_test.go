@@ -2,6 +2,7 @@ package web
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -61,5 +62,38 @@ func TestProbePages(t *testing.T) {
 	b, _ := io.ReadAll(rec.Body)
 	if err := json.Unmarshal(b, &doc); err != nil || !doc.Enabled || len(doc.Probes) != 2 || doc.Probes[1].State != "down" || doc.Probes[0].LastRTT != 1.5 {
 		t.Errorf("/probes/json: %v %s", err, b)
+	}
+}
+
+func TestLimiterFullTableKeepsLockouts(t *testing.T) {
+	now := time.Now()
+	l := newLimiter(3, time.Second, func() time.Time { return now })
+	for range 3 {
+		l.fail("victim-attacker")
+	}
+	if l.blocked("victim-attacker") == 0 {
+		t.Fatal("not blocked after 3 failures")
+	}
+	for i := range maxTracked + 10 { // an attack from many addresses fills the table
+		l.fail(fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255))
+	}
+	if l.blocked("victim-attacker") == 0 {
+		t.Error("filling the table reset an existing lockout")
+	}
+	if l.blocked("192.0.2.200") == 0 {
+		t.Error("addresses beyond the table are not limited together")
+	}
+}
+
+func TestSelectorParameterIsCaseInsensitive(t *testing.T) {
+	f := newFake()
+	f.seedN(3)
+	s := New(Options{Backend: f})
+	var sel string
+	f.Instances(t.Context(), InstanceQuery{Limit: 1}, func(r InstanceRow) error { sel = r.Selector; return nil })
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/stats?s="+strings.ToUpper(sel), nil))
+	if rec.Code != 200 {
+		t.Errorf("/stats?s=%s: %d", strings.ToUpper(sel), rec.Code)
 	}
 }
