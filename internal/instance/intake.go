@@ -220,9 +220,7 @@ func sameIdentity(a, b store.Account) bool {
 
 // lookup returns the instance of a selector, nil if there is none or it was forgotten.
 func (m *Manager) lookup(sel string) *Instance {
-	m.mu.RLock()
-	inst := m.instances[sel]
-	m.mu.RUnlock()
+	inst := m.get(sel)
 	if inst == nil {
 		return nil
 	}
@@ -285,9 +283,7 @@ func ShortToken(t string) string {
 
 // TurnOff unregisters one instance and keeps it idle until its app registers again.
 func (m *Manager) TurnOff(ctx context.Context, selector string) error {
-	m.mu.RLock()
-	inst := m.instances[selector]
-	m.mu.RUnlock()
+	inst := m.get(selector)
 	if inst == nil {
 		return ErrUnknownSelector
 	}
@@ -314,9 +310,7 @@ func (m *Manager) TurnOffAll(ctx context.Context) (int, error) {
 
 // Forget unregisters one instance and deletes it with its credentials.
 func (m *Manager) Forget(ctx context.Context, selector string) error {
-	m.mu.RLock()
-	inst := m.instances[selector]
-	m.mu.RUnlock()
+	inst := m.get(selector)
 	if inst == nil {
 		return ErrUnknownSelector
 	}

@@ -830,29 +830,26 @@ func oneLine(s string) string {
 }
 
 // Snapshot returns a copy of one instance, without the details of Debug.
-func (m *Manager) Snapshot(selector string) (Snapshot, bool) {
-	m.mu.RLock()
-	inst := m.instances[selector]
-	m.mu.RUnlock()
-	if inst == nil {
-		return Snapshot{}, false
-	}
-	inst.mu.Lock()
-	defer inst.mu.Unlock()
-	return inst.snapshot(false), true
-}
+func (m *Manager) Snapshot(selector string) (Snapshot, bool) { return m.copyOf(selector, false) }
 
 // Debug returns a copy of one instance with its last REGISTER and recent events.
-func (m *Manager) Debug(selector string) (Snapshot, bool) {
-	m.mu.RLock()
-	inst := m.instances[selector]
-	m.mu.RUnlock()
+func (m *Manager) Debug(selector string) (Snapshot, bool) { return m.copyOf(selector, true) }
+
+func (m *Manager) copyOf(selector string, detail bool) (Snapshot, bool) {
+	inst := m.get(selector)
 	if inst == nil {
 		return Snapshot{}, false
 	}
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
-	return inst.snapshot(true), true
+	return inst.snapshot(detail), true
+}
+
+// get returns the held instance of a selector, or nil.
+func (m *Manager) get(selector string) *Instance {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.instances[selector]
 }
 
 // Len returns the number of instances.
@@ -940,9 +937,7 @@ func (m *Manager) ByContact(user string) (string, bool) {
 
 // SetLogging turns detailed logging of one instance on or off.
 func (m *Manager) SetLogging(selector string, on bool) bool {
-	m.mu.RLock()
-	inst := m.instances[selector]
-	m.mu.RUnlock()
+	inst := m.get(selector)
 	if inst == nil {
 		return false
 	}

@@ -204,14 +204,8 @@ type debugPage struct {
 }
 
 func (s *Server) handleDebug(w http.ResponseWriter, r *http.Request) {
-	user, err := s.requireAdmin(r)
-	if err != nil {
-		s.error(w, r, err)
-		return
-	}
-	sel, err := querySelector(r, true)
-	if err != nil {
-		s.error(w, r, err)
+	user, sel, ok := s.adminSelector(w, r)
+	if !ok {
 		return
 	}
 	info, err := s.b.Debug(r.Context(), sel)
@@ -229,6 +223,20 @@ func (s *Server) handleDebug(w http.ResponseWriter, r *http.Request) {
 	s.render(w, r, http.StatusOK, "debug.html", p)
 }
 
+// adminSelector authenticates the administrator and reads the required ?s= parameter; when
+// either fails it has answered, and ok is false.
+func (s *Server) adminSelector(w http.ResponseWriter, r *http.Request) (user, sel string, ok bool) {
+	user, err := s.requireAdmin(r)
+	if err == nil {
+		sel, err = querySelector(r, true)
+	}
+	if err != nil {
+		s.error(w, r, err)
+		return "", "", false
+	}
+	return user, sel, true
+}
+
 // selectorError turns the backend's ErrNotFound into a 404 naming sel.
 func selectorError(sel string, err error) error {
 	if errors.Is(err, ErrNotFound) {
@@ -244,14 +252,8 @@ type settingsPage struct {
 }
 
 func (s *Server) handleSettings(w http.ResponseWriter, r *http.Request) {
-	user, err := s.requireAdmin(r)
-	if err != nil {
-		s.error(w, r, err)
-		return
-	}
-	sel, err := querySelector(r, true)
-	if err != nil {
-		s.error(w, r, err)
+	user, sel, ok := s.adminSelector(w, r)
+	if !ok {
 		return
 	}
 	fields, err := s.b.AppSettings(r.Context(), sel)
@@ -276,14 +278,8 @@ type logPage struct {
 // handleLog turns on the instance log (the only GET that changes
 // anything, as the contract says) and shows the end of the file.
 func (s *Server) handleLog(w http.ResponseWriter, r *http.Request) {
-	user, err := s.requireAdmin(r)
-	if err != nil {
-		s.error(w, r, err)
-		return
-	}
-	sel, err := querySelector(r, true)
-	if err != nil {
-		s.error(w, r, err)
+	user, sel, ok := s.adminSelector(w, r)
+	if !ok {
 		return
 	}
 	path, err := s.b.EnableInstanceLog(r.Context(), sel)
