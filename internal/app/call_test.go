@@ -1,9 +1,18 @@
 package app
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -135,13 +144,22 @@ func TestCallThroughKamailio(t *testing.T) {
 	}
 }
 
-// TestAnsweredCallThroughKamailio: the woken device connects to the device-facing listener with
-// the token from the push, gets the INVITE relayed through Kamailio and sipis, answers; the
-// caller gets the 200, ACKs and hangs up through Kamailio, and the device gets ACK and BYE.
-func TestAnsweredCallThroughKamailio(t *testing.T) {
-	if testing.Short() {
-		t.Skip("Kamailio suite skipped in -short mode")
-	}
+// kamailioCall is a call through Kamailio that a device answered and the caller acknowledged.
+type kamailioCall struct {
+	a      *App
+	sel    string
+	caller *siptest.Caller
+	inv    *siptest.CallInvite
+	ok     *siptest.CallResponse
+	d      *siptest.Device
+	next   func(method string) *siptest.CallResponse
+}
+
+// answerThroughKamailio starts Kamailio and sipis, registers user's instance sel, calls it
+// through Kamailio and lets a device take the call over TCP with the token from the push,
+// relay a 180 and answer 200; the caller ACKs.
+func answerThroughKamailio(t *testing.T, sel, user string) *kamailioCall {
+	t.Helper()
 	k := siptest.StartKamailio(t, siptest.KamailioOptions{})
 	apns := pushtest.NewAPNs(t)
 	dir := t.TempDir()
@@ -152,9 +170,8 @@ func TestAnsweredCallThroughKamailio(t *testing.T) {
   </NotificationServers>
   <TrustedCertificates><Certificate File="apns.pem"/></TrustedCertificates>`, apns.URL, apns.KeyFile, apns.KeyID, apns.TeamID, apns.Topic))
 	a := startApp(t, s)
-	defer a.Stop()
+	t.Cleanup(a.Stop)
 
-	const sel, user = "ca11ca11ca11ca12", "user0043"
 	r := &registration.Registration{Version: registration.Version, Selector: sel, Mode: registration.ModeBackground,
 		Account: registration.Account{User: user, Password: siptest.KamailioPassword(user), Domain: k.Domain(),
 			Proxy: k.Host(), Port: k.Port(), Transport: "udp"},
@@ -208,17 +225,117 @@ func TestAnsweredCallThroughKamailio(t *testing.T) {
 	if _, err := d.Next("ACK", false, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	inv.InDialog(ok, "BYE", 2)
-	bye, err := d.Next("BYE", false, 5*time.Second)
+	return &kamailioCall{a: a, sel: sel, caller: caller, inv: inv, ok: ok, d: d, next: next}
+}
+
+// TestAnsweredCallThroughKamailio: the woken device connects to the device-facing listener with
+// the token from the push, gets the INVITE relayed through Kamailio and sipis, answers; the
+// caller gets the 200, ACKs and hangs up through Kamailio, and the device gets ACK and BYE.
+func TestAnsweredCallThroughKamailio(t *testing.T) {
+	if testing.Short() {
+		t.Skip("Kamailio suite skipped in -short mode")
+	}
+	c := answerThroughKamailio(t, "ca11ca11ca11ca12", "user0043")
+	c.inv.InDialog(c.ok, "BYE", 2)
+	bye, err := c.d.Next("BYE", false, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.Respond(bye, 200, "OK", "")
-	if res := next("BYE"); res.Status != 200 {
+	c.d.Respond(bye, 200, "OK", "")
+	if res := c.next("BYE"); res.Status != 200 {
 		t.Fatalf("BYE answered %d", res.Status)
 	}
-	b := &backend{app: a}
+	b := &backend{app: c.a}
 	if o := b.CallOutcomes(); o.Total != 1 || o.Accepted != 1 {
 		t.Errorf("call outcomes %+v", o)
+	}
+	waitActive(t, c, 0)
+}
+
+// TestDeviceDropThroughKamailio: the answered device's connection drops; the caller gets a
+// BYE from sipis in the device's name (RFC 3261 §15.1.1) and the call is no longer active.
+func TestDeviceDropThroughKamailio(t *testing.T) {
+	if testing.Short() {
+		t.Skip("Kamailio suite skipped in -short mode")
+	}
+	c := answerThroughKamailio(t, "ca11ca11ca11ca13", "user0044")
+	waitActive(t, c, 1)
+	c.d.Close()
+	bye, err := c.caller.NextRequest(c.inv.CallID, "BYE", 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.caller.Respond(bye, 200, "OK", "")
+	waitActive(t, c, 0)
+}
+
+// waitActive waits until the instance has n calls in progress.
+func waitActive(t *testing.T, c *kamailioCall, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for c.a.calls.ActiveCalls(c.sel) != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("active calls %d, want %d", c.a.calls.ActiveCalls(c.sel), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// writeSelfSigned writes a certificate for 127.0.0.1 and its key as PEM files in dir and
+// returns a pool that trusts it.
+func writeSelfSigned(t *testing.T, dir string) *x509.CertPool {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sipis test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "devices.crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "devices.key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	return pool
+}
+
+// TestDeviceListenerTLS: with <TlsServerOptions> the device-facing listener also speaks TLS
+// with that certificate; a device that checks it can connect, and a REGISTER with an unknown
+// token is refused 403 over it.
+func TestDeviceListenerTLS(t *testing.T) {
+	dir := t.TempDir()
+	pool := writeSelfSigned(t, dir)
+	s := testSettings(t, dir, `<TlsServerOptions CertificateFile="devices.crt" KeyFile="devices.key" MinVersion="1.2"/>`)
+	a := startApp(t, s)
+	defer a.Stop()
+	addr := a.devUA.Addr("tls")
+	if addr == "" {
+		t.Fatal("no TLS device listener")
+	}
+	d := siptest.DialDeviceTLS(t, addr, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12})
+	if code, err := d.Register("0123456789abcdef0123456789abcdef", "iphone"); err != nil || code != 403 {
+		t.Fatalf("REGISTER with an unknown token over TLS: %d %v", code, err)
+	}
+	// A device that does not trust the certificate cannot connect.
+	c, err := tls.Dial("tcp", addr, &tls.Config{ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12})
+	if err == nil {
+		c.Close()
+		t.Fatal("TLS handshake succeeded without trusting the certificate")
 	}
 }

@@ -40,6 +40,7 @@ const (
 	DefaultMaxCalls          = 4
 	DefaultMaxMessageSize    = 4 << 20
 	DefaultPushTimeout       = 15 * time.Second
+	DefaultMaxDialogAge      = 12 * time.Hour
 )
 
 // endedGrace is how long an ended call stays known, so that a late CANCEL is still answered 200
@@ -62,6 +63,10 @@ const (
 	ReasonNotAnswered      = "device did not answer"
 	ReasonDeviceFailed     = "device failed the call"
 	ReasonShutdown         = "server shutting down"
+	// The reasons an answered call's dialog was ended by sipis (stored in the record of an
+	// accepted call).
+	ReasonDeviceLost = "device connection lost"
+	ReasonMaxAge     = "dialog too old"
 )
 
 // Account is what the call handling needs to know about an instance.
@@ -102,9 +107,11 @@ type Pusher interface {
 	Send(ctx context.Context, n push.Notification) (push.Result, error)
 }
 
-// Forwarder relays SIP requests as a stateful proxy; *sipua.UA implements it.
+// Forwarder relays SIP requests as a stateful proxy, and sends the BYEs that end a relayed
+// dialog; *sipua.UA implements it.
 type Forwarder interface {
 	Forward(ctx context.Context, req *sipua.Request, o sipua.ForwardOptions) (*sipua.ClientTx, error)
+	SendRequest(ctx context.Context, r sipua.DialogRequest) (*sipua.ClientTx, error)
 }
 
 // Timer is a pending call of a function, as returned by Clock.AfterFunc.
@@ -189,6 +196,9 @@ type Options struct {
 	PushMessageText bool
 	// PushTimeout bounds the sending (with retries) of one push (default 15 s).
 	PushTimeout time.Duration
+	// MaxDialogAge ends an answered call's dialog with BYE both ways when it is older than
+	// this (default 12 h): a dialog whose BYE was lost would otherwise be kept forever.
+	MaxDialogAge time.Duration
 	// SIP forwards requests to devices and upstream; nil means no device can take a call
 	// (REGISTER with a token is answered 503). A *sipua.UA implements it.
 	SIP Forwarder
@@ -230,7 +240,7 @@ func New(opts Options) (*Manager, error) {
 	if opts.Instances == nil || opts.Store == nil || opts.Push == nil {
 		return nil, errors.New("call: Options.Instances, Store and Push are required")
 	}
-	if opts.NoResponseTimeout < 0 || opts.ProgressTimeout < 0 || opts.PushTimeout < 0 {
+	if opts.NoResponseTimeout < 0 || opts.ProgressTimeout < 0 || opts.PushTimeout < 0 || opts.MaxDialogAge < 0 {
 		return nil, errors.New("call: negative timeout in options")
 	}
 	if opts.MaxCalls < 0 || opts.MaxMessageSize < 0 {
@@ -279,6 +289,9 @@ func New(opts Options) (*Manager, error) {
 	if opts.PushTimeout == 0 {
 		opts.PushTimeout = DefaultPushTimeout
 	}
+	if opts.MaxDialogAge == 0 {
+		opts.MaxDialogAge = DefaultMaxDialogAge
+	}
 	m := &Manager{
 		opts:     opts,
 		log:      opts.Logger,
@@ -306,7 +319,11 @@ func New(opts Options) (*Manager, error) {
 	return m, nil
 }
 
-// Close ends every call in progress with 480 (outcome missed, "server shutting down"), stops
+// closeByeWait bounds how long Close waits for the answers to its BYEs.
+const closeByeWait = 2 * time.Second
+
+// Close ends every call in progress with 480 (outcome missed, "server shutting down"), ends
+// every answered call's dialog with BYE both ways (waiting up to 2 s for the answers), stops
 // the pushes in flight and waits for the Manager's goroutines. Requests arriving later are
 // answered 503.
 func (m *Manager) Close() error {
@@ -321,8 +338,21 @@ func (m *Manager) Close() error {
 		live = append(live, c)
 	}
 	m.mu.Unlock()
+	var byes []<-chan struct{}
 	for _, c := range live {
-		c.end(anyPhase, 480, "Temporarily Unavailable", store.OutcomeMissed, ReasonShutdown, false)
+		if !c.end(anyPhase, 480, "Temporarily Unavailable", store.OutcomeMissed, ReasonShutdown, false) {
+			byes = append(byes, c.hangUp(true, true, ReasonShutdown))
+		}
+	}
+	deadline := time.NewTimer(closeByeWait)
+	defer deadline.Stop()
+wait:
+	for _, done := range byes {
+		select {
+		case <-done:
+		case <-deadline.C:
+			break wait
+		}
 	}
 	// Cancel under mu: spawn checks the context and adds to wg under mu, so no goroutine is
 	// added once Wait may have started.

@@ -67,6 +67,11 @@ type call struct {
 	best       *sipua.Response // best final non-2xx of the branches so far
 	cancelling bool            // the caller sent CANCEL while relaying
 	dialogOver bool            // the relayed dialog ended (BYE)
+
+	// What sipis needs to end an answered dialog itself with BYE (RFC 3261 §12.2.1.1): the
+	// winner's To (with its tag) and Contact, and the highest CSeq each side has used.
+	devTo, devContact string
+	upCSeq, downCSeq  uint32
 }
 
 func (m *Manager) handleInvite(user string, req *inbound, log logrus.FieldLogger, reply func(int, string, ...sipua.Header)) {

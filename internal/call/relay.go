@@ -3,7 +3,9 @@ package call
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sipis/sipis/internal/push"
@@ -19,7 +21,9 @@ import (
 // parallel fork (§16.7); the first 2xx wins, the other branches are cancelled and their devices
 // get an "answered-elsewhere" push. sipis stays in the path with Record-Route and relays every
 // request of the dialog both ways until BYE. It never acts on 3xx or REFER, it only relays
-// them.
+// them. sipis ends an answered dialog itself with BYE (RFC 3261 §15.1.1) when the device's
+// connection drops (upstream only), when the dialog is older than Options.MaxDialogAge, and on
+// Manager.Close (both ways), so that no dialog stays in memory and in ActiveCalls forever.
 
 // TokenHeader carries the call's one-time token in the device's REGISTER.
 const TokenHeader = "X-Sipis-Token"
@@ -201,9 +205,14 @@ func (c *call) branchResponse(b *branch, r *sipua.Response) {
 			return
 		}
 		c.phase, c.winner, b.tag = answered, b, r.ToTag()
+		c.devTo = r.Header("To")
+		_, c.devContact = parseNameAddr(firstOfList(r.Header("Contact")))
+		c.upCSeq = cseqNumber(c.inv.Header("CSeq"))
 		if c.timer != nil {
 			c.timer.Stop()
 		}
+		// A dialog whose BYE got lost would live forever: end it at the maximum age.
+		c.timer = m.clock.AfterFunc(m.opts.MaxDialogAge, func() { c.hangUp(true, true, ReasonMaxAge) })
 		now := m.clock.Now()
 		c.rec.AnsweredAt = now
 		c.rec.Outcome, c.rec.Reason, c.rec.DialogState = store.OutcomeAccepted, "", store.DialogStable
@@ -213,6 +222,15 @@ func (c *call) branchResponse(b *branch, r *sipua.Response) {
 		m.count(store.OutcomeAccepted, "")
 		c.save()
 		c.log.WithField("device", b.device).Info("call: answered")
+		// The device's connection is its only way in (RFC 5626): when it drops, the caller
+		// is told with a BYE rather than left in a dead call.
+		m.spawn(func() {
+			select {
+			case <-b.flow.Done():
+				c.hangUp(false, true, ReasonDeviceLost)
+			case <-c.ctx.Done():
+			}
+		})
 		for _, o := range others {
 			o.tx.Cancel()
 		}
@@ -334,9 +352,15 @@ func (m *Manager) inDialog(req *inbound, reply func(int, string, ...sipua.Header
 		return false
 	}
 	var o sipua.ForwardOptions
-	if !fromDevice {
+	n := cseqNumber(req.header("CSeq"))
+	c.mu.Lock()
+	if fromDevice {
+		c.downCSeq = max(c.downCSeq, n)
+	} else {
 		o.Flow = b.flow
+		c.upCSeq = max(c.upCSeq, n)
 	}
+	c.mu.Unlock()
 	bye := req.method == "BYE"
 	o.OnResponse = func(r *sipua.Response) {
 		if r.Local() {
@@ -345,7 +369,7 @@ func (m *Manager) inDialog(req *inbound, reply func(int, string, ...sipua.Header
 			c.log.WithFields(logrus.Fields{"method": req.method, "code": r.Status, "err": err}).Debug("call: relay in-dialog response")
 		}
 		if bye && r.Status >= 200 {
-			c.dialogEnded()
+			c.endDialog("")
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), 10*time.Second)
@@ -360,25 +384,32 @@ func (m *Manager) inDialog(req *inbound, reply func(int, string, ...sipua.Header
 			}
 		}
 		if bye {
-			c.dialogEnded()
+			c.endDialog("")
 		}
 	}
 	return true
 }
 
-// dialogEnded notes that BYE ended the relayed dialog: record, active calls, and forgetting
-// the call after a grace period.
-func (c *call) dialogEnded() {
+// endDialog notes that the relayed dialog ended (a BYE, or sipis ended it for reason why):
+// record, active calls, and forgetting the call after a grace period. It reports false when
+// the dialog had already ended or was never answered.
+func (c *call) endDialog(why string) bool {
 	m := c.m
 	c.mu.Lock()
 	if c.dialogOver || c.winner == nil {
 		c.mu.Unlock()
-		return
+		return false
 	}
 	c.dialogOver = true
+	if c.timer != nil {
+		c.timer.Stop()
+	}
 	c.rec.DialogState, c.rec.EndedAt = store.DialogTerminated, m.clock.Now()
+	if why != "" {
+		c.rec.Reason = why
+	}
 	c.mu.Unlock()
-	c.log.Info("call: dialog ended")
+	c.log.WithField("reason", why).Info("call: dialog ended")
 	c.save()
 	c.cancel()
 	m.mu.Lock()
@@ -399,4 +430,77 @@ func (c *call) dialogEnded() {
 		}
 		m.mu.Unlock()
 	})
+	return true
+}
+
+// hangUp ends an answered dialog from the middle (RFC 3261 §15.1.1): BYE to the device over
+// its flow (toDevice) and BYE upstream to the caller's Contact along the INVITE's route set
+// (toCaller), each with the identity of the side sipis stands in for and a CSeq above any that
+// side used. The returned channel is closed once every BYE sent got a final response (or
+// failed). Nothing is sent when the dialog has already ended.
+func (c *call) hangUp(toDevice, toCaller bool, why string) <-chan struct{} {
+	done := make(chan struct{})
+	c.mu.Lock()
+	b := c.winner
+	if b == nil || c.dialogOver || c.inv == nil {
+		c.mu.Unlock()
+		close(done)
+		return done
+	}
+	down := sipua.DialogRequest{Method: "BYE", RequestURI: c.devContact, From: c.inv.From, To: c.devTo,
+		CallID: c.callID, CSeq: c.upCSeq + 1, Flow: b.flow}
+	up := sipua.DialogRequest{Method: "BYE", RequestURI: "", Route: c.inv.Headers("Record-Route"),
+		From: c.devTo, To: c.inv.From, CallID: c.callID, CSeq: c.downCSeq + 1}
+	_, up.RequestURI = parseNameAddr(firstOfList(c.inv.Header("Contact")))
+	c.mu.Unlock()
+	if !c.endDialog(why) {
+		close(done)
+		return done
+	}
+	var reqs []sipua.DialogRequest
+	if toDevice {
+		reqs = append(reqs, down)
+	}
+	if toCaller {
+		reqs = append(reqs, up)
+	}
+	var mu sync.Mutex
+	left := len(reqs)
+	finished := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if left--; left == 0 {
+			close(done)
+		}
+	}
+	if left == 0 {
+		close(done)
+	}
+	for _, r := range reqs {
+		var once sync.Once
+		r.OnResponse = func(res *sipua.Response) {
+			if res.Status >= 200 {
+				once.Do(finished)
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := c.m.opts.SIP.SendRequest(ctx, r)
+		cancel()
+		if err != nil {
+			c.log.WithFields(logrus.Fields{"to": r.RequestURI, "err": err}).Info("call: cannot send BYE")
+			once.Do(finished)
+		}
+	}
+	c.log.WithFields(logrus.Fields{"reason": why, "device": toDevice, "caller": toCaller}).Info("call: BYE sent to end the dialog")
+	return done
+}
+
+// cseqNumber reads the sequence number of a CSeq header value (RFC 3261 §20.16); 0 if none.
+func cseqNumber(v string) uint32 {
+	num, _, _ := strings.Cut(strings.TrimSpace(v), " ")
+	n, err := strconv.ParseUint(num, 10, 32)
+	if err != nil {
+		return 0
+	}
+	return uint32(n)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -20,12 +21,37 @@ type Caller struct {
 	t    testing.TB
 	conn *net.UDPConn
 
-	mu    sync.Mutex
-	cond  *sync.Cond
-	resps []*CallResponse
-	done  bool
-	wg    sync.WaitGroup
+	mu      sync.Mutex
+	cond    *sync.Cond
+	resps   []*CallResponse
+	reqs    []*CallRequest
+	noAck   bool
+	done    bool
+	wg      sync.WaitGroup
+	counted map[string]int // "status|method|call-id" -> responses received
 }
+
+// CallRequest is a request the Caller received (sipis relaying a device's in-dialog request
+// upstream); answer it with Caller.Respond.
+type CallRequest struct {
+	Method, URI, CallID string
+	// Raw is the request as received.
+	Raw string
+	msg *message
+	src *net.UDPAddr
+}
+
+// Header returns the first value of the named header ("" if absent).
+func (r *CallRequest) Header(name string) string {
+	n := strings.ToLower(name)
+	if full, ok := compact[n]; ok {
+		n = full
+	}
+	return r.msg.get(n)
+}
+
+// Body returns the request's body.
+func (r *CallRequest) Body() string { return string(r.msg.body) }
 
 // CallResponse is one response the Caller received.
 type CallResponse struct {
@@ -37,7 +63,11 @@ type CallResponse struct {
 	Raw     string
 	Arrived time.Time
 	msg     *message
+	src     *net.UDPAddr
 }
+
+// Body returns the response's body.
+func (r *CallResponse) Body() string { return string(r.msg.body) }
 
 // Header returns the first value of the named header ("" if absent).
 func (r *CallResponse) Header(name string) string {
@@ -53,6 +83,7 @@ type CallInvite struct {
 	c                                *Caller
 	Target, URI, CallID, Branch, Tag string
 	CSeq                             int
+	raw                              []byte
 }
 
 // NewCaller starts a Caller on 127.0.0.1:0, closed when the test ends.
@@ -70,7 +101,7 @@ func NewCallerOn(t testing.TB, addr string) *Caller {
 	if err != nil {
 		t.Fatalf("siptest: caller listen %s: %v", addr, err)
 	}
-	c := &Caller{t: t, conn: conn}
+	c := &Caller{t: t, conn: conn, counted: map[string]int{}}
 	c.cond = sync.NewCond(&c.mu)
 	c.wg.Add(1)
 	go c.read()
@@ -105,17 +136,29 @@ func (c *Caller) read() {
 			continue
 		}
 		m, err := parseMessage(append([]byte(nil), buf[:n]...))
-		if err != nil || m.request {
+		if err != nil {
+			continue
+		}
+		if m.request {
+			r := &CallRequest{Method: m.method, URI: m.uri, CallID: m.get("call-id"), Raw: string(buf[:n]), msg: m, src: src}
+			c.mu.Lock()
+			c.reqs = append(c.reqs, r)
+			c.cond.Broadcast()
+			c.mu.Unlock()
 			continue
 		}
 		num, method, _ := strings.Cut(m.get("cseq"), " ")
 		r := &CallResponse{Status: m.status, Reason: m.reason, CallID: m.get("call-id"),
-			Method: strings.TrimSpace(method), Raw: string(buf[:n]), Arrived: time.Now(), msg: m}
-		if r.Method == "INVITE" && r.Status >= 300 {
+			Method: strings.TrimSpace(method), Raw: string(buf[:n]), Arrived: time.Now(), msg: m, src: src}
+		c.mu.Lock()
+		noAck := c.noAck
+		c.mu.Unlock()
+		if r.Method == "INVITE" && r.Status >= 300 && !noAck {
 			c.ack(m, num, src)
 		}
 		c.mu.Lock()
 		c.resps = append(c.resps, r)
+		c.counted[strconv.Itoa(r.Status)+"|"+r.Method+"|"+r.CallID]++
 		c.cond.Broadcast()
 		c.mu.Unlock()
 	}
@@ -133,12 +176,103 @@ func (c *Caller) ack(m *message, cseqNum string, dst *net.UDPAddr) {
 	_, _ = c.conn.WriteToUDP([]byte(b.String()), dst)
 }
 
+// SetAutoAck turns the automatic ACK of final non-2xx responses to INVITE off (to watch
+// sipis retransmit them, RFC 3261 §17.2.1 Timer G) or back on; Ack then sends it by hand.
+func (c *Caller) SetAutoAck(on bool) {
+	c.mu.Lock()
+	c.noAck = !on
+	c.mu.Unlock()
+}
+
+// Ack acknowledges a final non-2xx response to an INVITE by hand (see SetAutoAck).
+func (c *Caller) Ack(res *CallResponse) {
+	num, _, _ := strings.Cut(res.msg.get("cseq"), " ")
+	c.ack(res.msg, num, res.src)
+}
+
+// Count returns how many responses with status to method of callID arrived so far,
+// including those already returned by Next.
+func (c *Caller) Count(callID, method string, status int) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.counted[strconv.Itoa(status)+"|"+method+"|"+callID]
+}
+
+// Retransmit sends the INVITE again, byte for byte (RFC 3261 §17.1.1.2 Timer A).
+func (inv *CallInvite) Retransmit() {
+	inv.c.t.Helper()
+	dst, err := net.ResolveUDPAddr("udp", inv.Target)
+	if err != nil {
+		inv.c.t.Fatalf("siptest: %v", err)
+	}
+	if _, err := inv.c.conn.WriteToUDP(inv.raw, dst); err != nil {
+		inv.c.t.Fatalf("siptest: retransmit INVITE: %v", err)
+	}
+}
+
+// NextRequest returns the next received request with callID and method, waiting up to
+// timeout.
+func (c *Caller) NextRequest(callID, method string, timeout time.Duration) (*CallRequest, error) {
+	deadline := time.Now().Add(timeout)
+	timer := time.AfterFunc(timeout, func() {
+		c.mu.Lock()
+		c.cond.Broadcast()
+		c.mu.Unlock()
+	})
+	defer timer.Stop()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for {
+		for i, r := range c.reqs {
+			if r.CallID == callID && r.Method == method {
+				c.reqs = append(c.reqs[:i], c.reqs[i+1:]...)
+				return r, nil
+			}
+		}
+		if c.done {
+			return nil, errors.New("siptest: caller closed")
+		}
+		if !time.Now().Before(deadline) {
+			return nil, fmt.Errorf("siptest: caller got no %s %s within %v", method, callID, timeout)
+		}
+		c.cond.Wait()
+	}
+}
+
+// Respond answers a received request (RFC 3261 §8.2.6): every Via, From, To, Call-ID and
+// CSeq copied, to the address it came from; a 2xx to INVITE carries our Contact, and body
+// (if not empty) goes as application/sdp.
+func (c *Caller) Respond(req *CallRequest, code int, reason, body string) {
+	c.t.Helper()
+	b := &strings.Builder{}
+	fmt.Fprintf(b, "SIP/2.0 %d %s\r\n", code, reason)
+	for _, v := range req.msg.all("via") {
+		fmt.Fprintf(b, "Via: %s\r\n", v)
+	}
+	fmt.Fprintf(b, "From: %s\r\nTo: %s\r\nCall-ID: %s\r\nCSeq: %s\r\n", req.msg.get("from"), req.msg.get("to"), req.CallID, req.msg.get("cseq"))
+	if req.Method == "INVITE" && code < 300 {
+		fmt.Fprintf(b, "Contact: <sip:caller@%s>\r\n", c.conn.LocalAddr().String())
+	}
+	if body != "" {
+		b.WriteString("Content-Type: application/sdp\r\n")
+	}
+	fmt.Fprintf(b, "Content-Length: %d\r\n\r\n%s", len(body), body)
+	if _, err := c.conn.WriteToUDP([]byte(b.String()), req.src); err != nil {
+		c.t.Errorf("siptest: caller respond: %v", err)
+	}
+}
+
 // Send sends one request: method to sip:user@target (target "ip:port"), with the given
 // Call-ID, Via branch and CSeq, extra header lines ("Name: value") and body.
 func (c *Caller) Send(target, method, user, callID, branch, fromTag string, cseq int, extra []string, contentType string, body []byte) error {
+	_, err := c.send(target, method, user, callID, branch, fromTag, cseq, extra, contentType, body)
+	return err
+}
+
+func (c *Caller) send(target, method, user, callID, branch, fromTag string, cseq int, extra []string, contentType string, body []byte) ([]byte, error) {
 	dst, err := net.ResolveUDPAddr("udp", target)
 	if err != nil {
-		return fmt.Errorf("siptest: caller target %q: %w", target, err)
+		return nil, fmt.Errorf("siptest: caller target %q: %w", target, err)
 	}
 	local := c.conn.LocalAddr().(*net.UDPAddr)
 	b := &strings.Builder{}
@@ -160,7 +294,7 @@ func (c *Caller) Send(target, method, user, callID, branch, fromTag string, cseq
 	fmt.Fprintf(b, "Content-Length: %d\r\n\r\n", len(body))
 	msg := append([]byte(b.String()), body...)
 	_, err = c.conn.WriteToUDP(msg, dst)
-	return err
+	return msg, err
 }
 
 // sdpOffer is a minimal SDP offer (RFC 4566) for test INVITEs; sipis never reads it.
@@ -172,9 +306,11 @@ func (c *Caller) Invite(target, user string, extra ...string) *CallInvite {
 	c.t.Helper()
 	inv := &CallInvite{c: c, Target: target, URI: user, CallID: callerRandom() + "@siptest",
 		Branch: "z9hG4bK" + callerRandom(), Tag: callerRandom()[:10], CSeq: 1}
-	if err := c.Send(target, "INVITE", user, inv.CallID, inv.Branch, inv.Tag, inv.CSeq, extra, "application/sdp", []byte(sdpOffer)); err != nil {
+	raw, err := c.send(target, "INVITE", user, inv.CallID, inv.Branch, inv.Tag, inv.CSeq, extra, "application/sdp", []byte(sdpOffer))
+	if err != nil {
 		c.t.Fatalf("siptest: send INVITE: %v", err)
 	}
+	inv.raw = raw
 	return inv
 }
 
@@ -241,9 +377,16 @@ func callerRandom() string {
 
 // InDialog sends an in-dialog request (ACK for a 2xx, BYE, INFO…) of the dialog the 2xx res
 // created for inv: to the response's Contact, with the route set of its Record-Route in reverse
-// (RFC 3261 §12.1.2), through inv.Target. ACK repeats the INVITE's CSeq number; other
-// methods use cseq.
+// (RFC 3261 §12.1.2), through inv.Target. ACK with cseq 0 repeats the INVITE's CSeq number;
+// other requests use cseq.
 func (inv *CallInvite) InDialog(res *CallResponse, method string, cseq int) {
+	inv.c.t.Helper()
+	inv.InDialogBody(res, method, cseq, "", "")
+}
+
+// InDialogBody is InDialog with a body of contentType (e.g. the SDP of a re-INVITE, or
+// application/dtmf-relay for INFO); extra are header lines such as "Refer-To: <sip:x@y>".
+func (inv *CallInvite) InDialogBody(res *CallResponse, method string, cseq int, contentType, body string, extra ...string) {
 	c := inv.c
 	c.t.Helper()
 	dst, err := net.ResolveUDPAddr("udp", inv.Target)
@@ -259,11 +402,21 @@ func (inv *CallInvite) InDialog(res *CallResponse, method string, cseq int) {
 	for i := len(rr) - 1; i >= 0; i-- {
 		fmt.Fprintf(b, "Route: %s\r\n", rr[i])
 	}
-	if method == "ACK" {
+	if method == "ACK" && cseq == 0 {
 		cseq = inv.CSeq
 	}
-	fmt.Fprintf(b, "From: %s\r\nTo: %s\r\nCall-ID: %s\r\nCSeq: %d %s\r\nContent-Length: 0\r\n\r\n",
+	fmt.Fprintf(b, "From: %s\r\nTo: %s\r\nCall-ID: %s\r\nCSeq: %d %s\r\n",
 		res.msg.get("from"), res.msg.get("to"), inv.CallID, cseq, method)
+	if method == "INVITE" {
+		fmt.Fprintf(b, "Contact: <sip:caller@%s>\r\n", local.String())
+	}
+	for _, h := range extra {
+		b.WriteString(h + "\r\n")
+	}
+	if contentType != "" {
+		fmt.Fprintf(b, "Content-Type: %s\r\n", contentType)
+	}
+	fmt.Fprintf(b, "Content-Length: %d\r\n\r\n%s", len(body), body)
 	if _, err := c.conn.WriteToUDP([]byte(b.String()), dst); err != nil {
 		c.t.Fatalf("siptest: send %s: %v", method, err)
 	}

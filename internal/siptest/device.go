@@ -2,6 +2,7 @@ package siptest
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -27,6 +28,7 @@ type Device struct {
 	wmu   sync.Mutex
 	cseq  int
 	local string
+	tp    string // "tcp" or "tls"
 }
 
 // DeviceMessage is a request or response the Device received.
@@ -61,7 +63,23 @@ func DialDevice(t testing.TB, addr string) *Device {
 	if err != nil {
 		t.Fatalf("siptest: device dial %s: %v", addr, err)
 	}
-	d := &Device{t: t, conn: c, tag: callerRandom()[:10], local: c.LocalAddr().String()}
+	return newDevice(t, c, "tcp")
+}
+
+// DialDeviceTLS connects a Device to addr over TLS with cfg (RFC 3261 §26.2.1: the device
+// checks the listener's certificate); it is closed when the test ends.
+func DialDeviceTLS(t testing.TB, addr string, cfg *tls.Config) *Device {
+	t.Helper()
+	dl := &net.Dialer{Timeout: 5 * time.Second}
+	c, err := tls.DialWithDialer(dl, "tcp", addr, cfg)
+	if err != nil {
+		t.Fatalf("siptest: device dial tls %s: %v", addr, err)
+	}
+	return newDevice(t, c, "tls")
+}
+
+func newDevice(t testing.TB, c net.Conn, transport string) *Device {
+	d := &Device{t: t, conn: c, tag: callerRandom()[:10], local: c.LocalAddr().String(), tp: transport}
 	d.cond = sync.NewCond(&d.mu)
 	d.wg.Add(1)
 	go d.read()
@@ -150,9 +168,9 @@ func (d *Device) Register(token, deviceID string) (int, error) {
 	cseq := d.cseq
 	d.mu.Unlock()
 	var b strings.Builder
-	fmt.Fprintf(&b, "REGISTER sip:sipis SIP/2.0\r\nVia: SIP/2.0/TCP %s;branch=z9hG4bK%s\r\nMax-Forwards: 70\r\n", d.local, callerRandom())
+	fmt.Fprintf(&b, "REGISTER sip:sipis SIP/2.0\r\nVia: SIP/2.0/%s %s;branch=z9hG4bK%s\r\nMax-Forwards: 70\r\n", strings.ToUpper(d.tp), d.local, callerRandom())
 	fmt.Fprintf(&b, "From: <sip:device@sipis>;tag=%s\r\nTo: <sip:device@sipis>\r\nCall-ID: reg-%s\r\nCSeq: %d REGISTER\r\n", d.tag, d.tag, cseq)
-	fmt.Fprintf(&b, "Contact: <sip:device@%s;transport=tcp>\r\nX-Sipis-Token: %s\r\n", d.local, token)
+	fmt.Fprintf(&b, "Contact: <sip:device@%s;transport=%s>\r\nX-Sipis-Token: %s\r\n", d.local, d.tp, token)
 	if deviceID != "" {
 		fmt.Fprintf(&b, "X-Sipis-Device: %s\r\n", deviceID)
 	}
@@ -189,7 +207,7 @@ func (d *Device) Respond(req *DeviceMessage, code int, reason, sdp string) {
 	}
 	fmt.Fprintf(&b, "From: %s\r\nTo: %s\r\nCall-ID: %s\r\nCSeq: %s\r\n", req.msg.get("from"), to, req.msg.get("call-id"), req.msg.get("cseq"))
 	if req.Method == "INVITE" && code < 300 {
-		fmt.Fprintf(&b, "Contact: <sip:device@%s;transport=tcp>\r\n", d.local)
+		fmt.Fprintf(&b, "Contact: <sip:device@%s;transport=%s>\r\n", d.local, d.tp)
 	}
 	if sdp != "" {
 		fmt.Fprintf(&b, "Content-Type: application/sdp\r\n")
@@ -201,13 +219,31 @@ func (d *Device) Respond(req *DeviceMessage, code int, reason, sdp string) {
 // Bye hangs up the dialog the device answered with inv: BYE to the caller's Contact with the
 // route set of the INVITE's Record-Route (RFC 3261 §12.2.1.1), sent on the connection.
 func (d *Device) Bye(inv *DeviceMessage) {
+	d.InDialog(inv, "BYE", 1, "", "")
+}
+
+// InDialog sends a request of the dialog the device answered with inv (re-INVITE, ACK of its
+// 2xx, INFO, REFER, BYE…) on the connection: to the caller's Contact, with the INVITE's
+// Record-Route as route set (RFC 3261 §12.1.1), From with the device's tag, CSeq cseq (the
+// device's own sequence, §12.2.1.1). extra are header lines such as "Refer-To: <sip:x@y>".
+func (d *Device) InDialog(inv *DeviceMessage, method string, cseq int, contentType, body string, extra ...string) {
 	var b strings.Builder
 	target, _ := nameAddr(inv.msg.get("contact"))
-	fmt.Fprintf(&b, "BYE %s SIP/2.0\r\nVia: SIP/2.0/TCP %s;branch=z9hG4bK%s\r\nMax-Forwards: 70\r\n", target, d.local, callerRandom())
+	fmt.Fprintf(&b, "%s %s SIP/2.0\r\nVia: SIP/2.0/%s %s;branch=z9hG4bK%s\r\nMax-Forwards: 70\r\n", method, target, strings.ToUpper(d.tp), d.local, callerRandom())
 	for _, v := range inv.msg.all("record-route") {
 		fmt.Fprintf(&b, "Route: %s\r\n", v)
 	}
-	fmt.Fprintf(&b, "From: %s;tag=%s\r\nTo: %s\r\nCall-ID: %s\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
-		inv.msg.get("to"), d.tag, inv.msg.get("from"), inv.msg.get("call-id"))
+	fmt.Fprintf(&b, "From: %s;tag=%s\r\nTo: %s\r\nCall-ID: %s\r\nCSeq: %d %s\r\n",
+		inv.msg.get("to"), d.tag, inv.msg.get("from"), inv.msg.get("call-id"), cseq, method)
+	if method == "INVITE" {
+		fmt.Fprintf(&b, "Contact: <sip:device@%s;transport=%s>\r\n", d.local, d.tp)
+	}
+	for _, h := range extra {
+		b.WriteString(h + "\r\n")
+	}
+	if contentType != "" {
+		fmt.Fprintf(&b, "Content-Type: %s\r\n", contentType)
+	}
+	fmt.Fprintf(&b, "Content-Length: %d\r\n\r\n%s", len(body), body)
 	d.write(b.String())
 }

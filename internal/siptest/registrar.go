@@ -37,6 +37,7 @@ const (
 	kind403
 	kindNoAnswer
 	kindGarbage
+	kindOKForeign
 )
 
 var (
@@ -51,6 +52,11 @@ var (
 	NoAnswer = Behaviour{kind: kindNoAnswer}
 	// Garbage answers bytes that are not SIP.
 	Garbage = Behaviour{kind: kindGarbage}
+	// OKForeignContact answers 200 without authentication and without
+	// storing the request's Contact: the response lists only another
+	// device's binding and carries "Expires: 3600", like a registrar that
+	// silently dropped ours.
+	OKForeignContact = Behaviour{kind: kindOKForeign}
 )
 
 // Answer423 answers 423 Interval Too Brief with Min-Expires: minExpires
@@ -78,6 +84,8 @@ func (b Behaviour) String() string {
 		return "NoAnswer"
 	case kindGarbage:
 		return "Garbage"
+	case kindOKForeign:
+		return "OKForeignContact"
 	}
 	return "?"
 }
@@ -488,6 +496,8 @@ func (r *Registrar) register(m *message, raw []byte, src string) []byte {
 		return nil
 	case kindGarbage:
 		return []byte("SIP/2.0 2OO OK\r\nVia garbage\x00\x01\xff\r\n\r\n")
+	case kindOKForeign:
+		return r.response(m, src, 200, "OK", "Contact: <sip:other-device@192.0.2.9:5060>;expires=3600", "Expires: 3600")
 	case kind423:
 		if e := requestedExpires(m); e > 0 && e < b.n {
 			return r.response(m, src, 423, "Interval Too Brief", "Min-Expires: "+strconv.Itoa(b.n))

@@ -213,26 +213,9 @@ func (u *UA) Forward(ctx context.Context, req *Request, o ForwardOptions) (*Clie
 		}
 		fwd.Recipient = uri
 	}
-	ou := u
-	var p *path
-	if o.Flow != nil {
-		ou, p = o.Flow.ua, o.Flow.path()
-	} else {
-		target := fwd.Recipient
-		if rt := fwd.Route(); rt != nil {
-			target = rt.Address
-		}
-		transport := "udp"
-		if tp, ok := target.UriParams.Get("transport"); ok && tp != "" {
-			transport = strings.ToLower(tp)
-		}
-		if target.IsEncrypted() {
-			transport = "tls"
-		}
-		var err error
-		if p, err = u.pathTo(ctx, target.Host, target.Port, transport); err != nil {
-			return nil, err
-		}
+	ou, p, err := u.nextHop(ctx, o.Flow, fwd)
+	if err != nil {
+		return nil, err
 	}
 	if o.RecordRoute {
 		inHost, inPort := req.ua.socketAddr(req.flow.path(), req.Transport)
@@ -242,45 +225,135 @@ func (u *UA) Forward(ctx context.Context, req *Request, o ForwardOptions) (*Clie
 		}
 		fwd.PrependHeader(sip.NewHeader("Record-Route", routeURI(outHost, outPort, p.transport)))
 	}
-	host, port := ou.socketAddr(p, p.transport)
+	return ou.startTx(p, fwd, o.OnResponse)
+}
+
+// nextHop is where a request goes: over flow when set, else to the first Route entry, else to
+// the Request-URI (RFC 3261 §16.6 steps 6-7, loose routing), resolved as RFC 3263 says. It
+// returns the UA whose socket sends it.
+func (u *UA) nextHop(ctx context.Context, flow *Flow, m *sip.Request) (*UA, *path, error) {
+	if flow != nil {
+		return flow.ua, flow.path(), nil
+	}
+	target := m.Recipient
+	if rt := m.Route(); rt != nil {
+		target = rt.Address
+	}
+	transport := "udp"
+	if tp, ok := target.UriParams.Get("transport"); ok && tp != "" {
+		transport = strings.ToLower(tp)
+	}
+	if target.IsEncrypted() {
+		transport = "tls"
+	}
+	p, err := u.pathTo(ctx, target.Host, target.Port, transport)
+	if err != nil {
+		return nil, nil, err
+	}
+	return u, p, nil
+}
+
+// startTx puts our Via with a new branch on top of m and sends it over p, as a client
+// transaction for everything but ACK (which is sent once, nil ClientTx).
+func (u *UA) startTx(p *path, m *sip.Request, on func(*Response)) (*ClientTx, error) {
+	method := string(m.Method)
+	host, port := u.socketAddr(p, p.transport)
 	branch := newBranch()
 	via := fmt.Sprintf("SIP/2.0/%s %s:%d;branch=%s", strings.ToUpper(p.transport), host, port, branch)
 	if p.transport == "udp" {
 		via += ";rport"
 	}
-	fwd.PrependHeader(sip.NewHeader("Via", via))
-	b := []byte(fwd.String())
-	if req.Method == "ACK" {
+	m.PrependHeader(sip.NewHeader("Via", via))
+	b := []byte(m.String())
+	if method == "ACK" {
 		if err := p.send(b); err != nil {
 			return nil, fmt.Errorf("sipua: forward ACK to %s/%s: %w", p.transport, p.remote, err)
 		}
 		return nil, nil
 	}
 	// Reparse so that the Via we added is a parsed header for ACK and CANCEL.
-	m, err := ou.parser.ParseSIP(b)
+	parsed, err := u.parser.ParseSIP(b)
 	if err != nil {
-		return nil, fmt.Errorf("sipua: forwarded request does not parse: %w", err)
+		return nil, fmt.Errorf("sipua: %s to send does not parse: %w", method, err)
 	}
-	tx := &ClientTx{ua: ou, p: p, key: branch + "|" + req.Method, method: req.Method, fwd: m.(*sip.Request),
-		on: o.OnResponse, rx: make(chan *sip.Response, 8), cancelled: make(chan struct{})}
+	tx := &ClientTx{ua: u, p: p, key: branch + "|" + method, method: method, fwd: parsed.(*sip.Request),
+		on: on, rx: make(chan *sip.Response, 8), cancelled: make(chan struct{})}
 	if tx.on == nil {
 		tx.on = func(*Response) {}
 	}
-	ou.ptxs.Store(tx.key, tx)
+	u.ptxs.Store(tx.key, tx)
 	if err := p.send(b); err != nil {
-		ou.ptxs.Delete(tx.key)
-		return nil, fmt.Errorf("sipua: forward %s to %s/%s: %w", req.Method, p.transport, p.remote, err)
+		u.ptxs.Delete(tx.key)
+		return nil, fmt.Errorf("sipua: send %s to %s/%s: %w", method, p.transport, p.remote, err)
 	}
-	ou.mu.Lock()
-	if ou.closed {
-		ou.mu.Unlock()
-		ou.ptxs.Delete(tx.key)
+	u.mu.Lock()
+	if u.closed {
+		u.mu.Unlock()
+		u.ptxs.Delete(tx.key)
 		return nil, ErrClosed
 	}
-	ou.wg.Add(1)
-	ou.mu.Unlock()
+	u.wg.Add(1)
+	u.mu.Unlock()
 	go tx.run(b)
 	return tx, nil
+}
+
+// DialogRequest is a request sipis sends by itself inside a dialog it relays: the BYE that
+// ends a dialog when the other side is gone or too old (a proxy acting as a UA for that
+// request, RFC 3261 §16.1, §15.1.1). The fields are those of the side sipis stands in for.
+type DialogRequest struct {
+	// Method is e.g. "BYE".
+	Method string
+	// RequestURI is the remote target (the peer's Contact URI, RFC 3261 §12.2.1.1).
+	RequestURI string
+	// Route is the route set, first hop first; our own entries are skipped.
+	Route []string
+	// From and To are the full header values, tags included; CallID and CSeq the dialog's.
+	From, To, CallID string
+	CSeq             uint32
+	// Flow sends the request over this flow; nil routes it by Route, else RequestURI.
+	Flow *Flow
+	// OnResponse is as in ForwardOptions.
+	OnResponse func(*Response)
+}
+
+// SendRequest sends r as a client transaction (RFC 3261 §17.1.2) with Max-Forwards 70 and our
+// Via; it fails with a clear error for a malformed field and sends nothing then.
+func (u *UA) SendRequest(ctx context.Context, r DialogRequest) (*ClientTx, error) {
+	if r.Method == "" || r.Method == "ACK" || r.Method == "CANCEL" || r.Method == "INVITE" ||
+		strings.ContainsAny(r.Method, " \t\r\n") {
+		return nil, fmt.Errorf("sipua: SendRequest method %q is not a non-INVITE request", r.Method)
+	}
+	for _, f := range [][2]string{{"RequestURI", r.RequestURI}, {"From", r.From}, {"To", r.To}, {"CallID", r.CallID}} {
+		if strings.TrimSpace(f[1]) == "" || strings.ContainsAny(f[1], "\r\n") {
+			return nil, fmt.Errorf("sipua: SendRequest %s %q is empty or has a line break", f[0], f[1])
+		}
+	}
+	for _, rt := range r.Route {
+		if strings.TrimSpace(rt) == "" || strings.ContainsAny(rt, "\r\n") {
+			return nil, fmt.Errorf("sipua: SendRequest Route %q is empty or has a line break", rt)
+		}
+	}
+	var s strings.Builder
+	fmt.Fprintf(&s, "%s %s SIP/2.0\r\nMax-Forwards: 70\r\n", r.Method, strings.Trim(strings.TrimSpace(r.RequestURI), "<>"))
+	for _, rt := range r.Route {
+		if strings.Contains(rt, ";"+routeParam) {
+			continue
+		}
+		fmt.Fprintf(&s, "Route: %s\r\n", rt)
+	}
+	fmt.Fprintf(&s, "From: %s\r\nTo: %s\r\nCall-ID: %s\r\nCSeq: %d %s\r\nContent-Length: 0\r\n\r\n",
+		r.From, r.To, r.CallID, r.CSeq, r.Method)
+	parsed, err := u.parser.ParseSIP([]byte(s.String()))
+	if err != nil {
+		return nil, fmt.Errorf("sipua: SendRequest %s does not parse: %w", r.Method, err)
+	}
+	m := parsed.(*sip.Request)
+	ou, p, err := u.nextHop(ctx, r.Flow, m)
+	if err != nil {
+		return nil, err
+	}
+	return ou.startTx(p, m, r.OnResponse)
 }
 
 // socketAddr is our host and port as the peer of p should see them.

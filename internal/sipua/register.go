@@ -348,7 +348,8 @@ func retryAfter(res *sip.Response) time.Duration {
 // grantedExpires reads the lifetime the registrar granted our binding: a
 // 2xx lists every current contact of the AOR (RFC 3261 §10.3 step 8); ours
 // is found by its unique user part and its expires param wins, then the
-// Expires header, then what we asked for.
+// Expires header, then what we asked for. A 2xx that lists contacts but not
+// ours did not bind us, whatever its Expires header says: 0.
 func grantedExpires(res *sip.Response, b *Binding) int {
 	if res.StatusCode < 200 || res.StatusCode >= 300 {
 		return 0
@@ -356,16 +357,25 @@ func grantedExpires(res *sip.Response, b *Binding) int {
 	if b.Expires == 0 {
 		return 0
 	}
+	listed, ours := false, false
 	for _, h := range res.GetHeaders("Contact") {
 		c, ok := h.(*sip.ContactHeader)
-		if !ok || c.Address.User != b.ContactUser {
+		if !ok {
 			continue
 		}
+		listed = true
+		if c.Address.User != b.ContactUser {
+			continue
+		}
+		ours = true
 		if v, ok := c.Params.Get("expires"); ok {
 			if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && n >= 0 {
 				return n
 			}
 		}
+	}
+	if listed && !ours {
+		return 0
 	}
 	if h := res.GetHeader("Expires"); h != nil {
 		if n, err := strconv.Atoi(strings.TrimSpace(h.Value())); err == nil && n >= 0 {

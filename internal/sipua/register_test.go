@@ -269,6 +269,21 @@ func TestGrantedExpiresFromContactParam(t *testing.T) {
 	}
 }
 
+// A 2xx that lists other contacts but not ours did not bind us: the
+// granted lifetime is 0 even though the response carries "Expires: 3600"
+// (RFC 3261 §10.2.4: the 2xx lists the current bindings).
+func TestGrantedExpiresZeroWhenOurContactMissing(t *testing.T) {
+	r := siptest.NewRegistrar(t, siptest.WithBehaviour(siptest.OKForeignContact))
+	u := newUA(t)
+	res, err := u.Register(context.Background(), binding(r, "lena"))
+	if err != nil || res.Status != 200 {
+		t.Fatalf("%+v %v", res, err)
+	}
+	if res.Expires != 0 {
+		t.Fatalf("granted %d for a 2xx that does not list our contact:\n%s", res.Expires, res.Response)
+	}
+}
+
 func TestRegisterTCP(t *testing.T) {
 	r := siptest.NewRegistrar(t)
 	u := newUA(t)
