@@ -84,6 +84,7 @@ func (a *App) startCalls() error {
 		RelayAddress:      net.JoinHostPort(relay, port),
 		AllowedSources:    allowed,
 		NoResponseTimeout: s.IncomingCall.NotAnsweredMaxAge, ProgressTimeout: s.IncomingCall.DeviceProgressMaxAge,
+		MaxDialogAge: s.IncomingCall.DialogMaxAge, NoResponseAnswer: noResponseAnswer(s.IncomingCall.OnNoResponseFromDevice),
 		MaxCalls: s.Instance.MaxCalls, MaxMessageSize: s.IncomingTextMessage.MaxBytes, Filters: filters,
 		PushMessageText: s.NotificationServers.IncludeMessageText, Logger: a.log.WithField("part", "calls"),
 	})
@@ -121,4 +122,12 @@ func (a *App) waitingMessages(sel string) int {
 		a.msgCounts.counts, a.msgCounts.at = counts, time.Now()
 	}
 	return a.msgCounts.counts[sel]
+}
+
+// noResponseAnswer is the SIP status of <IncomingCall OnNoResponseFromDevice>.
+func noResponseAnswer(a config.NoResponseAction) int {
+	if a == config.Reject408 {
+		return 408
+	}
+	return 480
 }

@@ -185,6 +185,9 @@ type Options struct {
 	NoResponseTimeout time.Duration
 	// ProgressTimeout is T2, from the claim until the device is connected (default 120 s).
 	ProgressTimeout time.Duration
+	// NoResponseAnswer is the status sent when T1 or T2 runs out: 480 (default) or 408
+	// (<IncomingCall OnNoResponseFromDevice>).
+	NoResponseAnswer int
 	// MaxCalls bounds the calls in progress per instance; more get 486 (default 4).
 	MaxCalls int
 	// MaxMessageSize bounds a MESSAGE body; larger ones get 413 (default 4 MiB).
@@ -273,6 +276,13 @@ func New(opts Options) (*Manager, error) {
 		if f.Action < Accept || f.Action > Reject {
 			return nil, fmt.Errorf("call: filter %d (%s): unknown action %d", i, f.ContentType, f.Action)
 		}
+	}
+	switch opts.NoResponseAnswer {
+	case 0:
+		opts.NoResponseAnswer = 480
+	case 408, 480:
+	default:
+		return nil, fmt.Errorf("call: NoResponseAnswer must be 408 or 480, not %d", opts.NoResponseAnswer)
 	}
 	if opts.NoResponseTimeout == 0 {
 		opts.NoResponseTimeout = DefaultNoResponseTimeout

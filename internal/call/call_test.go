@@ -110,6 +110,24 @@ func TestT1Expiry(t *testing.T) {
 	}
 }
 
+// TestT1ExpiryAnswers408 follows <IncomingCall OnNoResponseFromDevice="Reject408">.
+func TestT1ExpiryAnswers408(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.NoResponseAnswer = 408 })
+	inv := e.caller.Invite(e.target, testContact)
+	e.expect(inv.CallID, "INVITE", 180, StatusAlerting)
+	e.pusher.next(t)
+	e.expect(inv.CallID, "INVITE", 180, StatusPushSent)
+	e.clock.Advance(DefaultNoResponseTimeout)
+	fin := e.expect(inv.CallID, "INVITE", 408, "")
+	if fin.Header("X-Sipis-Reason") != "No-Response-From-Device" {
+		t.Errorf("408 without X-Sipis-Reason:\n%s", fin.Raw)
+	}
+	bad := Options{Instances: e.insts, Store: e.db, Push: e.pusher, Clock: e.clock, SIP: e.ua, NoResponseAnswer: 404}
+	if _, err := New(bad); err == nil || !strings.Contains(err.Error(), "NoResponseAnswer") {
+		t.Errorf("NoResponseAnswer 404: %v", err)
+	}
+}
+
 // TestCancelBeforeWakeUp: the caller gives up while the push is still out.
 func TestCancelBeforeWakeUp(t *testing.T) {
 	e := newEnv(t)

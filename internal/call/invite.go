@@ -246,7 +246,11 @@ func (c *call) pushDone(d store.Device, res push.Result, err error) {
 
 // expire ends the call when T1 (in phase ringing) or T2 (in phase progressing) runs out.
 func (c *call) expire(in phase, why string) {
-	c.end(in, 480, "Temporarily Unavailable", store.OutcomeMissed, why, true,
+	code, reason := 480, "Temporarily Unavailable"
+	if c.m.opts.NoResponseAnswer == 408 {
+		code, reason = 408, "Request Timeout"
+	}
+	c.end(in, code, reason, store.OutcomeMissed, why, true,
 		sipua.Header{Name: "X-Sipis-Reason", Value: "No-Response-From-Device"})
 }
 

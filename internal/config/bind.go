@@ -475,6 +475,7 @@ func bindRoot(e *elem, s *Settings) {
 		ic := &s.IncomingCall
 		c.duration("NotAnsweredMaxAge", &ic.NotAnsweredMaxAge)
 		c.duration("DeviceProgressMaxAge", &ic.DeviceProgressMaxAge)
+		c.duration("DialogMaxAge", &ic.DialogMaxAge)
 		enum(c, "OnNoResponseFromDevice", &ic.OnNoResponseFromDevice, Reject480, Reject408)
 		c.child("AllowedSources", func(c *elem) {
 			ic.AllowedSources = nil

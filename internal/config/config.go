@@ -328,6 +328,9 @@ type IncomingCall struct {
 	// DeviceProgressMaxAge is T2: from the device's progress until it takes
 	// the call. Default 2 minutes.
 	DeviceProgressMaxAge time.Duration
+	// DialogMaxAge ends an answered call (BYE both ways) that has lasted this long, so a
+	// dialog nobody hangs up cannot live for ever. Default 12 hours.
+	DialogMaxAge time.Duration
 	// OnNoResponseFromDevice is Reject480 (default) or Reject408.
 	OnNoResponseFromDevice NoResponseAction
 	// AllowedSources are networks besides the instance's proxy that may
@@ -478,6 +481,7 @@ func Default() *Settings {
 		IncomingCall: IncomingCall{
 			NotAnsweredMaxAge:      2 * time.Minute,
 			DeviceProgressMaxAge:   2 * time.Minute,
+			DialogMaxAge:           12 * time.Hour,
 			OnNoResponseFromDevice: Reject480,
 		},
 		IncomingTextMessage: IncomingTextMessage{

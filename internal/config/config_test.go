@@ -239,6 +239,7 @@ func TestGood(t *testing.T) {
 		IncomingCall: IncomingCall{
 			NotAnsweredMaxAge:      45 * time.Second,
 			DeviceProgressMaxAge:   90 * time.Second,
+			DialogMaxAge:           2 * time.Hour,
 			OnNoResponseFromDevice: Reject408,
 			AllowedSources: []netip.Prefix{
 				netip.MustParsePrefix("10.0.0.0/8"),

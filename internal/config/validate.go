@@ -257,6 +257,7 @@ func validate(s *Settings) []*Error {
 	ic := s.IncomingCall
 	a.positive("NotAnsweredMaxAge", ic.NotAnsweredMaxAge)
 	a.positive("DeviceProgressMaxAge", ic.DeviceProgressMaxAge)
+	a.positive("DialogMaxAge", ic.DialogMaxAge)
 	oneOf(a, "OnNoResponseFromDevice", ic.OnNoResponseFromDevice, Reject480, Reject408)
 	for i, p := range ic.AllowedSources {
 		if !p.IsValid() {
