@@ -148,6 +148,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 		PublicHost:         s.Server.PublicAddress,
 		UserAgent:          userAgent(s),
 		TransactionTimeout: s.Sip.Register.TransactionTimeout,
+		KeepAlive:          keepAlive(s),
 		Logger:             a.log.WithField("part", "sip"),
 	}); err != nil {
 		return fmt.Errorf("sip: %w", err)
@@ -164,7 +165,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 		Store: a.db, Registrar: a.ua, Logger: a.log.WithField("part", "instances"), Node: s.Server.Name,
 		PublicKey: a.public, PrivateKey: a.private,
 		DefaultExpires: int(r.DefaultExpires / time.Second), MinExpires: int(r.MinExpires / time.Second),
-		MaxExpires: int(r.MaxExpires / time.Second), RefreshFraction: r.RefreshFraction,
+		MaxExpires: int(r.MaxExpires / time.Second), RefreshFraction: r.RefreshFraction, Jitter: jitter(r.Jitter),
 		BackoffMin: r.BackoffMin, BackoffMax: r.BackoffMax, UnauthorizedRetry: r.UnauthorizedRetry,
 		Workers: r.Workers, MaxInFlightPerProxy: r.MaxInFlightPerProxy, ResumeWindow: r.ResumeWindow,
 		TransactionTimeout: r.TransactionTimeout + 5*time.Second,
@@ -202,6 +203,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 	if err := a.web.Open(); err != nil {
 		return fmt.Errorf("http server: %w", err)
 	}
+	a.warnUnused()
 	a.log.WithFields(logrus.Fields{
 		"name": s.Server.Name, "version": version.Version, "http": a.web.URL(), "sip": listeners,
 	}).Info("sipis started")
@@ -391,4 +393,38 @@ func (a *App) probeSource() web.ProbeSource {
 		return nil
 	}
 	return probeSource{a}
+}
+
+// jitter maps the settings' Jitter (0 = none) to the manager's (0 = its default, negative = none).
+func jitter(j float64) float64 {
+	if j == 0 {
+		return -1
+	}
+	return j
+}
+
+// keepAlive is the ping period of TCP/TLS connections (<Instance><KeepAlivePackets>), 0 = off.
+func keepAlive(s *config.Settings) time.Duration {
+	if !s.Instance.KeepAlive {
+		return 0
+	}
+	return s.Instance.KeepAlivePeriod
+}
+
+// warnUnused says which settings are given but not acted on yet, so an operator is not misled.
+func (a *App) warnUnused() {
+	s := a.settings
+	for _, u := range []struct {
+		set  bool
+		name string
+	}{
+		{s.Server.PrivateAddress != "", "<Server PrivateAddress>"},
+		{len(s.TLSClientCertificates) > 0, "<TlsClientCertificates>"},
+		{s.Log.Email.To != "", "<Log><Email>"},
+		{s.NotificationServers.Apns.Topic != "", "<Apns Topic> (each device's appId is its topic)"},
+	} {
+		if u.set {
+			a.log.WithField("setting", u.name).Warn("this setting is not used yet")
+		}
+	}
 }

@@ -70,7 +70,7 @@ func (a *App) startCalls() error {
 		lns = append(lns, sipua.Listener{Transport: "tls", Address: net.JoinHostPort(host, strconv.Itoa(port))})
 	}
 	dev, err := sipua.New(sipua.Config{Listeners: lns, TLSConfig: tlsConf, PublicHost: s.Server.PublicAddress,
-		UserAgent: userAgent(s), Logger: a.log.WithField("part", "sip-devices")})
+		UserAgent: userAgent(s), KeepAlive: keepAlive(s), Logger: a.log.WithField("part", "sip-devices")})
 	if err != nil {
 		return fmt.Errorf("calls: device listener: %w", err)
 	}

@@ -103,7 +103,8 @@ type Register struct {
 	// RefreshFraction: re-REGISTER at this fraction of the granted expiry
 	// (RFC 3261 §10.2.4 leaves the margin to the client). Default 0.5.
 	RefreshFraction float64
-	// Jitter spreads refreshes and retries by ± this fraction of the delay,
+	// Jitter spreads refreshes and slow retries: each comes up to this
+	// fraction of its delay early (never late, so a binding never lapses),
 	// so instances do not re-register in bursts. Default 0.1.
 	Jitter float64
 	// DefaultExpires is requested when the app asks for none. Default 3600 s.

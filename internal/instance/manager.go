@@ -56,6 +56,7 @@ type Options struct {
 	MinExpires      int     // lower bound on what we ask for (60)
 	MaxExpires      int     // upper bound on what we ask for (86400)
 	RefreshFraction float64 // refresh at this fraction of the granted expiry, less jitter (0.5)
+	Jitter          float64 // refreshes and slow retries come up to this fraction early (0.2; negative: none)
 
 	BackoffMin        time.Duration // first retry after a failure (5s)
 	BackoffMax        time.Duration // retries never wait longer, unless Retry-After says so (30m)
@@ -111,6 +112,12 @@ func (o *Options) setDefaults() {
 	defDur(&o.SweepInterval, 10*time.Minute)
 	if o.RefreshFraction <= 0 || o.RefreshFraction >= 1 {
 		o.RefreshFraction = 0.5
+	}
+	switch {
+	case o.Jitter < 0:
+		o.Jitter = 0
+	case o.Jitter == 0 || o.Jitter >= 1:
+		o.Jitter = 0.2
 	}
 	if o.Logger == nil {
 		l := logrus.New()
@@ -268,7 +275,7 @@ func (m *Manager) resumeTime(inst *Instance, now time.Time) time.Time {
 		left := time.Duration(inst.expiresAt - now.UnixNano())
 		refreshIn := time.Duration(float64(left) * m.opts.RefreshFraction)
 		if refreshIn > window {
-			return now.Add(jitterDown(refreshIn, 0.2))
+			return now.Add(jitterDown(refreshIn, m.opts.Jitter))
 		}
 		if left > 2*time.Second && left-2*time.Second < window {
 			window = left - 2*time.Second
@@ -406,7 +413,7 @@ func (m *Manager) step(inst *Instance, ev Event) Event {
 	case ActRetryLater:
 		m.scheduleIn(inst, m.backoff(inst))
 	case ActRetrySlowly:
-		m.scheduleIn(inst, jitterDown(m.opts.UnauthorizedRetry, 0.2))
+		m.scheduleIn(inst, jitterDown(m.opts.UnauthorizedRetry, m.opts.Jitter))
 	}
 	if ev == EvBackground {
 		inst.off = false
@@ -572,10 +579,10 @@ func (m *Manager) requestExpires(inst *Instance) int {
 const minRefresh = 5 * time.Second
 
 // refreshIn is when to refresh a binding valid for granted: at RefreshFraction of it, less up
-// to 20% jitter so refreshes of instances registered together spread out, never later than
+// to Jitter (a fraction) so refreshes of instances registered together spread out, never later than
 // 2 seconds before expiry, and never sooner than minRefresh.
 func (m *Manager) refreshIn(granted time.Duration) time.Duration {
-	d := jitterDown(time.Duration(float64(granted)*m.opts.RefreshFraction), 0.2)
+	d := jitterDown(time.Duration(float64(granted)*m.opts.RefreshFraction), m.opts.Jitter)
 	if limit := granted - 2*time.Second; d > limit {
 		d = limit
 	}

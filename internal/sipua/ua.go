@@ -66,6 +66,10 @@ type Config struct {
 	// TransactionTimeout bounds one client transaction (Timer F); default
 	// 32 s, that is 64*T1 (RFC 3261 §17.1.2.2).
 	TransactionTimeout time.Duration
+	// KeepAlive, when positive, sends a double-CRLF ping (RFC 5626 §3.5.1) on every TCP
+	// and TLS connection this often, so that NATs and firewalls on the way keep them open
+	// and a dead connection is noticed (its write fails and it is closed).
+	KeepAlive time.Duration
 	// Resolver is used for SRV and A/AAAA lookups (RFC 3263); nil means
 	// net.DefaultResolver.
 	Resolver *net.Resolver
@@ -245,7 +249,35 @@ func (u *UA) Start(ctx context.Context) error {
 	}
 	u.wg.Add(1)
 	go u.sweep()
+	if u.cfg.KeepAlive > 0 {
+		u.wg.Add(1)
+		go u.keepAlive(u.cfg.KeepAlive)
+	}
 	return nil
+}
+
+// keepAlive pings every stream connection each period until the UA closes.
+func (u *UA) keepAlive(period time.Duration) {
+	defer u.wg.Done()
+	t := time.NewTicker(period)
+	defer t.Stop()
+	ping := []byte("\r\n\r\n")
+	for {
+		select {
+		case <-u.done:
+			return
+		case <-t.C:
+			u.mu.RLock()
+			conns := make([]*streamConn, 0, len(u.conns))
+			for _, sc := range u.conns {
+				conns = append(conns, sc)
+			}
+			u.mu.RUnlock()
+			for _, sc := range conns {
+				_ = sc.write(ping) // a failed write closes the connection
+			}
+		}
+	}
 }
 
 // Addr returns the bound "ip:port" of the first listener of transport, or
