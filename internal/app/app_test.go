@@ -235,6 +235,20 @@ func TestRegistrationRoundTripAndRestart(t *testing.T) {
 	if got := reg.Contacts("alice"); len(got) != 0 {
 		t.Errorf("binding left after foreground: %+v", got)
 	}
+
+	// Off: the instance and its credentials are deleted from the real store.
+	off := newReg(r.Selector, "alice", reg, registration.ModeOff)
+	offSealed, _ := registration.Seal(off, a.PublicKey())
+	if code, body := post(t, a.HTTPURL(), offSealed); code != 200 {
+		t.Fatalf("off: %d %s", code, body)
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for a.Manager().Len() != 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := a.Store().Instance(context.Background(), r.Selector); err == nil || a.Manager().Len() != 0 {
+		t.Errorf("instance kept after off: %v, %d held", err, a.Manager().Len())
+	}
 }
 
 func TestSecondServerOnSameDatabaseRefused(t *testing.T) {

@@ -98,9 +98,10 @@ func (m *Manager) Apply(ctx context.Context, reg *registration.Registration) err
 		ContactUser: randomToken(16), CallID: randomToken(16), CreatedAt: now,
 	}
 	var old store.Account
+	active := false
 	if inst != nil {
 		inst.mu.Lock()
-		old = inst.account
+		old, active = inst.account, inst.phase.State != Idle || inst.expiresAt > now.UnixNano()
 		inst.mu.Unlock()
 		if err := m.authorize(ctx, reg, old.Password); err != nil {
 			m.stats.Rejected.Add(1)
@@ -122,8 +123,13 @@ func (m *Manager) Apply(ctx context.Context, reg *registration.Registration) err
 	case inst != nil:
 		si.Account = old // this registration carries no account: keep the stored one
 	}
-	if inst == nil {
+	switch {
+	case inst == nil:
 		si.State, si.Status = Idle.Key(), NotRegistered.String()
+	case active && hasAccount && !sameIdentity(old, si.Account):
+		// Another account: what is stored must not claim it is registered, so that a
+		// restart before the worker acts registers it at once.
+		si.State, si.Status = Registering.Key(), StatusRegistering.String()
 	}
 	dev := &store.Device{
 		Selector: reg.Selector, ID: reg.Device.ID, Platform: reg.Device.Platform, PushToken: reg.Device.PushToken,
@@ -147,7 +153,17 @@ func (m *Manager) Apply(ctx context.Context, reg *registration.Registration) err
 	m.stats.Registrations.Add(1)
 
 	for attempt := 0; ; attempt++ {
-		inst = m.lookupOrAdd(si, now)
+		var created bool
+		inst, created = m.lookupOrAdd(si, now)
+		if created {
+			// The instance was forgotten (the store first, then memory) around our write:
+			// make sure our row is there, or write it again.
+			if _, err := m.opts.Store.Instance(ctx, si.Selector); errors.Is(err, store.ErrNotFound) {
+				if err := m.opts.Store.PutRegistration(ctx, si, dev, reg.Nonce+"/again", now); err != nil {
+					return fmt.Errorf("instance: store registration: %w", err)
+				}
+			}
+		}
 		inst.mu.Lock()
 		if !inst.gone {
 			break
@@ -235,13 +251,13 @@ func (m *Manager) lookup(sel string) *Instance {
 
 // lookupOrAdd returns the held instance of si's selector, or holds a new one made from the
 // stored row si (which PutRegistration filled in).
-func (m *Manager) lookupOrAdd(si *store.Instance, now time.Time) *Instance {
+func (m *Manager) lookupOrAdd(si *store.Instance, now time.Time) (inst *Instance, created bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if inst := m.instances[si.Selector]; inst != nil {
-		return inst // if it is gone, the caller sees it under the instance's lock
+		return inst, false // if it is gone, the caller sees it under the instance's lock
 	}
-	inst := &Instance{selector: si.Selector, contactUser: si.ContactUser, callID: si.CallID, cseq: si.CSeq,
+	inst = &Instance{selector: si.Selector, contactUser: si.ContactUser, callID: si.CallID, cseq: si.CSeq,
 		created: si.CreatedAt.UnixNano(), phase: Phase{Idle, NotRegistered}, account: si.Account}
 	if inst.created == 0 {
 		inst.created = now.UnixNano()
@@ -249,7 +265,7 @@ func (m *Manager) lookupOrAdd(si *store.Instance, now time.Time) *Instance {
 	m.instances[si.Selector] = inst
 	m.byContact[si.ContactUser] = inst
 	m.sorted = nil
-	return inst
+	return inst, true
 }
 
 // maskedSettings is everything the app sent, as JSON, with secrets replaced by "Not Empty" or
@@ -357,9 +373,14 @@ func (m *Manager) sweep(now time.Time) {
 		}
 	}
 	for _, sel := range silent {
-		if err := m.Forget(ctx, sel); err != nil && !errors.Is(err, ErrUnknownSelector) {
+		inst := m.get(sel)
+		if inst == nil {
+			continue
+		}
+		// Expire, not Forget: the worker checks the silence again, so a registration that
+		// comes in between keeps the instance.
+		if err := m.post(ctx, inst, EvExpire); err != nil {
 			return
 		}
-		m.log.WithField("selector", sel).Info("forgetting silent instance")
 	}
 }

@@ -211,7 +211,7 @@ func (m *Manager) Start(ctx context.Context) error {
 	}
 	now := time.Now()
 	var resumed int
-	var release []item // instances whose app released them, or an admin turned off, but that may still be bound
+	var release []item // instances to release (app foreground, admin off) or forget, that may still be bound
 	err = m.opts.Store.ForEachInstance(ctx, func(si *store.Instance) error {
 		inst := fromStore(si)
 		inst.devices = int32(counts[si.Selector])
@@ -220,6 +220,9 @@ func (m *Manager) Start(ctx context.Context) error {
 			m.byContact[inst.contactUser] = inst
 		}
 		switch {
+		case si.Mode == store.ModeOff:
+			// The app asked to be forgotten, and the stop came before it was done.
+			release = append(release, item{inst: inst, ev: EvForget})
 		case inst.background && !inst.off:
 			// Hold it, also when the app's wish was stored but not acted on before the stop.
 			if inst.phase.State == Idle {
@@ -344,7 +347,15 @@ func (m *Manager) handle(it item) {
 	}
 	ev := it.ev
 	for ev != EvNone {
-		ev = m.step(inst, ev)
+		if ev == EvExpire && !m.stillSilent(inst, time.Now()) {
+			ev = EvNone // heard from since the sweep decided
+		} else {
+			ev = m.step(inst, ev)
+		}
+		if inst.gone {
+			inst.pending = EvNone // a registration after the forget made a new instance
+			return
+		}
 		if ev == EvNone && inst.pending != EvNone {
 			ev, inst.pending = inst.pending, EvNone
 		}
@@ -362,7 +373,14 @@ func (m *Manager) step(inst *Instance, ev Event) Event {
 	var next Event
 	switch act {
 	case ActRegister:
-		if !m.admit(inst) {
+		// The old binding goes first, before we hold a slot: holding one slot while waiting
+		// for another could starve a proxy for good.
+		m.dropOldBinding(inst)
+		if inst.gone {
+			return EvNone
+		}
+		acct := inst.account // the slot and the REGISTER are for this account, even if the app changes it meanwhile
+		if !m.admitAccount(&acct) {
 			// The proxy has too many REGISTERs in flight: try again later, waiting longer
 			// each time (20 ms doubling to 5 s, with jitter). A deferral changes nothing
 			// worth storing or showing, so it returns before save.
@@ -372,14 +390,13 @@ func (m *Manager) step(inst *Instance, ev Event) Event {
 			return EvNone
 		}
 		inst.deferrals = 0
-		m.dropOldBinding(inst)
-		res, err := m.transact(inst, inst.account, m.requestExpires(inst), inst.contactAddr)
+		res, err := m.transact(inst, acct, m.requestExpires(inst), inst.contactAddr)
 		next, note = m.classify(inst, res, err, time.Now())
-		if next == EvRegistered && m.natMoved(inst, res) {
+		if next == EvRegistered && m.natMoved(inst, acct, res) {
 			// We are behind a NAT: remove the binding at the address nobody can reach us
 			// at, then register again at the one the registrar saw.
-			m.admitWait(inst)
-			m.transact(inst, inst.account, 0, res.ContactAddr)
+			m.admitWaitFor(inst, &acct)
+			m.transact(inst, acct, 0, res.ContactAddr)
 			next, note = EvIntervalTooBrief, "behind a NAT: Contact moved to "+inst.contactAddr
 		}
 	case ActUnregister, ActUnregisterGone:
@@ -388,21 +405,28 @@ func (m *Manager) step(inst *Instance, ev Event) Event {
 		if ev == EvTurnOff {
 			inst.off = true
 		}
+		acct, bound := inst.account, inst.expiresAt > now.UnixNano()
+		if act == ActUnregisterGone {
+			// Gone first (database and memory), so a registration arriving meanwhile makes
+			// a new instance instead of updating this one; then unREGISTER with what it had.
+			m.remove(inst)
+			m.instanceLog(inst).WithField("event", ev).Info("instance forgotten")
+		}
 		if inst.oldAccount != nil {
 			m.dropOldBinding(inst) // the binding is at the old account's registrar
-		} else if inst.expiresAt > now.UnixNano() {
-			m.admitWait(inst)
-			_, err := m.transact(inst, inst.account, 0, inst.contactAddr)
-			m.stats.Unregisters.Add(1)
-			if err != nil {
+		} else if bound {
+			m.admitWaitFor(inst, &acct)
+			if _, err := m.transact(inst, acct, 0, inst.contactAddr); err != nil {
+				// No answer: the binding may still be there. Keep its expiry, so a restart
+				// (or the next wish) tries again; it lapses by itself at the latest then.
 				note = "unregister: " + err.Error()
+			} else {
+				inst.expiresAt = 0
 			}
+			m.stats.Unregisters.Add(1)
 		}
-		inst.expiresAt = 0
 		if act == ActUnregisterGone {
-			m.remove(inst)
 			inst.remember(now.UnixNano(), ev, from, to, act, note)
-			m.instanceLog(inst).WithField("event", ev).Info("instance forgotten")
 			return EvNone
 		}
 	case ActRefreshLater:
@@ -429,8 +453,11 @@ func (m *Manager) step(inst *Instance, ev Event) Event {
 // natMoved reports whether res shows the registrar saw us at another address than our
 // Contact's, and if so moves inst's Contact there (twice at most per instance, so that a
 // registrar that keeps changing its mind cannot make us loop).
-func (m *Manager) natMoved(inst *Instance, res sipua.Result) bool {
-	if !m.opts.FollowNAT || res.Received == "" || res.ContactAddr == "" || inst.natMoves >= 2 {
+func (m *Manager) natMoved(inst *Instance, acct store.Account, res sipua.Result) bool {
+	// Only over UDP: over TCP/TLS rport is the connection's ephemeral source port, where
+	// nobody listens once the connection is gone (RFC 5626 outbound would be the way there).
+	if !m.opts.FollowNAT || acct.Transport != "udp" && acct.Transport != "" ||
+		res.Received == "" || res.ContactAddr == "" || inst.natMoves >= 2 {
 		return false
 	}
 	_, port, err := net.SplitHostPort(res.ContactAddr)
@@ -462,6 +489,7 @@ func (m *Manager) dropOldBinding(inst *Instance) {
 	}
 	m.admitWaitFor(inst, old)
 	if _, err := m.transact(inst, *old, 0, inst.contactAddr); err != nil {
+		// It lapses at the old registrar by itself; the new account's binding is another.
 		m.instanceLog(inst).WithField("err", err).Info("removing the binding of the previous account failed")
 	}
 	inst.expiresAt = 0
@@ -766,12 +794,28 @@ func (m *Manager) instanceLog(inst *Instance) logrus.FieldLogger {
 	return m.log.WithField("selector", inst.selector)
 }
 
-// remove deletes inst from memory and the store; the caller holds inst.mu.
+// stillSilent reports whether inst is still one the sweep may forget.
+func (m *Manager) stillSilent(inst *Instance, now time.Time) bool {
+	if inst.lastActivity < now.Add(-m.opts.MaxAge).UnixNano() {
+		return true
+	}
+	return m.opts.NotRegisteredMaxAge > 0 && inst.phase.State == Idle &&
+		inst.lastActivity < now.Add(-m.opts.NotRegisteredMaxAge).UnixNano()
+}
+
+// remove deletes inst from the store, then from memory; the caller holds inst.mu. In that
+// order, a registration that does not find inst in memory any more knows that its own
+// write may have been deleted (and checks).
 func (m *Manager) remove(inst *Instance) {
 	inst.gone = true
 	inst.gen++                 // its timer entries are stale now
 	inst.account.Password = "" // it may sit in the timer heap a while: keep no credentials
 	inst.lastRequest, inst.lastResponse = "", ""
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := m.opts.Store.DeleteInstance(ctx, inst.selector); err != nil && !errors.Is(err, store.ErrNotFound) {
+		m.log.WithField("selector", inst.selector).WithField("err", err).Error("deleting instance failed")
+	}
 	m.mu.Lock()
 	if m.instances[inst.selector] == inst {
 		delete(m.instances, inst.selector)
@@ -781,11 +825,6 @@ func (m *Manager) remove(inst *Instance) {
 		delete(m.byContact, inst.contactUser)
 	}
 	m.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := m.opts.Store.DeleteInstance(ctx, inst.selector); err != nil && !errors.Is(err, store.ErrNotFound) {
-		m.log.WithField("selector", inst.selector).WithField("err", err).Error("deleting instance failed")
-	}
 }
 
 // cseqMargin is added to the stored CSeq on start: the last few write-behind updates may

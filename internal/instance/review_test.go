@@ -250,3 +250,129 @@ func TestNATContactSurvivesRestart(t *testing.T) {
 		}
 	})
 }
+
+// A stored wish to be forgotten is carried out after a restart.
+func TestStoredOffForgottenAtStart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, nil)
+		h.send(regFor("f1000001", "leaver", registration.ModeBackground))
+		synctest.Wait()
+		h.m.Stop()
+		h.st.mu.Lock()
+		h.st.insts["f1000001"].Mode = "off" // stored, then the process died
+		h.st.mu.Unlock()
+		h.start()
+		defer h.m.Stop()
+		synctest.Wait()
+		if _, ok := h.m.Snapshot("f1000001"); ok {
+			t.Error("instance still held")
+		}
+		calls := h.reg.callsFor("leaver")
+		if last := calls[len(calls)-1].Binding; last.Expires != 0 {
+			t.Error("not unregistered before it was forgotten")
+		}
+	})
+}
+
+// Instances moving to another user on a proxy with one slot do not hold a slot while they
+// wait for another (they would starve the proxy for good).
+func TestAccountChangesOnAFullProxy(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, func(o *Options) { o.MaxInFlightPerProxy = 1 })
+		defer h.m.Stop()
+		dev := registration.Device{ID: "phone", Platform: "none", Secret: "phone-secret"}
+		for i := range 4 {
+			r := regFor(fmt.Sprintf("f20000%02d", i), fmt.Sprintf("a%d", i), registration.ModeBackground)
+			r.Device = dev
+			h.send(r)
+		}
+		synctest.Wait()
+		for i := range 4 {
+			r := regFor(fmt.Sprintf("f20000%02d", i), fmt.Sprintf("b%d", i), registration.ModeBackground)
+			r.Device = dev // proves ownership; the new account brings its own password
+			if err := h.send(r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		for i := range 4 {
+			s, _ := h.m.Snapshot(fmt.Sprintf("f20000%02d", i))
+			if s.User != fmt.Sprintf("b%d", i) || s.Phase.Status != Registered {
+				t.Errorf("instance %d: %s %v", i, s.User, s.Phase)
+			}
+		}
+		h.m.proxyMu.Lock()
+		slots := len(h.m.proxySlots)
+		h.m.proxyMu.Unlock()
+		if slots != 0 {
+			t.Errorf("%d proxies still hold slots after everything settled", slots)
+		}
+	})
+}
+
+// Over TCP rport is an ephemeral source port: the Contact must not move there.
+func TestNoNATMoveOverTCP(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, func(o *Options) { o.FollowNAT = true })
+		defer h.m.Stop()
+		h.reg.set("tcpuser", func(b sipua.Binding) (sipua.Result, error) {
+			res, _ := grant(b)
+			res.ContactAddr, res.Received, res.RPort = "192.0.2.1:5060", "192.0.2.1", 53111
+			return res, nil
+		})
+		r := regFor("f3000001", "tcpuser", registration.ModeBackground)
+		r.Account.Transport = "tcp"
+		h.send(r)
+		synctest.Wait()
+		if calls := h.reg.callsFor("tcpuser"); len(calls) != 1 {
+			t.Errorf("%d REGISTERs: the Contact moved over TCP", len(calls))
+		}
+	})
+}
+
+// The sweep's decision is checked again by the worker: an instance heard from meanwhile stays.
+func TestExpireRechecksSilence(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, nil)
+		defer h.m.Stop()
+		h.send(regFor("f4000001", "fresh", registration.ModeBackground))
+		synctest.Wait()
+		h.m.post(context.Background(), h.m.get("f4000001"), EvExpire)
+		synctest.Wait()
+		if _, ok := h.m.Snapshot("f4000001"); !ok {
+			t.Error("an active instance was forgotten by a stale sweep decision")
+		}
+	})
+}
+
+// An unREGISTER that got no answer keeps the binding's expiry, and a restart tries again.
+func TestFailedUnregisterRetriedAfterRestart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, nil)
+		h.send(regFor("f5000001", "sticky", registration.ModeBackground))
+		synctest.Wait()
+		h.reg.set("sticky", func(b sipua.Binding) (sipua.Result, error) {
+			if b.Expires == 0 {
+				return sipua.Result{}, sipua.ErrTimeout
+			}
+			return grant(b)
+		})
+		h.send(regFor("f5000001", "sticky", registration.ModeForeground))
+		synctest.Wait()
+		if s, _ := h.m.Snapshot("f5000001"); s.ExpiresAt.IsZero() {
+			t.Error("a failed unREGISTER forgot the binding")
+		}
+		time.Sleep(100 * time.Millisecond)
+		h.m.Stop()
+		h.reg.set("sticky", nil)
+		n := len(h.reg.callsFor("sticky"))
+		h.start()
+		defer h.m.Stop()
+		synctest.Wait()
+		calls := h.reg.callsFor("sticky")
+		if len(calls) <= n || calls[len(calls)-1].Binding.Expires != 0 {
+			t.Errorf("no unREGISTER after the restart (%d calls before, %d after)", n, len(calls))
+		}
+	})
+}

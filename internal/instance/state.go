@@ -110,10 +110,11 @@ const (
 	EvFailed                 // timeout, transport error, 5xx, or any other refusal
 	EvUnauthorized           // 401/407 after credentials, or 403 (RFC 3261 §22.1)
 	EvIntervalTooBrief       // 423 with Min-Expires (RFC 3261 §10.3 step 7): register again at once
+	EvExpire                 // the sweep found the instance silent too long: forget it if it still is
 )
 
 var eventNames = [...]string{"None", "Background", "Foreground", "TurnOff", "Forget", "Timer",
-	"Registered", "Failed", "Unauthorized", "IntervalTooBrief"}
+	"Registered", "Failed", "Unauthorized", "IntervalTooBrief", "Expire"}
 
 func (e Event) String() string {
 	if int(e) < len(eventNames) {
@@ -163,7 +164,7 @@ func Transition(p Phase, ev Event) (Phase, Action) {
 		// Even when idle: a binding may outlive a crash between the app's wish and our
 		// unREGISTER. The executor sends nothing when no binding can exist.
 		return idle, ActUnregister
-	case EvForget:
+	case EvForget, EvExpire:
 		return idle, ActUnregisterGone // the executor skips the REGISTER when no binding can exist
 	case EvBackground:
 		if active {

@@ -15,6 +15,7 @@ import (
 const (
 	ModeBackground = "background" // sipis holds the registration
 	ModeForeground = "foreground" // the app registers by itself
+	ModeOff        = "off"        // the app asked to be forgotten; the instance is being deleted
 )
 
 // Values of Instance.State, the state machine's state.
@@ -57,7 +58,7 @@ type Instance struct {
 	// Node is the node that holds the instance; on write it is ignored (the DB's node is used).
 	Node    string
 	Account Account
-	// Mode is the desired mode from the app: ModeBackground or ModeForeground.
+	// Mode is the desired mode from the app: ModeBackground, ModeForeground or ModeOff.
 	Mode string
 	// Off is set when an administrator turned the instance off.
 	Off bool
@@ -714,8 +715,8 @@ func validateInstance(in *Instance) error {
 		return fmt.Errorf("%w: selector %s: %s", ErrInvalid, in.Selector, fmt.Sprintf(format, args...))
 	}
 	switch {
-	case in.Mode != ModeBackground && in.Mode != ModeForeground:
-		return bad("mode %q is neither %q nor %q", in.Mode, ModeBackground, ModeForeground)
+	case in.Mode != ModeBackground && in.Mode != ModeForeground && in.Mode != ModeOff:
+		return bad("mode %q is not %q, %q or %q", in.Mode, ModeBackground, ModeForeground, ModeOff)
 	case in.State != "" && !validState(in.State):
 		return bad("unknown state %q", in.State)
 	case in.Status != "" && !validStatus(in.Status):
