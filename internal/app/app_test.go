@@ -22,7 +22,7 @@ import (
 )
 
 // testSettings is a complete server on loopback with free ports and files in dir.
-func testSettings(t *testing.T, dir string, extra string) *config.Settings {
+func testSettings(t testing.TB, dir string, extra string) *config.Settings {
 	t.Helper()
 	xml := fmt.Sprintf(`<Sipis>
   <Server Name="test-node" Address="127.0.0.1" Port="0"/>

@@ -46,3 +46,5 @@ type (
 func parseSettingsFragment(xml, dir string) (*config.Settings, error) {
 	return config.Parse([]byte(xml), dir)
 }
+
+func configSecret(v string) config.Secret { return config.NewSecret(v) }
