@@ -149,7 +149,10 @@ func (a *App) Start(ctx context.Context) (err error) {
 		UserAgent:          userAgent(s),
 		TransactionTimeout: s.Sip.Register.TransactionTimeout,
 		KeepAlive:          keepAlive(s),
-		Logger:             a.log.WithField("part", "sip"),
+		// Proxies keep their connections to us quiet for long stretches; the short idle
+		// limit is for the device listener, where unproven connections are the risk.
+		IdleTimeout: 10 * time.Minute,
+		Logger:      a.log.WithField("part", "sip"),
 	}); err != nil {
 		return fmt.Errorf("sip: %w", err)
 	}

@@ -226,8 +226,8 @@ type Manager struct {
 	closed   bool
 	byKey    map[string]*call // Call-ID + "|" + INVITE branch
 	byToken  map[[32]byte]*call
-	byCallID map[string]*call // calls whose dialog may be relayed
-	active   map[string]int   // selector -> calls in progress
+	byCallID map[string][]*call // calls whose dialog may be relayed, by Call-ID
+	active   map[string]int     // selector -> calls in progress
 
 	omu sync.Mutex
 	out outcomes
@@ -308,7 +308,7 @@ func New(opts Options) (*Manager, error) {
 		clock:    opts.Clock,
 		byKey:    make(map[string]*call),
 		byToken:  make(map[[32]byte]*call),
-		byCallID: make(map[string]*call),
+		byCallID: make(map[string][]*call),
 		active:   make(map[string]int),
 		out:      outcomes{byReason: make(map[string]int)},
 	}

@@ -48,6 +48,9 @@ type call struct {
 	respond  func(code int, reason string, hs ...sipua.Header) error
 	inv      *sipua.Request // the INVITE, relayed to devices; nil in tests without sockets
 	callID   string
+	fromTag  string  // the INVITE's From tag, carried by every request of the caller's side
+	acc      Account // the instance's account, for the sources allowed upstream
+	source   string  // "ip:port" the INVITE came from
 	log      logrus.FieldLogger
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -97,6 +100,9 @@ func (m *Manager) handleInvite(user string, req *inbound, log logrus.FieldLogger
 		log.WithField("proxy", acc.Proxy).Warn("call: INVITE from a source that is not the instance's proxy")
 		return
 	}
+	if req.sip != nil {
+		req.sip.Flow().Bind() // a proxy's TCP/TLS connection carries the call's dialog
+	}
 	name, uri := callerOf(req.header, req.from)
 	now := m.clock.Now()
 	rec := store.Call{
@@ -135,7 +141,10 @@ func (m *Manager) handleInvite(user string, req *inbound, log logrus.FieldLogger
 	c := &call{
 		m: m, sel: sel, pairing: rec.PairingID, key: inviteKey(req.callID, req.header("Via")), token: token,
 		tokenKey: sha256.Sum256([]byte(token)), respond: req.respond, devices: usable, inv: req.sip, callID: req.callID,
-		log: log.WithField("pairing_id", rec.PairingID), rec: rec,
+		acc: acc, source: req.source, log: log.WithField("pairing_id", rec.PairingID), rec: rec,
+	}
+	if req.sip != nil {
+		c.fromTag = req.sip.FromTag()
 	}
 	c.rec.DialogState = store.DialogPending
 	c.ctx, c.cancel = context.WithCancel(m.ctx)
@@ -161,7 +170,9 @@ func (m *Manager) handleInvite(user string, req *inbound, log logrus.FieldLogger
 	}
 	m.byKey[c.key] = c
 	m.byToken[c.tokenKey] = c
-	m.byCallID[c.callID] = c
+	// A forking proxy may send the same INVITE (same Call-ID, other Via branch) to several of
+	// our contacts: each is a call of its own, told apart by tags in the dialog (RFC 3261 §12).
+	m.byCallID[c.callID] = append(m.byCallID[c.callID], c)
 	m.active[sel]++
 	m.mu.Unlock()
 	c.start()
@@ -290,19 +301,7 @@ func (c *call) finish(in phase, outcome, why string, notify bool, send func()) b
 	m.mu.Unlock()
 	// Stay known for a while: a CANCEL crossing our final response still gets its 200, and a
 	// late device request learns that the call is over.
-	m.clock.AfterFunc(endedGrace, func() {
-		m.mu.Lock()
-		if m.byKey[c.key] == c {
-			delete(m.byKey, c.key)
-		}
-		if m.byToken[c.tokenKey] == c {
-			delete(m.byToken, c.tokenKey)
-		}
-		if m.byCallID[c.callID] == c {
-			delete(m.byCallID, c.callID)
-		}
-		m.mu.Unlock()
-	})
+	m.clock.AfterFunc(endedGrace, func() { m.forget(c) })
 	// Count and store before answering, so that whoever sees the final response also finds
 	// the outcome. No other response can be sent any more: the phase is ended.
 	m.count(outcome, why)
@@ -392,6 +391,30 @@ func (m *Manager) handleCancel(req *inbound, reply func(int, string, ...sipua.He
 	}
 	reply(200, "OK")
 	c.end(anyPhase, 487, "Request Terminated", store.OutcomeMissed, ReasonCancelled, true)
+}
+
+// forget drops c from the Manager's indexes.
+func (m *Manager) forget(c *call) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.byKey[c.key] == c {
+		delete(m.byKey, c.key)
+	}
+	if m.byToken[c.tokenKey] == c {
+		delete(m.byToken, c.tokenKey)
+	}
+	list := m.byCallID[c.callID]
+	for i, x := range list {
+		if x == c {
+			list = append(list[:i:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(list) == 0 {
+		delete(m.byCallID, c.callID)
+	} else {
+		m.byCallID[c.callID] = list
+	}
 }
 
 // lookupToken finds the call of a device's token, comparing in constant time.

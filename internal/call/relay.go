@@ -3,6 +3,8 @@ package call
 import (
 	"context"
 	"errors"
+	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +38,12 @@ const DeviceHeader = "X-Sipis-Device"
 // (64*T1, RFC 3261 §16.8); then sipis answers 487 itself.
 const cancelGrace = 32 * time.Second
 
+// maxBranches bounds the devices the INVITE of one call is relayed to.
+const maxBranches = 8
+
+// registerExpires is the expiry granted to a device's REGISTER (seconds).
+const registerExpires = 3600
+
 // branch is the INVITE relayed to one connected device.
 type branch struct {
 	flow   *sipua.Flow
@@ -43,6 +51,7 @@ type branch struct {
 	tx     *sipua.ClientTx
 	tag    string // the device's To tag, once it answered 2xx
 	final  int    // its final response, 0 while pending
+	closed bool   // sipis sent ACK and BYE for a 2xx that came too late
 }
 
 // openBranches returns the branches still waiting for a final response, except skip.
@@ -85,7 +94,9 @@ func (m *Manager) handleRegister(req *inbound, log logrus.FieldLogger, reply fun
 	c.connect(req, reply)
 }
 
-// connect adds the device on req's flow as a branch and relays the INVITE to it.
+// connect adds the device on req's flow as a branch and relays the INVITE to it. A flow is
+// one branch at most: a repeated REGISTER on it (a refresh) is answered 200 and changes nothing,
+// also once the call was answered on it.
 func (c *call) connect(req *inbound, reply func(int, string, ...sipua.Header)) {
 	m := c.m
 	flow := req.sip.Flow()
@@ -93,11 +104,36 @@ func (c *call) connect(req *inbound, reply func(int, string, ...sipua.Header)) {
 	if contact == "" || strings.ContainsAny(contact, " \t") {
 		contact = "sip:device@" + flow.Remote() + ";transport=" + flow.Transport()
 	}
+	// A long expiry, so that a standard stack does not REGISTER again in the middle of the call.
+	granted := sipua.Header{Name: "Contact", Value: "<" + contact + ">;expires=" + strconv.Itoa(registerExpires)}
 	b := &branch{flow: flow, device: limit(req.header(DeviceHeader), 128)}
 	c.mu.Lock()
-	if c.phase != ringing && c.phase != progressing && c.phase != relaying {
+	for _, x := range c.branches {
+		if x.flow.Same(flow) {
+			ok := !c.dialogOver && (c.phase != ended || c.winner != nil)
+			c.mu.Unlock()
+			if ok {
+				reply(200, "OK", granted)
+			} else {
+				reply(403, "Forbidden")
+			}
+			return
+		}
+	}
+	switch {
+	case c.phase != ringing && c.phase != progressing && c.phase != relaying:
 		c.mu.Unlock()
 		reply(403, "Forbidden")
+		return
+	case c.cancelling:
+		// The caller gave up (RFC 3261 §9.2): a device arriving now must not ring.
+		c.mu.Unlock()
+		reply(403, "Call Cancelled")
+		return
+	case len(c.branches) >= maxBranches:
+		c.mu.Unlock()
+		reply(403, "Too Many Devices")
+		c.log.WithField("flow", flow.Remote()).Warn("call: too many devices connected for one call")
 		return
 	}
 	if c.phase != relaying {
@@ -116,7 +152,8 @@ func (c *call) connect(req *inbound, reply func(int, string, ...sipua.Header)) {
 	}
 	c.branches = append(c.branches, b)
 	c.mu.Unlock()
-	reply(200, "OK", sipua.Header{Name: "Contact", Value: "<" + contact + ">;expires=60"})
+	flow.Bind() // the device proved its token: its connection may idle through the call
+	reply(200, "OK", granted)
 	c.log.WithFields(logrus.Fields{"device": b.device, "flow": flow.Remote()}).Info("call: device connected, relaying INVITE")
 
 	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
@@ -134,10 +171,11 @@ func (c *call) connect(req *inbound, reply func(int, string, ...sipua.Header)) {
 		c.branchFailed()
 		return
 	}
-	late := c.phase != relaying && b.final == 0
+	// The call ended, was answered or cancelled while we sent (cancelRelayed saw no tx yet).
+	late := (c.phase != relaying || c.cancelling) && b.final == 0
 	c.mu.Unlock()
 	if late {
-		tx.Cancel() // the call ended or was answered while we sent
+		tx.Cancel()
 	}
 }
 
@@ -200,8 +238,15 @@ func (c *call) branchResponse(b *branch, r *sipua.Response) {
 			return
 		}
 		if c.phase != relaying {
+			// The call ended without a winner: the device's dialog is ours to close, with
+			// ACK then BYE over its flow (RFC 3261 §13.2.2.4, §15.1.1), once.
+			first := !b.closed
+			b.closed = true
 			c.mu.Unlock()
-			c.log.WithField("code", r.Status).Warn("call: device answered after the call ended")
+			if first {
+				c.log.WithField("code", r.Status).Warn("call: device answered after the call ended, hanging up")
+				c.m.spawn(func() { c.closeLate(b, r) })
+			}
 			return
 		}
 		c.phase, c.winner, b.tag = answered, b, r.ToTag()
@@ -257,6 +302,27 @@ func (c *call) branchResponse(b *branch, r *sipua.Response) {
 		}
 		c.mu.Unlock()
 		c.branchFailed()
+	}
+}
+
+// closeLate acknowledges a device's 2xx that came after the call ended and ends its dialog with
+// BYE, standing in for the caller.
+func (c *call) closeLate(b *branch, r *sipua.Response) {
+	_, target := parseNameAddr(firstOfList(r.Header("Contact")))
+	if target == "" || c.inv == nil {
+		c.log.Warn("call: late 2xx without Contact, cannot hang up")
+		return
+	}
+	n := cseqNumber(c.inv.Header("CSeq"))
+	for i, method := range []string{"ACK", "BYE"} {
+		ctx, cancel := context.WithTimeout(c.m.ctx, 10*time.Second)
+		_, err := c.m.opts.SIP.SendRequest(ctx, sipua.DialogRequest{Method: method, RequestURI: target,
+			From: c.inv.From, To: r.Header("To"), CallID: c.callID, CSeq: n + uint32(i), Flow: b.flow})
+		cancel()
+		if err != nil {
+			c.log.WithFields(logrus.Fields{"method": method, "err": err}).Info("call: cannot end a late device dialog")
+			return
+		}
 	}
 }
 
@@ -316,40 +382,55 @@ func (c *call) cancelRelayed(reply func(int, string, ...sipua.Header)) bool {
 }
 
 // inDialog relays a request of a relayed dialog (it has a To tag and the Call-ID of a call):
-// from a device's flow upstream, from upstream to the device whose To tag it carries. It
-// reports whether the request was such a request.
+// from a device's flow upstream, from upstream to the device whose To tag it carries. Several
+// calls may share a Call-ID (a forking proxy sent the INVITE to more than one of our contacts),
+// so a request is matched by its tags too (RFC 3261 §12): from a device, by its flow, its From
+// tag (the device's To tag) and its To tag (the INVITE's From tag); from upstream, by its To
+// tag (the device's) and From tag (the INVITE's), and only from the source the INVITE came
+// from or an allowed one. It reports whether the request was such a request.
 func (m *Manager) inDialog(req *inbound, reply func(int, string, ...sipua.Header)) bool {
-	if req.sip == nil || req.method == "CANCEL" || req.sip.ToTag() == "" {
+	if req.sip == nil || req.method == "CANCEL" || req.sip.ToTag() == "" || m.opts.SIP == nil {
 		return false
 	}
 	m.mu.Lock()
-	c := m.byCallID[req.callID]
+	calls := append([]*call(nil), m.byCallID[req.callID]...)
 	m.mu.Unlock()
-	if c == nil || m.opts.SIP == nil {
-		return false
-	}
 	flow := req.sip.Flow()
-	c.mu.Lock()
-	var b *branch
-	fromDevice := false
-	for _, x := range c.branches {
-		if x.flow.Same(flow) {
-			b, fromDevice = x, true
+	toTag, fromTag := req.sip.ToTag(), req.sip.FromTag()
+	var c, up *call
+	var b, upB *branch
+	for _, x := range calls {
+		x.mu.Lock()
+		for _, y := range x.branches {
+			if y.tag == "" {
+				continue // not a dialog of a device (e.g. the ACK of our own final response)
+			}
+			if y.flow.Same(flow) && y.tag == fromTag && x.fromTag == toTag {
+				c, b = x, y
+				break
+			}
+			if upB == nil && y.tag == toTag && x.fromTag == fromTag {
+				up, upB = x, y
+			}
+		}
+		x.mu.Unlock()
+		if c != nil {
 			break
 		}
 	}
-	if b == nil {
-		for _, x := range c.branches {
-			if x.tag != "" && x.tag == req.sip.ToTag() {
-				b = x
-				break
-			}
+	fromDevice := c != nil
+	if !fromDevice {
+		if up == nil {
+			return false
 		}
-	}
-	c.mu.Unlock()
-	if b == nil || b.tag == "" {
-		// Not a dialog of a device (e.g. the ACK of our own final response): not ours to relay.
-		return false
+		c, b = up, upB
+		if !c.upstreamSource(req.source) {
+			c.log.WithFields(logrus.Fields{"method": req.method, "src": req.source}).Warn("call: in-dialog request from a source that did not send the INVITE")
+			if req.method != "ACK" {
+				reply(403, "Forbidden")
+			}
+			return true
+		}
 	}
 	var o sipua.ForwardOptions
 	n := cseqNumber(req.header("CSeq"))
@@ -390,6 +471,33 @@ func (m *Manager) inDialog(req *inbound, reply func(int, string, ...sipua.Header
 	return true
 }
 
+// upstreamSource reports whether an in-dialog request from source may be relayed to the
+// device: it comes from the address the INVITE came from, or from an allowed source of the
+// account (its proxy, Options.AllowedSources).
+func (c *call) upstreamSource(source string) bool {
+	if sameHost(source, c.source) {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(c.m.ctx, 5*time.Second)
+	defer cancel()
+	return c.m.sources.allowed(ctx, c.acc, source)
+}
+
+// sameHost reports whether two "ip:port" addresses have the same IP.
+func sameHost(a, b string) bool {
+	ha, _, err := net.SplitHostPort(a)
+	if err != nil {
+		return false
+	}
+	hb, _, err := net.SplitHostPort(b)
+	if err != nil {
+		return false
+	}
+	x, err1 := netip.ParseAddr(ha)
+	y, err2 := netip.ParseAddr(hb)
+	return err1 == nil && err2 == nil && x.Unmap() == y.Unmap()
+}
+
 // endDialog notes that the relayed dialog ended (a BYE, or sipis ended it for reason why):
 // record, active calls, and forgetting the call after a grace period. It reports false when
 // the dialog had already ended or was never answered.
@@ -417,19 +525,7 @@ func (c *call) endDialog(why string) bool {
 		delete(m.active, c.sel)
 	}
 	m.mu.Unlock()
-	m.clock.AfterFunc(endedGrace, func() {
-		m.mu.Lock()
-		if m.byKey[c.key] == c {
-			delete(m.byKey, c.key)
-		}
-		if m.byToken[c.tokenKey] == c {
-			delete(m.byToken, c.tokenKey)
-		}
-		if m.byCallID[c.callID] == c {
-			delete(m.byCallID, c.callID)
-		}
-		m.mu.Unlock()
-	})
+	m.clock.AfterFunc(endedGrace, func() { m.forget(c) })
 	return true
 }
 

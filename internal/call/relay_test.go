@@ -98,10 +98,12 @@ func TestRelayAnsweredCall(t *testing.T) {
 	if ack := deviceNext(t, d, "ACK"); !strings.Contains(ack.Header("CSeq"), "ACK") {
 		t.Fatalf("ACK %s", ack.Raw)
 	}
-	if cs := e.calls(); len(cs) != 1 || cs[0].Outcome != store.OutcomeAccepted || cs[0].AnsweredAt.IsZero() ||
-		cs[0].DialogState != store.DialogStable {
-		t.Fatalf("records after answer = %+v", cs)
-	}
+	// The record is saved just after the 2xx is relayed.
+	waitFor(t, func() bool {
+		cs := e.calls()
+		return len(cs) == 1 && cs[0].Outcome == store.OutcomeAccepted && !cs[0].AnsweredAt.IsZero() &&
+			cs[0].DialogState == store.DialogStable
+	})
 	inv.InDialog(ok, "BYE", 2)
 	bye := deviceNext(t, d, "BYE")
 	d.Respond(bye, 200, "OK", "")

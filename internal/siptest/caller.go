@@ -314,6 +314,29 @@ func (c *Caller) Invite(target, user string, extra ...string) *CallInvite {
 	return inv
 }
 
+// Fork sends the INVITE again as a forking proxy sends it to another of its targets (RFC 3261
+// §16.6): same Call-ID, From tag and CSeq, a new Via branch. The copy is a call of its own.
+func (inv *CallInvite) Fork() *CallInvite {
+	c := inv.c
+	c.t.Helper()
+	f := &CallInvite{c: c, Target: inv.Target, URI: inv.URI, CallID: inv.CallID,
+		Branch: "z9hG4bK" + callerRandom(), Tag: inv.Tag, CSeq: inv.CSeq}
+	raw, err := c.send(f.Target, "INVITE", f.URI, f.CallID, f.Branch, f.Tag, f.CSeq, nil, "application/sdp", []byte(sdpOffer))
+	if err != nil {
+		c.t.Fatalf("siptest: send forked INVITE: %v", err)
+	}
+	f.raw = raw
+	return f
+}
+
+// Through returns a copy of inv whose later requests (InDialog, Cancel) are sent from other,
+// e.g. a caller on another address that should not be trusted; responses go to other.
+func (inv *CallInvite) Through(other *Caller) *CallInvite {
+	cp := *inv
+	cp.c = other
+	return &cp
+}
+
 // Cancel sends a CANCEL for the INVITE: same Request-URI, Call-ID, From, CSeq number and
 // branch (RFC 3261 §9.1).
 func (inv *CallInvite) Cancel() {

@@ -163,6 +163,15 @@ func (d *Device) Next(method string, response bool, timeout time.Duration) (*Dev
 // Register sends REGISTER with X-Sipis-Token (and X-Sipis-Device when deviceID is not empty)
 // and returns the final response's status.
 func (d *Device) Register(token, deviceID string) (int, error) {
+	r, err := d.RegisterResponse(token, deviceID)
+	if err != nil {
+		return 0, err
+	}
+	return r.Status, nil
+}
+
+// RegisterResponse is Register returning the whole final response.
+func (d *Device) RegisterResponse(token, deviceID string) (*DeviceMessage, error) {
 	d.mu.Lock()
 	d.cseq++
 	cseq := d.cseq
@@ -179,10 +188,10 @@ func (d *Device) Register(token, deviceID string) (int, error) {
 	for {
 		r, err := d.Next("REGISTER", true, 5*time.Second)
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
 		if r.Status >= 200 {
-			return r.Status, nil
+			return r, nil
 		}
 	}
 }

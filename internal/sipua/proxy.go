@@ -55,6 +55,15 @@ func (f *Flow) Done() <-chan struct{} {
 	return nil
 }
 
+// Bind marks the flow as carrying a call (a device proved its token on it): the connection's
+// idle limit becomes Config.BoundIdleTimeout, refreshed by any bytes, keep-alives included.
+// It does nothing for UDP and dialled connections.
+func (f *Flow) Bind() {
+	if f != nil && f.sc != nil && f.sc.accepted && !f.sc.bound.Swap(true) {
+		f.sc.refreshDeadline()
+	}
+}
+
 // Same reports whether g is the same connection (or UDP peer on the same socket) as f.
 func (f *Flow) Same(g *Flow) bool {
 	if f == nil || g == nil {
@@ -139,11 +148,11 @@ func (r *Request) Relay(res *Response) error {
 		return errors.New("sipua: response has no Via left to relay it by")
 	}
 	b := []byte(c.String())
+	if r.stx != nil { // before sending, as in respond
+		r.ua.srvTxs.answered(r.stx, b, res.Status)
+	}
 	if err := r.send(b); err != nil {
 		return fmt.Errorf("sipua: relay %d to %s/%s: %w", res.Status, r.Transport, r.Source, err)
-	}
-	if r.stx != nil {
-		r.ua.srvTxs.answered(r.stx, b, res.Status)
 	}
 	return nil
 }
@@ -318,11 +327,12 @@ type DialogRequest struct {
 }
 
 // SendRequest sends r as a client transaction (RFC 3261 §17.1.2) with Max-Forwards 70 and our
-// Via; it fails with a clear error for a malformed field and sends nothing then.
+// Via; it fails with a clear error for a malformed field and sends nothing then. An ACK (of a
+// 2xx, RFC 3261 §13.2.2.4) is sent once without a transaction and returns a nil *ClientTx.
 func (u *UA) SendRequest(ctx context.Context, r DialogRequest) (*ClientTx, error) {
-	if r.Method == "" || r.Method == "ACK" || r.Method == "CANCEL" || r.Method == "INVITE" ||
+	if r.Method == "" || r.Method == "CANCEL" || r.Method == "INVITE" ||
 		strings.ContainsAny(r.Method, " \t\r\n") {
-		return nil, fmt.Errorf("sipua: SendRequest method %q is not a non-INVITE request", r.Method)
+		return nil, fmt.Errorf("sipua: SendRequest method %q is not ACK or a non-INVITE request", r.Method)
 	}
 	for _, f := range [][2]string{{"RequestURI", r.RequestURI}, {"From", r.From}, {"To", r.To}, {"CallID", r.CallID}} {
 		if strings.TrimSpace(f[1]) == "" || strings.ContainsAny(f[1], "\r\n") {

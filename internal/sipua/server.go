@@ -143,11 +143,13 @@ func (r *Request) respond(code int, reason, contentType string, body []byte, hea
 	}
 	res.SetBody(body)
 	b := []byte(res.String())
-	if err := r.send(b); err != nil {
-		return fmt.Errorf("sipua: send %d to %s/%s: %w", code, r.Transport, r.Source, err)
-	}
+	// Recorded before it leaves: a retransmission the peer sends as soon as it has the
+	// response must find it (or, for a 2xx to INVITE, be absorbed), not an older one.
 	if r.stx != nil {
 		r.ua.srvTxs.answered(r.stx, b, code)
+	}
+	if err := r.send(b); err != nil {
+		return fmt.Errorf("sipua: send %d to %s/%s: %w", code, r.Transport, r.Source, err)
 	}
 	return nil
 }
@@ -368,6 +370,19 @@ func (u *UA) handleRequest(m *sip.Request, raw []byte, transport string, src *ne
 		respond(481, "Call/Transaction Does Not Exist")
 	case h == nil:
 		respond(404, "Not Found")
+	case sc != nil && sc.slots != nil:
+		// Bound the handlers one connection can keep busy (Config.MaxInFlight).
+		select {
+		case sc.slots <- struct{}{}:
+			go func() {
+				defer func() { <-sc.slots }()
+				h.HandleRequest(user, req)
+			}()
+		default:
+			if method != "ACK" {
+				respond(503, "Service Unavailable", Header{"Retry-After", "5"})
+			}
+		}
 	default:
 		go h.HandleRequest(user, req)
 	}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -79,12 +80,50 @@ func (l *streamListener) serve() {
 			}
 			continue
 		}
+		ip := remoteIP(c)
+		if !l.ua.admit(ip) {
+			l.ua.log.WithFields(logrus.Fields{"remote": c.RemoteAddr().String(), "transport": l.transport}).Debug("sip: connection limit reached, closing")
+			c.Close()
+			continue
+		}
 		if l.transport == "tls" {
 			c = tls.Server(c, l.ua.cfg.TLSConfig)
 		}
-		if _, err := l.ua.addConn(c, l.transport); err != nil {
+		if _, err := l.ua.addAccepted(c, l.transport, ip); err != nil {
 			c.Close()
 		}
+	}
+}
+
+// remoteIP returns the IP of c's peer.
+func remoteIP(c net.Conn) string {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return a.IP.String()
+	}
+	host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+	return host
+}
+
+// admit counts a new accepted connection from ip, or reports false when Config.MaxConns or
+// Config.MaxConnsPerIP would be exceeded.
+func (u *UA) admit(ip string) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if (u.cfg.MaxConns > 0 && u.accepted >= u.cfg.MaxConns) || (u.cfg.MaxConnsPerIP > 0 && u.perIP[ip] >= u.cfg.MaxConnsPerIP) {
+		return false
+	}
+	u.accepted++
+	u.perIP[ip]++
+	return true
+}
+
+// release undoes admit.
+func (u *UA) release(ip string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.accepted--
+	if u.perIP[ip]--; u.perIP[ip] <= 0 {
+		delete(u.perIP, ip)
 	}
 }
 
@@ -99,13 +138,37 @@ type streamConn struct {
 	wmu       sync.Mutex
 	closed    chan struct{}
 	closeOnce sync.Once
+
+	// For accepted connections: the counted remote IP, the idle deadline, the handler slots.
+	accepted bool
+	ip       string
+	bound    atomic.Bool
+	slots    chan struct{}
 }
 
 func connKey(transport, addr string) string { return transport + "|" + addr }
 
-// addConn registers c and starts its reader.
+// addConn registers c, a dialled connection, and starts its reader.
 func (u *UA) addConn(c net.Conn, transport string) (*streamConn, error) {
-	sc := &streamConn{ua: u, conn: c, transport: transport, key: connKey(transport, c.RemoteAddr().String()), closed: make(chan struct{})}
+	return u.add(&streamConn{ua: u, conn: c, transport: transport, key: connKey(transport, c.RemoteAddr().String()), closed: make(chan struct{})})
+}
+
+// addAccepted registers c, an accepted connection counted by admit for ip, and starts its
+// reader; on error the count is released.
+func (u *UA) addAccepted(c net.Conn, transport, ip string) (*streamConn, error) {
+	sc := &streamConn{ua: u, conn: c, transport: transport, key: connKey(transport, c.RemoteAddr().String()),
+		closed: make(chan struct{}), accepted: true, ip: ip}
+	if u.cfg.MaxInFlight > 0 {
+		sc.slots = make(chan struct{}, u.cfg.MaxInFlight)
+	}
+	out, err := u.add(sc)
+	if err != nil {
+		u.release(ip)
+	}
+	return out, err
+}
+
+func (u *UA) add(sc *streamConn) (*streamConn, error) {
 	u.mu.Lock()
 	if u.closed {
 		u.mu.Unlock()
@@ -131,14 +194,28 @@ func (sc *streamConn) close() {
 		}
 		delete(sc.ua.allConns, sc)
 		sc.ua.mu.Unlock()
+		if sc.accepted {
+			sc.ua.release(sc.ip)
+		}
 	})
 }
 
 func (sc *streamConn) serve() {
 	defer sc.ua.wg.Done()
 	defer sc.close()
-	r := bufio.NewReaderSize(&countingReader{r: sc.conn, ua: sc.ua}, 16<<10)
+	if tc, ok := sc.conn.(*tls.Conn); ok && sc.accepted && sc.ua.cfg.HandshakeTimeout > 0 {
+		// A peer that connects and says nothing must not hold a connection slot.
+		ctx, cancel := context.WithTimeout(context.Background(), sc.ua.cfg.HandshakeTimeout)
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			sc.ua.log.WithFields(logrus.Fields{"remote": sc.conn.RemoteAddr().String(), "err": err}).Debug("sip: tls handshake")
+			return
+		}
+	}
+	r := bufio.NewReaderSize(&countingReader{r: sc.conn, ua: sc.ua, sc: sc}, 16<<10)
 	for {
+		sc.refreshDeadline()
 		raw, err := readStreamMessage(r)
 		if err != nil {
 			select {
@@ -150,6 +227,23 @@ func (sc *streamConn) serve() {
 		}
 		sc.ua.msgsIn.Add(1)
 		sc.ua.handleMessage(raw, sc.transport, nil, nil, sc)
+	}
+}
+
+// refreshDeadline sets the read deadline of an accepted connection: IdleTimeout from now, or
+// BoundIdleTimeout once its flow is bound.
+func (sc *streamConn) refreshDeadline() {
+	if !sc.accepted {
+		return
+	}
+	d := sc.ua.cfg.IdleTimeout
+	if sc.bound.Load() {
+		d = sc.ua.cfg.BoundIdleTimeout
+	}
+	if d > 0 {
+		_ = sc.conn.SetReadDeadline(time.Now().Add(d))
+	} else {
+		_ = sc.conn.SetReadDeadline(time.Time{})
 	}
 }
 
@@ -172,11 +266,15 @@ func (sc *streamConn) write(b []byte) error {
 type countingReader struct {
 	r  net.Conn
 	ua *UA
+	sc *streamConn
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.ua.bytesIn.Add(int64(n))
+	if n > 0 && c.sc.bound.Load() {
+		c.sc.refreshDeadline() // keep-alives keep a bound flow open
+	}
 	return n, err
 }
 

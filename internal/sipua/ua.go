@@ -73,8 +73,50 @@ type Config struct {
 	// Resolver is used for SRV and A/AAAA lookups (RFC 3263); nil means
 	// net.DefaultResolver.
 	Resolver *net.Resolver
+
+	// Limits of the connections the TCP and TLS listeners accept (those the UA dials are not
+	// counted). Zero means the default; a negative value turns the limit off.
+
+	// MaxConns bounds the accepted connections open at once (default 20,000); more are
+	// closed at once.
+	MaxConns int
+	// MaxConnsPerIP bounds the accepted connections open at once from one remote IP
+	// (default 50).
+	MaxConnsPerIP int
+	// HandshakeTimeout bounds the TLS handshake of an accepted connection (default 10 s).
+	HandshakeTimeout time.Duration
+	// IdleTimeout closes an accepted connection on which no message arrived for this long
+	// (default 30 s), unless its Flow was bound (Flow.Bind).
+	IdleTimeout time.Duration
+	// BoundIdleTimeout replaces IdleTimeout once the connection's Flow is bound (default
+	// 10 min); any bytes, keep-alives included (RFC 5626 §3.5.1), keep it open.
+	BoundIdleTimeout time.Duration
+	// MaxInFlight bounds the requests of one TCP or TLS connection that are in the Handler
+	// at once (default 16); beyond it requests are answered 503 (ACKs dropped).
+	MaxInFlight int
 	// Logger receives the UA's log lines; nil discards them.
 	Logger logrus.FieldLogger
+}
+
+// Defaults of the connection limits of Config.
+const (
+	DefaultMaxConns         = 20000
+	DefaultMaxConnsPerIP    = 50
+	DefaultMaxInFlight      = 16
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultIdleTimeout      = 30 * time.Second
+	DefaultBoundIdleTimeout = 10 * time.Minute
+)
+
+// limitDefault returns def for 0, 0 (no limit) for a negative v, else v.
+func limitDefault[T int | time.Duration](v, def T) T {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
 }
 
 // Traffic holds the UA's counters of everything received from and sent to
@@ -113,6 +155,8 @@ type UA struct {
 	streamLns []*streamListener
 	conns     map[string]*streamConn // "tcp|ip:port" -> connection
 	allConns  map[*streamConn]struct{}
+	accepted  int            // accepted stream connections open
+	perIP     map[string]int // accepted stream connections open by remote IP
 	dials     map[string]*dialing
 	handler   Handler
 
@@ -147,6 +191,12 @@ func New(cfg Config) (*UA, error) {
 			return nil, fmt.Errorf("sipua: listener %d address %q: %w", i, l.Address, err)
 		}
 	}
+	cfg.MaxConns = limitDefault(cfg.MaxConns, DefaultMaxConns)
+	cfg.MaxConnsPerIP = limitDefault(cfg.MaxConnsPerIP, DefaultMaxConnsPerIP)
+	cfg.MaxInFlight = limitDefault(cfg.MaxInFlight, DefaultMaxInFlight)
+	cfg.HandshakeTimeout = limitDefault(cfg.HandshakeTimeout, DefaultHandshakeTimeout)
+	cfg.IdleTimeout = limitDefault(cfg.IdleTimeout, DefaultIdleTimeout)
+	cfg.BoundIdleTimeout = limitDefault(cfg.BoundIdleTimeout, DefaultBoundIdleTimeout)
 	if cfg.TransactionTimeout < 0 {
 		return nil, fmt.Errorf("sipua: negative TransactionTimeout %v", cfg.TransactionTimeout)
 	}
@@ -164,6 +214,7 @@ func New(cfg Config) (*UA, error) {
 		ua:       cfg.UserAgent,
 		conns:    make(map[string]*streamConn),
 		allConns: make(map[*streamConn]struct{}),
+		perIP:    make(map[string]int),
 		dials:    make(map[string]*dialing),
 		done:     make(chan struct{}),
 	}
