@@ -259,24 +259,7 @@ func (db *DB) Messages(ctx context.Context, selector string, limit int) ([]Messa
 
 // MessageCounts returns, for every selector of this node with waiting messages, how many it has.
 func (db *DB) MessageCounts(ctx context.Context) (map[string]int, error) {
-	rows, err := db.read.QueryContext(ctx, "SELECT selector, count(*) FROM messages WHERE node = ? GROUP BY selector", db.node)
-	if err != nil {
-		return nil, fmt.Errorf("store: message counts: %w", err)
-	}
-	defer rows.Close()
-	counts := make(map[string]int)
-	for rows.Next() {
-		var sel string
-		var n int
-		if err := rows.Scan(&sel, &n); err != nil {
-			return nil, fmt.Errorf("store: message counts: %w", err)
-		}
-		counts[sel] = n
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store: message counts: %w", err)
-	}
-	return counts, nil
+	return db.countBySelector(ctx, "messages")
 }
 
 // AckMessages deletes the waiting messages of selector whose ids are given (the device has them)

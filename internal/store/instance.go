@@ -535,9 +535,15 @@ func (db *DB) Devices(ctx context.Context, selector string) ([]Device, error) {
 
 // DeviceCounts returns, for every selector of this node that has devices, how many it has.
 func (db *DB) DeviceCounts(ctx context.Context) (map[string]int, error) {
-	rows, err := db.read.QueryContext(ctx, "SELECT selector, count(*) FROM devices WHERE node = ? GROUP BY selector", db.node)
+	return db.countBySelector(ctx, "devices")
+}
+
+// countBySelector counts the rows of table (a constant of this package, never input) per
+// selector of this node.
+func (db *DB) countBySelector(ctx context.Context, table string) (map[string]int, error) {
+	rows, err := db.read.QueryContext(ctx, "SELECT selector, count(*) FROM "+table+" WHERE node = ? GROUP BY selector", db.node)
 	if err != nil {
-		return nil, fmt.Errorf("store: device counts: %w", err)
+		return nil, fmt.Errorf("store: %s counts: %w", table, err)
 	}
 	defer rows.Close()
 	counts := make(map[string]int)
@@ -545,12 +551,12 @@ func (db *DB) DeviceCounts(ctx context.Context) (map[string]int, error) {
 		var sel string
 		var n int
 		if err := rows.Scan(&sel, &n); err != nil {
-			return nil, fmt.Errorf("store: device counts: %w", err)
+			return nil, fmt.Errorf("store: %s counts: %w", table, err)
 		}
 		counts[sel] = n
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store: device counts: %w", err)
+		return nil, fmt.Errorf("store: %s counts: %w", table, err)
 	}
 	return counts, nil
 }
