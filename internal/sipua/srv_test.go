@@ -8,8 +8,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/sipis/sipis/internal/sipua"
 	"github.com/sipis/sipis/internal/siptest"
+	"github.com/sipis/sipis/internal/sipua"
 )
 
 // dnsServer is a tiny DNS responder on loopback: SRV questions get one record pointing at
@@ -83,7 +83,7 @@ func (d *dnsServer) serve() {
 		var rdata []byte
 		switch {
 		case qtype == typeSRV:
-			rdata = binary.BigEndian.AppendUint16(nil, 10) // priority
+			rdata = binary.BigEndian.AppendUint16(nil, 10)  // priority
 			rdata = binary.BigEndian.AppendUint16(rdata, 0) // weight
 			rdata = binary.BigEndian.AppendUint16(rdata, d.srvPort)
 			rdata = append(rdata, writeName(d.srvTarget)...)
@@ -91,9 +91,9 @@ func (d *dnsServer) serve() {
 			rdata = []byte{127, 0, 0, 1}
 		}
 		resp := append([]byte(nil), q[:end+4]...) // header and question
-		resp[2] = 0x81                             // response, recursion desired
-		resp[3] = 0x80                             // recursion available, NOERROR
-		binary.BigEndian.PutUint16(resp[4:], 1)    // one question
+		resp[2] = 0x81                            // response, recursion desired
+		resp[3] = 0x80                            // recursion available, NOERROR
+		binary.BigEndian.PutUint16(resp[4:], 1)   // one question
 		binary.BigEndian.PutUint16(resp[8:], 0)
 		binary.BigEndian.PutUint16(resp[10:], 0)
 		if rdata != nil {
