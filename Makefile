@@ -7,7 +7,7 @@ DATE     := $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 LDFLAGS  := -X $(PKG)/internal/version.Version=$(VERSION) -X $(PKG)/internal/version.Build=$(BUILD) -X $(PKG)/internal/version.Date=$(DATE)
 SETTINGS ?= Settings.example.xml
 FUZZTIME ?= 10s
-BENCHTIME ?= 1x
+BENCHTIME ?= 1s
 BENCHCOUNT ?= 5
 
 .PHONY: help build run test test-short bench load fuzz lint clean
@@ -30,7 +30,7 @@ test-short: ## quick tests only (no Kamailio, no browser)
 	$(GO) test -short -count=1 ./...
 
 bench: build ## Go benchmarks (medians of BENCHCOUNT runs) and the registration load tool
-	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCHCOUNT) ./internal/... ./pkg/... | tee bench.out
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count $(BENCHCOUNT) ./internal/... ./pkg/... | tee bench.out
 	./bin/sipis-load -n 10000
 	./bin/sipis-load -n 100000
 
