@@ -432,7 +432,7 @@ func (m *Manager) step(inst *Instance, ev Event) Event {
 	case ActRefreshLater:
 		inst.failures = 0
 		inst.lastError = ""
-		granted := time.Duration(inst.expiresAt-now.UnixNano()) + 0
+		granted := time.Duration(inst.expiresAt - now.UnixNano())
 		m.scheduleIn(inst, m.refreshIn(granted))
 	case ActRetryLater:
 		m.scheduleIn(inst, m.backoff(inst))
