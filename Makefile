@@ -10,6 +10,10 @@ FUZZTIME ?= 10s
 BENCHTIME ?= 1s
 BENCHCOUNT ?= 5
 
+# bash with pipefail, so that `go test ... | tee` fails when a benchmark fails.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+
 .PHONY: help build run test test-short bench load fuzz lint clean
 
 help: ## list the targets
