@@ -2,6 +2,8 @@
 // -ldflags "-X"; a plain `go build` says "dev".
 package version
 
+import "strings"
+
 // Set at build time with -ldflags "-X github.com/sipis/sipis/internal/version.Version=...".
 var (
 	// Version is `git describe --tags --always --dirty`, e.g. v0.1.0-3-gabc1234.
@@ -12,20 +14,17 @@ var (
 	Date = ""
 )
 
-// Number returns the numeric part of Version ("0.1.0" of "v0.1.0-3-gabc1234"), or "0.0.0".
+// Number returns the numeric part of Version ("0.1.0" of "v0.1.0-3-gabc1234"), or "0.0.0"
+// when Version is not a version number (a bare commit hash such as "8f2487f", or "dev").
 func Number() string {
-	v := Version
-	if len(v) > 0 && v[0] == 'v' {
-		v = v[1:]
+	v := strings.TrimPrefix(Version, "v")
+	end := strings.IndexFunc(v, func(c rune) bool { return !(c >= '0' && c <= '9' || c == '.') })
+	if end < 0 {
+		end = len(v)
 	}
-	for i, c := range v {
-		if !(c >= '0' && c <= '9' || c == '.') {
-			v = v[:i]
-			break
-		}
-	}
-	if v == "" {
+	num := v[:end]
+	if num == "" || !strings.Contains(num, ".") || end < len(v) && v[end] != '-' && v[end] != '+' {
 		return "0.0.0"
 	}
-	return v
+	return num
 }

@@ -97,3 +97,19 @@ func TestSelectorParameterIsCaseInsensitive(t *testing.T) {
 		t.Errorf("/stats?s=%s: %d", strings.ToUpper(sel), rec.Code)
 	}
 }
+
+func TestURLOfAnAllAddressesListener(t *testing.T) {
+	s := New(Options{Backend: newFake(), Addr: ":0"})
+	if err := s.Open(); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if u := s.URL(); !strings.HasPrefix(u, "http://127.0.0.1:") {
+		t.Errorf("URL %q, want one a local browser can open", u)
+	}
+	resp, err := http.Get(s.URL() + "/healthz")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET %s/healthz: %v", s.URL(), err)
+	}
+	resp.Body.Close()
+}

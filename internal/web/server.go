@@ -39,6 +39,7 @@ import (
 	stdlog "log"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -226,7 +227,7 @@ func (s *Server) Open() error {
 		MaxHeaderBytes: 64 << 10,
 		ErrorLog:       stdlog.New(logWriter{s.log}, "", 0),
 	}
-	s.url = "http://" + ln.Addr().String()
+	s.url = "http://" + reachableAddr(ln.Addr())
 	srv := s.srv
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -490,4 +491,13 @@ func (s *Server) recoverer(next http.Handler) http.Handler {
 		}()
 		next.ServeHTTP(w, r)
 	})
+}
+
+// reachableAddr is addr as a local client reaches it: a listener on every address
+// (0.0.0.0 or ::) is reached at 127.0.0.1.
+func reachableAddr(addr net.Addr) string {
+	if ta, ok := addr.(*net.TCPAddr); ok && ta.IP.IsUnspecified() {
+		return net.JoinHostPort("127.0.0.1", strconv.Itoa(ta.Port))
+	}
+	return addr.String()
 }
