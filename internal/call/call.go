@@ -41,6 +41,7 @@ const (
 	DefaultMaxMessageSize    = 4 << 20
 	DefaultPushTimeout       = 15 * time.Second
 	DefaultMaxDialogAge      = 12 * time.Hour
+	DefaultTimerC            = 3 * time.Minute
 )
 
 // endedGrace is how long an ended call stays known, so that a late CANCEL is still answered 200
@@ -202,6 +203,11 @@ type Options struct {
 	// MaxDialogAge ends an answered call's dialog with BYE both ways when it is older than
 	// this (default 12 h): a dialog whose BYE was lost would otherwise be kept forever.
 	MaxDialogAge time.Duration
+	// TimerC bounds the wait for the final response of a relayed INVITE (the initial one to a
+	// device, or a re-INVITE either way) once a provisional came, restarted by each
+	// provisional (RFC 3261 §16.6 step 11, §16.7 step 2; default 3 min, §16.8 says more than
+	// 3 min). When it fires the INVITE is cancelled; a re-INVITE is answered 408 upstream.
+	TimerC time.Duration
 	// SIP forwards requests to devices and upstream; nil means no device can take a call
 	// (REGISTER with a token is answered 503). A *sipua.UA implements it.
 	SIP Forwarder
@@ -243,7 +249,7 @@ func New(opts Options) (*Manager, error) {
 	if opts.Instances == nil || opts.Store == nil || opts.Push == nil {
 		return nil, errors.New("call: Options.Instances, Store and Push are required")
 	}
-	if opts.NoResponseTimeout < 0 || opts.ProgressTimeout < 0 || opts.PushTimeout < 0 || opts.MaxDialogAge < 0 {
+	if opts.NoResponseTimeout < 0 || opts.ProgressTimeout < 0 || opts.PushTimeout < 0 || opts.MaxDialogAge < 0 || opts.TimerC < 0 {
 		return nil, errors.New("call: negative timeout in options")
 	}
 	if opts.MaxCalls < 0 || opts.MaxMessageSize < 0 {
@@ -301,6 +307,9 @@ func New(opts Options) (*Manager, error) {
 	}
 	if opts.MaxDialogAge == 0 {
 		opts.MaxDialogAge = DefaultMaxDialogAge
+	}
+	if opts.TimerC == 0 {
+		opts.TimerC = DefaultTimerC
 	}
 	m := &Manager{
 		opts:     opts,

@@ -26,6 +26,10 @@ import (
 // them. sipis ends an answered dialog itself with BYE (RFC 3261 §15.1.1) when the device's
 // connection drops (upstream only), when the dialog is older than Options.MaxDialogAge, and on
 // Manager.Close (both ways), so that no dialog stays in memory and in ActiveCalls forever.
+// A device's 1xx with a To tag opens an early dialog (RFC 3261 §12.1): PRACK (RFC 3262) and
+// UPDATE (RFC 3311) are relayed in it both ways. Timer C (Options.TimerC, RFC 3261 §16.8)
+// cancels a relayed INVITE or re-INVITE that got a provisional but no final response. A
+// device's in-dialog request may only go to the caller's side of its own dialog; else 403.
 
 // TokenHeader carries the call's one-time token in the device's REGISTER.
 const TokenHeader = "X-Sipis-Token"
@@ -49,9 +53,50 @@ type branch struct {
 	flow   *sipua.Flow
 	device string
 	tx     *sipua.ClientTx
-	tag    string // the device's To tag, once it answered 2xx
+	tag    string // the device's To tag: of its first 1xx with a tag (early dialog), then of its 2xx
 	final  int    // its final response, 0 while pending
 	closed bool   // sipis sent ACK and BYE for a 2xx that came too late
+	timerC Timer  // Timer C (RFC 3261 §16.8), running from a provisional to the final response
+	// timedOut: Timer C fired and the INVITE was cancelled; its final response (487) is not
+	// the device's answer to the call.
+	timedOut bool
+}
+
+// restartTimerC (re)starts b's Timer C on a provisional response (RFC 3261 §16.7 step 2); c.mu
+// is held.
+func (c *call) restartTimerC(b *branch) {
+	if b.timerC != nil {
+		b.timerC.Stop()
+	}
+	b.timerC = c.m.clock.AfterFunc(c.m.opts.TimerC, func() { c.timerCFired(b) })
+}
+
+// timerCFired cancels b's INVITE when its device sent a provisional but no final response
+// within Timer C (RFC 3261 §16.8): the CANCEL's 487, or the transaction's own 408 64*T1 later,
+// ends the branch.
+func (c *call) timerCFired(b *branch) {
+	c.mu.Lock()
+	tx := b.tx
+	switch {
+	case b.final != 0:
+		c.mu.Unlock()
+		return
+	case tx == nil:
+		c.restartTimerC(b) // still being sent: look again later
+		c.mu.Unlock()
+		return
+	}
+	b.timedOut = true
+	c.mu.Unlock()
+	c.log.WithField("device", b.device).Info("call: Timer C fired, cancelling the INVITE to the device")
+	tx.Cancel()
+}
+
+// stopTimerC stops b's Timer C at its final response; c.mu is held.
+func (b *branch) stopTimerC() {
+	if b.timerC != nil {
+		b.timerC.Stop()
+	}
 }
 
 // openBranches returns the branches still waiting for a final response, except skip.
@@ -217,6 +262,14 @@ func (c *call) branchResponse(b *branch, r *sipua.Response) {
 	c.mu.Lock()
 	switch {
 	case r.Status < 200:
+		if b.final == 0 {
+			// A reliable 18x (RFC 3262) or any 1xx with a tag creates an early dialog (RFC
+			// 3261 §12.1): its PRACK and UPDATE (RFC 3311) are matched to this branch by it.
+			if t := r.ToTag(); t != "" && b.tag == "" {
+				b.tag = t
+			}
+			c.restartTimerC(b)
+		}
 		if c.phase == relaying {
 			c.relay(r) // under mu: responses leave in order
 		}
@@ -227,12 +280,11 @@ func (c *call) branchResponse(b *branch, r *sipua.Response) {
 			return
 		}
 		b.final = r.Status
+		b.stopTimerC()
 		if c.phase == answered || (c.phase == ended && c.winner != nil) {
 			// A retransmission, or a second device answering too: every 2xx goes upstream
 			// (§16.7 step 5); the caller acknowledges and hangs up the extra dialog.
-			if b.tag == "" {
-				b.tag = r.ToTag()
-			}
+			b.tag = r.ToTag()
 			c.relay(r)
 			c.mu.Unlock()
 			return
@@ -293,11 +345,12 @@ func (c *call) branchResponse(b *branch, r *sipua.Response) {
 		}
 	default:
 		b.final = r.Status
+		b.stopTimerC()
 		if c.phase != relaying {
 			c.mu.Unlock()
 			return
 		}
-		if !r.Local() && (c.best == nil || better(r.Status, c.best.Status)) {
+		if !r.Local() && !b.timedOut && (c.best == nil || better(r.Status, c.best.Status)) {
 			c.best = r
 		}
 		c.mu.Unlock()
@@ -402,8 +455,10 @@ func (m *Manager) inDialog(req *inbound, reply func(int, string, ...sipua.Header
 	for _, x := range calls {
 		x.mu.Lock()
 		for _, y := range x.branches {
-			if y.tag == "" {
-				continue // not a dialog of a device (e.g. the ACK of our own final response)
+			if y.tag == "" || y.final >= 300 {
+				// Not a dialog of a device, or an early dialog that a non-2xx final response
+				// ended (RFC 3261 §12.3), e.g. the ACK of that response.
+				continue
 			}
 			if y.flow.Same(flow) && y.tag == fromTag && x.fromTag == toTag {
 				c, b = x, y
@@ -419,6 +474,15 @@ func (m *Manager) inDialog(req *inbound, reply func(int, string, ...sipua.Header
 		}
 	}
 	fromDevice := c != nil
+	if fromDevice && !c.upstreamTarget(req.sip.NextHop()) {
+		// A device may only talk to the other side of its own dialog, never use sipis to
+		// reach an arbitrary host (RFC 3261 §16.4, §26.4.3 open relay).
+		c.log.WithFields(logrus.Fields{"method": req.method, "target": limit(req.sip.NextHop(), 128)}).Warn("call: device in-dialog request not addressed to the caller's side")
+		if req.method != "ACK" {
+			reply(403, "Forbidden")
+		}
+		return true
+	}
 	if !fromDevice {
 		if up == nil {
 			return false
@@ -443,7 +507,14 @@ func (m *Manager) inDialog(req *inbound, reply func(int, string, ...sipua.Header
 	}
 	c.mu.Unlock()
 	bye := req.method == "BYE"
+	var tc *reinviteTimerC
+	if req.method == "INVITE" {
+		tc = &reinviteTimerC{c: c, reply: reply}
+	}
 	o.OnResponse = func(r *sipua.Response) {
+		if tc != nil && !tc.response(r.Status) {
+			return // Timer C fired and 408 was sent: the call's side got its final response
+		}
 		if r.Local() {
 			reply(r.Status, r.Reason)
 		} else if err := req.sip.Relay(r); err != nil {
@@ -455,7 +526,11 @@ func (m *Manager) inDialog(req *inbound, reply func(int, string, ...sipua.Header
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), 10*time.Second)
 	defer cancel()
-	if _, err := m.opts.SIP.Forward(ctx, req.sip, o); err != nil {
+	tx, err := m.opts.SIP.Forward(ctx, req.sip, o)
+	if tc != nil && err == nil {
+		tc.sent(tx)
+	}
+	if err != nil {
 		c.log.WithFields(logrus.Fields{"method": req.method, "err": err}).Info("call: cannot relay in-dialog request")
 		if req.method != "ACK" {
 			if errors.Is(err, sipua.ErrTooManyHops) {
@@ -469,6 +544,97 @@ func (m *Manager) inDialog(req *inbound, reply func(int, string, ...sipua.Header
 		}
 	}
 	return true
+}
+
+// reinviteTimerC is Timer C of a relayed re-INVITE (RFC 3261 §16.8): started by a
+// provisional response, stopped by the final one; when it fires the re-INVITE is cancelled
+// and its sender answered 408, and later responses are dropped.
+type reinviteTimerC struct {
+	c     *call
+	reply func(int, string, ...sipua.Header)
+
+	mu     sync.Mutex
+	timer  Timer
+	tx     *sipua.ClientTx
+	final  bool // a final response came
+	gaveUp bool // Timer C fired: 408 was sent
+}
+
+// response notes a response to the re-INVITE; it reports false when it must not be relayed.
+func (t *reinviteTimerC) response(status int) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case t.gaveUp:
+		return false
+	case t.final:
+		return true // a 2xx retransmission
+	}
+	if t.timer != nil {
+		t.timer.Stop()
+	}
+	if status >= 200 {
+		t.final = true
+		return true
+	}
+	t.timer = t.c.m.clock.AfterFunc(t.c.m.opts.TimerC, t.fire)
+	return true
+}
+
+// sent records the transaction of the forwarded re-INVITE.
+func (t *reinviteTimerC) sent(tx *sipua.ClientTx) {
+	t.mu.Lock()
+	t.tx = tx
+	cancel := t.gaveUp
+	t.mu.Unlock()
+	if cancel && tx != nil {
+		tx.Cancel()
+	}
+}
+
+// fire cancels the re-INVITE and answers its sender 408 (RFC 3261 §16.8).
+func (t *reinviteTimerC) fire() {
+	t.mu.Lock()
+	if t.final || t.gaveUp {
+		t.mu.Unlock()
+		return
+	}
+	t.gaveUp = true
+	tx := t.tx
+	t.mu.Unlock()
+	t.c.log.Info("call: Timer C fired for a re-INVITE, cancelling it and answering 408")
+	if tx != nil {
+		tx.Cancel()
+	}
+	t.reply(408, "Request Timeout")
+}
+
+// upstreamTarget reports whether next, where a device's in-dialog request would go, is the
+// caller's side of the dialog (RFC 3261 §12.2.1.1): the first entry of the INVITE's
+// Record-Route (the device's route set after sipis) when it has one; else the caller's Contact
+// (the remote target) or the host the INVITE came from.
+func (c *call) upstreamTarget(next string) bool {
+	host, port, err := sipua.URIHostPort(next)
+	if err != nil || c.inv == nil {
+		return false
+	}
+	if rr := c.inv.Headers("Record-Route"); len(rr) > 0 {
+		h, p, err := sipua.URIHostPort(firstOfList(rr[0]))
+		return err == nil && h == host && defaultPort(p) == defaultPort(port)
+	}
+	_, contact := parseNameAddr(firstOfList(c.inv.Header("Contact")))
+	if h, p, err := sipua.URIHostPort(contact); err == nil && h == host && defaultPort(p) == defaultPort(port) {
+		return true
+	}
+	return sameHost(net.JoinHostPort(host, "0"), c.source)
+}
+
+// defaultPort is port, or 5060 when the URI has none (RFC 3263 §4.2 without SRV).
+func defaultPort(port int) int {
+	if port == 0 {
+		return 5060
+	}
+	return port
 }
 
 // upstreamSource reports whether an in-dialog request from source may be relayed to the

@@ -198,8 +198,9 @@ func (d *Device) RegisterResponse(token, deviceID string) (*DeviceMessage, error
 
 // Respond answers a received request: Via, Record-Route, From, Call-ID and CSeq copied, To
 // with the device's tag (RFC 3261 §8.2.6, §12.1.1), a Contact for INVITE, and an optional SDP
-// body.
-func (d *Device) Respond(req *DeviceMessage, code int, reason, sdp string) {
+// body. extra are header lines such as "Require: 100rel" and "RSeq: 1" of a reliable
+// provisional response (RFC 3262 §3).
+func (d *Device) Respond(req *DeviceMessage, code int, reason, sdp string, extra ...string) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "SIP/2.0 %d %s\r\n", code, reason)
 	for _, v := range req.msg.all("via") {
@@ -217,6 +218,9 @@ func (d *Device) Respond(req *DeviceMessage, code int, reason, sdp string) {
 	fmt.Fprintf(&b, "From: %s\r\nTo: %s\r\nCall-ID: %s\r\nCSeq: %s\r\n", req.msg.get("from"), to, req.msg.get("call-id"), req.msg.get("cseq"))
 	if req.Method == "INVITE" && code < 300 {
 		fmt.Fprintf(&b, "Contact: <sip:device@%s;transport=%s>\r\n", d.local, d.tp)
+	}
+	for _, h := range extra {
+		b.WriteString(h + "\r\n")
 	}
 	if sdp != "" {
 		fmt.Fprintf(&b, "Content-Type: application/sdp\r\n")
@@ -236,8 +240,14 @@ func (d *Device) Bye(inv *DeviceMessage) {
 // Record-Route as route set (RFC 3261 §12.1.1), From with the device's tag, CSeq cseq (the
 // device's own sequence, §12.2.1.1). extra are header lines such as "Refer-To: <sip:x@y>".
 func (d *Device) InDialog(inv *DeviceMessage, method string, cseq int, contentType, body string, extra ...string) {
-	var b strings.Builder
 	target, _ := nameAddr(inv.msg.get("contact"))
+	d.InDialogTo(inv, target, method, cseq, contentType, body, extra...)
+}
+
+// InDialogTo is InDialog with the Request-URI target instead of the caller's Contact: a
+// device trying to reach another host through sipis.
+func (d *Device) InDialogTo(inv *DeviceMessage, target, method string, cseq int, contentType, body string, extra ...string) {
+	var b strings.Builder
 	fmt.Fprintf(&b, "%s %s SIP/2.0\r\nVia: SIP/2.0/%s %s;branch=z9hG4bK%s\r\nMax-Forwards: 70\r\n", method, target, strings.ToUpper(d.tp), d.local, callerRandom())
 	for _, v := range inv.msg.all("record-route") {
 		fmt.Fprintf(&b, "Route: %s\r\n", v)

@@ -571,3 +571,38 @@ func (u *UA) proxyResponse(res *sip.Response, branch string) bool {
 	}
 	return true
 }
+
+// NextHop returns where Forward sends r when no Flow is given: the first Route entry after our
+// own (a name-addr), else the Request-URI (RFC 3261 §16.6 steps 6-7, loose routing). Read its
+// host and port with URIHostPort.
+func (r *Request) NextHop() string {
+	for _, h := range r.msg.GetHeaders("Route") {
+		for _, v := range strings.Split(h.Value(), ",") {
+			if !strings.Contains(v, ";"+routeParam) {
+				return strings.TrimSpace(v)
+			}
+		}
+	}
+	return r.msg.Recipient.String()
+}
+
+// URIHostPort returns the host and port (0 when absent) of a SIP URI, bare or in angle
+// brackets (a name-addr, RFC 3261 §25.1), with a clear error when it does not parse.
+func URIHostPort(v string) (host string, port int, err error) {
+	v = strings.TrimSpace(v)
+	if lt := strings.IndexByte(v, '<'); lt >= 0 {
+		gt := strings.IndexByte(v[lt:], '>')
+		if gt < 0 {
+			return "", 0, fmt.Errorf("sipua: URI %q has no closing '>'", v)
+		}
+		v = v[lt+1 : lt+gt]
+	}
+	var uri sip.Uri
+	if err := sip.ParseUri(v, &uri); err != nil {
+		return "", 0, fmt.Errorf("sipua: URI %q: %w", v, err)
+	}
+	if uri.Host == "" {
+		return "", 0, fmt.Errorf("sipua: URI %q has no host", v)
+	}
+	return strings.ToLower(strings.Trim(uri.Host, "[]")), uri.Port, nil
+}
