@@ -213,6 +213,14 @@ func (inv *CallInvite) Retransmit() {
 // NextRequest returns the next received request with callID and method, waiting up to
 // timeout.
 func (c *Caller) NextRequest(callID, method string, timeout time.Duration) (*CallRequest, error) {
+	return take(c, &c.reqs, func(r *CallRequest) bool { return r.CallID == callID && r.Method == method },
+		timeout, "caller got no "+method+" "+callID)
+}
+
+// take waits up to timeout for the first element of *list that match accepts, and removes
+// and returns it; c.cond is signalled whenever the lists grow or the caller closes.
+func take[T any](c *Caller, list *[]T, match func(T) bool, timeout time.Duration, missing string) (T, error) {
+	var zero T
 	deadline := time.Now().Add(timeout)
 	timer := time.AfterFunc(timeout, func() {
 		c.mu.Lock()
@@ -223,17 +231,17 @@ func (c *Caller) NextRequest(callID, method string, timeout time.Duration) (*Cal
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for {
-		for i, r := range c.reqs {
-			if r.CallID == callID && r.Method == method {
-				c.reqs = append(c.reqs[:i], c.reqs[i+1:]...)
-				return r, nil
+		for i, x := range *list {
+			if match(x) {
+				*list = append((*list)[:i], (*list)[i+1:]...)
+				return x, nil
 			}
 		}
 		if c.done {
-			return nil, errors.New("siptest: caller closed")
+			return zero, errors.New("siptest: caller closed")
 		}
 		if !time.Now().Before(deadline) {
-			return nil, fmt.Errorf("siptest: caller got no %s %s within %v", method, callID, timeout)
+			return zero, fmt.Errorf("siptest: %s within %v", missing, timeout)
 		}
 		c.cond.Wait()
 	}
@@ -359,30 +367,8 @@ func (c *Caller) Message(target, user, contentType string, body []byte, extra ..
 // Next returns the next response (in arrival order, not yet returned) to the request with
 // callID and CSeq method, waiting up to timeout; an error if none came.
 func (c *Caller) Next(callID, method string, timeout time.Duration) (*CallResponse, error) {
-	deadline := time.Now().Add(timeout)
-	timer := time.AfterFunc(timeout, func() {
-		c.mu.Lock()
-		c.cond.Broadcast()
-		c.mu.Unlock()
-	})
-	defer timer.Stop()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for {
-		for i, r := range c.resps {
-			if r.CallID == callID && r.Method == method {
-				c.resps = append(c.resps[:i], c.resps[i+1:]...)
-				return r, nil
-			}
-		}
-		if c.done {
-			return nil, errors.New("siptest: caller closed")
-		}
-		if !time.Now().Before(deadline) {
-			return nil, fmt.Errorf("siptest: no response to %s %s within %v", method, callID, timeout)
-		}
-		c.cond.Wait()
-	}
+	return take(c, &c.resps, func(r *CallResponse) bool { return r.CallID == callID && r.Method == method },
+		timeout, "no response to "+method+" "+callID)
 }
 
 // Pending returns how many received responses were not yet returned by Next.
