@@ -103,13 +103,7 @@ func TestRelayFinalRetransmittedUntilAck(t *testing.T) {
 // retransmissions (RFC 3261 §13.3.1.4) are relayed upstream each time (RFC 6026 §7.2).
 func TestRelayInviteRetransmissionAbsorbed(t *testing.T) {
 	e := newEnv(t)
-	dev := e.deviceListener()
-	inv, token := e.ring()
-	d := siptest.DialDevice(t, dev)
-	if code, err := d.Register(token, ""); code != 200 {
-		t.Fatal(code, err)
-	}
-	in := deviceNext(t, d, "INVITE")
+	inv, d, in := e.deviceGetsInvite()
 	d.Respond(in, 200, "OK", "v=0\r\n")
 	ok := e.nextNonTrying(inv.CallID, "INVITE")
 	if ok.Status != 200 {

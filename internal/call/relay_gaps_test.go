@@ -13,13 +13,7 @@ import (
 // ways; then the 200 to the INVITE ends the early phase as usual.
 func TestRelayEarlyDialogPrackUpdate(t *testing.T) {
 	e := newEnv(t)
-	dev := e.deviceListener()
-	inv, token := e.ring()
-	d := siptest.DialDevice(t, dev)
-	if code, err := d.Register(token, ""); code != 200 {
-		t.Fatal(code, err)
-	}
-	in := deviceNext(t, d, "INVITE")
+	inv, d, in := e.deviceGetsInvite()
 	d.Respond(in, 183, "Session Progress", "v=0\r\n", "Require: 100rel", "RSeq: 1")
 	early := e.nextNonTrying(inv.CallID, "INVITE")
 	if early.Status != 183 || !strings.Contains(early.Header("To"), "tag=") {
@@ -75,13 +69,7 @@ func TestRelayEarlyDialogPrackUpdate(t *testing.T) {
 func TestRelayTimerCCancelsBranch(t *testing.T) {
 	const timerC = 30 * time.Second
 	e := newEnv(t, func(o *Options) { o.TimerC = timerC })
-	dev := e.deviceListener()
-	inv, token := e.ring()
-	d := siptest.DialDevice(t, dev)
-	if code, err := d.Register(token, ""); code != 200 {
-		t.Fatal(code, err)
-	}
-	in := deviceNext(t, d, "INVITE")
+	inv, d, in := e.deviceGetsInvite()
 	d.Respond(in, 180, "Ringing", "")
 	e.nextNonTrying(inv.CallID, "INVITE")
 	e.clock.Advance(timerC - time.Second)

@@ -155,13 +155,7 @@ func TestRelayBranchCap(t *testing.T) {
 // gets ACK and then BYE, so that its dialog does not hang.
 func TestRelayLateAnswerHungUp(t *testing.T) {
 	e := newEnv(t)
-	dev := e.deviceListener()
-	inv, token := e.ring()
-	d := siptest.DialDevice(t, dev)
-	if code, err := d.Register(token, ""); code != 200 {
-		t.Fatal(code, err)
-	}
-	in := deviceNext(t, d, "INVITE")
+	inv, d, in := e.deviceGetsInvite()
 	d.Respond(in, 180, "Ringing", "")
 	e.nextNonTrying(inv.CallID, "INVITE")
 	e.clock.Advance(DefaultProgressTimeout)

@@ -55,7 +55,20 @@ func (e *env) nextNonTrying(callID, method string) *siptest.CallResponse {
 	}
 }
 
-func deviceNext(t *testing.T, d *siptest.Device, method string) *siptest.DeviceMessage {
+// deviceGetsInvite rings the instance, connects a device to a new device listener, proves
+// the call's token with it and returns the caller's INVITE, the device and the INVITE
+// relayed to it.
+func (e *env) deviceGetsInvite() (*siptest.CallInvite, *siptest.Device, *siptest.DeviceMessage) {
+	e.t.Helper()
+	inv, token := e.ring()
+	d := siptest.DialDevice(e.t, e.deviceListener())
+	if code, err := d.Register(token, ""); code != 200 {
+		e.t.Fatal(code, err)
+	}
+	return inv, d, deviceNext(e.t, d, "INVITE")
+}
+
+func deviceNext(t testing.TB, d *siptest.Device, method string) *siptest.DeviceMessage {
 	t.Helper()
 	m, err := d.Next(method, false, waitSIP)
 	if err != nil {
@@ -130,13 +143,7 @@ func TestRelayAnsweredCall(t *testing.T) {
 // TestRelayDeviceBusy: the device answers 486; it goes upstream and sipis ACKs the device.
 func TestRelayDeviceBusy(t *testing.T) {
 	e := newEnv(t)
-	dev := e.deviceListener()
-	inv, token := e.ring()
-	d := siptest.DialDevice(t, dev)
-	if code, err := d.Register(token, ""); code != 200 {
-		t.Fatal(code, err)
-	}
-	in := deviceNext(t, d, "INVITE")
+	inv, d, in := e.deviceGetsInvite()
 	d.Respond(in, 486, "Busy Here", "")
 	if r := e.nextNonTrying(inv.CallID, "INVITE"); r.Status != 486 {
 		t.Fatalf("final %d", r.Status)
@@ -154,13 +161,7 @@ func TestRelayDeviceBusy(t *testing.T) {
 // to the device and its 487 upstream.
 func TestRelayCallerCancels(t *testing.T) {
 	e := newEnv(t)
-	dev := e.deviceListener()
-	inv, token := e.ring()
-	d := siptest.DialDevice(t, dev)
-	if code, err := d.Register(token, ""); code != 200 {
-		t.Fatal(code, err)
-	}
-	in := deviceNext(t, d, "INVITE")
+	inv, d, in := e.deviceGetsInvite()
 	d.Respond(in, 180, "Ringing", "")
 	e.nextNonTrying(inv.CallID, "INVITE")
 	inv.Cancel()
