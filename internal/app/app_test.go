@@ -63,7 +63,7 @@ func startApp(t *testing.T, s *config.Settings) *App {
 	return a
 }
 
-func post(t *testing.T, url string, body []byte) (int, string) {
+func post(t testing.TB, url string, body []byte) (int, string) {
 	t.Helper()
 	resp, err := http.Post(url+"/sipis/register", "application/octet-stream", bytes.NewReader(body))
 	if err != nil {
@@ -84,7 +84,7 @@ func newReg(sel, user string, reg *siptest.Registrar, mode registration.Mode) *r
 	}
 }
 
-func waitPhase(t *testing.T, a *App, sel string, want instance.Phase) instance.Snapshot {
+func waitPhase(t testing.TB, a *App, sel string, want instance.Phase) instance.Snapshot {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {

@@ -20,10 +20,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sipis/sipis/internal/instance"
 	"github.com/sipis/sipis/internal/push/pushtest"
 	"github.com/sipis/sipis/internal/siptest"
-	"github.com/sipis/sipis/pkg/registration"
 )
 
 // TestCallThroughKamailio calls a user whose instance sipis holds at a real Kamailio: the
@@ -36,28 +34,12 @@ func TestCallThroughKamailio(t *testing.T) {
 	}
 	k := siptest.StartKamailio(t, siptest.KamailioOptions{})
 	apns := pushtest.NewAPNs(t)
-	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "apns.pem"), apns.CertificatePEM(), 0o600)
-	s := testSettings(t, dir, fmt.Sprintf(`
-  <NotificationServers>
-    <Apns Enabled="Yes" Endpoint="%[1]s" SandboxEndpoint="%[1]s" KeyFile="%[2]s" KeyId="%[3]s" TeamId="%[4]s" Topic="%[5]s"/>
-  </NotificationServers>
-  <TrustedCertificates><Certificate File="apns.pem"/></TrustedCertificates>`, apns.URL, apns.KeyFile, apns.KeyID, apns.TeamID, apns.Topic))
+	s := apnsSettings(t, t.TempDir(), apns, "")
 	a := startApp(t, s)
 	defer a.Stop()
 
 	const sel, user = "ca11ca11ca11ca11", "user0042"
-	r := &registration.Registration{Version: registration.Version, Selector: sel, Mode: registration.ModeBackground,
-		Account: registration.Account{User: user, Password: siptest.KamailioPassword(user), Domain: k.Domain(),
-			Proxy: k.Host(), Port: k.Port(), Transport: "udp"},
-		Device: registration.Device{ID: "iphone", Platform: "apns", PushToken: pushtest.TokenOK, AppID: apns.Topic,
-			Secret: "device-secret-42"},
-		Timestamp: time.Now().UTC(), Nonce: registration.NewNonce()}
-	sealed, _ := registration.Seal(r, a.PublicKey())
-	if code, body := post(t, a.HTTPURL(), sealed); code != 200 {
-		t.Fatalf("register: %d %s", code, body)
-	}
-	waitPhase(t, a, sel, instance.Phase{State: instance.RegisterLoop, Status: instance.Registered})
+	holdAtKamailio(t, a, k, apns, sel, user, "device-secret-42")
 
 	caller := siptest.NewCaller(t)
 	inv := caller.Invite(k.Addr(), user, `P-Asserted-Identity: "Alice" <sip:+41441234567@example.org>`)
@@ -162,27 +144,11 @@ func answerThroughKamailio(t *testing.T, sel, user string) *kamailioCall {
 	t.Helper()
 	k := siptest.StartKamailio(t, siptest.KamailioOptions{})
 	apns := pushtest.NewAPNs(t)
-	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "apns.pem"), apns.CertificatePEM(), 0o600)
-	s := testSettings(t, dir, fmt.Sprintf(`
-  <NotificationServers>
-    <Apns Enabled="Yes" Endpoint="%[1]s" SandboxEndpoint="%[1]s" KeyFile="%[2]s" KeyId="%[3]s" TeamId="%[4]s" Topic="%[5]s"/>
-  </NotificationServers>
-  <TrustedCertificates><Certificate File="apns.pem"/></TrustedCertificates>`, apns.URL, apns.KeyFile, apns.KeyID, apns.TeamID, apns.Topic))
+	s := apnsSettings(t, t.TempDir(), apns, "")
 	a := startApp(t, s)
 	t.Cleanup(a.Stop)
 
-	r := &registration.Registration{Version: registration.Version, Selector: sel, Mode: registration.ModeBackground,
-		Account: registration.Account{User: user, Password: siptest.KamailioPassword(user), Domain: k.Domain(),
-			Proxy: k.Host(), Port: k.Port(), Transport: "udp"},
-		Device: registration.Device{ID: "iphone", Platform: "apns", PushToken: pushtest.TokenOK, AppID: apns.Topic,
-			Secret: "device-secret-43"},
-		Timestamp: time.Now().UTC(), Nonce: registration.NewNonce()}
-	sealed, _ := registration.Seal(r, a.PublicKey())
-	if code, body := post(t, a.HTTPURL(), sealed); code != 200 {
-		t.Fatalf("register: %d %s", code, body)
-	}
-	waitPhase(t, a, sel, instance.Phase{State: instance.RegisterLoop, Status: instance.Registered})
+	holdAtKamailio(t, a, k, apns, sel, user, "device-secret-43")
 
 	caller := siptest.NewCaller(t)
 	inv := caller.Invite(k.Addr(), user)

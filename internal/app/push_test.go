@@ -2,11 +2,8 @@ package app
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,17 +14,9 @@ import (
 )
 
 func TestTestPushThroughAPNsAndMetrics(t *testing.T) {
-	dir := t.TempDir()
 	apns := pushtest.NewAPNs(t)
-	if err := os.WriteFile(filepath.Join(dir, "apns.pem"), apns.CertificatePEM(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s := testSettings(t, dir, fmt.Sprintf(`
-  <NotificationServers>
-    <Apns Enabled="Yes" Endpoint="%[1]s" SandboxEndpoint="%[1]s" KeyFile="%[2]s" KeyId="%[3]s" TeamId="%[4]s" Topic="%[5]s"/>
-  </NotificationServers>
-  <TrustedCertificates><Certificate File="apns.pem"/></TrustedCertificates>
-  <PushTest><MinAge Seconds="30"/></PushTest>`, apns.URL, apns.KeyFile, apns.KeyID, apns.TeamID, apns.Topic))
+	s := apnsSettings(t, t.TempDir(), apns, `
+  <PushTest><MinAge Seconds="30"/></PushTest>`)
 	a := startApp(t, s)
 	defer a.Stop()
 	reg := siptest.NewRegistrar(t, siptest.WithPassword("bob", "pw-bob"))
