@@ -29,8 +29,9 @@ type Instance struct {
 	natMoves    uint8
 	callID      string
 	cseq        uint32
-	minExpires  int32  // raised by 423 Interval Too Brief
-	failures    uint16 // consecutive failures, for backoff
+	minExpires  int32         // raised by 423 Interval Too Brief
+	failures    uint16        // consecutive failures, for backoff
+	retryAfter  time.Duration // Retry-After of the last failure, for the next backoff
 	busy        bool
 	gone        bool   // removed: forgotten by its app or for its silence
 	deferrals   uint8  // consecutive REGISTERs put off because the proxy was busy

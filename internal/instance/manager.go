@@ -550,7 +550,7 @@ func (m *Manager) classify(inst *Instance, res sipua.Result, err error, now time
 	switch {
 	case err != nil:
 		inst.lastError = oneLine(err.Error())
-		m.setRetryAfter(inst, 0)
+		inst.retryAfter = 0
 		return EvFailed, inst.lastError
 	case res.Status >= 200 && res.Status < 300:
 		if res.Expires <= 0 {
@@ -575,20 +575,8 @@ func (m *Manager) classify(inst *Instance, res sipua.Result, err error, now time
 	default:
 		inst.lastError = fmt.Sprintf("%d %s", res.Status, res.Reason)
 	}
-	m.setRetryAfter(inst, res.RetryAfter)
+	inst.retryAfter = res.RetryAfter
 	return EvFailed, inst.lastError
-}
-
-// retryAfter is remembered between classify and backoff through this small side table, to
-// keep Instance small: it is only set for instances that just failed.
-var retryAfters sync.Map // *Instance -> time.Duration
-
-func (m *Manager) setRetryAfter(inst *Instance, d time.Duration) {
-	if d > 0 {
-		retryAfters.Store(inst, d)
-	} else {
-		retryAfters.Delete(inst)
-	}
 }
 
 // requestExpires is the expiry to ask for: the app's wish within our bounds, raised to what a
@@ -628,10 +616,11 @@ func (m *Manager) backoff(inst *Instance) time.Duration {
 		d = m.opts.BackoffMax
 	}
 	d = d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
-	if v, ok := retryAfters.LoadAndDelete(inst); ok {
+	if inst.retryAfter > 0 {
 		// Honour Retry-After, but never park an instance for longer than the longest of
 		// BackoffMax and an hour: the app believes we hold its registration.
-		ra := min(v.(time.Duration), max(m.opts.BackoffMax, time.Hour))
+		ra := min(inst.retryAfter, max(m.opts.BackoffMax, time.Hour))
+		inst.retryAfter = 0
 		if ra > d {
 			d = ra + time.Duration(rand.Int64N(int64(ra/10)+1))
 		}
