@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sipis/sipis/internal/instance"
+	"github.com/sipis/sipis/internal/push"
 	"github.com/sipis/sipis/internal/store"
 	"github.com/sipis/sipis/internal/version"
 	"github.com/sipis/sipis/internal/web"
@@ -149,7 +150,7 @@ func (b *backend) Debug(ctx context.Context, sel string) (web.DebugInfo, error) 
 	ds := web.DebugSection{Title: "Devices"}
 	for _, d := range devs {
 		ds.Fields = append(ds.Fields, f(d.ID, fmt.Sprintf("%s token %s app %s sandbox %t version %s locale %s invalid %t last seen %s",
-			d.Platform, instance.ShortToken(d.PushToken), d.AppID, d.Sandbox, d.AppVersion, d.Locale, d.TokenInvalid, t3339(d.LastSeen))))
+			d.Platform, push.ShortToken(d.PushToken), d.AppID, d.Sandbox, d.AppVersion, d.Locale, d.TokenInvalid, t3339(d.LastSeen))))
 	}
 	info.Sections = append(info.Sections, ds)
 	ev := web.DebugSection{Title: "Recent events"}

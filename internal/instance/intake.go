@@ -12,6 +12,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/sipis/sipis/internal/push"
 	"github.com/sipis/sipis/internal/store"
 	"github.com/sipis/sipis/pkg/registration"
 )
@@ -274,7 +275,7 @@ func maskedSettings(reg *registration.Registration) []byte {
 	r := *reg
 	r.Account.Password = mask(r.Account.Password)
 	r.Device.Secret = mask(r.Device.Secret)
-	r.Device.PushToken = ShortToken(r.Device.PushToken)
+	r.Device.PushToken = push.ShortToken(r.Device.PushToken)
 	b, err := json.Marshal(r)
 	if err != nil {
 		return nil
@@ -287,14 +288,6 @@ func mask(s string) string {
 		return "Empty"
 	}
 	return "Not Empty"
-}
-
-// ShortToken shortens a push token for logs and pages: the first 8 characters and an ellipsis.
-func ShortToken(t string) string {
-	if len(t) <= 8 {
-		return t
-	}
-	return t[:8] + "…"
 }
 
 // TurnOff unregisters one instance and keeps it idle until its app registers again.
