@@ -53,11 +53,9 @@ type App struct {
 	reg   *prometheus.Registry
 
 	metrics   metrics
-	msgCounts messageCounts
+	msgCounts perSecond[map[string]int] // waiting messages per selector
 	prober    *probe.Prober
-	downMu    sync.Mutex
-	down      map[string]bool
-	downAt    time.Time
+	down      perSecond[map[string]bool] // probe targets that are down
 
 	bg       sync.WaitGroup // background loops of the app itself
 	bgCtx    context.Context

@@ -102,26 +102,38 @@ func deviceListenAddr(s config.Server) string {
 	return net.JoinHostPort(s.Address, strconv.Itoa(s.Port))
 }
 
-// messageCounts caches the number of waiting messages per selector for a second, for the
-// Notes column of big tables.
-type messageCounts struct {
-	mu     sync.Mutex
-	counts map[string]int
-	at     time.Time
-}
-
+// waitingMessages is the number of waiting messages of a selector, from counts refreshed at
+// most once a second, for the Notes column of big tables.
 func (a *App) waitingMessages(sel string) int {
-	a.msgCounts.mu.Lock()
-	defer a.msgCounts.mu.Unlock()
-	if time.Since(a.msgCounts.at) > time.Second {
+	counts := a.msgCounts.get(func() (map[string]int, error) {
 		counts, err := a.db.MessageCounts(context.Background())
 		if err != nil {
 			a.log.WithField("err", err).Warn("counting waiting messages failed")
-			return 0
 		}
-		a.msgCounts.counts, a.msgCounts.at = counts, time.Now()
+		return counts, err
+	})
+	return counts[sel]
+}
+
+// perSecond holds a value computed at most once a second, so that a page of 100,000 rows asks
+// the store or the prober once rather than once a row.
+type perSecond[T any] struct {
+	mu sync.Mutex
+	v  T
+	at time.Time
+}
+
+// get returns the held value, computing it first with load when it is a second old. When
+// load fails the old value is kept (and tried again on the next call).
+func (c *perSecond[T]) get(load func() (T, error)) T {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if time.Since(c.at) >= time.Second {
+		if v, err := load(); err == nil {
+			c.v, c.at = v, time.Now()
+		}
 	}
-	return a.msgCounts.counts[sel]
+	return c.v
 }
 
 // noResponseAnswer is the SIP status of <IncomingCall OnNoResponseFromDevice>.

@@ -181,23 +181,19 @@ func (p probeSource) Probes() []web.ProbeRow {
 	return rows
 }
 
-// downProxies is the set of probe target keys that are down, recomputed at most once a
-// second so that streaming 100,000 rows does not ask the prober 100,000 times.
+// downProxies is the set of probe target keys that are down, refreshed at most once a second
+// so that streaming 100,000 rows does not ask the prober 100,000 times.
 func (a *App) downProxies() map[string]bool {
 	if a.prober == nil {
 		return nil
 	}
-	a.downMu.Lock()
-	defer a.downMu.Unlock()
-	if time.Since(a.downAt) < time.Second {
-		return a.down
-	}
-	down := map[string]bool{}
-	for _, st := range a.prober.Targets() {
-		if st.State == probe.Down {
-			down[st.Target] = true
+	return a.down.get(func() (map[string]bool, error) {
+		down := map[string]bool{}
+		for _, st := range a.prober.Targets() {
+			if st.State == probe.Down {
+				down[st.Target] = true
+			}
 		}
-	}
-	a.down, a.downAt = down, time.Now()
-	return down
+		return down, nil
+	})
 }
