@@ -380,7 +380,7 @@ func (m *Manager) step(inst *Instance, ev Event) Event {
 			return EvNone
 		}
 		acct := inst.account // the slot and the REGISTER are for this account, even if the app changes it meanwhile
-		if !m.admitAccount(&acct) {
+		if !m.admitProxy(&acct) {
 			// The proxy has too many REGISTERs in flight: try again later, waiting longer
 			// each time (20 ms doubling to 5 s, with jitter). A deferral changes nothing
 			// worth storing or showing, so it returns before save.
@@ -395,7 +395,7 @@ func (m *Manager) step(inst *Instance, ev Event) Event {
 		if next == EvRegistered && m.natMoved(inst, acct, res) {
 			// We are behind a NAT: remove the binding at the address nobody can reach us
 			// at, then register again at the one the registrar saw.
-			m.admitWaitFor(inst, &acct)
+			m.admitWait(inst, &acct)
 			m.transact(inst, acct, 0, res.ContactAddr)
 			next, note = EvIntervalTooBrief, "behind a NAT: Contact moved to "+inst.contactAddr
 		}
@@ -415,7 +415,7 @@ func (m *Manager) step(inst *Instance, ev Event) Event {
 		if inst.oldAccount != nil {
 			m.dropOldBinding(inst) // the binding is at the old account's registrar
 		} else if bound {
-			m.admitWaitFor(inst, &acct)
+			m.admitWait(inst, &acct)
 			if _, err := m.transact(inst, acct, 0, inst.contactAddr); err != nil {
 				// No answer: the binding may still be there. Keep its expiry, so a restart
 				// (or the next wish) tries again; it lapses by itself at the latest then.
@@ -487,7 +487,7 @@ func (m *Manager) dropOldBinding(inst *Instance) {
 	if inst.expiresAt <= time.Now().UnixNano() {
 		return
 	}
-	m.admitWaitFor(inst, old)
+	m.admitWait(inst, old)
 	if _, err := m.transact(inst, *old, 0, inst.contactAddr); err != nil {
 		// It lapses at the old registrar by itself; the new account's binding is another.
 		m.instanceLog(inst).WithField("err", err).Info("removing the binding of the previous account failed")
@@ -648,10 +648,8 @@ func proxyKey(a *store.Account) string {
 	return fmt.Sprintf("%s/%s:%d", a.Transport, host, a.Port)
 }
 
-// admit takes a slot for a REGISTER to inst's proxy, or says no when it has too many in flight.
-func (m *Manager) admit(inst *Instance) bool { return m.admitAccount(&inst.account) }
-
-func (m *Manager) admitAccount(acct *store.Account) bool {
+// admitProxy takes a slot for a REGISTER to acct's proxy, or says no when it has too many in flight.
+func (m *Manager) admitProxy(acct *store.Account) bool {
 	key := proxyKey(acct)
 	m.proxyMu.Lock()
 	defer m.proxyMu.Unlock()
@@ -662,18 +660,17 @@ func (m *Manager) admitAccount(acct *store.Account) bool {
 	return true
 }
 
-// admitWait takes a slot, waiting for one; used for unREGISTERs, which must not be dropped.
-func (m *Manager) admitWait(inst *Instance) { m.admitWaitFor(inst, &inst.account) }
-
-func (m *Manager) admitWaitFor(inst *Instance, acct *store.Account) {
-	if m.admitAccount(acct) {
+// admitWait takes a slot of acct's proxy for inst, waiting for one; used for unREGISTERs, which
+// must not be dropped.
+func (m *Manager) admitWait(inst *Instance, acct *store.Account) {
+	if m.admitProxy(acct) {
 		return
 	}
 	// While we wait without the lock, other events for inst must become pending.
 	inst.busy = true
 	defer func() { inst.busy = false }()
 	key := proxyKey(acct)
-	for !m.admitAccount(acct) {
+	for !m.admitProxy(acct) {
 		inst.mu.Unlock()
 		select {
 		case <-time.After(10 * time.Millisecond):
