@@ -65,15 +65,15 @@ func FuzzStreamFraming(f *testing.F) {
 	f.Add([]byte("\r\n\r\nOPTIONS sip:x SIP/2.0\r\nl: 3\r\n\r\nabc"))
 	f.Add([]byte("INVITE sip:x SIP/2.0\r\nContent-Length: -1\r\n\r\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		r := bufio.NewReaderSize(bytes.NewReader(data), 16<<10)
+		r := bufio.NewReaderSize(bytes.NewReader(data), streamBufferSize)
 		total := 0
 		for range 100 {
-			msg, err := readStreamMessage(r)
+			msg, err := readStreamMessage(r, maxMessage)
 			if err != nil {
 				return
 			}
 			total += len(msg)
-			if total > len(data) {
+			if total > len(data) || len(msg) > maxMessage {
 				t.Fatalf("framed %d bytes out of %d", total, len(data))
 			}
 		}
