@@ -396,6 +396,10 @@ func readStreamMessage(r *bufio.Reader, max int) ([]byte, error) {
 			continue
 		}
 		if err != nil {
+			if errors.Is(err, io.EOF) && len(head)+len(line) > 0 {
+				// The peer closed its side inside a message; it can still read the 400.
+				return nil, &frameError{why: "stream ended inside the header section", head: append(head, line...)}
+			}
 			return nil, err
 		}
 		if len(head) == 0 && (len(line) == 1 || (len(line) == 2 && line[0] == '\r')) {
@@ -428,7 +432,10 @@ func readStreamMessage(r *bufio.Reader, max int) ([]byte, error) {
 		}
 		m, err := r.Read(msg[len(msg):min(cap(msg), len(head)+n)])
 		msg = msg[:len(msg)+m]
-		if err != nil {
+		if errors.Is(err, io.EOF) && len(msg) < len(head)+n {
+			return nil, &frameError{why: "stream ended before Content-Length bytes", head: head}
+		}
+		if err != nil && len(msg) < len(head)+n {
 			return nil, err
 		}
 	}

@@ -114,7 +114,8 @@ func readWire(raw []byte) (*wireRequest, bool) {
 // badvers), 416 for a Request-URI scheme other than sip/sips (RFC 3261
 // §8.2.2.1, RFC 4475 §3.3.2 unkscm, §3.3.3 novelsc), 400 for a malformed request line or
 // a header that must appear once appearing twice (RFC 3261 §7.3.1, §20; RFC 4475
-// §3.1.2.8 multi01, §3.1.2.4 mcl01).
+// §3.1.2.8 multi01, §3.1.2.4 mcl01), a CSeq whose method is not the request's, or an
+// unbalanced quote in From or To.
 func (w *wireRequest) check() (int, string) {
 	if !w.startOK {
 		return 400, "Bad Request (malformed request line)"
@@ -138,6 +139,11 @@ func (w *wireRequest) check() (int, string) {
 		if v != w.contentLengths[0] {
 			return 400, "Bad Request (conflicting Content-Length)"
 		}
+	}
+	if f := strings.Fields(w.cseq); w.cseq != "" && (len(f) != 2 || f[1] != w.method) {
+		// RFC 3261 §8.1.1.5: the CSeq method matches the request's (RFC 4475 §3.1.2.17
+		// mismatch01, §3.1.2.18 mismatch02).
+		return 400, "Bad Request (CSeq method does not match the request line)"
 	}
 	for _, h := range []struct{ name, v string }{{"From", w.from}, {"To", w.to}} {
 		if h.v != "" && !quotesBalanced(h.v) {
