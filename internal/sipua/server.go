@@ -122,10 +122,15 @@ func (r *Request) respond(code int, reason, contentType string, body []byte, hea
 	b := r.wire.response(code, reason, r.Source, r.toTag, r.ua.ua, headers, contentType, body)
 	// Recorded before it leaves: a retransmission the peer sends as soon as it has the
 	// response must find it (or, for a 2xx to INVITE, be absorbed), not an older one.
+	var sent func()
 	if r.stx != nil {
-		r.ua.srvTxs.answered(r.stx, b, code)
+		sent = r.ua.srvTxs.answered(r.stx, b, code)
 	}
-	if err := r.send(b); err != nil {
+	err := r.send(b)
+	if sent != nil {
+		sent()
+	}
+	if err != nil {
 		return fmt.Errorf("sipua: send %d to %s/%s: %w", code, r.Transport, r.Source, err)
 	}
 	return nil
@@ -189,12 +194,15 @@ func (t *serverTxTable) begin(key string, send func([]byte) error, invite, relia
 	return tx, false
 }
 
-func (t *serverTxTable) answered(tx *serverTx, b []byte, code int) {
+// answered records b, a response with code, as tx's last. When it is the first final
+// response it returns tx's onFinal (or nil), which the caller runs once b is sent: a
+// connection waiting to close for its owed answers must not close before this one left.
+func (t *serverTxTable) answered(tx *serverTx, b []byte, code int) (sent func()) {
 	s := &t.shards[t.shard(tx.key)]
 	s.mu.Lock()
 	if tx.final && !(tx.invite && code/100 == 2) {
 		s.mu.Unlock()
-		return // nothing follows a final response but 2xx retransmissions
+		return nil // nothing follows a final response but 2xx retransmissions
 	}
 	var onFinal func()
 	if !tx.final && code >= 200 {
@@ -209,9 +217,7 @@ func (t *serverTxTable) answered(tx *serverTx, b []byte, code int) {
 		tx.g = time.AfterFunc(tx.gEvery, func() { t.fireG(tx) })
 	}
 	s.mu.Unlock()
-	if onFinal != nil {
-		onFinal()
-	}
+	return onFinal
 }
 
 // fireG retransmits a final non-2xx response to an INVITE (Timer G,

@@ -13,6 +13,7 @@
 package sipua
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -463,6 +464,15 @@ func (u *UA) sweep() {
 func (u *UA) handleMessage(raw []byte, transport string, src *net.UDPAddr, ul *udpListener, sc *streamConn) {
 	if len(raw) <= 4 && strings.Trim(string(raw), "\r\n") == "" {
 		return // keep-alive CRLF (RFC 5626 §3.5.1)
+	}
+	if sc == nil && u.udpSlots != nil && len(u.udpSlots) == cap(u.udpSlots) && !bytes.HasPrefix(raw, []byte("SIP/")) {
+		// Every UDP handler slot is taken: shed the request before the costly parse, so
+		// that the readers keep up with a flood and responses to our own REGISTERs on the
+		// same socket are still read (RFC 3261 §21.5.4).
+		if w, ok := readWire(raw); ok && w.method != "ACK" {
+			u.reject(w, 503, "Service Unavailable", transport, src, ul, sc, Header{"Retry-After", shedRetryAfter})
+			return
+		}
 	}
 	msg, err := u.parser.ParseSIP(raw)
 	if res, ok := msg.(*sip.Response); ok && err == nil {
