@@ -188,17 +188,29 @@ func (p *rawPeer) forgedInvite(to, branch string) string {
 // amplifier. A source that retransmits its request still gets the answer again.
 func TestUDPAmplification(t *testing.T) {
 	const t1 = 20 * time.Millisecond
+	for _, tc := range []struct {
+		name string
+		h    sipua.Handler
+	}{{"404 unknown user", nil}, {"403 source not allowed", forbidder{}}} {
+		t.Run(tc.name, func(t *testing.T) {
+			u := newTimedUA(t, t1)
+			if tc.h != nil {
+				u.SetHandler(tc.h)
+			}
+			p := newRawPeer(t)
+			inv := p.forgedInvite(u.Addr("udp"), "amp1")
+			p.send(u.Addr("udp"), inv)
+			// Timer H is 64*T1 = 1.28 s; Timer G would fire by then at least every T2 = 160 ms.
+			n, out := p.collect(64 * t1 / 4)
+			factor := float64(out) / float64(len(inv))
+			t.Logf("forged INVITE of %d bytes: %d responses, %d bytes back, amplification %.2f", len(inv), n, out, factor)
+			if n == 0 || factor > 3 {
+				t.Fatalf("forged INVITE of %d bytes got %d responses (%d bytes, factor %.2f), want at most 3 bytes per byte", len(inv), n, out, factor)
+			}
+		})
+	}
 	u := newTimedUA(t, t1)
 	p := newRawPeer(t)
-	inv := p.forgedInvite(u.Addr("udp"), "amp1")
-	p.send(u.Addr("udp"), inv)
-	// Timer H is 64*T1 = 1.28 s; Timer G would fire by then at least every T2 = 160 ms.
-	n, out := p.collect(64 * t1 / 4)
-	factor := float64(out) / float64(len(inv))
-	t.Logf("forged INVITE of %d bytes: %d responses, %d bytes back, amplification %.2f", len(inv), n, out, factor)
-	if n == 0 || factor > 3 {
-		t.Fatalf("forged INVITE of %d bytes got %d responses (%d bytes, factor %.2f), want at most 3 bytes per byte", len(inv), n, out, factor)
-	}
 
 	// A retransmission of a request is a new sign of life: its answer is sent again.
 	inv2 := p.forgedInvite(u.Addr("udp"), "amp2")
@@ -209,6 +221,39 @@ func TestUDPAmplification(t *testing.T) {
 	p.send(u.Addr("udp"), inv2)
 	if got := p.read(); !strings.HasPrefix(got, "SIP/2.0 404 ") {
 		t.Fatalf("retransmitted INVITE not answered again: %q", got)
+	}
+}
+
+// forbidder answers every INVITE 403, as the call package does for a source that is not the
+// instance's proxy.
+type forbidder struct{}
+
+func (forbidder) HandleRequest(_ string, req *sipua.Request) {
+	if req.Method != "ACK" {
+		_ = req.Respond(403, "Forbidden")
+	}
+}
+
+// TestUDPRejections: malformed requests over UDP are answered at their source (rport, RFC
+// 3581 §4) with the status line SIP/2.0 whatever version they spoke.
+func TestUDPRejections(t *testing.T) {
+	u := newUA(t)
+	p := newRawPeer(t)
+	to := u.Addr("udp")
+	ok := p.request("OPTIONS", "sip:"+to, "z9hG4bKrej", "", "")
+	for _, tc := range []struct{ name, msg, want string }{
+		{"version", strings.Replace(ok, " SIP/2.0\r\n", " SIP/7.0\r\n", 1), "SIP/2.0 505 "},
+		{"scheme", strings.Replace(ok, "OPTIONS sip:", "OPTIONS nobodyknows:", 1), "SIP/2.0 416 "},
+		{"two Call-IDs", strings.Replace(ok, "Call-ID:", "Call-ID: other\r\nCall-ID:", 1), "SIP/2.0 400 "},
+		{"unbalanced quote", strings.Replace(ok, "From: <", "From: \"Q <", 1), "SIP/2.0 400 "},
+		{"no From", strings.Replace(ok, "From: <sip:proxy@sipis.test>;tag=f1\r\n", "", 1), "SIP/2.0 400 "},
+		{"body shorter than Content-Length", strings.Replace(ok, "Content-Length: 0", "Content-Length: 50", 1), "SIP/2.0 400 "},
+	} {
+		p.send(to, tc.msg)
+		got := p.read()
+		if !strings.HasPrefix(got, tc.want) || !strings.Contains(got, "Call-ID: ") && tc.name != "two Call-IDs" {
+			t.Errorf("%s: got\n%s", tc.name, got)
+		}
 	}
 }
 

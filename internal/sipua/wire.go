@@ -30,6 +30,8 @@ type wireRequest struct {
 	counts map[string]int
 	// contentLengths holds every Content-Length value as written.
 	contentLengths []string
+	// bareCR is set when the header section has a CR not followed by LF.
+	bareCR bool
 }
 
 // compactNames maps compact header names (RFC 3261 §7.3.3) to the long form, lower case.
@@ -47,11 +49,16 @@ func readWire(raw []byte) (*wireRequest, bool) {
 	} else if i := bytes.Index(head, []byte("\n\n")); i >= 0 {
 		head = head[:i]
 	}
-	lines := strings.Split(strings.ReplaceAll(string(head), "\r\n", "\n"), "\n")
+	text := strings.ReplaceAll(string(head), "\r\n", "\n")
+	// A CR outside CRLF ends no line (RFC 3261 §7.3: lines end in CRLF) and must not reach
+	// a response, where it could end a line the peer reads.
+	bareCR := strings.Contains(text, "\r")
+	text = strings.ReplaceAll(text, "\r", " ")
+	lines := strings.Split(text, "\n")
 	if len(lines) == 0 || lines[0] == "" || strings.HasPrefix(lines[0], "SIP/") {
 		return nil, false
 	}
-	w := &wireRequest{counts: make(map[string]int)}
+	w := &wireRequest{counts: make(map[string]int), bareCR: bareCR}
 	start := lines[0]
 	parts := strings.Split(start, " ")
 	if len(parts) == 3 && parts[0] != "" && parts[1] != "" && parts[2] != "" {
@@ -119,6 +126,9 @@ func readWire(raw []byte) (*wireRequest, bool) {
 func (w *wireRequest) check() (int, string) {
 	if !w.startOK {
 		return 400, "Bad Request (malformed request line)"
+	}
+	if w.bareCR {
+		return 400, "Bad Request (CR without LF)"
 	}
 	if w.version != "SIP/2.0" {
 		return 505, "Version Not Supported"
