@@ -87,6 +87,18 @@ func TestTooLargeMessageAnswered(t *testing.T) {
 	if _, err := r2.ReadByte(); err == nil {
 		t.Fatal("connection announcing 50 MB stays open")
 	}
+
+	// A header section longer than the limit: 513 from what was read, then the close.
+	c3 := dialFrom(t, "127.0.0.1", u.Addr("tcp"))
+	_ = c3.SetDeadline(time.Now().Add(10 * time.Second))
+	head, _, _ = strings.Cut(tcpRequest(c3, "MESSAGE", "long-4", 0), "Content-Length: 0")
+	go func() { // the server may close before the whole section is written
+		_, _ = io.WriteString(c3, head+"X-Long: "+strings.Repeat("y", 70000)+"\r\nContent-Length: 0\r\n\r\n")
+	}()
+	r3 := bufio.NewReader(c3)
+	if res := readResponse(t, r3); !strings.HasPrefix(res, "SIP/2.0 513 ") || !strings.Contains(res, "Call-ID: long-4\r\n") {
+		t.Fatalf("70,000-byte header answered:\n%s", res)
+	}
 }
 
 // TestRequestThenBadMessage: a request followed on the same connection by a message that

@@ -281,7 +281,7 @@ func (sc *streamConn) serve() {
 					}
 					sc.ua.reject(w, code, reason, sc.transport, nil, nil, sc)
 				}
-				if fe.tooLarge && fe.length <= maxDiscard {
+				if fe.tooLarge && fe.length >= 0 && fe.length <= maxDiscard {
 					// RFC 3261 §18.3: the body's end is known; skip it and keep the connection.
 					if _, err := io.CopyN(io.Discard, r, int64(fe.length)); err == nil {
 						continue
@@ -375,6 +375,13 @@ type frameError struct {
 	length   int
 }
 
+// headTooLong is the frameError of a header section longer than max: answered 513 from
+// what was read (its Via and the rest come first in any sane request), then the connection
+// closes, since the section's end is unknown.
+func headTooLong(head []byte, max int) *frameError {
+	return &frameError{why: fmt.Sprintf("header section longer than %d bytes", max), head: head, tooLarge: true, length: -1}
+}
+
 func (e *frameError) Error() string { return errFraming.Error() + ": " + e.why }
 func (e *frameError) Unwrap() error { return errFraming }
 
@@ -389,10 +396,10 @@ func readStreamMessage(r *bufio.Reader, max int) ([]byte, error) {
 		line, err := r.ReadSlice('\n')
 		if err == bufio.ErrBufferFull {
 			// A long header line: keep it and read on.
-			if len(head)+len(line) > max {
-				return nil, &frameError{why: fmt.Sprintf("header section longer than %d bytes", max)}
-			}
 			head = append(head, line...)
+			if len(head) > max {
+				return nil, headTooLong(head, max)
+			}
 			continue
 		}
 		if err != nil {
@@ -411,7 +418,7 @@ func readStreamMessage(r *bufio.Reader, max int) ([]byte, error) {
 		}
 		head = append(head, line...)
 		if len(head) > max {
-			return nil, &frameError{why: fmt.Sprintf("header section longer than %d bytes", max)}
+			return nil, headTooLong(head, max)
 		}
 		if end {
 			break
