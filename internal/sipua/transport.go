@@ -275,7 +275,10 @@ func (sc *streamConn) serve() {
 			if errors.As(err, &fe) && len(fe.head) > 0 {
 				sc.ua.msgsIn.Add(1)
 				if w, ok := readWire(fe.head); ok {
-					code, reason := 400, "Bad Request (framing: "+fe.why+")"
+					code, reason := 400, "Bad Request (framing)"
+					if len(fe.why) <= 64 { // the why may quote the peer's bytes
+						reason = "Bad Request (framing: " + fe.why + ")"
+					}
 					if fe.tooLarge {
 						code, reason = 513, tooLargeReason
 					}
