@@ -87,7 +87,8 @@ type Config struct {
 	// HandshakeTimeout bounds the TLS handshake of an accepted connection (default 10 s).
 	HandshakeTimeout time.Duration
 	// IdleTimeout closes an accepted connection on which no message arrived for this long
-	// (default 30 s), unless its Flow was bound (Flow.Bind).
+	// (default 30 s), unless its Flow was bound (Flow.Bind); FirstMessageTimeout applies
+	// instead until the first parsable message.
 	IdleTimeout time.Duration
 	// BoundIdleTimeout replaces IdleTimeout once the connection's Flow is bound (default
 	// 10 min); any bytes, keep-alives included (RFC 5626 §3.5.1), keep it open.
