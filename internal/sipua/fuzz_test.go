@@ -65,15 +65,15 @@ func FuzzStreamFraming(f *testing.F) {
 	f.Add([]byte("\r\n\r\nOPTIONS sip:x SIP/2.0\r\nl: 3\r\n\r\nabc"))
 	f.Add([]byte("INVITE sip:x SIP/2.0\r\nContent-Length: -1\r\n\r\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		r := bufio.NewReaderSize(bytes.NewReader(data), 16<<10)
+		r := bufio.NewReaderSize(bytes.NewReader(data), streamBufferSize)
 		total := 0
 		for range 100 {
-			msg, err := readStreamMessage(r)
+			msg, err := readStreamMessage(r, maxMessage)
 			if err != nil {
 				return
 			}
 			total += len(msg)
-			if total > len(data) {
+			if total > len(data) || len(msg) > maxMessage {
 				t.Fatalf("framed %d bytes out of %d", total, len(data))
 			}
 		}
@@ -89,4 +89,31 @@ func TestRedactAuth(t *testing.T) {
 	if redactAuth([]byte("OPTIONS x\r\n\r\n")) != "OPTIONS x\r\n\r\n" {
 		t.Fatal("changed a request without credentials")
 	}
+}
+
+// FuzzWireResponse checks that the UA's own reading of a request's text never panics and
+// that the response built from it is one well-formed header section: every line ends in
+// CRLF, none is empty before the end, so nothing in a request can inject a header or end
+// the response early.
+func FuzzWireResponse(f *testing.F) {
+	f.Add([]byte("INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;rport;branch=z9hG4bK1\r\nFrom: <sip:c@d>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nl: 0\r\n\r\n"))
+	f.Add([]byte("OPTIONS sip:a SIP/7.0\nv: SIP / 2.0 / TCP h ; branch = 1 , SIP/2.0/UDP g\nt: \"q <sip:a>\n\n"))
+	f.Add([]byte("INVITE  sip:a  SIP/2.0\r\nVia: SIP/2.0/UDP [2001:db8::1]:5060;received=x\r\nTo:\r\n sip:a ; tag = 1\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		w, ok := readWire(data)
+		if !ok {
+			return
+		}
+		w.check()
+		b := w.response(400, "Bad Request", "192.0.2.1:5060", "t1", "sipis", nil, "", nil)
+		head, body, found := strings.Cut(string(b), "\r\n\r\n")
+		if !found || body != "" {
+			t.Fatalf("response is not one header section: %q", b)
+		}
+		for _, l := range strings.Split(head, "\r\n") {
+			if l == "" || strings.ContainsAny(l, "\r\n") {
+				t.Fatalf("bad line %q in %q", l, b)
+			}
+		}
+	})
 }

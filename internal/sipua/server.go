@@ -56,6 +56,7 @@ type Request struct {
 	Transport string
 
 	msg   *sip.Request
+	wire  *wireRequest
 	raw   []byte
 	ua    *UA
 	send  func([]byte) error
@@ -116,39 +117,20 @@ func (r *Request) respond(code int, reason, contentType string, body []byte, hea
 			return fmt.Errorf("sipua: bad response header %q", h.Name)
 		}
 	}
-	res := sip.NewResponseFromRequest(r.msg, code, reason, nil)
-	if to := res.To(); to != nil && code > 100 {
-		if _, had := r.msg.To().Params.Get("tag"); !had {
-			to.Params.Add("tag", r.toTag)
-		}
-	}
-	if via := res.Via(); via != nil && !via.Params.Has("received") {
-		// RFC 3261 §18.2.1: note the source when it differs from sent-by.
-		if h, _, err := net.SplitHostPort(r.Source); err == nil && h != strings.Trim(via.Host, "[]") {
-			via.Params.Add("received", h)
-		}
-	}
-	for _, h := range headers {
-		if strings.EqualFold(h.Name, "Content-Length") || strings.EqualFold(h.Name, "l") ||
-			strings.EqualFold(h.Name, "Content-Type") || strings.EqualFold(h.Name, "c") {
-			continue
-		}
-		res.AppendHeader(sip.NewHeader(h.Name, h.Value))
-	}
-	if res.GetHeader("User-Agent") == nil && res.GetHeader("Server") == nil {
-		res.AppendHeader(sip.NewHeader("Server", r.ua.ua))
-	}
-	if contentType != "" {
-		res.AppendHeader(sip.NewHeader("Content-Type", contentType))
-	}
-	res.SetBody(body)
-	b := []byte(res.String())
+	// Built from the request's own header lines, not sipgo's re-serialisation of them
+	// (RFC 3261 §8.2.6.2; RFC 4475 §3.1.1.1: one To tag, Via parameters as sent).
+	b := r.wire.response(code, reason, r.Source, r.toTag, r.ua.ua, headers, contentType, body)
 	// Recorded before it leaves: a retransmission the peer sends as soon as it has the
 	// response must find it (or, for a 2xx to INVITE, be absorbed), not an older one.
+	var sent func()
 	if r.stx != nil {
-		r.ua.srvTxs.answered(r.stx, b, code)
+		sent = r.ua.srvTxs.answered(r.stx, b, code)
 	}
-	if err := r.send(b); err != nil {
+	err := r.send(b)
+	if sent != nil {
+		sent()
+	}
+	if err != nil {
 		return fmt.Errorf("sipua: send %d to %s/%s: %w", code, r.Transport, r.Source, err)
 	}
 	return nil
@@ -173,17 +155,22 @@ type serverTx struct {
 	g        *time.Timer
 	gEvery   time.Duration
 	gUntil   time.Time
+	// onFinal, if set, is called once when the first final response is recorded (a stream
+	// connection counts the requests it still owes an answer).
+	onFinal func()
 }
 
 type serverTxTable struct {
 	seed   maphash.Seed
+	t1, t2 time.Duration
 	shards [txShards]struct {
 		mu sync.Mutex
 		m  map[string]*serverTx
 	}
 }
 
-func (t *serverTxTable) init() {
+func (t *serverTxTable) init(t1, t2 time.Duration) {
+	t.t1, t.t2 = t1, t2
 	t.seed = maphash.MakeSeed()
 	for i := range t.shards {
 		t.shards[i].m = make(map[string]*serverTx)
@@ -207,21 +194,30 @@ func (t *serverTxTable) begin(key string, send func([]byte) error, invite, relia
 	return tx, false
 }
 
-func (t *serverTxTable) answered(tx *serverTx, b []byte, code int) {
+// answered records b, a response with code, as tx's last. When it is the first final
+// response it returns tx's onFinal (or nil), which the caller runs once b is sent: a
+// connection waiting to close for its owed answers must not close before this one left.
+func (t *serverTxTable) answered(tx *serverTx, b []byte, code int) (sent func()) {
 	s := &t.shards[t.shard(tx.key)]
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if tx.final && !(tx.invite && code/100 == 2) {
-		return // nothing follows a final response but 2xx retransmissions
+		s.mu.Unlock()
+		return nil // nothing follows a final response but 2xx retransmissions
+	}
+	var onFinal func()
+	if !tx.final && code >= 200 {
+		onFinal, tx.onFinal = tx.onFinal, nil
 	}
 	tx.last, tx.final, tx.code = b, code >= 200, code
 	if code >= 200 {
-		tx.exp = time.Now().Add(64 * timerT1)
+		tx.exp = time.Now().Add(64 * t.t1)
 	}
 	if tx.invite && code >= 300 && !tx.reliable && tx.g == nil {
-		tx.gEvery, tx.gUntil = timerT1, time.Now().Add(64*timerT1)
+		tx.gEvery, tx.gUntil = t.t1, time.Now().Add(64*t.t1)
 		tx.g = time.AfterFunc(tx.gEvery, func() { t.fireG(tx) })
 	}
+	s.mu.Unlock()
+	return onFinal
 }
 
 // fireG retransmits a final non-2xx response to an INVITE (Timer G,
@@ -234,10 +230,16 @@ func (t *serverTxTable) fireG(tx *serverTx) {
 		return
 	}
 	b := tx.last
-	tx.gEvery = min(2*tx.gEvery, timerT2)
+	tx.gEvery = min(2*tx.gEvery, t.t2)
 	tx.g.Reset(tx.gEvery)
 	s.mu.Unlock()
-	_ = tx.send(b)
+	if err := tx.send(b); errors.Is(err, errBudget) {
+		// The source has had its answer; retransmitting more would amplify a forged request.
+		s.mu.Lock()
+		tx.acked = true
+		tx.g.Stop()
+		s.mu.Unlock()
+	}
 }
 
 // ack absorbs the ACK of a final non-2xx response to an INVITE (RFC 3261
@@ -280,6 +282,10 @@ func (t *serverTxTable) expire(now time.Time) {
 				if tx.g != nil {
 					tx.g.Stop()
 				}
+				if tx.onFinal != nil {
+					go tx.onFinal() // never answered: the connection owes it no more
+					tx.onFinal = nil
+				}
 				delete(s.m, k)
 			}
 		}
@@ -287,32 +293,44 @@ func (t *serverTxTable) expire(now time.Time) {
 	}
 }
 
-// handleRequest routes a received request.
-func (u *UA) handleRequest(m *sip.Request, raw []byte, transport string, src *net.UDPAddr, ul *udpListener, sc *streamConn) {
-	via := m.Via()
-	if via == nil || m.CSeq() == nil || m.CallID() == nil || m.From() == nil || m.To() == nil {
-		return // RFC 3261 §8.1.1 minimum not met; nothing sane to answer to
-	}
-	var source string
-	var send func([]byte) error
-	flow := &Flow{ua: u, transport: transport, sc: sc, ul: ul, dst: src}
+// replyPath returns where answers to a request from src (UDP) or over sc go: the source
+// "ip:port", send for answers (always sent, counted against the source's budget) and
+// resend for retransmissions (sent only within the budget, see budget).
+func (u *UA) replyPath(w *wireRequest, transport string, src *net.UDPAddr, ul *udpListener, sc *streamConn) (source string, send, resend func([]byte) error) {
 	if sc != nil {
-		source = sc.conn.RemoteAddr().String()
-		send = sc.write
-	} else {
-		source = src.String()
-		// RFC 3581 §4: with rport answer to the source port; else to the
-		// source IP and the Via port (RFC 3261 §18.2.2).
-		dst := &net.UDPAddr{IP: src.IP, Port: src.Port}
-		if v, ok := via.Params.Get("rport"); !ok || v != "" {
-			if via.Port > 0 {
-				dst.Port = via.Port
+		return sc.conn.RemoteAddr().String(), sc.write, sc.write
+	}
+	// RFC 3581 §4: with rport answer to the source port; else to the source IP and the Via
+	// port (RFC 3261 §18.2.2).
+	dst := &net.UDPAddr{IP: src.IP, Port: src.Port}
+	if len(w.via) > 0 {
+		if v, ok := paramValue(w.via[0], "rport"); !ok || v != "" {
+			if p := sentByPort(w.via[0]); p > 0 {
+				dst.Port = p
 			} else if !ok {
 				dst.Port = 5060
 			}
 		}
-		send = func(b []byte) error { return ul.writeTo(b, dst) }
 	}
+	key := sourceKey(src.IP)
+	send = func(b []byte) error {
+		u.budget.sent(key, len(b))
+		return ul.writeTo(b, dst)
+	}
+	resend = func(b []byte) error {
+		if !u.budget.allowRetransmit(key, len(b)) {
+			return errBudget
+		}
+		return ul.writeTo(b, dst)
+	}
+	return src.String(), send, resend
+}
+
+// handleRequest routes a received request; w is its wire form, already checked.
+func (u *UA) handleRequest(m *sip.Request, w *wireRequest, raw []byte, transport string, src *net.UDPAddr, ul *udpListener, sc *streamConn) {
+	via := m.Via()
+	source, send, resend := u.replyPath(w, transport, src, ul, sc)
+	flow := &Flow{ua: u, transport: transport, sc: sc, ul: ul, dst: src}
 	m.SetSource(source)
 	m.SetTransport(strings.ToUpper(transport))
 
@@ -325,12 +343,17 @@ func (u *UA) handleRequest(m *sip.Request, raw []byte, transport string, src *ne
 	if method != "ACK" {
 		key := branch + "|" + via.SentBy() + "|" + method
 		var retrans bool
-		stx, retrans = u.srvTxs.begin(key, send, method == "INVITE", sc != nil)
+		stx, retrans = u.srvTxs.begin(key, resend, method == "INVITE", sc != nil)
 		if retrans {
 			if b := u.srvTxs.lastResponse(stx); b != nil {
-				_ = send(b)
+				_ = resend(b)
 			}
 			return
+		}
+		if sc != nil {
+			// A stream closed after a bad message still answers this request first.
+			sc.owe()
+			u.srvTxs.setOnFinal(stx, sc.paid)
 		}
 	}
 	req := &Request{
@@ -343,6 +366,7 @@ func (u *UA) handleRequest(m *sip.Request, raw []byte, transport string, src *ne
 		Source:    source,
 		Transport: transport,
 		msg:       m,
+		wire:      w,
 		raw:       raw,
 		ua:        u,
 		send:      send,
@@ -372,18 +396,40 @@ func (u *UA) handleRequest(m *sip.Request, raw []byte, transport string, src *ne
 		respond(404, "Not Found")
 	case sc != nil && sc.slots != nil:
 		// Bound the handlers one connection can keep busy (Config.MaxInFlight).
-		select {
-		case sc.slots <- struct{}{}:
-			go func() {
-				defer func() { <-sc.slots }()
-				h.HandleRequest(user, req)
-			}()
-		default:
-			if method != "ACK" {
-				respond(503, "Service Unavailable", Header{"Retry-After", "5"})
-			}
-		}
+		u.dispatch(sc.slots, h, user, req, respond)
+	case sc == nil && u.udpSlots != nil:
+		// Bound the handlers UDP requests keep busy (Config.MaxUDPInFlight): a flood of
+		// datagrams is shed with 503, not turned into a goroutine each.
+		u.dispatch(u.udpSlots, h, user, req, respond)
 	default:
 		go h.HandleRequest(user, req)
 	}
+}
+
+// dispatch runs h for req on its own goroutine if slots has room, else answers 503 with
+// Retry-After (RFC 3261 §21.5.4; ACKs are dropped).
+func (u *UA) dispatch(slots chan struct{}, h Handler, user string, req *Request, respond func(int, string, ...Header)) {
+	select {
+	case slots <- struct{}{}:
+		go func() {
+			defer func() { <-slots }()
+			h.HandleRequest(user, req)
+		}()
+	default:
+		if req.Method != "ACK" {
+			respond(503, "Service Unavailable", Header{"Retry-After", shedRetryAfter})
+		}
+	}
+}
+
+// setOnFinal sets the function called when tx gets its first final response.
+func (t *serverTxTable) setOnFinal(tx *serverTx, f func()) {
+	s := &t.shards[t.shard(tx.key)]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if tx.final {
+		go f()
+		return
+	}
+	tx.onFinal = f
 }

@@ -7,7 +7,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -42,6 +44,7 @@ func (l *udpListener) serve() {
 			continue
 		}
 		l.ua.countIn(n)
+		l.ua.budget.received(sourceKey(src.IP), n)
 		raw := make([]byte, n)
 		copy(raw, buf[:n])
 		l.ua.handleMessage(raw, "udp", src, l, nil)
@@ -95,17 +98,21 @@ func (l *streamListener) serve() {
 	}
 }
 
-// remoteIP returns the IP of c's peer.
+// remoteIP returns the key c's peer is counted by for Config.MaxConnsPerIP: its address,
+// or its /64 for IPv6 (sourceKey).
 func remoteIP(c net.Conn) string {
 	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		return a.IP.String()
+		return sourceKey(a.IP)
 	}
 	host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+	if ip := net.ParseIP(host); ip != nil {
+		return sourceKey(ip)
+	}
 	return host
 }
 
-// admit counts a new accepted connection from ip, or reports false when Config.MaxConns or
-// Config.MaxConnsPerIP would be exceeded.
+// admit counts a new accepted connection from ip (a sourceKey), or reports false when
+// Config.MaxConns or Config.MaxConnsPerIP would be exceeded.
 func (u *UA) admit(ip string) bool {
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -144,6 +151,52 @@ type streamConn struct {
 	ip       string
 	bound    atomic.Bool
 	slots    chan struct{}
+	// valid is set once a parsable message arrived (Config.FirstMessageTimeout).
+	valid atomic.Bool
+
+	// The requests read from the connection that have no final response yet, so that a
+	// connection closed for a bad message answers them first.
+	pmu     sync.Mutex
+	owed    int
+	settled chan struct{} // closed when owed drops to 0 while a close waits
+}
+
+// owe counts a request that awaits its final response.
+func (sc *streamConn) owe() {
+	sc.pmu.Lock()
+	sc.owed++
+	sc.pmu.Unlock()
+}
+
+// paid counts a final response to a request counted by owe.
+func (sc *streamConn) paid() {
+	sc.pmu.Lock()
+	defer sc.pmu.Unlock()
+	if sc.owed--; sc.owed <= 0 && sc.settled != nil {
+		close(sc.settled)
+		sc.settled = nil
+	}
+}
+
+// settle waits until every request read from the connection has its final response, or
+// 64*T1 (the longest a non-INVITE server transaction lives, RFC 3261 §17.2.2), or Close.
+func (sc *streamConn) settle() {
+	sc.pmu.Lock()
+	if sc.owed <= 0 {
+		sc.pmu.Unlock()
+		return
+	}
+	ch := make(chan struct{})
+	sc.settled = ch
+	sc.pmu.Unlock()
+	t := time.NewTimer(64 * sc.ua.t1)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+	case <-sc.closed:
+	case <-sc.ua.done:
+	}
 }
 
 func connKey(transport, addr string) string { return transport + "|" + addr }
@@ -213,22 +266,52 @@ func (sc *streamConn) serve() {
 			return
 		}
 	}
-	r := bufio.NewReaderSize(&countingReader{r: sc.conn, ua: sc.ua, sc: sc}, 16<<10)
+	r := bufio.NewReaderSize(&countingReader{r: sc.conn, ua: sc.ua, sc: sc}, streamBufferSize)
 	for {
 		sc.refreshDeadline()
-		raw, err := readStreamMessage(r)
+		raw, err := readStreamMessage(r, maxMessage)
 		if err != nil {
+			var fe *frameError
+			if errors.As(err, &fe) && len(fe.head) > 0 {
+				sc.ua.msgsIn.Add(1)
+				if w, ok := readWire(fe.head); ok {
+					code, reason := 400, "Bad Request (framing)"
+					if len(fe.why) <= 64 { // the why may quote the peer's bytes
+						reason = "Bad Request (framing: " + fe.why + ")"
+					}
+					if fe.tooLarge {
+						code, reason = 513, tooLargeReason
+					}
+					sc.ua.reject(w, code, reason, sc.transport, nil, nil, sc)
+				}
+				if fe.tooLarge && fe.length >= 0 && fe.length <= maxDiscard {
+					// RFC 3261 §18.3: the body's end is known; skip it and keep the connection.
+					if _, err := io.CopyN(io.Discard, r, int64(fe.length)); err == nil {
+						continue
+					}
+				}
+			}
 			select {
 			case <-sc.ua.done:
 			default:
 				sc.ua.log.WithFields(logrus.Fields{"remote": sc.conn.RemoteAddr().String(), "transport": sc.transport, "err": err}).Debug("sip: stream closed")
 			}
+			// Nothing more is read; what was read before is still answered (RFC 3261 §18.3
+			// leaves no boundary to resynchronise on, but the earlier requests were whole).
+			if tc, ok := sc.conn.(*net.TCPConn); ok {
+				_ = tc.CloseRead()
+			}
+			sc.settle()
 			return
 		}
 		sc.ua.msgsIn.Add(1)
 		sc.ua.handleMessage(raw, sc.transport, nil, nil, sc)
 	}
 }
+
+// streamBufferSize is the read buffer of a stream connection; header lines longer than it
+// are still read (readStreamMessage), it only has to hold what one Read returns.
+const streamBufferSize = 4 << 10
 
 // refreshDeadline sets the read deadline of an accepted connection: IdleTimeout from now, or
 // BoundIdleTimeout once its flow is bound.
@@ -237,8 +320,11 @@ func (sc *streamConn) refreshDeadline() {
 		return
 	}
 	d := sc.ua.cfg.IdleTimeout
-	if sc.bound.Load() {
+	switch {
+	case sc.bound.Load():
 		d = sc.ua.cfg.BoundIdleTimeout
+	case !sc.valid.Load() && sc.ua.cfg.FirstMessageTimeout > 0 && (d <= 0 || sc.ua.cfg.FirstMessageTimeout < d):
+		d = sc.ua.cfg.FirstMessageTimeout
 	}
 	if d > 0 {
 		_ = sc.conn.SetReadDeadline(time.Now().Add(d))
@@ -282,52 +368,88 @@ func (c *countingReader) Read(p []byte) (int, error) {
 // is closed because there is no message boundary to resynchronise on.
 var errFraming = errors.New("sipua: bad SIP framing on stream")
 
-// readStreamMessage reads one SIP message from a stream, framed by the
-// blank line and Content-Length (mandatory on streams, RFC 3261 §18.3).
-// Leading CRLFs (keep-alives, RFC 5626 §3.5.1) are skipped.
-func readStreamMessage(r *bufio.Reader) ([]byte, error) {
-	var head bytes.Buffer
+// frameError is a message the framer cannot pass on. head is its header section when it
+// was read whole (so that it can be answered); tooLarge means the announced message is
+// larger than the limit, length being its Content-Length.
+type frameError struct {
+	why      string
+	head     []byte
+	tooLarge bool
+	length   int
+}
+
+// headTooLong is the frameError of a header section longer than max: answered 513 from
+// what was read (its Via and the rest come first in any sane request), then the connection
+// closes, since the section's end is unknown.
+func headTooLong(head []byte, max int) *frameError {
+	return &frameError{why: fmt.Sprintf("header section longer than %d bytes", max), head: head, tooLarge: true, length: -1}
+}
+
+func (e *frameError) Error() string { return errFraming.Error() + ": " + e.why }
+func (e *frameError) Unwrap() error { return errFraming }
+
+// readStreamMessage reads one SIP message of at most max bytes from a stream, framed by
+// the blank line and Content-Length (mandatory on streams, RFC 3261 §18.3). Leading CRLFs
+// (keep-alives, RFC 5626 §3.5.1) are skipped. The body is read as it arrives, never
+// allocated from the announced length: a peer that announces a large body and sends
+// nothing costs what it sent.
+func readStreamMessage(r *bufio.Reader, max int) ([]byte, error) {
+	var head []byte
 	for {
 		line, err := r.ReadSlice('\n')
 		if err == bufio.ErrBufferFull {
-			return nil, fmt.Errorf("%w: header line too long", errFraming)
+			// A long header line: keep it and read on.
+			head = append(head, line...)
+			if len(head) > max {
+				return nil, headTooLong(head, max)
+			}
+			continue
 		}
 		if err != nil {
+			if errors.Is(err, io.EOF) && len(head)+len(line) > 0 {
+				// The peer closed its side inside a message; it can still read the 400.
+				return nil, &frameError{why: "stream ended inside the header section", head: append(head, line...)}
+			}
 			return nil, err
 		}
-		if head.Len() == 0 && (len(line) == 1 || (len(line) == 2 && line[0] == '\r')) {
+		if len(head) == 0 && (len(line) == 1 || (len(line) == 2 && line[0] == '\r')) {
 			continue // keep-alive
 		}
-		head.Write(line)
-		if head.Len() > 64<<10 {
-			return nil, fmt.Errorf("%w: headers longer than 64 KiB", errFraming)
+		end := len(line) == 1 || (len(line) == 2 && line[0] == '\r')
+		if end && len(head) > 0 && head[len(head)-1] != '\n' {
+			end = false // the tail of a long line
 		}
-		if len(line) == 1 || (len(line) == 2 && line[0] == '\r') {
+		head = append(head, line...)
+		if len(head) > max {
+			return nil, headTooLong(head, max)
+		}
+		if end {
 			break
 		}
 	}
-	n, err := contentLength(head.Bytes())
+	n, err := contentLength(head)
 	if err != nil {
-		return nil, err
+		return nil, &frameError{why: err.Error(), head: head}
 	}
-	msg := make([]byte, head.Len()+n)
-	copy(msg, head.Bytes())
-	if _, err := ioReadFull(r, msg[head.Len():]); err != nil {
-		return nil, err
+	if n > max || len(head)+n > max {
+		return nil, &frameError{why: fmt.Sprintf("message of %d bytes", len(head)+n), head: head, tooLarge: true, length: n}
 	}
-	return msg, nil
-}
-
-func ioReadFull(r *bufio.Reader, b []byte) (int, error) {
-	n := 0
-	for n < len(b) {
-		m, err := r.Read(b[n:])
-		n += m
-		if err != nil {
-			return n, err
+	msg := make([]byte, len(head), len(head)+min(n, streamBufferSize))
+	copy(msg, head)
+	for len(msg) < len(head)+n {
+		if len(msg) == cap(msg) {
+			msg = slices.Grow(msg, min(len(head)+n-len(msg), len(msg)))
+		}
+		m, err := r.Read(msg[len(msg):min(cap(msg), len(head)+n)])
+		msg = msg[:len(msg)+m]
+		if errors.Is(err, io.EOF) && len(msg) < len(head)+n {
+			return nil, &frameError{why: "stream ended before Content-Length bytes", head: head}
+		}
+		if err != nil && len(msg) < len(head)+n {
+			return nil, err
 		}
 	}
-	return n, nil
+	return msg, nil
 }
 
 // contentLength finds Content-Length (or its compact form "l") in a header
@@ -351,12 +473,12 @@ func contentLength(head []byte) (int, error) {
 		}
 		v := string(bytes.TrimSpace(line[c+1:]))
 		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 || n > maxMessage {
-			return 0, fmt.Errorf("%w: Content-Length %q", errFraming, v)
+		if err != nil || n < 0 {
+			return 0, fmt.Errorf("bad Content-Length %q", v)
 		}
 		return n, nil
 	}
-	return 0, fmt.Errorf("%w: no Content-Length", errFraming)
+	return 0, errors.New("no Content-Length")
 }
 
 // streamConnTo returns a connection to dst over transport ("tcp"/"tls"),

@@ -13,6 +13,7 @@
 package sipua
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -86,7 +87,8 @@ type Config struct {
 	// HandshakeTimeout bounds the TLS handshake of an accepted connection (default 10 s).
 	HandshakeTimeout time.Duration
 	// IdleTimeout closes an accepted connection on which no message arrived for this long
-	// (default 30 s), unless its Flow was bound (Flow.Bind).
+	// (default 30 s), unless its Flow was bound (Flow.Bind); FirstMessageTimeout applies
+	// instead until the first parsable message.
 	IdleTimeout time.Duration
 	// BoundIdleTimeout replaces IdleTimeout once the connection's Flow is bound (default
 	// 10 min); any bytes, keep-alives included (RFC 5626 §3.5.1), keep it open.
@@ -94,18 +96,27 @@ type Config struct {
 	// MaxInFlight bounds the requests of one TCP or TLS connection that are in the Handler
 	// at once (default 16); beyond it requests are answered 503 (ACKs dropped).
 	MaxInFlight int
+	// FirstMessageTimeout closes an accepted connection on which no parsable message has
+	// arrived yet after this long (default 10 s), replacing IdleTimeout until the first one:
+	// a connection that has proved nothing holds a slot only briefly.
+	FirstMessageTimeout time.Duration
+	// MaxUDPInFlight bounds the UDP requests in the Handler at once, over all UDP listeners
+	// (default 4096); beyond it requests are answered 503 with Retry-After (ACKs dropped).
+	MaxUDPInFlight int
 	// Logger receives the UA's log lines; nil discards them.
 	Logger logrus.FieldLogger
 }
 
 // Defaults of the connection limits of Config.
 const (
-	DefaultMaxConns         = 20000
-	DefaultMaxConnsPerIP    = 50
-	DefaultMaxInFlight      = 16
-	DefaultHandshakeTimeout = 10 * time.Second
-	DefaultIdleTimeout      = 30 * time.Second
-	DefaultBoundIdleTimeout = 10 * time.Minute
+	DefaultMaxConns            = 20000
+	DefaultMaxConnsPerIP       = 50
+	DefaultMaxInFlight         = 16
+	DefaultHandshakeTimeout    = 10 * time.Second
+	DefaultIdleTimeout         = 30 * time.Second
+	DefaultBoundIdleTimeout    = 10 * time.Minute
+	DefaultFirstMessageTimeout = 10 * time.Second
+	DefaultMaxUDPInFlight      = 4096
 )
 
 // limitDefault returns def for 0, 0 (no limit) for a negative v, else v.
@@ -136,7 +147,15 @@ const (
 const (
 	udpBufferSize = 4 << 20
 	maxUDPMessage = 65507
-	maxMessage    = 1 << 20
+	// maxMessage is the largest message sipgo's parser accepts (sip.ParseMaxMessageLength);
+	// the stream framer uses the same cap so that what it frames can be parsed.
+	maxMessage = 65535
+	// maxDiscard is the largest body of a too-large message on a stream that is read and
+	// thrown away after the 513, keeping the connection (a proxy's carries other calls);
+	// beyond it the connection is closed after the 513.
+	maxDiscard = 1 << 20
+	// shedRetryAfter is the Retry-After of the 503 that sheds load, in seconds.
+	shedRetryAfter = "5"
 )
 
 // UA is a SIP user agent. All methods are safe for concurrent use.
@@ -159,6 +178,10 @@ type UA struct {
 	perIP     map[string]int // accepted stream connections open by remote IP
 	dials     map[string]*dialing
 	handler   Handler
+
+	t1, t2   time.Duration // RFC 3261 timers T1 and T2 of server transactions
+	budget   *budget
+	udpSlots chan struct{} // Config.MaxUDPInFlight
 
 	txs    txTable
 	srvTxs serverTxTable
@@ -197,6 +220,8 @@ func New(cfg Config) (*UA, error) {
 	cfg.HandshakeTimeout = limitDefault(cfg.HandshakeTimeout, DefaultHandshakeTimeout)
 	cfg.IdleTimeout = limitDefault(cfg.IdleTimeout, DefaultIdleTimeout)
 	cfg.BoundIdleTimeout = limitDefault(cfg.BoundIdleTimeout, DefaultBoundIdleTimeout)
+	cfg.FirstMessageTimeout = limitDefault(cfg.FirstMessageTimeout, DefaultFirstMessageTimeout)
+	cfg.MaxUDPInFlight = limitDefault(cfg.MaxUDPInFlight, DefaultMaxUDPInFlight)
 	if cfg.TransactionTimeout < 0 {
 		return nil, fmt.Errorf("sipua: negative TransactionTimeout %v", cfg.TransactionTimeout)
 	}
@@ -235,7 +260,10 @@ func New(cfg Config) (*UA, error) {
 	}
 	u.res = newResolver(r)
 	u.txs.init()
-	u.srvTxs.init()
+	u.setTimers(timerT1, timerT2)
+	if cfg.MaxUDPInFlight > 0 {
+		u.udpSlots = make(chan struct{}, cfg.MaxUDPInFlight)
+	}
 	return u, nil
 }
 
@@ -416,6 +444,7 @@ func (u *UA) sweep() {
 			return
 		case now := <-t.C:
 			u.srvTxs.expire(now)
+			u.budget.rotate(now)
 			u.parseErrs.Range(func(k, v any) bool {
 				if now.Sub(v.(parseFailure).at) > u.timeout {
 					u.parseErrs.Delete(k)
@@ -428,11 +457,33 @@ func (u *UA) sweep() {
 
 // handleMessage dispatches one received message. raw is owned by the
 // callee. It came from src through ul (UDP) or over sc (TCP/TLS).
+//
+// Every request that can be answered is: one sipgo cannot parse, or that breaks a rule the
+// UA checks on its text first (version, URI scheme, headers that must appear once, see
+// wireRequest.check), gets its 4xx/505 built from the request's literal headers (RFC 3261
+// §8.2, §21.4; RFC 4475 §3.1.2 expects 400 where the transport can carry an answer).
 func (u *UA) handleMessage(raw []byte, transport string, src *net.UDPAddr, ul *udpListener, sc *streamConn) {
 	if len(raw) <= 4 && strings.Trim(string(raw), "\r\n") == "" {
 		return // keep-alive CRLF (RFC 5626 §3.5.1)
 	}
+	if sc == nil && u.udpSlots != nil && len(u.udpSlots) == cap(u.udpSlots) && !bytes.HasPrefix(raw, []byte("SIP/")) {
+		// Every UDP handler slot is taken: shed the request before the costly parse, so
+		// that the readers keep up with a flood and responses to our own REGISTERs on the
+		// same socket are still read (RFC 3261 §21.5.4).
+		if w, ok := readWire(raw); ok && w.method != "ACK" {
+			u.reject(w, 503, "Service Unavailable", transport, src, ul, sc, Header{"Retry-After", shedRetryAfter})
+			return
+		}
+	}
 	msg, err := u.parser.ParseSIP(raw)
+	if res, ok := msg.(*sip.Response); ok && err == nil {
+		if sc != nil {
+			sc.valid.Store(true)
+		}
+		u.handleResponse(res, raw)
+		return
+	}
+	w, isReq := readWire(raw)
 	if err != nil {
 		source := ""
 		if src != nil {
@@ -441,15 +492,58 @@ func (u *UA) handleMessage(raw []byte, transport string, src *net.UDPAddr, ul *u
 			source = sc.conn.RemoteAddr().String()
 		}
 		u.parseErrs.Store(source, parseFailure{err: err.Error(), at: time.Now()})
-		u.log.WithFields(logrus.Fields{"src": source, "transport": transport, "err": err}).Debug("sip: dropped unparsable message")
+		u.log.WithFields(logrus.Fields{"src": source, "transport": transport, "err": err}).Debug("sip: unparsable message")
+	}
+	if !isReq {
 		return
 	}
-	switch m := msg.(type) {
-	case *sip.Response:
-		u.handleResponse(m, raw)
-	case *sip.Request:
-		u.handleRequest(m, raw, transport, src, ul, sc)
+	code, reason := w.check()
+	switch {
+	case code != 0:
+	case errors.Is(err, sip.ErrMessageTooLarge):
+		code, reason = 513, tooLargeReason
+	case err != nil:
+		code, reason = 400, "Bad Request"
 	}
+	req, ok := msg.(*sip.Request)
+	if code == 0 && ok && (req.Via() == nil || req.CSeq() == nil || req.CallID() == nil || req.From() == nil || req.To() == nil) {
+		code, reason = 400, "Bad Request (missing Via, From, To, Call-ID or CSeq)" // RFC 3261 §8.1.1
+	}
+	if code != 0 || !ok {
+		if code == 0 {
+			code, reason = 400, "Bad Request"
+		}
+		u.reject(w, code, reason, transport, src, ul, sc)
+		return
+	}
+	if sc != nil {
+		sc.valid.Store(true)
+	}
+	u.handleRequest(req, w, raw, transport, src, ul, sc)
+}
+
+// tooLargeReason names the limit in the reason phrase of a 513 (RFC 3261 §21.5.11).
+var tooLargeReason = fmt.Sprintf("Message Too Large (limit %d bytes)", maxMessage)
+
+// reject answers a request the UA does not pass on, from its literal headers; it is sent
+// once, never retransmitted. Without a Via nothing can route the answer and nothing is sent.
+func (u *UA) reject(w *wireRequest, code int, reason, transport string, src *net.UDPAddr, ul *udpListener, sc *streamConn, hs ...Header) {
+	if !w.canAnswer() {
+		return
+	}
+	source, send, _ := u.replyPath(w, transport, src, ul, sc)
+	b := w.response(code, reason, source, randHex(8), u.ua, hs, "", nil)
+	if err := send(b); err != nil {
+		u.log.WithFields(logrus.Fields{"src": source, "code": code, "err": err}).Debug("sip: send rejection")
+	}
+}
+
+// setTimers sets the server transactions' T1 and T2 (tests shorten them); called before
+// Start.
+func (u *UA) setTimers(t1, t2 time.Duration) {
+	u.t1, u.t2 = t1, t2
+	u.srvTxs.init(t1, t2)
+	u.budget = newBudget(64 * t1)
 }
 
 // parseFailure remembers that a peer sent something unparsable, so that a
