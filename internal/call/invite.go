@@ -70,6 +70,9 @@ type call struct {
 	best       *sipua.Response // best final non-2xx of the branches so far
 	cancelling bool            // the caller sent CANCEL while relaying
 	dialogOver bool            // the relayed dialog ended (BYE)
+	// byeRelayed: a BYE of the dialog is being relayed; its final response ends the dialog, so
+	// sipis must not hang it up itself (e.g. when the device closes right after its 200).
+	byeRelayed bool
 
 	// What sipis needs to end an answered dialog itself with BYE (RFC 3261 §12.2.1.1): the
 	// winner's To (with its tag) and Contact, and the highest CSeq each side has used.

@@ -505,8 +505,14 @@ func (m *Manager) inDialog(req *inbound, reply func(int, string, ...sipua.Header
 		o.Flow = b.flow
 		c.upCSeq = max(c.upCSeq, n)
 	}
-	c.mu.Unlock()
 	bye := req.method == "BYE"
+	if bye && b == c.winner {
+		// From now on the BYE's final response (relayed, or the transaction's own 408/503)
+		// ends the dialog: a connection closing meanwhile must not end it a second time
+		// (RFC 3261 §15.1.2).
+		c.byeRelayed = true
+	}
+	c.mu.Unlock()
 	var tc *reinviteTimerC
 	if req.method == "INVITE" {
 		tc = &reinviteTimerC{c: c, reply: reply}
@@ -699,12 +705,13 @@ func (c *call) endDialog(why string) bool {
 // its flow (toDevice) and BYE upstream to the caller's Contact along the INVITE's route set
 // (toCaller), each with the identity of the side sipis stands in for and a CSeq above any that
 // side used. The returned channel is closed once every BYE sent got a final response (or
-// failed). Nothing is sent when the dialog has already ended.
+// failed). Nothing is sent when the dialog has already ended or a BYE of either side is being
+// relayed (its answer ends the dialog).
 func (c *call) hangUp(toDevice, toCaller bool, why string) <-chan struct{} {
 	done := make(chan struct{})
 	c.mu.Lock()
 	b := c.winner
-	if b == nil || c.dialogOver || c.inv == nil {
+	if b == nil || c.dialogOver || c.byeRelayed || c.inv == nil {
 		c.mu.Unlock()
 		close(done)
 		return done

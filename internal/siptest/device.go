@@ -201,6 +201,25 @@ func (d *Device) RegisterResponse(token, deviceID string) (*DeviceMessage, error
 // body. extra are header lines such as "Require: 100rel" and "RSeq: 1" of a reliable
 // provisional response (RFC 3262 §3).
 func (d *Device) Respond(req *DeviceMessage, code int, reason, sdp string, extra ...string) {
+	d.write(d.response(req, code, reason, sdp, extra...))
+}
+
+// RespondAndClose is Respond, closing the connection right behind the response: the last
+// bytes written are the response, then the FIN, as a phone that hangs up and drops its
+// connection at once does.
+func (d *Device) RespondAndClose(req *DeviceMessage, code int, reason string) {
+	d.wmu.Lock()
+	_, err := d.conn.Write([]byte(d.response(req, code, reason, "")))
+	d.conn.Close()
+	d.wmu.Unlock()
+	if err != nil {
+		d.t.Errorf("siptest: device write: %v", err)
+	}
+	d.wg.Wait()
+}
+
+// response builds the text of Respond.
+func (d *Device) response(req *DeviceMessage, code int, reason, sdp string, extra ...string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "SIP/2.0 %d %s\r\n", code, reason)
 	for _, v := range req.msg.all("via") {
@@ -226,7 +245,7 @@ func (d *Device) Respond(req *DeviceMessage, code int, reason, sdp string, extra
 		fmt.Fprintf(&b, "Content-Type: application/sdp\r\n")
 	}
 	fmt.Fprintf(&b, "Content-Length: %d\r\n\r\n%s", len(sdp), sdp)
-	d.write(b.String())
+	return b.String()
 }
 
 // Bye hangs up the dialog the device answered with inv: BYE to the caller's Contact with the

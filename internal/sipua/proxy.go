@@ -468,67 +468,74 @@ func (t *ClientTx) run(req []byte) {
 			t.on(&Response{Status: code, Reason: reason, local: true})
 		}
 	}
-	for {
-		select {
-		case res := <-t.rx:
-			code := res.StatusCode
-			switch {
-			case code < 200:
-				if final {
-					continue
+	// handle processes one received response; it reports whether the transaction is over.
+	handle := func(res *sip.Response) bool {
+		code := res.StatusCode
+		switch {
+		case code < 200:
+			if final {
+				return false
+			}
+			t.mu.Lock()
+			first := !t.provisional
+			t.provisional = true
+			send := first && t.cancelWant && !t.cancelSent
+			if send {
+				t.cancelSent = true
+			}
+			t.mu.Unlock()
+			if t.method == "INVITE" {
+				resend = nil // Timer A stops after a provisional (§17.1.1.2)
+				if first {
+					// Timer C (§16.8) is the caller's; wait without Timer B now.
+					timeout.Stop()
 				}
-				t.mu.Lock()
-				first := !t.provisional
-				t.provisional = true
-				send := first && t.cancelWant && !t.cancelSent
-				if send {
-					t.cancelSent = true
-				}
-				t.mu.Unlock()
-				if t.method == "INVITE" {
-					resend = nil // Timer A stops after a provisional (§17.1.1.2)
-					if first {
-						// Timer C (§16.8) is the caller's; wait without Timer B now.
-						timeout.Stop()
-					}
-				} else if rt != nil {
-					iv = timerT2
-				}
-				if send {
-					t.sendCancel()
-				}
-				if code > 100 {
-					t.on(&Response{Status: code, Reason: res.Reason, msg: res})
-				}
-			case code < 300 && t.method == "INVITE":
-				if !final {
-					final, resend = true, nil
-					t.mu.Lock()
-					t.final = true
-					t.mu.Unlock()
-					timeout.Reset(64 * timerT1)
-				}
+			} else if rt != nil {
+				iv = timerT2
+			}
+			if send {
+				t.sendCancel()
+			}
+			if code > 100 {
 				t.on(&Response{Status: code, Reason: res.Reason, msg: res})
-			default:
-				if final {
-					if ack != nil {
-						_ = t.p.send(ack) // a retransmitted final gets the ACK again
-					}
-					continue
-				}
+			}
+		case code < 300 && t.method == "INVITE":
+			if !final {
 				final, resend = true, nil
 				t.mu.Lock()
 				t.final = true
 				t.mu.Unlock()
-				if t.method == "INVITE" {
-					ack = t.hopRequest("ACK", res.To().Value())
-					_ = t.p.send(ack)
+				timeout.Reset(64 * timerT1)
+			}
+			t.on(&Response{Status: code, Reason: res.Reason, msg: res})
+		default:
+			if final {
+				if ack != nil {
+					_ = t.p.send(ack) // a retransmitted final gets the ACK again
 				}
-				t.on(&Response{Status: code, Reason: res.Reason, msg: res})
-				if t.p.reliable() || t.method != "INVITE" {
-					return
-				}
-				timeout.Reset(32 * time.Second) // Timer D
+				return false
+			}
+			final, resend = true, nil
+			t.mu.Lock()
+			t.final = true
+			t.mu.Unlock()
+			if t.method == "INVITE" {
+				ack = t.hopRequest("ACK", res.To().Value())
+				_ = t.p.send(ack)
+			}
+			t.on(&Response{Status: code, Reason: res.Reason, msg: res})
+			if t.p.reliable() || t.method != "INVITE" {
+				return true
+			}
+			timeout.Reset(32 * time.Second) // Timer D
+		}
+		return false
+	}
+	for {
+		select {
+		case res := <-t.rx:
+			if handle(res) {
+				return
 			}
 		case <-resend:
 			if err := t.p.send(req); err != nil {
@@ -549,6 +556,17 @@ func (t *ClientTx) run(req []byte) {
 			localFinal(408, "Request Timeout")
 			return
 		case <-closed:
+			// A response read from the connection is handed to rx before the connection is
+			// marked closed: a peer that answers and closes in one write must be heard (its
+			// 200 to a BYE is the dialog's end, not a 503).
+			select {
+			case res := <-t.rx:
+				if handle(res) {
+					return
+				}
+				continue
+			default:
+			}
 			localFinal(503, "Service Unavailable")
 			return
 		case <-u.done:
