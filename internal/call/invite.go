@@ -7,6 +7,7 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"errors"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -379,7 +380,10 @@ func (c *call) progress() error {
 var errEnded = errors.New("call: the call has ended")
 
 // handleCancel answers a CANCEL (RFC 3261 §9.2): 200 to the CANCEL, then 487 to the INVITE it
-// matches (same Call-ID and top Via branch), or 481 when there is no such INVITE.
+// matches (same Call-ID and top Via branch), or 481 when there is no such INVITE. A CANCEL is
+// only believed from the address the INVITE came from: the previous hop sends its CANCEL
+// where it sent the INVITE, from the same socket or connection (RFC 3261 §9.1, §16.10).
+// Anyone else who saw the INVITE gets 481, as for an unknown transaction, and changes nothing.
 func (m *Manager) handleCancel(req *inbound, reply func(int, string, ...sipua.Header)) {
 	key := inviteKey(req.callID, req.header("Via"))
 	m.mu.Lock()
@@ -389,11 +393,24 @@ func (m *Manager) handleCancel(req *inbound, reply func(int, string, ...sipua.He
 		reply(481, "Call/Transaction Does Not Exist")
 		return
 	}
+	if !sameSource(req.source, c.source) {
+		c.log.WithField("src", req.source).Warn("call: CANCEL from a source that did not send the INVITE, ignored")
+		reply(481, "Call/Transaction Does Not Exist")
+		return
+	}
 	if c.cancelRelayed(reply) {
 		return
 	}
 	reply(200, "OK")
 	c.end(anyPhase, 487, "Request Terminated", store.OutcomeMissed, ReasonCancelled, true)
+}
+
+// sameSource reports whether two "ip:port" addresses are the same (IPv4-mapped IPv6 addresses
+// equal their IPv4 form).
+func sameSource(a, b string) bool {
+	x, err1 := netip.ParseAddrPort(a)
+	y, err2 := netip.ParseAddrPort(b)
+	return err1 == nil && err2 == nil && x.Addr().Unmap() == y.Addr().Unmap() && x.Port() == y.Port()
 }
 
 // forget drops c from the Manager's indexes.
