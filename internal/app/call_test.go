@@ -171,7 +171,7 @@ func answerThroughKamailio(t *testing.T, sel, user string) *kamailioCall {
 		t.Fatalf("pushes %v", pushes)
 	}
 	d := siptest.DialDevice(t, a.devUA.Addr("tcp"))
-	if code, err := d.Register(fmt.Sprint(pushes[0].Payload["token"]), "iphone"); code != 200 {
+	if code, err := d.Register(fmt.Sprint(pushes[0].Payload["token"]), "iphone", "device-secret-43"); code != 200 {
 		t.Fatalf("device REGISTER: %d %v", code, err)
 	}
 	in, err := d.Next("INVITE", false, 5*time.Second)
@@ -295,7 +295,7 @@ func TestDeviceListenerTLS(t *testing.T) {
 		t.Fatal("no TLS device listener")
 	}
 	d := siptest.DialDeviceTLS(t, addr, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12})
-	if code, err := d.Register("0123456789abcdef0123456789abcdef", "iphone"); err != nil || code != 403 {
+	if code, err := d.Register("0123456789abcdef0123456789abcdef", "iphone", "device-secret-43"); err != nil || code != 403 {
 		t.Fatalf("REGISTER with an unknown token over TLS: %d %v", code, err)
 	}
 	// A device that does not trust the certificate cannot connect.

@@ -101,6 +101,7 @@ type Store interface {
 	Messages(ctx context.Context, selector string, limit int) ([]store.Message, error)
 	AckMessages(ctx context.Context, selector string, ids []int64) (int64, error)
 	CheckDeviceSecret(ctx context.Context, selector, deviceID, secret string) error
+	CheckDeviceProof(ctx context.Context, selector, deviceID string, verify func(secret []byte) bool) error
 }
 
 // Pusher sends one notification; *push.Dispatcher implements it.

@@ -10,10 +10,13 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sipis/sipis/pkg/registration"
 )
 
 // Device plays a woken phone on the device-facing listener of sipis: it connects over TCP,
-// claims a call with REGISTER and X-Sipis-Token on that connection, then receives the relayed
+// claims a call with REGISTER, X-Sipis-Token and the proof of its device secret on that
+// connection, then receives the relayed
 // INVITE and answers it as a UAS, all in raw SIP text over the one connection.
 type Device struct {
 	t    testing.TB
@@ -160,10 +163,12 @@ func (d *Device) Next(method string, response bool, timeout time.Duration) (*Dev
 	}
 }
 
-// Register sends REGISTER with X-Sipis-Token (and X-Sipis-Device when deviceID is not empty)
-// and returns the final response's status.
-func (d *Device) Register(token, deviceID string) (int, error) {
-	r, err := d.RegisterResponse(token, deviceID)
+// Register claims a call as a woken app does (README, app protocol step 4): REGISTER with
+// X-Sipis-Token, X-Sipis-Device (when deviceID is not empty) and X-Sipis-Proof, the
+// registration.CallProof of secret (none when secret is empty). It returns the final
+// response's status.
+func (d *Device) Register(token, deviceID, secret string) (int, error) {
+	r, err := d.RegisterResponse(token, deviceID, secret)
 	if err != nil {
 		return 0, err
 	}
@@ -171,7 +176,7 @@ func (d *Device) Register(token, deviceID string) (int, error) {
 }
 
 // RegisterResponse is Register returning the whole final response.
-func (d *Device) RegisterResponse(token, deviceID string) (*DeviceMessage, error) {
+func (d *Device) RegisterResponse(token, deviceID, secret string) (*DeviceMessage, error) {
 	d.mu.Lock()
 	d.cseq++
 	cseq := d.cseq
@@ -182,6 +187,9 @@ func (d *Device) RegisterResponse(token, deviceID string) (*DeviceMessage, error
 	fmt.Fprintf(&b, "Contact: <sip:device@%s;transport=%s>\r\nX-Sipis-Token: %s\r\n", d.local, d.tp, token)
 	if deviceID != "" {
 		fmt.Fprintf(&b, "X-Sipis-Device: %s\r\n", deviceID)
+	}
+	if secret != "" {
+		fmt.Fprintf(&b, "X-Sipis-Proof: %s\r\n", registration.CallProof(secret, deviceID, token))
 	}
 	b.WriteString("Content-Length: 0\r\n\r\n")
 	d.write(b.String())

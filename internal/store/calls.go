@@ -303,6 +303,17 @@ func (db *DB) AckMessages(ctx context.Context, selector string, ids []int64) (in
 // selector: nil if it is, an error wrapping ErrSecret if not, ErrNotFound if there is no such
 // device. The comparison takes the same time wherever the secrets differ.
 func (db *DB) CheckDeviceSecret(ctx context.Context, selector, deviceID, secret string) error {
+	return db.CheckDeviceProof(ctx, selector, deviceID, func(stored []byte) bool {
+		return subtle.ConstantTimeCompare(stored, []byte(secret)) == 1
+	})
+}
+
+// CheckDeviceProof opens the stored secret of the device deviceID of selector and hands it
+// to verify, which checks what the device sent against it (e.g. an HMAC keyed with it) and
+// must compare in constant time. It returns nil when verify reports true, an error wrapping
+// ErrSecret when it reports false or the device has no secret, ErrNotFound when there is no
+// such device. The secret never leaves this call.
+func (db *DB) CheckDeviceProof(ctx context.Context, selector, deviceID string, verify func(secret []byte) bool) error {
 	if err := validSelector(selector); err != nil {
 		return err
 	}
@@ -322,8 +333,9 @@ func (db *DB) CheckDeviceSecret(ctx context.Context, selector, deviceID, secret 
 	if err != nil {
 		return fmt.Errorf("%w: secret of device %s of selector %s", err, deviceID, selector)
 	}
-	// An empty stored secret never matches: a device without a secret cannot fetch messages.
-	if len(plain) == 0 || subtle.ConstantTimeCompare(plain, []byte(secret)) != 1 {
+	// An empty stored secret never matches: a device without a secret cannot fetch messages
+	// or take calls.
+	if len(plain) == 0 || !verify(plain) {
 		return fmt.Errorf("%w: device %q of selector %s", ErrSecret, deviceID, selector)
 	}
 	return nil
