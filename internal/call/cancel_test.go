@@ -1,6 +1,7 @@
 package call
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/sipis/sipis/internal/push"
@@ -51,4 +52,26 @@ func TestCancelOnlyFromInviteSource(t *testing.T) {
 		cs := e.calls()
 		return len(cs) == 1 && cs[0].Outcome == store.OutcomeMissed && cs[0].Reason == ReasonCancelled
 	})
+}
+
+// TestRingingCarriesContact: each of sipis's own 180s carries its To tag and a Contact with
+// our Contact user at the address the caller sent the INVITE to, since a 1xx with a To tag
+// creates an early dialog and RFC 3261 §12.1.1 requires a Contact in it (issue 10 point 2).
+func TestRingingCarriesContact(t *testing.T) {
+	e := newEnv(t)
+	inv := e.caller.Invite(e.target, testContact)
+	check := func(r interface{ Header(string) string }, status string) {
+		t.Helper()
+		want := "<sip:" + testContact + "@" + e.target + ";transport=udp>"
+		if !strings.Contains(r.Header("To"), "tag=") || r.Header("Contact") != want {
+			t.Fatalf("180 %s: To %q Contact %q, want a tag and %s", status, r.Header("To"), r.Header("Contact"), want)
+		}
+	}
+	check(e.expect(inv.CallID, "INVITE", 180, StatusAlerting), StatusAlerting)
+	n := e.pusher.next(t)
+	check(e.expect(inv.CallID, "INVITE", 180, StatusPushSent), StatusPushSent)
+	if code, _ := e.post("/sipis/call/progress", "", `{"token":"`+n.Token+`"}`); code != 200 {
+		t.Fatalf("progress %d", code)
+	}
+	check(e.expect(inv.CallID, "INVITE", 180, StatusProgress), StatusProgress)
 }

@@ -52,6 +52,7 @@ type call struct {
 	fromTag  string  // the INVITE's From tag, carried by every request of the caller's side
 	acc      Account // the instance's account, for the sources allowed upstream
 	source   string  // "ip:port" the INVITE came from
+	contact  string  // our Contact in the 18x we send ourselves; "" in tests without sockets
 	log      logrus.FieldLogger
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -149,6 +150,7 @@ func (m *Manager) handleInvite(user string, req *inbound, log logrus.FieldLogger
 	}
 	if req.sip != nil {
 		c.fromTag = req.sip.FromTag()
+		c.contact = req.sip.Contact()
 	}
 	c.rec.DialogState = store.DialogPending
 	c.ctx, c.cancel = context.WithCancel(m.ctx)
@@ -330,7 +332,12 @@ func (c *call) finish(in phase, outcome, why string, notify bool, send func()) b
 }
 
 // send answers the INVITE; the caller holds c.mu, or the call has ended (then only end sends).
+// Our 18x carry our To tag and so create an early dialog: they carry our Contact too (RFC 3261
+// §12.1.1).
 func (c *call) send(code int, reason string, hs ...sipua.Header) {
+	if code > 100 && code < 300 && c.contact != "" {
+		hs = append(hs, sipua.Header{Name: "Contact", Value: c.contact})
+	}
 	if err := c.respond(code, reason, hs...); err != nil {
 		c.log.WithFields(logrus.Fields{"code": code, "err": err}).Warn("call: respond to INVITE")
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -84,6 +85,22 @@ func (f *Flow) path() *path {
 
 // Flow returns the connection or UDP peer the request came from.
 func (r *Request) Flow() *Flow { return r.flow }
+
+// Contact returns a Contact header value for a response of ours to r that creates a dialog
+// (a 1xx with our To tag, or a 2xx): RFC 3261 §12.1.1 requires one there. It is r's
+// Request-URI user at our address as r's sender reaches us, over r's transport.
+func (r *Request) Contact() string {
+	user := ""
+	if r.msg.Recipient.User != "" {
+		user = r.msg.Recipient.User + "@"
+	}
+	if r.flow == nil {
+		return "<sip:" + user + r.msg.Recipient.Host + ">"
+	}
+	p := r.flow.path()
+	host, port := r.ua.contactAddr(p, p.transport)
+	return fmt.Sprintf("<sip:%s%s;transport=%s>", user, net.JoinHostPort(host, strconv.Itoa(port)), p.transport)
+}
 
 // ToTag returns the tag of the To header ("" outside a dialog).
 func (r *Request) ToTag() string {
