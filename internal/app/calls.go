@@ -91,6 +91,14 @@ func (a *App) startCalls() error {
 	if err != nil {
 		return fmt.Errorf("calls: %w", err)
 	}
+	// Close what a killed run left open before any request can find the call records.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	err = m.Recover(ctx)
+	cancel()
+	if err != nil {
+		m.Close()
+		return fmt.Errorf("calls: %w", err)
+	}
 	a.calls = m
 	a.ua.SetHandler(m)
 	dev.SetHandler(m)

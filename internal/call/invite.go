@@ -89,7 +89,7 @@ func (m *Manager) handleInvite(user string, req *inbound, log logrus.FieldLogger
 		acc, ok = m.opts.Instances.Account(sel)
 	}
 	if !ok {
-		m.count(store.OutcomeRejected, ReasonUnknownContact)
+		m.refused(ReasonUnknownContact)
 		reply(404, "Not Found")
 		log.WithField("contact", user).Debug("call: INVITE for an unknown contact")
 		return
@@ -100,7 +100,7 @@ func (m *Manager) handleInvite(user string, req *inbound, log logrus.FieldLogger
 	if !m.sources.allowed(ctx, acc, req.source) {
 		// Not from the user's proxy: someone may be trying to ring the phone directly, or to
 		// learn that the account is asleep here. No push, no record (RFC 3261 §21.4.4).
-		m.count(store.OutcomeRejected, ReasonSourceNotAllowed)
+		m.refused(ReasonSourceNotAllowed)
 		reply(403, "Forbidden")
 		log.WithField("proxy", acc.Proxy).Warn("call: INVITE from a source that is not the instance's proxy")
 		return
@@ -116,7 +116,6 @@ func (m *Manager) handleInvite(user string, req *inbound, log logrus.FieldLogger
 	}
 	refuse := func(code int, reason, why string, hs ...sipua.Header) {
 		rec.Outcome, rec.Reason, rec.EndedAt = store.OutcomeRejected, why, m.clock.Now()
-		m.count(store.OutcomeRejected, why)
 		if err := m.opts.Store.PutCall(ctx, &rec); err != nil {
 			log.WithField("err", err).Warn("call: store call record")
 		}
@@ -308,9 +307,8 @@ func (c *call) finish(in phase, outcome, why string, notify bool, send func()) b
 	// Stay known for a while: a CANCEL crossing our final response still gets its 200, and a
 	// late device request learns that the call is over.
 	m.clock.AfterFunc(endedGrace, func() { m.forget(c) })
-	// Count and store before answering, so that whoever sees the final response also finds
-	// the outcome. No other response can be sent any more: the phase is ended.
-	m.count(outcome, why)
+	// Store (and so count) before answering, so that whoever sees the final response also
+	// finds the outcome. No other response can be sent any more: the phase is ended.
 	c.save()
 	send()
 	for _, b := range open {
@@ -397,6 +395,15 @@ func (m *Manager) handleCancel(req *inbound, reply func(int, string, ...sipua.He
 	c := m.byKey[key]
 	m.mu.Unlock()
 	if c == nil {
+		if req.sip != nil && m.restartedCall(req.callID) {
+			// Its INVITE rang when the last run was killed: the record says missed; the
+			// caller still hears the end of its call (RFC 3261 §9.2) instead of a 481.
+			reply(200, "OK")
+			if err := req.sip.RespondInvite(487, "Request Terminated"); err != nil {
+				m.log.WithFields(logrus.Fields{"call_id": req.callID, "err": err}).Info("call: answer the INVITE of a call from before the restart")
+			}
+			return
+		}
 		reply(481, "Call/Transaction Does Not Exist")
 		return
 	}

@@ -365,7 +365,6 @@ func (c *call) branchResponse(b *branch, r *sipua.Response) {
 		c.relay(r)
 		others := c.openBranches(b)
 		c.mu.Unlock()
-		m.count(store.OutcomeAccepted, "")
 		c.save()
 		c.log.WithField("device", b.device).Info("call: answered")
 		// The device's connection is its only way in (RFC 5626): when it drops, the caller

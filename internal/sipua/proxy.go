@@ -102,6 +102,42 @@ func (r *Request) Contact() string {
 	return fmt.Sprintf("<sip:%s%s;transport=%s>", user, net.JoinHostPort(host, strconv.Itoa(port)), p.transport)
 }
 
+// RespondInvite answers, from a CANCEL, the INVITE it cancels when sipis no longer has that
+// INVITE's transaction (it restarted while the call rang), so that the caller is not left
+// ringing: the CANCEL repeats the INVITE's Request-URI, Via, From, To, Call-ID and CSeq
+// number (RFC 3261 §9.1), which is all a response to the INVITE needs (§8.2.6, §9.2). The
+// response is sent once, without the INVITE transaction's retransmissions. Answer the CANCEL
+// itself first.
+func (r *Request) RespondInvite(code int, reason string) error {
+	if r.Method != "CANCEL" {
+		return fmt.Errorf("sipua: RespondInvite on a %s, not a CANCEL", r.Method)
+	}
+	if code < 300 || code > 699 || strings.ContainsAny(reason, "\r\n") {
+		return fmt.Errorf("sipua: RespondInvite %d %q is not a final non-2xx response", code, reason)
+	}
+	res := sip.NewResponseFromRequest(r.msg, code, reason, nil)
+	if to := res.To(); to != nil {
+		if _, had := to.Params.Get("tag"); !had {
+			to.Params.Add("tag", r.toTag)
+		}
+	}
+	if via := res.Via(); via != nil && !via.Params.Has("received") {
+		if h, _, err := net.SplitHostPort(r.Source); err == nil && h != strings.Trim(via.Host, "[]") {
+			via.Params.Add("received", h)
+		}
+	}
+	cseq := res.CSeq()
+	if cseq == nil {
+		return errors.New("sipua: RespondInvite: CANCEL without CSeq")
+	}
+	res.ReplaceHeader(&sip.CSeqHeader{SeqNo: cseq.SeqNo, MethodName: sip.INVITE})
+	res.AppendHeader(sip.NewHeader("Server", r.ua.ua))
+	if err := r.send([]byte(res.String())); err != nil {
+		return fmt.Errorf("sipua: send %d to the INVITE of %s: %w", code, r.Source, err)
+	}
+	return nil
+}
+
 // ToTag returns the tag of the To header ("" outside a dialog).
 func (r *Request) ToTag() string {
 	t, _ := r.msg.To().Params.Get("tag")
