@@ -47,9 +47,10 @@ func (a *App) startCalls() error {
 		}
 		filters = append(filters, call.Filter{ContentType: f.ContentType, Action: act})
 	}
-	relay := s.Server.PublicAddress
-	if relay == "" {
-		relay = s.Server.Address
+	// Where woken devices connect: never an unspecified address (issue: 0.0.0.0 was pushed).
+	relay, err := s.Server.RelayHost(nil)
+	if err != nil {
+		return fmt.Errorf("calls: %w", err)
 	}
 	// The device-facing listener (<Server Address Port>): TCP, and TLS on the next port when
 	// <TlsServerOptions> has a certificate.
