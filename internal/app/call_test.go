@@ -149,8 +149,15 @@ func answerThroughKamailio(t *testing.T, sel, user string) *kamailioCall {
 	t.Cleanup(a.Stop)
 
 	holdAtKamailio(t, a, k, apns, sel, user, "device-secret-43")
+	return callAndAnswer(t, a, k, apns, siptest.NewCaller(t), sel, user, "device-secret-43")
+}
 
-	caller := siptest.NewCaller(t)
+// callAndAnswer calls user (held by sipis at Kamailio, device "iphone" with secret) from
+// caller through Kamailio; the device takes the call with the token of the newest push and its
+// proof, relays a 180 and answers 200; the caller ACKs.
+func callAndAnswer(t *testing.T, a *App, k *siptest.Kamailio, apns *pushtest.APNs, caller *siptest.Caller, sel, user, secret string) *kamailioCall {
+	t.Helper()
+	before := len(apns.Pushes())
 	inv := caller.Invite(k.Addr(), user)
 	next := func(method string) *siptest.CallResponse {
 		t.Helper()
@@ -166,12 +173,17 @@ func answerThroughKamailio(t *testing.T, sel, user string) *kamailioCall {
 	}
 	next("INVITE")
 	next("INVITE")
-	pushes := apns.Pushes()
-	if len(pushes) != 1 || pushes[0].Payload["token"] == nil {
-		t.Fatalf("pushes %v", pushes)
+	var token string
+	for _, p := range apns.Pushes()[before:] {
+		if p.Payload["kind"] == "call" && p.Payload["token"] != nil {
+			token = fmt.Sprint(p.Payload["token"])
+		}
+	}
+	if token == "" {
+		t.Fatalf("no call push among %v", apns.Pushes()[before:])
 	}
 	d := siptest.DialDevice(t, a.devUA.Addr("tcp"))
-	if code, err := d.Register(fmt.Sprint(pushes[0].Payload["token"]), "iphone", "device-secret-43"); code != 200 {
+	if code, err := d.Register(token, "iphone", secret); code != 200 {
 		t.Fatalf("device REGISTER: %d %v", code, err)
 	}
 	in, err := d.Next("INVITE", false, 5*time.Second)
