@@ -66,14 +66,6 @@ func register(args []string, stdout, stderr io.Writer) error {
 		}
 		r.Device.Secret = strings.TrimRight(string(b), "\r\n")
 	}
-	if r.Mode != registration.ModeBackground {
-		// Taking the account back or forgetting it: the owner proves itself with the device
-		// secret (or the password); account fields would only be checked against the stored
-		// ones, so they are left out unless given.
-		if r.Account.Transport == "udp" && r.Account.User == "" {
-			r.Account.Transport = ""
-		}
-	}
 	client, err := httpClient(*caFile)
 	if err != nil {
 		return err
