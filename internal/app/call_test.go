@@ -177,6 +177,10 @@ func callAndAnswer(t *testing.T, a *App, k *siptest.Kamailio, apns *pushtest.APN
 	for _, p := range apns.Pushes()[before:] {
 		if p.Payload["kind"] == "call" && p.Payload["token"] != nil {
 			token = fmt.Sprint(p.Payload["token"])
+			// The device is sent where the device listener listens (never 0.0.0.0).
+			if got := fmt.Sprint(p.Payload["relay_address"]); got != a.devUA.Addr("tcp") {
+				t.Fatalf("pushed relay_address %q, want the device listener %s", got, a.devUA.Addr("tcp"))
+			}
 		}
 	}
 	if token == "" {
