@@ -5,6 +5,7 @@
 //	sipis serve [-settings FILE]      run the server
 //	sipis keygen -private F -public F write a new server key pair
 //	sipis register [flags]            seal a registration and post it (or print it)
+//	sipis status -selector S          show one instance as /stats/instances/json has it
 //	sipis version                     print the version
 package main
 
@@ -32,6 +33,7 @@ const usage = `usage:
                                       write a new server key pair (never overwrites)
   sipis register [flags]              seal a registration to the server's public key and
                                       POST it; "sipis register -h" lists the flags
+  sipis status -selector S [-url U]   show one instance (from /stats/instances/json)
   sipis version                       print the version
 `
 
@@ -60,6 +62,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return keygen(args, stdout, stderr)
 	case "register":
 		return register(args, stdout, stderr)
+	case "status":
+		return status(args, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "sipis %s (build %s %s)\n", version.Version, version.Build, version.Date)
 		return nil

@@ -15,7 +15,10 @@ import (
 )
 
 // register builds a registration from flags, seals it to the server's public key and posts
-// it, as an app would. Support staff and tests use it.
+// it, as an app would. Support staff and tests use it. The device secret (which lets the
+// device fetch its messages, take calls and prove it owns the selector) comes from a file or
+// SIPIS_DEVICE_SECRET, like the password never from a flag value. For foreground and off the
+// selector, the device and its secret are enough: no account is sent.
 func register(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("register", stderr)
 	var r registration.Registration
@@ -24,6 +27,8 @@ func register(args []string, stdout, stderr io.Writer) error {
 	print := fs.Bool("print", false, "print the sealed registration in base64 instead of posting it")
 	mode := fs.String("mode", "background", "background, foreground or off")
 	pwFile := fs.String("password-file", "", "read the SIP password from this file (or set SIPIS_PASSWORD); never a flag, so it stays out of shell history")
+	secretFile := fs.String("secret-file", "", "read the device secret from this file (or set SIPIS_DEVICE_SECRET); with it the device fetches its messages and proves it owns the selector, so foreground and off need no password")
+	caFile := fs.String("ca", "", "PEM file of the CA(s) that signed the server's certificate (an https -url behind a TLS proxy with a private CA)")
 	timeout := fs.Duration("timeout", 10*time.Second, "HTTP timeout")
 	fs.StringVar(&r.Selector, "selector", "", "the account's selector (hex)")
 	fs.StringVar(&r.Account.User, "user", "", "SIP user")
@@ -53,6 +58,18 @@ func register(args []string, stdout, stderr io.Writer) error {
 		}
 		r.Account.Password = strings.TrimRight(string(b), "\r\n")
 	}
+	r.Device.Secret = os.Getenv("SIPIS_DEVICE_SECRET")
+	if *secretFile != "" {
+		b, err := os.ReadFile(*secretFile)
+		if err != nil {
+			return fmt.Errorf("-secret-file: %w", err)
+		}
+		r.Device.Secret = strings.TrimRight(string(b), "\r\n")
+	}
+	client, err := httpClient(*caFile)
+	if err != nil {
+		return err
+	}
 	pub, err := registration.ReadKeyFile(*pubFile)
 	if err != nil {
 		return err
@@ -72,7 +89,7 @@ func register(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/octet-stream")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return err
 	}

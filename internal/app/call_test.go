@@ -149,8 +149,15 @@ func answerThroughKamailio(t *testing.T, sel, user string) *kamailioCall {
 	t.Cleanup(a.Stop)
 
 	holdAtKamailio(t, a, k, apns, sel, user, "device-secret-43")
+	return callAndAnswer(t, a, k, apns, siptest.NewCaller(t), sel, user, "device-secret-43")
+}
 
-	caller := siptest.NewCaller(t)
+// callAndAnswer calls user (held by sipis at Kamailio, device "iphone" with secret) from
+// caller through Kamailio; the device takes the call with the token of the newest push and its
+// proof, relays a 180 and answers 200; the caller ACKs.
+func callAndAnswer(t *testing.T, a *App, k *siptest.Kamailio, apns *pushtest.APNs, caller *siptest.Caller, sel, user, secret string) *kamailioCall {
+	t.Helper()
+	before := len(apns.Pushes())
 	inv := caller.Invite(k.Addr(), user)
 	next := func(method string) *siptest.CallResponse {
 		t.Helper()
@@ -166,12 +173,21 @@ func answerThroughKamailio(t *testing.T, sel, user string) *kamailioCall {
 	}
 	next("INVITE")
 	next("INVITE")
-	pushes := apns.Pushes()
-	if len(pushes) != 1 || pushes[0].Payload["token"] == nil {
-		t.Fatalf("pushes %v", pushes)
+	var token string
+	for _, p := range apns.Pushes()[before:] {
+		if p.Payload["kind"] == "call" && p.Payload["token"] != nil {
+			token = fmt.Sprint(p.Payload["token"])
+			// The device is sent where the device listener listens (never 0.0.0.0).
+			if got := fmt.Sprint(p.Payload["relay_address"]); got != a.devUA.Addr("tcp") {
+				t.Fatalf("pushed relay_address %q, want the device listener %s", got, a.devUA.Addr("tcp"))
+			}
+		}
+	}
+	if token == "" {
+		t.Fatalf("no call push among %v", apns.Pushes()[before:])
 	}
 	d := siptest.DialDevice(t, a.devUA.Addr("tcp"))
-	if code, err := d.Register(fmt.Sprint(pushes[0].Payload["token"]), "iphone"); code != 200 {
+	if code, err := d.Register(token, "iphone", secret); code != 200 {
 		t.Fatalf("device REGISTER: %d %v", code, err)
 	}
 	in, err := d.Next("INVITE", false, 5*time.Second)
@@ -295,7 +311,7 @@ func TestDeviceListenerTLS(t *testing.T) {
 		t.Fatal("no TLS device listener")
 	}
 	d := siptest.DialDeviceTLS(t, addr, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12})
-	if code, err := d.Register("0123456789abcdef0123456789abcdef", "iphone"); err != nil || code != 403 {
+	if code, err := d.Register("0123456789abcdef0123456789abcdef", "iphone", "device-secret-43"); err != nil || code != 403 {
 		t.Fatalf("REGISTER with an unknown token over TLS: %d %v", code, err)
 	}
 	// A device that does not trust the certificate cannot connect.

@@ -47,9 +47,10 @@ func (a *App) startCalls() error {
 		}
 		filters = append(filters, call.Filter{ContentType: f.ContentType, Action: act})
 	}
-	relay := s.Server.PublicAddress
-	if relay == "" {
-		relay = s.Server.Address
+	// Where woken devices connect: never an unspecified address (issue: 0.0.0.0 was pushed).
+	relay, err := s.Server.RelayHost(nil)
+	if err != nil {
+		return fmt.Errorf("calls: %w", err)
 	}
 	// The device-facing listener (<Server Address Port>): TCP, and TLS on the next port when
 	// <TlsServerOptions> has a certificate.
@@ -89,6 +90,14 @@ func (a *App) startCalls() error {
 		PushMessageText: s.NotificationServers.IncludeMessageText, Logger: a.log.WithField("part", "calls"),
 	})
 	if err != nil {
+		return fmt.Errorf("calls: %w", err)
+	}
+	// Close what a killed run left open before any request can find the call records.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	err = m.Recover(ctx)
+	cancel()
+	if err != nil {
+		m.Close()
 		return fmt.Errorf("calls: %w", err)
 	}
 	a.calls = m

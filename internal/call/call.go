@@ -64,6 +64,9 @@ const (
 	ReasonNotAnswered      = "device did not answer"
 	ReasonDeviceFailed     = "device failed the call"
 	ReasonShutdown         = "server shutting down"
+	// ReasonRestarted closes, at start, the records of calls the previous run left open
+	// (it was killed while they rang or were relayed).
+	ReasonRestarted = "server restarted"
 	// The reasons an answered call's dialog was ended by sipis (stored in the record of an
 	// accepted call).
 	ReasonDeviceLost = "device connection lost"
@@ -101,6 +104,9 @@ type Store interface {
 	Messages(ctx context.Context, selector string, limit int) ([]store.Message, error)
 	AckMessages(ctx context.Context, selector string, ids []int64) (int64, error)
 	CheckDeviceSecret(ctx context.Context, selector, deviceID, secret string) error
+	CheckDeviceProof(ctx context.Context, selector, deviceID string, verify func(secret []byte) bool) error
+	CallOutcomes(ctx context.Context) ([]store.OutcomeCount, error)
+	CloseOpenCalls(ctx context.Context, reason string, at time.Time) ([]store.Call, error)
 }
 
 // Pusher sends one notification; *push.Dispatcher implements it.
@@ -235,13 +241,70 @@ type Manager struct {
 	byCallID map[string][]*call // calls whose dialog may be relayed, by Call-ID
 	active   map[string]int     // selector -> calls in progress
 
-	omu sync.Mutex
-	out outcomes
+	omu       sync.Mutex
+	out       outcomes             // INVITEs refused without a call record, since start
+	stored    outcomes             // the last counts read from the store
+	restarted map[string]time.Time // Call-ID -> when a call the last run left ringing was closed
 }
 
 type outcomes struct {
 	total, accepted, missed, rejected int
 	byReason                          map[string]int
+}
+
+// add adds n calls with outcome (and reason, for a rejected one).
+func (o *outcomes) add(outcome, reason string, n int) {
+	o.total += n
+	switch outcome {
+	case store.OutcomeAccepted:
+		o.accepted += n
+	case store.OutcomeMissed:
+		o.missed += n
+	case store.OutcomeRejected:
+		o.rejected += n
+		o.byReason[reason] += n
+	}
+}
+
+// restartedGrace is how long a CANCEL for a call the last run left ringing is still answered
+// 200 and 487 (its INVITE's transaction is gone): beyond Timer C (3 min, RFC 3261 §16.8), after
+// which the caller's proxy gives up by itself.
+const restartedGrace = 4 * time.Minute
+
+// Recover closes the call records the previous run left open (it was killed): a call that
+// rang becomes missed with ReasonRestarted, an answered one keeps its outcome; both end now.
+// For a while a CANCEL of such a call is still answered (200, then 487 to its INVITE) instead
+// of 481. Call it once at start, before the Manager gets requests.
+func (m *Manager) Recover(ctx context.Context) error {
+	now := m.clock.Now()
+	open, err := m.opts.Store.CloseOpenCalls(ctx, ReasonRestarted, now)
+	if err != nil {
+		return fmt.Errorf("call: close the calls the last run left open: %w", err)
+	}
+	m.omu.Lock()
+	for _, c := range open {
+		if c.Outcome == "" && c.CallID != "" {
+			m.restarted[c.CallID] = now
+		}
+	}
+	m.omu.Unlock()
+	if len(open) > 0 {
+		m.log.WithField("calls", len(open)).Warn("call: closed the call records the last run left open")
+	}
+	return nil
+}
+
+// restartedCall reports whether callID is of a call the last run left ringing, closed by
+// Recover less than restartedGrace ago.
+func (m *Manager) restartedCall(callID string) bool {
+	m.omu.Lock()
+	defer m.omu.Unlock()
+	at, ok := m.restarted[callID]
+	if ok && m.clock.Now().Sub(at) > restartedGrace {
+		delete(m.restarted, callID)
+		return false
+	}
+	return ok
 }
 
 // New checks opts and returns a Manager.
@@ -312,14 +375,16 @@ func New(opts Options) (*Manager, error) {
 		opts.TimerC = DefaultTimerC
 	}
 	m := &Manager{
-		opts:     opts,
-		log:      opts.Logger,
-		clock:    opts.Clock,
-		byKey:    make(map[string]*call),
-		byToken:  make(map[[32]byte]*call),
-		byCallID: make(map[string][]*call),
-		active:   make(map[string]int),
-		out:      outcomes{byReason: make(map[string]int)},
+		opts:      opts,
+		log:       opts.Logger,
+		clock:     opts.Clock,
+		byKey:     make(map[string]*call),
+		byToken:   make(map[[32]byte]*call),
+		byCallID:  make(map[string][]*call),
+		active:    make(map[string]int),
+		out:       outcomes{byReason: make(map[string]int)},
+		stored:    outcomes{byReason: make(map[string]int)},
+		restarted: make(map[string]time.Time),
 	}
 	if m.log == nil {
 		l := logrus.New()
@@ -382,16 +447,35 @@ wait:
 	return nil
 }
 
-// Outcomes returns the counts of calls that ended since start: all, accepted, missed and
-// rejected, and the rejected ones by reason (the /stats page's Incoming Call Outcomes).
+// Outcomes returns the counts of ended calls: all, accepted, missed and rejected, and the
+// rejected ones by reason (the /stats page's Incoming Call Outcomes, the summary and
+// /metrics). They are counted from the stored call records, so they survive restarts and agree
+// with /sipis/calls; the INVITEs refused before a record is made (unknown contact, source not
+// allowed: no record, RFC 3261 §21.4.4) are added as counted since start. When the store
+// cannot be read the last counts read are used.
 func (m *Manager) Outcomes() (total, accepted, missed, rejected int, byReason map[string]int) {
+	ctx, cancel := context.WithTimeout(m.ctx, 5*time.Second)
+	counts, err := m.opts.Store.CallOutcomes(ctx)
+	cancel()
 	m.omu.Lock()
 	defer m.omu.Unlock()
-	byReason = make(map[string]int, len(m.out.byReason))
-	for k, v := range m.out.byReason {
-		byReason[k] = v
+	if err != nil {
+		m.log.WithField("err", err).Warn("call: count the call outcomes in the store")
+	} else {
+		m.stored = outcomes{byReason: make(map[string]int)}
+		for _, c := range counts {
+			m.stored.add(c.Outcome, c.Reason, c.Count)
+		}
 	}
-	return m.out.total, m.out.accepted, m.out.missed, m.out.rejected, byReason
+	byReason = make(map[string]int, len(m.out.byReason)+len(m.stored.byReason))
+	for k, v := range m.stored.byReason {
+		byReason[k] += v
+	}
+	for k, v := range m.out.byReason {
+		byReason[k] += v
+	}
+	return m.stored.total + m.out.total, m.stored.accepted + m.out.accepted, m.stored.missed + m.out.missed,
+		m.stored.rejected + m.out.rejected, byReason
 }
 
 // ActiveCalls returns the number of calls in progress for selector (the Notes column).
@@ -401,19 +485,11 @@ func (m *Manager) ActiveCalls(selector string) int {
 	return m.active[selector]
 }
 
-func (m *Manager) count(outcome, reason string) {
+// refused counts an INVITE refused without a call record.
+func (m *Manager) refused(reason string) {
 	m.omu.Lock()
 	defer m.omu.Unlock()
-	m.out.total++
-	switch outcome {
-	case store.OutcomeAccepted:
-		m.out.accepted++
-	case store.OutcomeMissed:
-		m.out.missed++
-	case store.OutcomeRejected:
-		m.out.rejected++
-		m.out.byReason[reason]++
-	}
+	m.out.add(store.OutcomeRejected, reason, 1)
 }
 
 // HandleRequest implements sipua.Handler for requests to our Contact users.

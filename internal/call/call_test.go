@@ -517,6 +517,13 @@ func (nilStore) AckMessages(context.Context, string, []int64) (int64, error)    
 func (nilStore) CheckDeviceSecret(context.Context, string, string, string) error {
 	return errNil
 }
+func (nilStore) CheckDeviceProof(context.Context, string, string, func([]byte) bool) error {
+	return errNil
+}
+func (nilStore) CallOutcomes(context.Context) ([]store.OutcomeCount, error) { return nil, errNil }
+func (nilStore) CloseOpenCalls(context.Context, string, time.Time) ([]store.Call, error) {
+	return nil, errNil
+}
 
 // TestVoIPPushThroughAPNsFake sends the call push through the real APNs notifier to the
 // pushtest fake: a VoIP push on the .voip topic carrying the call's fields.

@@ -37,7 +37,7 @@ func (e *env) answer(dev string) *answeredCall {
 	t := e.t.(*testing.T)
 	inv, token := e.ring()
 	d := siptest.DialDevice(t, dev)
-	if code, err := d.Register(token, "iphone"); err != nil || code != 200 {
+	if code, err := d.Register(token, "iphone", testSecret); err != nil || code != 200 {
 		t.Fatalf("REGISTER with the token: %d %v", code, err)
 	}
 	in := deviceNext(t, d, "INVITE")
@@ -69,7 +69,7 @@ func TestRelayFinalRetransmittedUntilAck(t *testing.T) {
 	e.caller.SetAutoAck(false)
 	inv, token := e.ring()
 	d := siptest.DialDevice(t, dev)
-	if code, err := d.Register(token, ""); code != 200 {
+	if code, err := d.Register(token, "iphone", testSecret); code != 200 {
 		t.Fatal(code, err)
 	}
 	in := deviceNext(t, d, "INVITE")
@@ -304,7 +304,7 @@ func TestRelayOverTLS(t *testing.T) {
 
 	inv, token := e.ring()
 	d := siptest.DialDeviceTLS(t, ua.Addr("tls"), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12})
-	if code, err := d.Register(token, "iphone"); err != nil || code != 200 {
+	if code, err := d.Register(token, "iphone", testSecret); err != nil || code != 200 {
 		t.Fatalf("REGISTER over TLS: %d %v", code, err)
 	}
 	in := deviceNext(t, d, "INVITE")

@@ -275,6 +275,20 @@ func (e *env) startManager(opts ...envOption) {
 	})
 }
 
+// addDevices stores more devices of the test instance, each with push token testToken+id
+// and secret testSecret.
+func (e *env) addDevices(ids ...string) {
+	e.t.Helper()
+	for i, id := range ids {
+		inst := &store.Instance{Selector: testSel, Mode: store.ModeBackground, ContactUser: testContact,
+			Account: store.Account{User: "alice", Password: "pw", Domain: "example.org", Proxy: "127.0.0.1", Port: 5060}}
+		dev := &store.Device{ID: id, Platform: push.PlatformAPNs, PushToken: testToken + id, AppID: "com.example.softphone", Secret: testSecret}
+		if err := e.db.PutRegistration(context.Background(), inst, dev, fmt.Sprintf("nonce-add-%d-%s", i, id), time.Now()); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+}
+
 // stopManager closes the HTTP server, the Manager and the store (a restart).
 func (e *env) stopManager() {
 	e.ua.SetHandler(nil)

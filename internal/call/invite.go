@@ -7,6 +7,7 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"errors"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -51,6 +52,7 @@ type call struct {
 	fromTag  string  // the INVITE's From tag, carried by every request of the caller's side
 	acc      Account // the instance's account, for the sources allowed upstream
 	source   string  // "ip:port" the INVITE came from
+	contact  string  // our Contact in the 18x we send ourselves; "" in tests without sockets
 	log      logrus.FieldLogger
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -70,6 +72,9 @@ type call struct {
 	best       *sipua.Response // best final non-2xx of the branches so far
 	cancelling bool            // the caller sent CANCEL while relaying
 	dialogOver bool            // the relayed dialog ended (BYE)
+	// byeRelayed: a BYE of the dialog is being relayed; its final response ends the dialog, so
+	// sipis must not hang it up itself (e.g. when the device closes right after its 200).
+	byeRelayed bool
 
 	// What sipis needs to end an answered dialog itself with BYE (RFC 3261 §12.2.1.1): the
 	// winner's To (with its tag) and Contact, and the highest CSeq each side has used.
@@ -84,7 +89,7 @@ func (m *Manager) handleInvite(user string, req *inbound, log logrus.FieldLogger
 		acc, ok = m.opts.Instances.Account(sel)
 	}
 	if !ok {
-		m.count(store.OutcomeRejected, ReasonUnknownContact)
+		m.refused(ReasonUnknownContact)
 		reply(404, "Not Found")
 		log.WithField("contact", user).Debug("call: INVITE for an unknown contact")
 		return
@@ -95,7 +100,7 @@ func (m *Manager) handleInvite(user string, req *inbound, log logrus.FieldLogger
 	if !m.sources.allowed(ctx, acc, req.source) {
 		// Not from the user's proxy: someone may be trying to ring the phone directly, or to
 		// learn that the account is asleep here. No push, no record (RFC 3261 §21.4.4).
-		m.count(store.OutcomeRejected, ReasonSourceNotAllowed)
+		m.refused(ReasonSourceNotAllowed)
 		reply(403, "Forbidden")
 		log.WithField("proxy", acc.Proxy).Warn("call: INVITE from a source that is not the instance's proxy")
 		return
@@ -111,7 +116,6 @@ func (m *Manager) handleInvite(user string, req *inbound, log logrus.FieldLogger
 	}
 	refuse := func(code int, reason, why string, hs ...sipua.Header) {
 		rec.Outcome, rec.Reason, rec.EndedAt = store.OutcomeRejected, why, m.clock.Now()
-		m.count(store.OutcomeRejected, why)
 		if err := m.opts.Store.PutCall(ctx, &rec); err != nil {
 			log.WithField("err", err).Warn("call: store call record")
 		}
@@ -145,6 +149,7 @@ func (m *Manager) handleInvite(user string, req *inbound, log logrus.FieldLogger
 	}
 	if req.sip != nil {
 		c.fromTag = req.sip.FromTag()
+		c.contact = req.sip.Contact()
 	}
 	c.rec.DialogState = store.DialogPending
 	c.ctx, c.cancel = context.WithCancel(m.ctx)
@@ -302,9 +307,8 @@ func (c *call) finish(in phase, outcome, why string, notify bool, send func()) b
 	// Stay known for a while: a CANCEL crossing our final response still gets its 200, and a
 	// late device request learns that the call is over.
 	m.clock.AfterFunc(endedGrace, func() { m.forget(c) })
-	// Count and store before answering, so that whoever sees the final response also finds
-	// the outcome. No other response can be sent any more: the phase is ended.
-	m.count(outcome, why)
+	// Store (and so count) before answering, so that whoever sees the final response also
+	// finds the outcome. No other response can be sent any more: the phase is ended.
 	c.save()
 	send()
 	for _, b := range open {
@@ -326,7 +330,12 @@ func (c *call) finish(in phase, outcome, why string, notify bool, send func()) b
 }
 
 // send answers the INVITE; the caller holds c.mu, or the call has ended (then only end sends).
+// Our 18x carry our To tag and so create an early dialog: they carry our Contact too (RFC 3261
+// §12.1.1).
 func (c *call) send(code int, reason string, hs ...sipua.Header) {
+	if code > 100 && code < 300 && c.contact != "" {
+		hs = append(hs, sipua.Header{Name: "Contact", Value: c.contact})
+	}
 	if err := c.respond(code, reason, hs...); err != nil {
 		c.log.WithFields(logrus.Fields{"code": code, "err": err}).Warn("call: respond to INVITE")
 	}
@@ -376,13 +385,30 @@ func (c *call) progress() error {
 var errEnded = errors.New("call: the call has ended")
 
 // handleCancel answers a CANCEL (RFC 3261 §9.2): 200 to the CANCEL, then 487 to the INVITE it
-// matches (same Call-ID and top Via branch), or 481 when there is no such INVITE.
+// matches (same Call-ID and top Via branch), or 481 when there is no such INVITE. A CANCEL is
+// only believed from the address the INVITE came from: the previous hop sends its CANCEL
+// where it sent the INVITE, from the same socket or connection (RFC 3261 §9.1, §16.10).
+// Anyone else who saw the INVITE gets 481, as for an unknown transaction, and changes nothing.
 func (m *Manager) handleCancel(req *inbound, reply func(int, string, ...sipua.Header)) {
 	key := inviteKey(req.callID, req.header("Via"))
 	m.mu.Lock()
 	c := m.byKey[key]
 	m.mu.Unlock()
 	if c == nil {
+		if req.sip != nil && m.restartedCall(req.callID) {
+			// Its INVITE rang when the last run was killed: the record says missed; the
+			// caller still hears the end of its call (RFC 3261 §9.2) instead of a 481.
+			reply(200, "OK")
+			if err := req.sip.RespondInvite(487, "Request Terminated"); err != nil {
+				m.log.WithFields(logrus.Fields{"call_id": req.callID, "err": err}).Info("call: answer the INVITE of a call from before the restart")
+			}
+			return
+		}
+		reply(481, "Call/Transaction Does Not Exist")
+		return
+	}
+	if !sameSource(req.source, c.source) {
+		c.log.WithField("src", req.source).Warn("call: CANCEL from a source that did not send the INVITE, ignored")
 		reply(481, "Call/Transaction Does Not Exist")
 		return
 	}
@@ -391,6 +417,14 @@ func (m *Manager) handleCancel(req *inbound, reply func(int, string, ...sipua.He
 	}
 	reply(200, "OK")
 	c.end(anyPhase, 487, "Request Terminated", store.OutcomeMissed, ReasonCancelled, true)
+}
+
+// sameSource reports whether two "ip:port" addresses are the same (IPv4-mapped IPv6 addresses
+// equal their IPv4 form).
+func sameSource(a, b string) bool {
+	x, err1 := netip.ParseAddrPort(a)
+	y, err2 := netip.ParseAddrPort(b)
+	return err1 == nil && err2 == nil && x.Addr().Unmap() == y.Addr().Unmap() && x.Port() == y.Port()
 }
 
 // forget drops c from the Manager's indexes.

@@ -2,6 +2,7 @@ package call
 
 import (
 	"context"
+	"crypto/hmac"
 	"errors"
 	"net"
 	"net/netip"
@@ -13,12 +14,13 @@ import (
 	"github.com/sipis/sipis/internal/push"
 	"github.com/sipis/sipis/internal/sipua"
 	"github.com/sipis/sipis/internal/store"
+	"github.com/sipis/sipis/pkg/registration"
 	"github.com/sirupsen/logrus"
 )
 
 // A woken device takes its call by connecting to the device-facing listener and sending
-// REGISTER with the header X-Sipis-Token: <token> (and optionally X-Sipis-Device: <device id>)
-// on that connection. sipis answers 200 and relays the INVITE to the device over the same
+// REGISTER with the headers X-Sipis-Token: <token>, X-Sipis-Device: <device id> and
+// X-Sipis-Proof: <registration.CallProof of its device secret> on that connection. sipis answers 200 and relays the INVITE to the device over the same
 // connection as a stateful proxy (RFC 3261 §16): each connected device is a branch of a
 // parallel fork (§16.7); the first 2xx wins, the other branches are cancelled and their devices
 // get an "answered-elsewhere" push. sipis stays in the path with Record-Route and relays every
@@ -34,9 +36,15 @@ import (
 // TokenHeader carries the call's one-time token in the device's REGISTER.
 const TokenHeader = "X-Sipis-Token"
 
-// DeviceHeader optionally names the device (its registration id) in the REGISTER, so that it
-// is spared the "answered-elsewhere" push when it answers.
+// DeviceHeader names the device (its registration id) in the REGISTER: it must be one of the
+// devices the call was pushed to, and it is spared the "answered-elsewhere" push when it
+// answers.
 const DeviceHeader = "X-Sipis-Device"
+
+// ProofHeader carries the device's proof that it holds its device secret:
+// registration.CallProof(secret, device id, token). The token alone, which the push service
+// and anyone who saw the push payload know, does not take a call.
+const ProofHeader = "X-Sipis-Proof"
 
 // cancelGrace bounds the wait for the devices' final responses after the caller's CANCEL
 // (64*T1, RFC 3261 §16.8); then sipis answers 487 itself.
@@ -110,16 +118,28 @@ func (c *call) openBranches(skip *branch) []*branch {
 	return out
 }
 
-// handleRegister takes a device's claim over SIP: a valid token on a TCP or TLS flow attaches
-// the flow to the call and relays the INVITE over it. A bad or used token gets 403 and
-// changes nothing.
+// handleRegister takes a device's claim over SIP: a valid token, the id of a device the call
+// was pushed to and that device's proof of its secret, on a TCP or TLS flow, attach the flow
+// to the call and relay the INVITE over it. Each device takes a call once: its token is used
+// up by the first flow that proves it (a refresh on that flow is still answered 200). A
+// missing header gets 400; a bad, used or foreign token, device or proof gets 403 and changes
+// nothing.
 func (m *Manager) handleRegister(req *inbound, log logrus.FieldLogger, reply func(int, string, ...sipua.Header)) {
 	token := strings.TrimSpace(req.header(TokenHeader))
+	device := strings.TrimSpace(req.header(DeviceHeader))
+	proof := strings.ToLower(strings.TrimSpace(req.header(ProofHeader)))
 	switch {
 	case token == "":
 		reply(400, "Missing "+TokenHeader)
 		return
-	case len(token) != 32 || strings.Trim(token, "0123456789abcdef") != "":
+	case device == "":
+		reply(400, "Missing "+DeviceHeader)
+		return
+	case proof == "":
+		reply(400, "Missing "+ProofHeader)
+		return
+	case len(token) != 32 || strings.Trim(token, "0123456789abcdef") != "" ||
+		len(proof) != 64 || strings.Trim(proof, "0123456789abcdef") != "" || len(device) > 256:
 		reply(403, "Forbidden")
 		return
 	case req.sip == nil || m.opts.SIP == nil:
@@ -136,13 +156,32 @@ func (m *Manager) handleRegister(req *inbound, log logrus.FieldLogger, reply fun
 		log.Debug("call: REGISTER with an unknown or used token")
 		return
 	}
-	c.connect(req, reply)
+	pushed := false
+	for _, d := range c.devices {
+		pushed = pushed || d.ID == device
+	}
+	if !pushed {
+		reply(403, "Forbidden")
+		c.log.WithFields(logrus.Fields{"device": limit(device, 64), "src": req.source}).Warn("call: REGISTER for a device the call was not pushed to")
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+	err := m.opts.Store.CheckDeviceProof(ctx, c.sel, device, func(secret []byte) bool {
+		return hmac.Equal([]byte(registration.CallProof(string(secret), device, token)), []byte(proof))
+	})
+	cancel()
+	if err != nil {
+		reply(403, "Forbidden")
+		c.log.WithFields(logrus.Fields{"device": device, "src": req.source, "err": err}).Warn("call: REGISTER with a wrong device proof")
+		return
+	}
+	c.connect(req, device, reply)
 }
 
 // connect adds the device on req's flow as a branch and relays the INVITE to it. A flow is
 // one branch at most: a repeated REGISTER on it (a refresh) is answered 200 and changes nothing,
 // also once the call was answered on it.
-func (c *call) connect(req *inbound, reply func(int, string, ...sipua.Header)) {
+func (c *call) connect(req *inbound, device string, reply func(int, string, ...sipua.Header)) {
 	m := c.m
 	flow := req.sip.Flow()
 	_, contact := parseNameAddr(firstOfList(req.header("Contact")))
@@ -151,17 +190,27 @@ func (c *call) connect(req *inbound, reply func(int, string, ...sipua.Header)) {
 	}
 	// A long expiry, so that a standard stack does not REGISTER again in the middle of the call.
 	granted := sipua.Header{Name: "Contact", Value: "<" + contact + ">;expires=" + strconv.Itoa(registerExpires)}
-	b := &branch{flow: flow, device: limit(req.header(DeviceHeader), 128)}
+	b := &branch{flow: flow, device: device}
 	c.mu.Lock()
 	for _, x := range c.branches {
 		if x.flow.Same(flow) {
-			ok := !c.dialogOver && (c.phase != ended || c.winner != nil)
+			ok := x.device == device && !c.dialogOver && (c.phase != ended || c.winner != nil)
 			c.mu.Unlock()
 			if ok {
 				reply(200, "OK", granted)
 			} else {
 				reply(403, "Forbidden")
 			}
+			return
+		}
+	}
+	for _, x := range c.branches {
+		if x.device == device {
+			// The device's token is used up: a second connection presenting it is not the
+			// device (or is a copy that must not get the caller's INVITE and SDP).
+			c.mu.Unlock()
+			reply(403, "Token Already Used")
+			c.log.WithFields(logrus.Fields{"device": device, "flow": flow.Remote()}).Warn("call: second connection for a device that already took the call")
 			return
 		}
 	}
@@ -316,7 +365,6 @@ func (c *call) branchResponse(b *branch, r *sipua.Response) {
 		c.relay(r)
 		others := c.openBranches(b)
 		c.mu.Unlock()
-		m.count(store.OutcomeAccepted, "")
 		c.save()
 		c.log.WithField("device", b.device).Info("call: answered")
 		// The device's connection is its only way in (RFC 5626): when it drops, the caller
@@ -505,8 +553,14 @@ func (m *Manager) inDialog(req *inbound, reply func(int, string, ...sipua.Header
 		o.Flow = b.flow
 		c.upCSeq = max(c.upCSeq, n)
 	}
-	c.mu.Unlock()
 	bye := req.method == "BYE"
+	if bye && b == c.winner {
+		// From now on the BYE's final response (relayed, or the transaction's own 408/503)
+		// ends the dialog: a connection closing meanwhile must not end it a second time
+		// (RFC 3261 §15.1.2).
+		c.byeRelayed = true
+	}
+	c.mu.Unlock()
 	var tc *reinviteTimerC
 	if req.method == "INVITE" {
 		tc = &reinviteTimerC{c: c, reply: reply}
@@ -699,12 +753,13 @@ func (c *call) endDialog(why string) bool {
 // its flow (toDevice) and BYE upstream to the caller's Contact along the INVITE's route set
 // (toCaller), each with the identity of the side sipis stands in for and a CSeq above any that
 // side used. The returned channel is closed once every BYE sent got a final response (or
-// failed). Nothing is sent when the dialog has already ended.
+// failed). Nothing is sent when the dialog has already ended or a BYE of either side is being
+// relayed (its answer ends the dialog).
 func (c *call) hangUp(toDevice, toCaller bool, why string) <-chan struct{} {
 	done := make(chan struct{})
 	c.mu.Lock()
 	b := c.winner
-	if b == nil || c.dialogOver || c.inv == nil {
+	if b == nil || c.dialogOver || c.byeRelayed || c.inv == nil {
 		c.mu.Unlock()
 		close(done)
 		return done

@@ -197,7 +197,7 @@ func (e *env) establish(p *tokenPusher, dev string, i int) (*heldCall, time.Dura
 		return nil, 0, fmt.Errorf("no push for %s", uri)
 	}
 	d := siptest.DialDevice(e.t, dev)
-	if code, err := d.Register(token, "iphone"); err != nil || code != 200 {
+	if code, err := d.Register(token, "iphone", testSecret); err != nil || code != 200 {
 		return nil, 0, fmt.Errorf("REGISTER: %d %v", code, err)
 	}
 	in, err := d.Next("INVITE", false, 20*time.Second)

@@ -1,6 +1,7 @@
 package call
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -14,7 +15,7 @@ func (e *env) answerWith(dev string, inv *siptest.CallInvite, token string) (*si
 	e.t.Helper()
 	t := e.t.(*testing.T)
 	d := siptest.DialDevice(t, dev)
-	if code, err := d.Register(token, ""); err != nil || code != 200 {
+	if code, err := d.Register(token, "iphone", testSecret); err != nil || code != 200 {
 		t.Fatalf("REGISTER: %d %v", code, err)
 	}
 	in := deviceNext(t, d, "INVITE")
@@ -75,10 +76,11 @@ func TestRelayForkedSameCallID(t *testing.T) {
 // gets no INVITE.
 func TestRelayRegisterAfterCancel(t *testing.T) {
 	e := newEnv(t)
+	e.addDevices("ipad")
 	dev := e.deviceListener()
 	inv, token := e.ring()
 	d1 := siptest.DialDevice(t, dev)
-	if code, err := d1.Register(token, ""); code != 200 {
+	if code, err := d1.Register(token, "iphone", testSecret); code != 200 {
 		t.Fatal(code, err)
 	}
 	in := deviceNext(t, d1, "INVITE")
@@ -89,7 +91,7 @@ func TestRelayRegisterAfterCancel(t *testing.T) {
 	c := deviceNext(t, d1, "CANCEL")
 
 	d2 := siptest.DialDevice(t, dev)
-	r, err := d2.RegisterResponse(token, "")
+	r, err := d2.RegisterResponse(token, "ipad", testSecret)
 	if err != nil || r.Status != 403 || !strings.Contains(r.Raw, "Call Cancelled") {
 		t.Fatalf("REGISTER after CANCEL: %v\n%v", err, r)
 	}
@@ -107,11 +109,12 @@ func TestRelayRegisterAfterCancel(t *testing.T) {
 // long expiry and adds no branch, also after the call was answered.
 func TestRelayRegisterRefresh(t *testing.T) {
 	e := newEnv(t)
+	e.addDevices("ipad")
 	dev := e.deviceListener()
 	inv, token := e.ring()
 	d := siptest.DialDevice(t, dev)
 	for i := range 2 {
-		r, err := d.RegisterResponse(token, "")
+		r, err := d.RegisterResponse(token, "iphone", testSecret)
 		if err != nil || r.Status != 200 || !strings.Contains(r.Header("Contact"), "expires=3600") {
 			t.Fatalf("REGISTER %d: %v\n%v", i, err, r)
 		}
@@ -124,11 +127,11 @@ func TestRelayRegisterRefresh(t *testing.T) {
 	if ok := e.nextNonTrying(inv.CallID, "INVITE"); ok.Status != 200 {
 		t.Fatalf("final %d", ok.Status)
 	}
-	if code, err := d.Register(token, ""); err != nil || code != 200 {
+	if code, err := d.Register(token, "iphone", testSecret); err != nil || code != 200 {
 		t.Fatalf("refresh after the answer: %d %v", code, err)
 	}
 	// Another connection cannot join an answered call.
-	if code, _ := siptest.DialDevice(t, dev).Register(token, ""); code != 403 {
+	if code, _ := siptest.DialDevice(t, dev).Register(token, "ipad", testSecret); code != 403 {
 		t.Fatalf("REGISTER of another device after the answer: %d", code)
 	}
 }
@@ -136,16 +139,21 @@ func TestRelayRegisterRefresh(t *testing.T) {
 // TestRelayBranchCap: at most maxBranches devices get the INVITE of one call.
 func TestRelayBranchCap(t *testing.T) {
 	e := newEnv(t)
+	var ids []string
+	for i := range maxBranches {
+		ids = append(ids, fmt.Sprintf("phone%d", i))
+	}
+	e.addDevices(ids...)
 	dev := e.deviceListener()
 	_, token := e.ring()
 	for i := range maxBranches {
 		d := siptest.DialDevice(t, dev)
-		if code, err := d.Register(token, ""); code != 200 {
+		if code, err := d.Register(token, ids[i], testSecret); code != 200 {
 			t.Fatalf("device %d: %d %v", i, code, err)
 		}
 		deviceNext(t, d, "INVITE")
 	}
-	r, err := siptest.DialDevice(t, dev).RegisterResponse(token, "")
+	r, err := siptest.DialDevice(t, dev).RegisterResponse(token, "iphone", testSecret)
 	if err != nil || r.Status != 403 || !strings.Contains(r.Raw, "Too Many Devices") {
 		t.Fatalf("device %d: %v\n%v", maxBranches+1, err, r)
 	}

@@ -62,7 +62,7 @@ func (e *env) deviceGetsInvite() (*siptest.CallInvite, *siptest.Device, *siptest
 	e.t.Helper()
 	inv, token := e.ring()
 	d := siptest.DialDevice(e.t, e.deviceListener())
-	if code, err := d.Register(token, ""); code != 200 {
+	if code, err := d.Register(token, "iphone", testSecret); code != 200 {
 		e.t.Fatal(code, err)
 	}
 	return inv, d, deviceNext(e.t, d, "INVITE")
@@ -86,10 +86,10 @@ func TestRelayAnsweredCall(t *testing.T) {
 	inv, token := e.ring()
 
 	d := siptest.DialDevice(t, dev)
-	if code, err := d.Register("00000000000000000000000000000000", ""); err != nil || code != 403 {
+	if code, err := d.Register("00000000000000000000000000000000", "iphone", testSecret); err != nil || code != 403 {
 		t.Fatalf("REGISTER with a wrong token: %d %v", code, err)
 	}
-	if code, err := d.Register(token, "iphone"); err != nil || code != 200 {
+	if code, err := d.Register(token, "iphone", testSecret); err != nil || code != 200 {
 		t.Fatalf("REGISTER with the token: %d %v", code, err)
 	}
 	in := deviceNext(t, d, "INVITE")
@@ -135,7 +135,7 @@ func TestRelayAnsweredCall(t *testing.T) {
 	}
 	// The token is used up.
 	d2 := siptest.DialDevice(t, dev)
-	if code, _ := d2.Register(token, ""); code != 403 {
+	if code, _ := d2.Register(token, "iphone", testSecret); code != 403 {
 		t.Errorf("REGISTER with a used token: %d", code)
 	}
 }
@@ -198,13 +198,13 @@ func TestRelayTwoDevicesRace(t *testing.T) {
 		token = n.Token
 	}
 	d1, d2 := siptest.DialDevice(t, dev), siptest.DialDevice(t, dev)
-	if code, _ := d1.Register(token, "iphone"); code != 200 {
+	if code, _ := d1.Register(token, "iphone", testSecret); code != 200 {
 		t.Fatal(code)
 	}
 	in1 := deviceNext(t, d1, "INVITE")
 	d1.Respond(in1, 180, "Ringing", "")
 	e.nextNonTrying(inv.CallID, "INVITE")
-	if code, _ := d2.Register(token, "ipad"); code != 200 {
+	if code, _ := d2.Register(token, "ipad", testSecret); code != 200 {
 		t.Fatal(code)
 	}
 	in2 := deviceNext(t, d2, "INVITE")

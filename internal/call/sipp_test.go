@@ -69,7 +69,7 @@ func TestSIPpAnsweredCall(t *testing.T) {
 		t.Fatalf("call push = %+v", n)
 	}
 	d := siptest.DialDevice(t, dev)
-	if code, err := d.Register(n.Token, "iphone"); err != nil || code != 200 {
+	if code, err := d.Register(n.Token, "iphone", testSecret); err != nil || code != 200 {
 		t.Fatalf("REGISTER: %d %v", code, err)
 	}
 	in := deviceNext(t, d, "INVITE")

@@ -60,8 +60,10 @@ type Server struct {
 	Address string
 	// Port of the device-facing listener; 0 picks a free port. Default 5070.
 	Port int
-	// PublicAddress is the host put in Via and Contact headers; empty means
-	// the first non-loopback address, else the listener address.
+	// PublicAddress is the host put in Via and Contact headers and pushed to
+	// devices as the relay address; empty means, for Via and Contact, the
+	// interface address towards each peer, and for the relay address
+	// RelayHost's default. Never an unspecified address.
 	PublicAddress string
 	// PrivateAddress is the address used towards hosts on private networks;
 	// empty means the same as PublicAddress.

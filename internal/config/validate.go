@@ -177,6 +177,9 @@ func validate(s *Settings) []*Error {
 	a.host("Address", s.Server.Address, true)
 	a.port("Port", s.Server.Port)
 	a.host("PublicAddress", s.Server.PublicAddress, false)
+	if ip, err := netip.ParseAddr(strings.Trim(s.Server.PublicAddress, "[]")); err == nil && ip.IsUnspecified() {
+		a.fail("PublicAddress", s.Server.PublicAddress, "is an unspecified address: devices and peers cannot reach it (leave it empty for the default)")
+	}
 	a.host("PrivateAddress", s.Server.PrivateAddress, false)
 
 	validateSip(c, s)

@@ -10,10 +10,13 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sipis/sipis/pkg/registration"
 )
 
 // Device plays a woken phone on the device-facing listener of sipis: it connects over TCP,
-// claims a call with REGISTER and X-Sipis-Token on that connection, then receives the relayed
+// claims a call with REGISTER, X-Sipis-Token and the proof of its device secret on that
+// connection, then receives the relayed
 // INVITE and answers it as a UAS, all in raw SIP text over the one connection.
 type Device struct {
 	t    testing.TB
@@ -160,10 +163,12 @@ func (d *Device) Next(method string, response bool, timeout time.Duration) (*Dev
 	}
 }
 
-// Register sends REGISTER with X-Sipis-Token (and X-Sipis-Device when deviceID is not empty)
-// and returns the final response's status.
-func (d *Device) Register(token, deviceID string) (int, error) {
-	r, err := d.RegisterResponse(token, deviceID)
+// Register claims a call as a woken app does (README, app protocol step 4): REGISTER with
+// X-Sipis-Token, X-Sipis-Device (when deviceID is not empty) and X-Sipis-Proof, the
+// registration.CallProof of secret (none when secret is empty). It returns the final
+// response's status.
+func (d *Device) Register(token, deviceID, secret string) (int, error) {
+	r, err := d.RegisterResponse(token, deviceID, secret)
 	if err != nil {
 		return 0, err
 	}
@@ -171,7 +176,7 @@ func (d *Device) Register(token, deviceID string) (int, error) {
 }
 
 // RegisterResponse is Register returning the whole final response.
-func (d *Device) RegisterResponse(token, deviceID string) (*DeviceMessage, error) {
+func (d *Device) RegisterResponse(token, deviceID, secret string) (*DeviceMessage, error) {
 	d.mu.Lock()
 	d.cseq++
 	cseq := d.cseq
@@ -182,6 +187,9 @@ func (d *Device) RegisterResponse(token, deviceID string) (*DeviceMessage, error
 	fmt.Fprintf(&b, "Contact: <sip:device@%s;transport=%s>\r\nX-Sipis-Token: %s\r\n", d.local, d.tp, token)
 	if deviceID != "" {
 		fmt.Fprintf(&b, "X-Sipis-Device: %s\r\n", deviceID)
+	}
+	if secret != "" {
+		fmt.Fprintf(&b, "X-Sipis-Proof: %s\r\n", registration.CallProof(secret, deviceID, token))
 	}
 	b.WriteString("Content-Length: 0\r\n\r\n")
 	d.write(b.String())
@@ -201,6 +209,25 @@ func (d *Device) RegisterResponse(token, deviceID string) (*DeviceMessage, error
 // body. extra are header lines such as "Require: 100rel" and "RSeq: 1" of a reliable
 // provisional response (RFC 3262 §3).
 func (d *Device) Respond(req *DeviceMessage, code int, reason, sdp string, extra ...string) {
+	d.write(d.response(req, code, reason, sdp, extra...))
+}
+
+// RespondAndClose is Respond, closing the connection right behind the response: the last
+// bytes written are the response, then the FIN, as a phone that hangs up and drops its
+// connection at once does.
+func (d *Device) RespondAndClose(req *DeviceMessage, code int, reason string) {
+	d.wmu.Lock()
+	_, err := d.conn.Write([]byte(d.response(req, code, reason, "")))
+	d.conn.Close()
+	d.wmu.Unlock()
+	if err != nil {
+		d.t.Errorf("siptest: device write: %v", err)
+	}
+	d.wg.Wait()
+}
+
+// response builds the text of Respond.
+func (d *Device) response(req *DeviceMessage, code int, reason, sdp string, extra ...string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "SIP/2.0 %d %s\r\n", code, reason)
 	for _, v := range req.msg.all("via") {
@@ -226,7 +253,7 @@ func (d *Device) Respond(req *DeviceMessage, code int, reason, sdp string, extra
 		fmt.Fprintf(&b, "Content-Type: application/sdp\r\n")
 	}
 	fmt.Fprintf(&b, "Content-Length: %d\r\n\r\n%s", len(sdp), sdp)
-	d.write(b.String())
+	return b.String()
 }
 
 // Bye hangs up the dialog the device answered with inv: BYE to the caller's Contact with the

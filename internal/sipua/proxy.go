@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -84,6 +85,58 @@ func (f *Flow) path() *path {
 
 // Flow returns the connection or UDP peer the request came from.
 func (r *Request) Flow() *Flow { return r.flow }
+
+// Contact returns a Contact header value for a response of ours to r that creates a dialog
+// (a 1xx with our To tag, or a 2xx): RFC 3261 §12.1.1 requires one there. It is r's
+// Request-URI user at our address as r's sender reaches us, over r's transport.
+func (r *Request) Contact() string {
+	user := ""
+	if r.msg.Recipient.User != "" {
+		user = r.msg.Recipient.User + "@"
+	}
+	if r.flow == nil {
+		return "<sip:" + user + r.msg.Recipient.Host + ">"
+	}
+	p := r.flow.path()
+	host, port := r.ua.contactAddr(p, p.transport)
+	return fmt.Sprintf("<sip:%s%s;transport=%s>", user, net.JoinHostPort(host, strconv.Itoa(port)), p.transport)
+}
+
+// RespondInvite answers, from a CANCEL, the INVITE it cancels when sipis no longer has that
+// INVITE's transaction (it restarted while the call rang), so that the caller is not left
+// ringing: the CANCEL repeats the INVITE's Request-URI, Via, From, To, Call-ID and CSeq
+// number (RFC 3261 §9.1), which is all a response to the INVITE needs (§8.2.6, §9.2). The
+// response is sent once, without the INVITE transaction's retransmissions. Answer the CANCEL
+// itself first.
+func (r *Request) RespondInvite(code int, reason string) error {
+	if r.Method != "CANCEL" {
+		return fmt.Errorf("sipua: RespondInvite on a %s, not a CANCEL", r.Method)
+	}
+	if code < 300 || code > 699 || strings.ContainsAny(reason, "\r\n") {
+		return fmt.Errorf("sipua: RespondInvite %d %q is not a final non-2xx response", code, reason)
+	}
+	res := sip.NewResponseFromRequest(r.msg, code, reason, nil)
+	if to := res.To(); to != nil {
+		if _, had := to.Params.Get("tag"); !had {
+			to.Params.Add("tag", r.toTag)
+		}
+	}
+	if via := res.Via(); via != nil && !via.Params.Has("received") {
+		if h, _, err := net.SplitHostPort(r.Source); err == nil && h != strings.Trim(via.Host, "[]") {
+			via.Params.Add("received", h)
+		}
+	}
+	cseq := res.CSeq()
+	if cseq == nil {
+		return errors.New("sipua: RespondInvite: CANCEL without CSeq")
+	}
+	res.ReplaceHeader(&sip.CSeqHeader{SeqNo: cseq.SeqNo, MethodName: sip.INVITE})
+	res.AppendHeader(sip.NewHeader("Server", r.ua.ua))
+	if err := r.send([]byte(res.String())); err != nil {
+		return fmt.Errorf("sipua: send %d to the INVITE of %s: %w", code, r.Source, err)
+	}
+	return nil
+}
 
 // ToTag returns the tag of the To header ("" outside a dialog).
 func (r *Request) ToTag() string {
@@ -468,67 +521,74 @@ func (t *ClientTx) run(req []byte) {
 			t.on(&Response{Status: code, Reason: reason, local: true})
 		}
 	}
-	for {
-		select {
-		case res := <-t.rx:
-			code := res.StatusCode
-			switch {
-			case code < 200:
-				if final {
-					continue
+	// handle processes one received response; it reports whether the transaction is over.
+	handle := func(res *sip.Response) bool {
+		code := res.StatusCode
+		switch {
+		case code < 200:
+			if final {
+				return false
+			}
+			t.mu.Lock()
+			first := !t.provisional
+			t.provisional = true
+			send := first && t.cancelWant && !t.cancelSent
+			if send {
+				t.cancelSent = true
+			}
+			t.mu.Unlock()
+			if t.method == "INVITE" {
+				resend = nil // Timer A stops after a provisional (§17.1.1.2)
+				if first {
+					// Timer C (§16.8) is the caller's; wait without Timer B now.
+					timeout.Stop()
 				}
-				t.mu.Lock()
-				first := !t.provisional
-				t.provisional = true
-				send := first && t.cancelWant && !t.cancelSent
-				if send {
-					t.cancelSent = true
-				}
-				t.mu.Unlock()
-				if t.method == "INVITE" {
-					resend = nil // Timer A stops after a provisional (§17.1.1.2)
-					if first {
-						// Timer C (§16.8) is the caller's; wait without Timer B now.
-						timeout.Stop()
-					}
-				} else if rt != nil {
-					iv = timerT2
-				}
-				if send {
-					t.sendCancel()
-				}
-				if code > 100 {
-					t.on(&Response{Status: code, Reason: res.Reason, msg: res})
-				}
-			case code < 300 && t.method == "INVITE":
-				if !final {
-					final, resend = true, nil
-					t.mu.Lock()
-					t.final = true
-					t.mu.Unlock()
-					timeout.Reset(64 * timerT1)
-				}
+			} else if rt != nil {
+				iv = timerT2
+			}
+			if send {
+				t.sendCancel()
+			}
+			if code > 100 {
 				t.on(&Response{Status: code, Reason: res.Reason, msg: res})
-			default:
-				if final {
-					if ack != nil {
-						_ = t.p.send(ack) // a retransmitted final gets the ACK again
-					}
-					continue
-				}
+			}
+		case code < 300 && t.method == "INVITE":
+			if !final {
 				final, resend = true, nil
 				t.mu.Lock()
 				t.final = true
 				t.mu.Unlock()
-				if t.method == "INVITE" {
-					ack = t.hopRequest("ACK", res.To().Value())
-					_ = t.p.send(ack)
+				timeout.Reset(64 * timerT1)
+			}
+			t.on(&Response{Status: code, Reason: res.Reason, msg: res})
+		default:
+			if final {
+				if ack != nil {
+					_ = t.p.send(ack) // a retransmitted final gets the ACK again
 				}
-				t.on(&Response{Status: code, Reason: res.Reason, msg: res})
-				if t.p.reliable() || t.method != "INVITE" {
-					return
-				}
-				timeout.Reset(32 * time.Second) // Timer D
+				return false
+			}
+			final, resend = true, nil
+			t.mu.Lock()
+			t.final = true
+			t.mu.Unlock()
+			if t.method == "INVITE" {
+				ack = t.hopRequest("ACK", res.To().Value())
+				_ = t.p.send(ack)
+			}
+			t.on(&Response{Status: code, Reason: res.Reason, msg: res})
+			if t.p.reliable() || t.method != "INVITE" {
+				return true
+			}
+			timeout.Reset(32 * time.Second) // Timer D
+		}
+		return false
+	}
+	for {
+		select {
+		case res := <-t.rx:
+			if handle(res) {
+				return
 			}
 		case <-resend:
 			if err := t.p.send(req); err != nil {
@@ -549,6 +609,17 @@ func (t *ClientTx) run(req []byte) {
 			localFinal(408, "Request Timeout")
 			return
 		case <-closed:
+			// A response read from the connection is handed to rx before the connection is
+			// marked closed: a peer that answers and closes in one write must be heard (its
+			// 200 to a BYE is the dialog's end, not a 503).
+			select {
+			case res := <-t.rx:
+				if handle(res) {
+					return
+				}
+				continue
+			default:
+			}
 			localFinal(503, "Service Unavailable")
 			return
 		case <-u.done:

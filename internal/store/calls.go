@@ -303,6 +303,17 @@ func (db *DB) AckMessages(ctx context.Context, selector string, ids []int64) (in
 // selector: nil if it is, an error wrapping ErrSecret if not, ErrNotFound if there is no such
 // device. The comparison takes the same time wherever the secrets differ.
 func (db *DB) CheckDeviceSecret(ctx context.Context, selector, deviceID, secret string) error {
+	return db.CheckDeviceProof(ctx, selector, deviceID, func(stored []byte) bool {
+		return subtle.ConstantTimeCompare(stored, []byte(secret)) == 1
+	})
+}
+
+// CheckDeviceProof opens the stored secret of the device deviceID of selector and hands it
+// to verify, which checks what the device sent against it (e.g. an HMAC keyed with it) and
+// must compare in constant time. It returns nil when verify reports true, an error wrapping
+// ErrSecret when it reports false or the device has no secret, ErrNotFound when there is no
+// such device. The secret never leaves this call.
+func (db *DB) CheckDeviceProof(ctx context.Context, selector, deviceID string, verify func(secret []byte) bool) error {
 	if err := validSelector(selector); err != nil {
 		return err
 	}
@@ -322,8 +333,9 @@ func (db *DB) CheckDeviceSecret(ctx context.Context, selector, deviceID, secret 
 	if err != nil {
 		return fmt.Errorf("%w: secret of device %s of selector %s", err, deviceID, selector)
 	}
-	// An empty stored secret never matches: a device without a secret cannot fetch messages.
-	if len(plain) == 0 || subtle.ConstantTimeCompare(plain, []byte(secret)) != 1 {
+	// An empty stored secret never matches: a device without a secret cannot fetch messages
+	// or take calls.
+	if len(plain) == 0 || !verify(plain) {
 		return fmt.Errorf("%w: device %q of selector %s", ErrSecret, deviceID, selector)
 	}
 	return nil
@@ -334,4 +346,78 @@ func adMessage(selector string) []byte { return []byte("sipis message\x00" + sel
 // isForeignKeyErr reports whether err is SQLite's foreign key constraint failure.
 func isForeignKeyErr(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "FOREIGN KEY constraint failed")
+}
+
+// OutcomeCount is how many of this node's call records have one outcome and reason.
+type OutcomeCount struct {
+	Outcome, Reason string
+	Count           int
+}
+
+// CallOutcomes counts this node's ended call records by outcome and reason (records still in
+// progress, with no outcome, are left out). The counts cover every stored record, so they
+// survive restarts and go down only when records go (with their instance, or PruneCalls).
+func (db *DB) CallOutcomes(ctx context.Context) ([]OutcomeCount, error) {
+	rows, err := db.read.QueryContext(ctx, `SELECT outcome, reason, COUNT(*) FROM calls
+		WHERE node = ? AND outcome != '' GROUP BY outcome, reason ORDER BY outcome, reason`, db.node)
+	if err != nil {
+		return nil, fmt.Errorf("store: call outcomes: %w", err)
+	}
+	defer rows.Close()
+	var out []OutcomeCount
+	for rows.Next() {
+		var c OutcomeCount
+		if err := rows.Scan(&c.Outcome, &c.Reason, &c.Count); err != nil {
+			return nil, fmt.Errorf("store: call outcomes: %w", err)
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: call outcomes: %w", err)
+	}
+	return out, nil
+}
+
+// CloseOpenCalls ends, at start, the call records of this node that the previous run left
+// open (it was killed): a call still ringing gets outcome missed with reason, an answered one
+// keeps its outcome and gets reason; both become terminated at at. It returns the records as
+// they were before (their Call-IDs let a late CANCEL still be answered). at must not be zero
+// and reason must be 1 to 1024 bytes.
+func (db *DB) CloseOpenCalls(ctx context.Context, reason string, at time.Time) ([]Call, error) {
+	if at.IsZero() || reason == "" || len(reason) > maxCallText {
+		return nil, fmt.Errorf("%w: close open calls: zero time or bad reason", ErrInvalid)
+	}
+	tx, err := db.write.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("store: close open calls: %w", err)
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, `SELECT selector, pairing_id, call_id, outcome, dialog_state FROM calls
+		WHERE node = ? AND (outcome = '' OR dialog_state != ?)`, db.node, DialogTerminated)
+	if err != nil {
+		return nil, fmt.Errorf("store: close open calls: %w", err)
+	}
+	var open []Call
+	for rows.Next() {
+		var c Call
+		if err := rows.Scan(&c.Selector, &c.PairingID, &c.CallID, &c.Outcome, &c.DialogState); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("store: close open calls: %w", err)
+		}
+		open = append(open, c)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: close open calls: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE calls SET outcome = CASE outcome WHEN '' THEN ? ELSE outcome END,
+		reason = ?, dialog_state = ?, ended_at = CASE ended_at WHEN 0 THEN ? ELSE ended_at END
+		WHERE node = ? AND (outcome = '' OR dialog_state != ?)`,
+		OutcomeMissed, reason, DialogTerminated, nanos(at), db.node, DialogTerminated); err != nil {
+		return nil, fmt.Errorf("store: close open calls: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("store: close open calls: %w", err)
+	}
+	return open, nil
 }

@@ -154,3 +154,58 @@ func TestCheckDeviceSecret(t *testing.T) {
 		t.Errorf("right secret again: %v", err)
 	}
 }
+
+// TestCloseOpenCallsAndOutcomes: the records a killed run left open are ended at start (a
+// ringing call missed, an answered one kept accepted, both terminated with the reason), the
+// ended ones are untouched, and CallOutcomes counts them all by outcome and reason.
+func TestCloseOpenCallsAndOutcomes(t *testing.T) {
+	db, _ := openTest(t)
+	ctx := context.Background()
+	mustPut(t, db, sampleInstance("ca12"), sampleDevice("ca12"), "n1")
+	for _, c := range []*Call{
+		{Selector: "ca12", PairingID: "ringing", CallID: "c1", DialogState: DialogEarly, ReceivedAt: t0},
+		{Selector: "ca12", PairingID: "talking", CallID: "c2", DialogState: DialogStable, Outcome: OutcomeAccepted, ReceivedAt: t0},
+		{Selector: "ca12", PairingID: "done", CallID: "c3", DialogState: DialogTerminated, Outcome: OutcomeRejected,
+			Reason: "busy", ReceivedAt: t0, EndedAt: t0.Add(time.Second)},
+	} {
+		if err := db.PutCall(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.CloseOpenCalls(ctx, "", t0); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("empty reason: %v", err)
+	}
+	at := t0.Add(time.Hour)
+	open, err := db.CloseOpenCalls(ctx, "server restarted", at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(open) != 2 {
+		t.Fatalf("closed %+v, want the ringing and the answered call", open)
+	}
+	got, _ := db.Calls(ctx, "ca12", 10)
+	by := map[string]Call{}
+	for _, c := range got {
+		by[c.PairingID] = c
+	}
+	if c := by["ringing"]; c.Outcome != OutcomeMissed || c.Reason != "server restarted" || c.DialogState != DialogTerminated || !c.EndedAt.Equal(at) {
+		t.Errorf("ringing call after close: %+v", c)
+	}
+	if c := by["talking"]; c.Outcome != OutcomeAccepted || c.Reason != "server restarted" || c.DialogState != DialogTerminated {
+		t.Errorf("answered call after close: %+v", c)
+	}
+	if c := by["done"]; c.Reason != "busy" || !c.EndedAt.Equal(t0.Add(time.Second)) {
+		t.Errorf("ended call changed: %+v", c)
+	}
+	if again, err := db.CloseOpenCalls(ctx, "server restarted", at); err != nil || len(again) != 0 {
+		t.Errorf("second close: %v %v", again, err)
+	}
+	counts, err := db.CallOutcomes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []OutcomeCount{{OutcomeAccepted, "server restarted", 1}, {OutcomeMissed, "server restarted", 1}, {OutcomeRejected, "busy", 1}}
+	if !reflect.DeepEqual(counts, want) {
+		t.Errorf("CallOutcomes = %+v, want %+v", counts, want)
+	}
+}

@@ -173,3 +173,24 @@ func TestKeyFiles(t *testing.T) {
 		t.Error("short key accepted")
 	}
 }
+
+// TestCallProof: the proof depends on the secret, the device and the token, and is 64 hex
+// digits.
+func TestCallProof(t *testing.T) {
+	p := CallProof("secret", "iphone", "0123456789abcdef0123456789abcdef")
+	if len(p) != 64 || strings.Trim(p, "0123456789abcdef") != "" {
+		t.Fatalf("proof %q is not 64 lowercase hex digits", p)
+	}
+	for _, other := range []string{
+		CallProof("secret2", "iphone", "0123456789abcdef0123456789abcdef"),
+		CallProof("secret", "ipad", "0123456789abcdef0123456789abcdef"),
+		CallProof("secret", "iphone", "0123456789abcdef0123456789abcdee"),
+	} {
+		if other == p {
+			t.Fatal("proof does not depend on all of secret, device and token")
+		}
+	}
+	if CallProof("secret", "iphone", "0123456789abcdef0123456789abcdef") != p {
+		t.Fatal("proof is not deterministic")
+	}
+}
