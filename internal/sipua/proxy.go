@@ -201,10 +201,15 @@ func (r *Request) Relay(res *Response) error {
 		return errors.New("sipua: response has no Via left to relay it by")
 	}
 	b := []byte(c.String())
+	var sent func()
 	if r.stx != nil { // before sending, as in respond
-		r.ua.srvTxs.answered(r.stx, b, res.Status)
+		sent = r.ua.srvTxs.answered(r.stx, b, res.Status)
 	}
-	if err := r.send(b); err != nil {
+	err := r.send(b)
+	if sent != nil { // a connection draining after a bad message may close now
+		sent()
+	}
+	if err != nil {
 		return fmt.Errorf("sipua: relay %d to %s/%s: %w", res.Status, r.Transport, r.Source, err)
 	}
 	return nil
