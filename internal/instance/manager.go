@@ -151,7 +151,13 @@ type Manager struct {
 	proxyMu    sync.Mutex
 	proxySlots map[string]int // REGISTERs in flight per proxy
 
-	persist     chan store.StateUpdate // closed by Stop once no worker runs
+	// The write-behind persister's dirty set: the latest state of every selector that changed
+	// since it was last written. save only replaces an entry under persistMu (never waits),
+	// so a stalled store never blocks a worker holding an instance's lock.
+	persistMu   sync.Mutex
+	dirty       map[string]store.StateUpdate
+	persistWake chan struct{} // a full batch is waiting
+	persistStop chan struct{} // closed by Stop once no worker runs
 	persistDone chan struct{}
 
 	ctx     context.Context
@@ -179,13 +185,15 @@ func New(opts Options) (*Manager, error) {
 	}
 	opts.setDefaults()
 	m := &Manager{
-		opts:       opts,
-		log:        opts.Logger,
-		queue:      make(chan item, opts.QueueSize),
-		instances:  make(map[string]*Instance),
-		byContact:  make(map[string]*Instance),
-		proxySlots: make(map[string]int),
-		persist:    make(chan store.StateUpdate, 4096),
+		opts:        opts,
+		log:         opts.Logger,
+		queue:       make(chan item, opts.QueueSize),
+		instances:   make(map[string]*Instance),
+		byContact:   make(map[string]*Instance),
+		proxySlots:  make(map[string]int),
+		dirty:       make(map[string]store.StateUpdate),
+		persistWake: make(chan struct{}, 1),
+		persistStop: make(chan struct{}),
 	}
 	m.sched = newScheduler(m.fireTimer)
 	return m, nil
@@ -295,8 +303,8 @@ func (m *Manager) Stop() {
 	}
 	m.cancel()
 	m.wg.Wait() // workers, scheduler and sweeper: nothing produces state updates after this
-	close(m.persist)
-	<-m.persistDone // every update queued so far is written
+	close(m.persistStop)
+	<-m.persistDone // every update saved so far is written
 }
 
 // fireTimer is called by the scheduler; it blocks while the message loop is full.
@@ -694,81 +702,120 @@ func (m *Manager) release(key string) {
 	m.proxyMu.Unlock()
 }
 
-// save queues inst's state for the write-behind persister.
+// save marks inst's state for the write-behind persister; the caller holds inst.mu. It never
+// waits for the store: it replaces the selector's entry in the dirty set, so however long the
+// store stalls, the set holds at most one update per instance and workers, /stats and new
+// registrations carry on. Only the latest state of a selector matters: each update carries all
+// of the stored state fields.
 func (m *Manager) save(inst *Instance, now time.Time) {
 	up := store.StateUpdate{
 		Selector: inst.selector, State: inst.phase.State.Key(), Status: inst.phase.Status.String(),
 		LastError: inst.lastError, CSeq: inst.cseq, ExpiresAt: unixTime(inst.expiresAt), Off: inst.off, At: now,
 		ContactAddr: inst.contactAddr,
 	}
-	// The persister runs until Stop closes the channel after the last worker returned, so
-	// this never loses an update; it waits while the persister is behind (backpressure).
-	m.persist <- up
+	m.persistMu.Lock()
+	m.dirty[up.Selector] = up
+	full := len(m.dirty) >= persistBatch
+	m.persistMu.Unlock()
+	if full {
+		select {
+		case m.persistWake <- struct{}{}:
+		default:
+		}
+	}
 }
 
-// persistLoop batches state updates into one transaction per batch (at most every 20 ms, or
-// when 512 are waiting), so that thousands of refreshes per second cost a few commits.
+// persistBatch is the most state updates written in one transaction.
+const persistBatch = 512
+
+// stopFlushFor bounds how long Stop keeps retrying the last writes on a failing store.
+const stopFlushFor = 2 * time.Minute
+
+// persistLoop writes the dirty set in transactions of at most persistBatch updates, every
+// 20 ms or as soon as a batch is full, so that thousands of refreshes per second cost a few
+// commits. A batch whose write fails goes back into the set (unless a newer state of the
+// selector arrived meanwhile) and is written again with the next round: never dropped.
 func (m *Manager) persistLoop() {
-	const maxBatch = 512
-	batch := make([]store.StateUpdate, 0, maxBatch)
-	// failed holds the newest update of every selector whose write failed, to be written
-	// again with the next batch: bounded by the number of instances, never dropped.
-	failed := map[string]store.StateUpdate{}
-	flush := func() {
-		if len(batch) == 0 && len(failed) == 0 {
-			return
-		}
-		work := batch
-		if len(failed) > 0 {
-			inBatch := make(map[string]bool, len(batch))
-			for _, up := range batch {
-				inBatch[up.Selector] = true
-			}
-			work = make([]store.StateUpdate, 0, len(failed)+len(batch))
-			for sel, up := range failed {
-				if !inBatch[sel] {
-					work = append(work, up)
-				}
-			}
-			work = append(work, batch...)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		var err error
-		for attempt := 0; ; attempt++ {
-			if err = m.opts.Store.SaveStates(ctx, work); err == nil {
-				clear(failed)
-				break
-			}
-			m.stats.PersistErrors.Add(1)
-			m.log.WithField("err", err).WithField("updates", len(work)).Error("saving instance states failed")
-			if attempt == 3 || ctx.Err() != nil {
-				for _, up := range work {
-					failed[up.Selector] = up // later updates of a selector overwrite earlier ones
-				}
-				break
-			}
-			time.Sleep(time.Duration(100<<attempt) * time.Millisecond)
-		}
-		batch = batch[:0]
-	}
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		select {
-		case up, ok := <-m.persist:
-			if !ok {
-				flush() // Stop: every worker has returned and everything is queued
-				return
+		case <-m.persistStop:
+			// Every worker has returned: nothing changes any more. Write what is left,
+			// retrying a failing store for a while rather than losing it.
+			deadline := time.Now().Add(stopFlushFor)
+			for wait := 100 * time.Millisecond; !m.flushDirty(); wait = min(2*wait, 5*time.Second) {
+				if time.Now().After(deadline) {
+					m.persistMu.Lock()
+					n := len(m.dirty)
+					m.persistMu.Unlock()
+					m.log.WithField("updates", n).Error("the store kept failing: instance states not written at stop")
+					return
+				}
+				time.Sleep(wait)
 			}
-			batch = append(batch, up)
-			if len(batch) >= maxBatch {
-				flush()
-			}
+			return
 		case <-tick.C:
-			flush()
+		case <-m.persistWake:
+		}
+		m.flushDirty()
+	}
+}
+
+// flushDirty writes the dirty set batch by batch; it reports whether the set is empty.
+func (m *Manager) flushDirty() bool {
+	for {
+		m.persistMu.Lock()
+		if len(m.dirty) == 0 {
+			m.persistMu.Unlock()
+			return true
+		}
+		work := make([]store.StateUpdate, 0, min(len(m.dirty), persistBatch))
+		for sel, up := range m.dirty {
+			work = append(work, up)
+			delete(m.dirty, sel)
+			if len(work) == persistBatch {
+				break
+			}
+		}
+		m.persistMu.Unlock()
+		if !m.writeStates(work) {
+			m.persistMu.Lock()
+			for _, up := range work {
+				if _, newer := m.dirty[up.Selector]; !newer {
+					m.dirty[up.Selector] = up
+				}
+			}
+			m.persistMu.Unlock()
+			return false
 		}
 	}
+}
+
+// writeStates writes one batch, retrying a few times within 30 s; it reports success.
+func (m *Manager) writeStates(work []store.StateUpdate) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for attempt := 0; ; attempt++ {
+		err := m.opts.Store.SaveStates(ctx, work)
+		if err == nil {
+			return true
+		}
+		m.stats.PersistErrors.Add(1)
+		m.log.WithField("err", err).WithField("updates", len(work)).Error("saving instance states failed")
+		if attempt == 3 || ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(time.Duration(100<<attempt) * time.Millisecond)
+	}
+}
+
+// forgetDirty drops a removed selector's unwritten state, so it is not written after the
+// row was deleted (onto a row a new registration of the selector made meanwhile).
+func (m *Manager) forgetDirty(selector string) {
+	m.persistMu.Lock()
+	delete(m.dirty, selector)
+	m.persistMu.Unlock()
 }
 
 func (m *Manager) instanceLog(inst *Instance) logrus.FieldLogger {
@@ -797,6 +844,7 @@ func (m *Manager) remove(inst *Instance) {
 	inst.gen++                 // its timer entries are stale now
 	inst.account.Password = "" // it may sit in the timer heap a while: keep no credentials
 	inst.lastRequest, inst.lastResponse = "", ""
+	m.forgetDirty(inst.selector)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := m.opts.Store.DeleteInstance(ctx, inst.selector); err != nil && !errors.Is(err, store.ErrNotFound) {
