@@ -144,12 +144,12 @@ type Manager struct {
 	sched *scheduler
 	queue chan item
 
-	mu         sync.RWMutex
-	instances  map[string]*Instance // by selector
-	byContact  map[string]*Instance // by Contact user part
-	sorted     []string             // selectors in order; nil when it must be rebuilt
-	proxyMu    sync.Mutex
-	proxySlots map[string]int // REGISTERs in flight per proxy
+	mu        sync.RWMutex
+	instances map[string]*Instance // by selector
+	byContact map[string]*Instance // by Contact user part
+	sorted    []string             // selectors in order; nil when it must be rebuilt
+	proxyMu   sync.Mutex
+	proxies   map[string]*proxyState // by proxyKey; see proxy.go
 
 	// The write-behind persister's dirty set: the latest state of every selector that changed
 	// since it was last written. save only replaces an entry under persistMu (never waits),
@@ -190,12 +190,12 @@ func New(opts Options) (*Manager, error) {
 		queue:       make(chan item, opts.QueueSize),
 		instances:   make(map[string]*Instance),
 		byContact:   make(map[string]*Instance),
-		proxySlots:  make(map[string]int),
+		proxies:     make(map[string]*proxyState),
 		dirty:       make(map[string]store.StateUpdate),
 		persistWake: make(chan struct{}, 1),
 		persistStop: make(chan struct{}),
 	}
-	m.sched = newScheduler(m.fireTimer)
+	m.sched = newScheduler(m.fireTimer, m.probeDue)
 	return m, nil
 }
 
@@ -388,13 +388,26 @@ func (m *Manager) step(inst *Instance, ev Event) Event {
 			return EvNone
 		}
 		acct := inst.account // the slot and the REGISTER are for this account, even if the app changes it meanwhile
-		if !m.admitProxy(&acct) {
+		switch m.admitProxy(inst, &acct) {
+		case admitBusy:
 			// The proxy has too many REGISTERs in flight: try again later, waiting longer
 			// each time (20 ms doubling to 5 s, with jitter). A deferral changes nothing
 			// worth storing or showing, so it returns before save.
 			d := min(20*time.Millisecond<<min(inst.deferrals, 8), 5*time.Second)
 			inst.deferrals++
 			m.scheduleIn(inst, d/2+time.Duration(rand.Int64N(int64(d/2)+1)))
+			return EvNone
+		case admitDown:
+			// The proxy does not answer: inst is parked until it does (proxy.go). Its
+			// binding cannot be refreshed meanwhile, which is what the stats page shows.
+			to, _ = Transition(inst.phase, EvFailed)
+			msg := "proxy " + proxyKey(&acct) + " is not answering: waiting for it"
+			if inst.phase == to && inst.lastError == msg {
+				return EvNone // parked again, nothing new to store or show
+			}
+			inst.phase, inst.lastError = to, msg
+			inst.remember(now.UnixNano(), ev, from, to, act, msg)
+			m.save(inst, now)
 			return EvNone
 		}
 		inst.deferrals = 0
@@ -403,8 +416,9 @@ func (m *Manager) step(inst *Instance, ev Event) Event {
 		if next == EvRegistered && m.natMoved(inst, acct, res) {
 			// We are behind a NAT: remove the binding at the address nobody can reach us
 			// at, then register again at the one the registrar saw.
-			m.admitWait(inst, &acct)
-			m.transact(inst, acct, 0, res.ContactAddr)
+			if m.admitWait(inst, &acct) {
+				m.transact(inst, acct, 0, res.ContactAddr)
+			}
 			next, note = EvIntervalTooBrief, "behind a NAT: Contact moved to "+inst.contactAddr
 		}
 	case ActUnregister, ActUnregisterGone:
@@ -423,8 +437,13 @@ func (m *Manager) step(inst *Instance, ev Event) Event {
 		if inst.oldAccount != nil {
 			m.dropOldBinding(inst) // the binding is at the old account's registrar
 		} else if bound {
-			m.admitWait(inst, &acct)
-			if _, err := m.transact(inst, acct, 0, inst.contactAddr); err != nil {
+			var err error
+			if m.admitWait(inst, &acct) {
+				_, err = m.transact(inst, acct, 0, inst.contactAddr)
+			} else {
+				err = errNotAnswering
+			}
+			if err != nil {
 				// No answer: the binding may still be there. Keep its expiry, so a restart
 				// (or the next wish) tries again; it lapses by itself at the latest then.
 				note = "unregister: " + err.Error()
@@ -484,6 +503,10 @@ func (m *Manager) natMoved(inst *Instance, acct store.Account, res sipua.Result)
 	return true
 }
 
+// errNotAnswering stands for the answer of an unREGISTER that was not sent because its proxy
+// does not answer (proxy.go): handled like one that timed out.
+var errNotAnswering = errors.New("the proxy is not answering")
+
 // dropOldBinding removes the binding an instance holds under the account it had before the
 // app changed it (another user, registrar or transport), once, before anything else is sent.
 func (m *Manager) dropOldBinding(inst *Instance) {
@@ -495,8 +518,11 @@ func (m *Manager) dropOldBinding(inst *Instance) {
 	if inst.expiresAt <= time.Now().UnixNano() {
 		return
 	}
-	m.admitWait(inst, old)
-	if _, err := m.transact(inst, *old, 0, inst.contactAddr); err != nil {
+	err := errNotAnswering
+	if m.admitWait(inst, old) {
+		_, err = m.transact(inst, *old, 0, inst.contactAddr)
+	}
+	if err != nil {
 		// It lapses at the old registrar by itself; the new account's binding is another.
 		m.instanceLog(inst).WithField("err", err).Info("removing the binding of the previous account failed")
 	}
@@ -514,12 +540,21 @@ func (m *Manager) transact(inst *Instance, acct store.Account, expires int, cont
 		ContactUser: inst.contactUser, ContactAddr: contactAddr, CallID: inst.callID, CSeq: inst.cseq, Expires: expires,
 	}
 	key := proxyKey(&acct)
+	probe := inst.probe
+	inst.probe = false
 	inst.busy = true
 	inst.mu.Unlock()
 	ctx, cancel := context.WithTimeout(m.ctx, m.opts.TransactionTimeout)
 	res, err := m.opts.Registrar.Register(ctx, b)
 	cancel()
-	m.release(key)
+	out := answered
+	switch {
+	case m.ctx.Err() != nil:
+		out = cancelled
+	case err != nil:
+		out = unanswered
+	}
+	m.release(key, probe, out)
 	inst.mu.Lock()
 	inst.busy = false
 	now := time.Now().UnixNano()
@@ -646,60 +681,6 @@ func (m *Manager) scheduleIn(inst *Instance, d time.Duration) {
 	at := time.Now().Add(d)
 	inst.nextAt = at.UnixNano()
 	m.sched.add(inst, at, inst.gen)
-}
-
-func proxyKey(a *store.Account) string {
-	host := a.Proxy
-	if host == "" {
-		host = a.Domain
-	}
-	return fmt.Sprintf("%s/%s:%d", a.Transport, host, a.Port)
-}
-
-// admitProxy takes a slot for a REGISTER to acct's proxy, or says no when it has too many in flight.
-func (m *Manager) admitProxy(acct *store.Account) bool {
-	key := proxyKey(acct)
-	m.proxyMu.Lock()
-	defer m.proxyMu.Unlock()
-	if m.proxySlots[key] >= m.opts.MaxInFlightPerProxy {
-		return false
-	}
-	m.proxySlots[key]++
-	return true
-}
-
-// admitWait takes a slot of acct's proxy for inst, waiting for one; used for unREGISTERs, which
-// must not be dropped.
-func (m *Manager) admitWait(inst *Instance, acct *store.Account) {
-	if m.admitProxy(acct) {
-		return
-	}
-	// While we wait without the lock, other events for inst must become pending.
-	inst.busy = true
-	defer func() { inst.busy = false }()
-	key := proxyKey(acct)
-	for !m.admitProxy(acct) {
-		inst.mu.Unlock()
-		select {
-		case <-time.After(10 * time.Millisecond):
-		case <-m.ctx.Done():
-		}
-		inst.mu.Lock()
-		if m.ctx.Err() != nil {
-			m.proxyMu.Lock()
-			m.proxySlots[key]++ // balanced by release
-			m.proxyMu.Unlock()
-			return
-		}
-	}
-}
-
-func (m *Manager) release(key string) {
-	m.proxyMu.Lock()
-	if m.proxySlots[key]--; m.proxySlots[key] <= 0 {
-		delete(m.proxySlots, key)
-	}
-	m.proxyMu.Unlock()
 }
 
 // save marks inst's state for the write-behind persister; the caller holds inst.mu. It never
