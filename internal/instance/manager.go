@@ -547,14 +547,7 @@ func (m *Manager) transact(inst *Instance, acct store.Account, expires int, cont
 	ctx, cancel := context.WithTimeout(m.ctx, m.opts.TransactionTimeout)
 	res, err := m.opts.Registrar.Register(ctx, b)
 	cancel()
-	out := answered
-	switch {
-	case m.ctx.Err() != nil:
-		out = cancelled
-	case err != nil:
-		out = unanswered
-	}
-	m.release(key, probe, out)
+	m.release(key, probe, m.outcomeOf(err))
 	inst.mu.Lock()
 	inst.busy = false
 	now := time.Now().UnixNano()

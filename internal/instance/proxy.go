@@ -1,10 +1,15 @@
 package instance
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
+	"github.com/sipis/sipis/internal/sipua"
 	"github.com/sipis/sipis/internal/store"
 )
 
@@ -167,9 +172,25 @@ type outcome uint8
 
 const (
 	answered   outcome = iota // a response came (whatever its status)
-	unanswered                // a timeout or transport error: the proxy may be dead
-	cancelled                 // the manager is stopping: says nothing about the proxy
+	unanswered                // a timeout, an unresolvable name or a network error: the proxy may be dead
+	cancelled                 // stopping, or an error of our own: says nothing about the proxy
 )
+
+// outcomeOf tells what a REGISTER transaction's error says about its proxy. Only a missing
+// answer or an unreachable proxy count against it; a binding sipua refused to send, or a stop,
+// says nothing about the proxy.
+func (m *Manager) outcomeOf(err error) outcome {
+	var netErr net.Error
+	switch {
+	case err == nil:
+		return answered
+	case m.ctx.Err() != nil:
+		return cancelled
+	case errors.Is(err, sipua.ErrTimeout), errors.Is(err, sipua.ErrResolve), errors.As(err, &netErr):
+		return unanswered
+	}
+	return cancelled
+}
 
 // release gives back the slot of proxy key after a transaction (probe says whether it was the
 // probe of a down proxy) and updates what is known of the proxy from its outcome.
@@ -184,8 +205,12 @@ func (m *Manager) release(key string, probe bool, out outcome) {
 	}
 	switch {
 	case out == answered && px.down:
+		m.log.WithFields(logrus.Fields{"proxy": key, "parked": len(px.parked)}).Info("proxy answers again: resuming its instances")
 		m.proxyUp(px, now)
 	case out == unanswered && (!px.down || probe):
+		if !px.down {
+			m.log.WithField("proxy", key).Warn("proxy not answering: one REGISTER at a time until it does")
+		}
 		// The first transaction that went unanswered marks the proxy down; after that only
 		// the probe's failures count, not those of transactions sent before it was seen down.
 		px.down = true

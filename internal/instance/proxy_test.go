@@ -240,6 +240,7 @@ func TestUnregistersQueueForASlotInOrder(t *testing.T) {
 		h.reg.block = nil
 		h.reg.mu.Unlock()
 		close(block)
+		time.Sleep(time.Second)
 		synctest.Wait()
 		h.reg.mu.Lock()
 		calls := append([]call(nil), h.reg.calls[before:]...)
