@@ -145,9 +145,15 @@ func TestStalledStoreBlocksNoInstance(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	var slowest time.Duration
 	registered := func() int {
 		var got int
-		answers(t, 10*time.Second, "Counts", func() { byPhase, _ := h.m.Counts(); got = byPhase[Phase{RegisterLoop, Registered}] })
+		answers(t, 10*time.Second, "Counts", func() {
+			start := time.Now()
+			byPhase, _ := h.m.Counts()
+			got = byPhase[Phase{RegisterLoop, Registered}]
+			slowest = max(slowest, time.Since(start))
+		})
 		return got
 	}
 	waitFor(t, 20*time.Second, "all instances registered during the stall", func() bool { return registered() == n })
@@ -170,6 +176,11 @@ func TestStalledStoreBlocksNoInstance(t *testing.T) {
 	if got := h.st.get("a1000000").Status; got == "Registered" {
 		t.Fatalf("stored status %q during the stall", got)
 	}
+
+	h.m.persistMu.Lock()
+	dirty := len(h.m.dirty)
+	h.m.persistMu.Unlock()
+	t.Logf("during the stall: %d instances registered, Counts took %v at most, %d states waiting to be written", n+1, slowest, dirty)
 
 	close(st.release)
 	h.m.Stop()
