@@ -63,7 +63,7 @@ type Options struct {
 	UnauthorizedRetry time.Duration // retry after the credentials were refused (30m)
 
 	Workers             int           // concurrent SIP transactions at most (256)
-	MaxInFlightPerProxy int           // REGISTERs in flight to one proxy at most (64)
+	MaxInFlightPerProxy int           // REGISTERs in flight to one proxy at most (64; one while it does not answer, see proxy.go)
 	QueueSize           int           // message loop capacity (65536)
 	ResumeWindow        time.Duration // spread of re-registrations after a start (5m)
 	TransactionTimeout  time.Duration // upper bound on one REGISTER cycle (40s)
