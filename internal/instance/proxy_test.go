@@ -255,3 +255,48 @@ func TestUnregistersQueueForASlotInOrder(t *testing.T) {
 		}
 	})
 }
+
+// Apps going to the foreground while their proxy is known to be dead are released at once:
+// their unREGISTERs are not sent into the outage (the binding's expiry is kept, as after an
+// unREGISTER that got no answer), and no worker waits on the dead proxy for them.
+func TestForegroundDuringOutageSendsNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		reg := &outageRegistrar{}
+		h := &harness{t: t, st: newMemStore()}
+		m, err := New(Options{Store: h.st, Registrar: reg, Workers: 8, ResumeWindow: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		defer m.Stop()
+		const n = 20
+		for i := range n {
+			m.Apply(context.Background(), regFor(fmt.Sprintf("b3%06d", i), fmt.Sprintf("f%d", i), registration.ModeBackground))
+		}
+		synctest.Wait()
+		reg.setDown(true)
+		// One app sends its registration again: its REGISTER times out and the proxy is seen dead.
+		m.Apply(context.Background(), regFor("b3000000", "f0", registration.ModeBackground))
+		time.Sleep(33 * time.Second)
+		synctest.Wait()
+		if reg.firstTimeout(time.Time{}).IsZero() {
+			t.Fatal("the REGISTER into the outage did not time out")
+		}
+		sent := reg.packetsBetween(time.Time{}, time.Now().Add(time.Hour))
+		for i := 1; i < n; i++ {
+			m.Apply(context.Background(), regFor(fmt.Sprintf("b3%06d", i), fmt.Sprintf("f%d", i), registration.ModeForeground))
+		}
+		synctest.Wait() // no time passes: nothing may wait for the dead proxy
+		for i := 1; i < n; i++ {
+			s, _ := m.Snapshot(fmt.Sprintf("b3%06d", i))
+			if s.Phase != (Phase{Idle, NotRegistered}) || s.ExpiresAt.IsZero() {
+				t.Errorf("instance %d: %v expires %v, want Idle with its binding's expiry kept", i, s.Phase, s.ExpiresAt)
+			}
+		}
+		if got := reg.packetsBetween(time.Time{}, time.Now().Add(time.Hour)) - sent; got > 0 {
+			t.Errorf("%d packets sent to the dead proxy for the foregrounds", got)
+		}
+	})
+}
