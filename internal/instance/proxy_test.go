@@ -126,16 +126,17 @@ func (r *outageRegistrar) firstTimeout(from time.Time) time.Time {
 }
 
 // A dead proxy costs one probe at a time, not a storm: 1,000 instances on one proxy through a
-// 10-minute outage (on synctest's clock) send it well under one REGISTER packet a second, with
-// one transaction in flight once the outage was seen, and are all registered again within a few
-// minutes of its return, resumed spread out rather than at once.
+// 10-minute outage (on synctest's clock). Until the first REGISTER into the outage times out
+// the proxy cannot be told from a slow one, so up to MaxInFlightPerProxy transactions are out;
+// from then on it gets one transaction at a time, a small fraction of a packet a second, and
+// once it answers again all are registered within a few minutes, resumed spread out rather
+// than at once.
 func TestDeadProxyGetsOneProbe(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const n = 1000
 		const outage = 10 * time.Minute
 		reg := &outageRegistrar{}
-		h := &harness{t: t, st: newMemStore()}
-		m, err := New(Options{Store: h.st, Registrar: reg, Workers: 256, MaxInFlightPerProxy: 64, ResumeWindow: time.Second})
+		m, err := New(Options{Store: newMemStore(), Registrar: reg, Workers: 256, MaxInFlightPerProxy: 64, ResumeWindow: time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -264,8 +265,7 @@ func TestUnregistersQueueForASlotInOrder(t *testing.T) {
 func TestForegroundDuringOutageSendsNothing(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		reg := &outageRegistrar{}
-		h := &harness{t: t, st: newMemStore()}
-		m, err := New(Options{Store: h.st, Registrar: reg, Workers: 8, ResumeWindow: time.Second})
+		m, err := New(Options{Store: newMemStore(), Registrar: reg, Workers: 8, ResumeWindow: time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
