@@ -33,6 +33,7 @@ type Instance struct {
 	failures    uint16        // consecutive failures, for backoff
 	retryAfter  time.Duration // Retry-After of the last failure, for the next backoff
 	busy        bool
+	probe       bool   // the REGISTER about to be sent is the probe of a proxy that does not answer
 	gone        bool   // removed: forgotten by its app or for its silence
 	deferrals   uint8  // consecutive REGISTERs put off because the proxy was busy
 	pending     Event  // an app/admin event that arrived while busy

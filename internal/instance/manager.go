@@ -63,7 +63,7 @@ type Options struct {
 	UnauthorizedRetry time.Duration // retry after the credentials were refused (30m)
 
 	Workers             int           // concurrent SIP transactions at most (256)
-	MaxInFlightPerProxy int           // REGISTERs in flight to one proxy at most (64)
+	MaxInFlightPerProxy int           // REGISTERs in flight to one proxy at most (64; one while it does not answer, see proxy.go)
 	QueueSize           int           // message loop capacity (65536)
 	ResumeWindow        time.Duration // spread of re-registrations after a start (5m)
 	TransactionTimeout  time.Duration // upper bound on one REGISTER cycle (40s)
@@ -144,14 +144,20 @@ type Manager struct {
 	sched *scheduler
 	queue chan item
 
-	mu         sync.RWMutex
-	instances  map[string]*Instance // by selector
-	byContact  map[string]*Instance // by Contact user part
-	sorted     []string             // selectors in order; nil when it must be rebuilt
-	proxyMu    sync.Mutex
-	proxySlots map[string]int // REGISTERs in flight per proxy
+	mu        sync.RWMutex
+	instances map[string]*Instance // by selector
+	byContact map[string]*Instance // by Contact user part
+	sorted    []string             // selectors in order; nil when it must be rebuilt
+	proxyMu   sync.Mutex
+	proxies   map[string]*proxyState // by proxyKey; see proxy.go
 
-	persist     chan store.StateUpdate // closed by Stop once no worker runs
+	// The write-behind persister's dirty set: the latest state of every selector that changed
+	// since it was last written. save only replaces an entry under persistMu (never waits),
+	// so a stalled store never blocks a worker holding an instance's lock.
+	persistMu   sync.Mutex
+	dirty       map[string]store.StateUpdate
+	persistWake chan struct{} // a full batch is waiting
+	persistStop chan struct{} // closed by Stop once no worker runs
 	persistDone chan struct{}
 
 	ctx     context.Context
@@ -179,15 +185,17 @@ func New(opts Options) (*Manager, error) {
 	}
 	opts.setDefaults()
 	m := &Manager{
-		opts:       opts,
-		log:        opts.Logger,
-		queue:      make(chan item, opts.QueueSize),
-		instances:  make(map[string]*Instance),
-		byContact:  make(map[string]*Instance),
-		proxySlots: make(map[string]int),
-		persist:    make(chan store.StateUpdate, 4096),
+		opts:        opts,
+		log:         opts.Logger,
+		queue:       make(chan item, opts.QueueSize),
+		instances:   make(map[string]*Instance),
+		byContact:   make(map[string]*Instance),
+		proxies:     make(map[string]*proxyState),
+		dirty:       make(map[string]store.StateUpdate),
+		persistWake: make(chan struct{}, 1),
+		persistStop: make(chan struct{}),
 	}
-	m.sched = newScheduler(m.fireTimer)
+	m.sched = newScheduler(m.fireTimer, m.probeDue)
 	return m, nil
 }
 
@@ -295,8 +303,8 @@ func (m *Manager) Stop() {
 	}
 	m.cancel()
 	m.wg.Wait() // workers, scheduler and sweeper: nothing produces state updates after this
-	close(m.persist)
-	<-m.persistDone // every update queued so far is written
+	close(m.persistStop)
+	<-m.persistDone // every update saved so far is written
 }
 
 // fireTimer is called by the scheduler; it blocks while the message loop is full.
@@ -380,13 +388,26 @@ func (m *Manager) step(inst *Instance, ev Event) Event {
 			return EvNone
 		}
 		acct := inst.account // the slot and the REGISTER are for this account, even if the app changes it meanwhile
-		if !m.admitProxy(&acct) {
+		switch m.admitProxy(inst, &acct) {
+		case admitBusy:
 			// The proxy has too many REGISTERs in flight: try again later, waiting longer
 			// each time (20 ms doubling to 5 s, with jitter). A deferral changes nothing
 			// worth storing or showing, so it returns before save.
 			d := min(20*time.Millisecond<<min(inst.deferrals, 8), 5*time.Second)
 			inst.deferrals++
 			m.scheduleIn(inst, d/2+time.Duration(rand.Int64N(int64(d/2)+1)))
+			return EvNone
+		case admitDown:
+			// The proxy does not answer: inst is parked until it does (proxy.go). Its
+			// binding cannot be refreshed meanwhile, which is what the stats page shows.
+			to, _ = Transition(inst.phase, EvFailed)
+			msg := "proxy " + proxyKey(&acct) + " is not answering: waiting for it"
+			if inst.phase == to && inst.lastError == msg {
+				return EvNone // parked again, nothing new to store or show
+			}
+			inst.phase, inst.lastError = to, msg
+			inst.remember(now.UnixNano(), ev, from, to, act, msg)
+			m.save(inst, now)
 			return EvNone
 		}
 		inst.deferrals = 0
@@ -395,8 +416,9 @@ func (m *Manager) step(inst *Instance, ev Event) Event {
 		if next == EvRegistered && m.natMoved(inst, acct, res) {
 			// We are behind a NAT: remove the binding at the address nobody can reach us
 			// at, then register again at the one the registrar saw.
-			m.admitWait(inst, &acct)
-			m.transact(inst, acct, 0, res.ContactAddr)
+			if m.admitWait(inst, &acct) {
+				m.transact(inst, acct, 0, res.ContactAddr)
+			}
 			next, note = EvIntervalTooBrief, "behind a NAT: Contact moved to "+inst.contactAddr
 		}
 	case ActUnregister, ActUnregisterGone:
@@ -415,8 +437,13 @@ func (m *Manager) step(inst *Instance, ev Event) Event {
 		if inst.oldAccount != nil {
 			m.dropOldBinding(inst) // the binding is at the old account's registrar
 		} else if bound {
-			m.admitWait(inst, &acct)
-			if _, err := m.transact(inst, acct, 0, inst.contactAddr); err != nil {
+			var err error
+			if m.admitWait(inst, &acct) {
+				_, err = m.transact(inst, acct, 0, inst.contactAddr)
+			} else {
+				err = errNotAnswering
+			}
+			if err != nil {
 				// No answer: the binding may still be there. Keep its expiry, so a restart
 				// (or the next wish) tries again; it lapses by itself at the latest then.
 				note = "unregister: " + err.Error()
@@ -476,6 +503,10 @@ func (m *Manager) natMoved(inst *Instance, acct store.Account, res sipua.Result)
 	return true
 }
 
+// errNotAnswering stands for the answer of an unREGISTER that was not sent because its proxy
+// does not answer (proxy.go): handled like one that timed out.
+var errNotAnswering = errors.New("the proxy is not answering")
+
 // dropOldBinding removes the binding an instance holds under the account it had before the
 // app changed it (another user, registrar or transport), once, before anything else is sent.
 func (m *Manager) dropOldBinding(inst *Instance) {
@@ -487,8 +518,11 @@ func (m *Manager) dropOldBinding(inst *Instance) {
 	if inst.expiresAt <= time.Now().UnixNano() {
 		return
 	}
-	m.admitWait(inst, old)
-	if _, err := m.transact(inst, *old, 0, inst.contactAddr); err != nil {
+	err := errNotAnswering
+	if m.admitWait(inst, old) {
+		_, err = m.transact(inst, *old, 0, inst.contactAddr)
+	}
+	if err != nil {
 		// It lapses at the old registrar by itself; the new account's binding is another.
 		m.instanceLog(inst).WithField("err", err).Info("removing the binding of the previous account failed")
 	}
@@ -506,12 +540,14 @@ func (m *Manager) transact(inst *Instance, acct store.Account, expires int, cont
 		ContactUser: inst.contactUser, ContactAddr: contactAddr, CallID: inst.callID, CSeq: inst.cseq, Expires: expires,
 	}
 	key := proxyKey(&acct)
+	probe := inst.probe
+	inst.probe = false
 	inst.busy = true
 	inst.mu.Unlock()
 	ctx, cancel := context.WithTimeout(m.ctx, m.opts.TransactionTimeout)
 	res, err := m.opts.Registrar.Register(ctx, b)
 	cancel()
-	m.release(key)
+	m.release(key, probe, m.outcomeOf(err))
 	inst.mu.Lock()
 	inst.busy = false
 	now := time.Now().UnixNano()
@@ -640,135 +676,120 @@ func (m *Manager) scheduleIn(inst *Instance, d time.Duration) {
 	m.sched.add(inst, at, inst.gen)
 }
 
-func proxyKey(a *store.Account) string {
-	host := a.Proxy
-	if host == "" {
-		host = a.Domain
-	}
-	return fmt.Sprintf("%s/%s:%d", a.Transport, host, a.Port)
-}
-
-// admitProxy takes a slot for a REGISTER to acct's proxy, or says no when it has too many in flight.
-func (m *Manager) admitProxy(acct *store.Account) bool {
-	key := proxyKey(acct)
-	m.proxyMu.Lock()
-	defer m.proxyMu.Unlock()
-	if m.proxySlots[key] >= m.opts.MaxInFlightPerProxy {
-		return false
-	}
-	m.proxySlots[key]++
-	return true
-}
-
-// admitWait takes a slot of acct's proxy for inst, waiting for one; used for unREGISTERs, which
-// must not be dropped.
-func (m *Manager) admitWait(inst *Instance, acct *store.Account) {
-	if m.admitProxy(acct) {
-		return
-	}
-	// While we wait without the lock, other events for inst must become pending.
-	inst.busy = true
-	defer func() { inst.busy = false }()
-	key := proxyKey(acct)
-	for !m.admitProxy(acct) {
-		inst.mu.Unlock()
-		select {
-		case <-time.After(10 * time.Millisecond):
-		case <-m.ctx.Done():
-		}
-		inst.mu.Lock()
-		if m.ctx.Err() != nil {
-			m.proxyMu.Lock()
-			m.proxySlots[key]++ // balanced by release
-			m.proxyMu.Unlock()
-			return
-		}
-	}
-}
-
-func (m *Manager) release(key string) {
-	m.proxyMu.Lock()
-	if m.proxySlots[key]--; m.proxySlots[key] <= 0 {
-		delete(m.proxySlots, key)
-	}
-	m.proxyMu.Unlock()
-}
-
-// save queues inst's state for the write-behind persister.
+// save marks inst's state for the write-behind persister; the caller holds inst.mu. It never
+// waits for the store: it replaces the selector's entry in the dirty set, so however long the
+// store stalls, the set holds at most one update per instance and workers, /stats and new
+// registrations carry on. Only the latest state of a selector matters: each update carries all
+// of the stored state fields.
 func (m *Manager) save(inst *Instance, now time.Time) {
 	up := store.StateUpdate{
 		Selector: inst.selector, State: inst.phase.State.Key(), Status: inst.phase.Status.String(),
 		LastError: inst.lastError, CSeq: inst.cseq, ExpiresAt: unixTime(inst.expiresAt), Off: inst.off, At: now,
 		ContactAddr: inst.contactAddr,
 	}
-	// The persister runs until Stop closes the channel after the last worker returned, so
-	// this never loses an update; it waits while the persister is behind (backpressure).
-	m.persist <- up
+	m.persistMu.Lock()
+	m.dirty[up.Selector] = up
+	full := len(m.dirty) >= persistBatch
+	m.persistMu.Unlock()
+	if full {
+		select {
+		case m.persistWake <- struct{}{}:
+		default:
+		}
+	}
 }
 
-// persistLoop batches state updates into one transaction per batch (at most every 20 ms, or
-// when 512 are waiting), so that thousands of refreshes per second cost a few commits.
+// persistBatch is the most state updates written in one transaction.
+const persistBatch = 512
+
+// stopFlushFor bounds how long Stop keeps retrying the last writes on a failing store.
+const stopFlushFor = 2 * time.Minute
+
+// persistLoop writes the dirty set in transactions of at most persistBatch updates, every
+// 20 ms or as soon as a batch is full, so that thousands of refreshes per second cost a few
+// commits. A batch whose write fails goes back into the set (unless a newer state of the
+// selector arrived meanwhile) and is written again with the next round: never dropped.
 func (m *Manager) persistLoop() {
-	const maxBatch = 512
-	batch := make([]store.StateUpdate, 0, maxBatch)
-	// failed holds the newest update of every selector whose write failed, to be written
-	// again with the next batch: bounded by the number of instances, never dropped.
-	failed := map[string]store.StateUpdate{}
-	flush := func() {
-		if len(batch) == 0 && len(failed) == 0 {
-			return
-		}
-		work := batch
-		if len(failed) > 0 {
-			inBatch := make(map[string]bool, len(batch))
-			for _, up := range batch {
-				inBatch[up.Selector] = true
-			}
-			work = make([]store.StateUpdate, 0, len(failed)+len(batch))
-			for sel, up := range failed {
-				if !inBatch[sel] {
-					work = append(work, up)
-				}
-			}
-			work = append(work, batch...)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		var err error
-		for attempt := 0; ; attempt++ {
-			if err = m.opts.Store.SaveStates(ctx, work); err == nil {
-				clear(failed)
-				break
-			}
-			m.stats.PersistErrors.Add(1)
-			m.log.WithField("err", err).WithField("updates", len(work)).Error("saving instance states failed")
-			if attempt == 3 || ctx.Err() != nil {
-				for _, up := range work {
-					failed[up.Selector] = up // later updates of a selector overwrite earlier ones
-				}
-				break
-			}
-			time.Sleep(time.Duration(100<<attempt) * time.Millisecond)
-		}
-		batch = batch[:0]
-	}
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		select {
-		case up, ok := <-m.persist:
-			if !ok {
-				flush() // Stop: every worker has returned and everything is queued
-				return
+		case <-m.persistStop:
+			// Every worker has returned: nothing changes any more. Write what is left,
+			// retrying a failing store for a while rather than losing it.
+			deadline := time.Now().Add(stopFlushFor)
+			for wait := 100 * time.Millisecond; !m.flushDirty(); wait = min(2*wait, 5*time.Second) {
+				if time.Now().After(deadline) {
+					m.persistMu.Lock()
+					n := len(m.dirty)
+					m.persistMu.Unlock()
+					m.log.WithField("updates", n).Error("the store kept failing: instance states not written at stop")
+					return
+				}
+				time.Sleep(wait)
 			}
-			batch = append(batch, up)
-			if len(batch) >= maxBatch {
-				flush()
-			}
+			return
 		case <-tick.C:
-			flush()
+		case <-m.persistWake:
+		}
+		m.flushDirty()
+	}
+}
+
+// flushDirty writes the dirty set batch by batch; it reports whether the set is empty.
+func (m *Manager) flushDirty() bool {
+	for {
+		m.persistMu.Lock()
+		if len(m.dirty) == 0 {
+			m.persistMu.Unlock()
+			return true
+		}
+		work := make([]store.StateUpdate, 0, min(len(m.dirty), persistBatch))
+		for sel, up := range m.dirty {
+			work = append(work, up)
+			delete(m.dirty, sel)
+			if len(work) == persistBatch {
+				break
+			}
+		}
+		m.persistMu.Unlock()
+		if !m.writeStates(work) {
+			m.persistMu.Lock()
+			for _, up := range work {
+				if _, newer := m.dirty[up.Selector]; !newer {
+					m.dirty[up.Selector] = up
+				}
+			}
+			m.persistMu.Unlock()
+			return false
 		}
 	}
+}
+
+// writeStates writes one batch, retrying a few times within 30 s; it reports success.
+func (m *Manager) writeStates(work []store.StateUpdate) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for attempt := 0; ; attempt++ {
+		err := m.opts.Store.SaveStates(ctx, work)
+		if err == nil {
+			return true
+		}
+		m.stats.PersistErrors.Add(1)
+		m.log.WithField("err", err).WithField("updates", len(work)).Error("saving instance states failed")
+		if attempt == 3 || ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(time.Duration(100<<attempt) * time.Millisecond)
+	}
+}
+
+// forgetDirty drops a removed selector's unwritten state, so it is not written after the
+// row was deleted (onto a row a new registration of the selector made meanwhile).
+func (m *Manager) forgetDirty(selector string) {
+	m.persistMu.Lock()
+	delete(m.dirty, selector)
+	m.persistMu.Unlock()
 }
 
 func (m *Manager) instanceLog(inst *Instance) logrus.FieldLogger {
@@ -797,6 +818,7 @@ func (m *Manager) remove(inst *Instance) {
 	inst.gen++                 // its timer entries are stale now
 	inst.account.Password = "" // it may sit in the timer heap a while: keep no credentials
 	inst.lastRequest, inst.lastResponse = "", ""
+	m.forgetDirty(inst.selector)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := m.opts.Store.DeleteInstance(ctx, inst.selector); err != nil && !errors.Is(err, store.ErrNotFound) {

@@ -303,7 +303,7 @@ func TestAccountChangesOnAFullProxy(t *testing.T) {
 			}
 		}
 		h.m.proxyMu.Lock()
-		slots := len(h.m.proxySlots)
+		slots := len(h.m.proxies)
 		h.m.proxyMu.Unlock()
 		if slots != 0 {
 			t.Errorf("%d proxies still hold slots after everything settled", slots)

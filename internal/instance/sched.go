@@ -15,12 +15,17 @@ type scheduler struct {
 	h    entryHeap
 	wake chan struct{}
 	fire func(inst *Instance, gen uint64) // called outside the lock; may block (backpressure)
+
+	// fireProxy is called, outside the lock, for the entries of proxies (a down proxy's
+	// next probe); they share the heap with the instances' entries.
+	fireProxy func(px *proxyState, gen uint64)
 }
 
 type entry struct {
 	at   int64 // unix nanoseconds
 	gen  uint64
 	inst *Instance
+	px   *proxyState // instead of inst: a proxy's probe timer
 }
 
 type entryHeap []entry
@@ -37,15 +42,24 @@ func (h *entryHeap) Pop() any {
 	return e
 }
 
-func newScheduler(fire func(*Instance, uint64)) *scheduler {
-	return &scheduler{wake: make(chan struct{}, 1), fire: fire}
+func newScheduler(fire func(*Instance, uint64), fireProxy func(*proxyState, uint64)) *scheduler {
+	return &scheduler{wake: make(chan struct{}, 1), fire: fire, fireProxy: fireProxy}
 }
 
 // add schedules inst's event for time at with generation gen.
 func (s *scheduler) add(inst *Instance, at time.Time, gen uint64) {
+	s.push(entry{at: at.UnixNano(), gen: gen, inst: inst})
+}
+
+// addProxy schedules px's probe timer for time at with generation gen.
+func (s *scheduler) addProxy(px *proxyState, at time.Time, gen uint64) {
+	s.push(entry{at: at.UnixNano(), gen: gen, px: px})
+}
+
+func (s *scheduler) push(e entry) {
 	s.mu.Lock()
-	heap.Push(&s.h, entry{at: at.UnixNano(), gen: gen, inst: inst})
-	first := s.h[0].inst == inst && s.h[0].gen == gen
+	heap.Push(&s.h, e)
+	first := s.h[0] == e
 	s.mu.Unlock()
 	if first {
 		select {
@@ -69,7 +83,11 @@ func (s *scheduler) run(ctx context.Context) {
 				s.h = append(entryHeap(nil), s.h...)
 			}
 			s.mu.Unlock()
-			s.fire(e.inst, e.gen)
+			if e.px != nil {
+				s.fireProxy(e.px, e.gen)
+			} else {
+				s.fire(e.inst, e.gen)
+			}
 			continue
 		}
 		wait := time.Hour

@@ -1,7 +1,10 @@
 // Package instance runs one registration state machine per selector and the manager that
 // owns them all: the message loop (a queue of events served by a bounded pool of workers),
-// a single timer heap for refreshes and retries (no goroutine per instance), write-behind
-// persistence of every state change, and the intake of registrations sent by apps.
+// a single timer heap for refreshes and retries (no goroutine per instance), the per-proxy
+// admission of REGISTERs (a limit in flight, and one probe at a time to a proxy that does not
+// answer), write-behind persistence of the latest state of every instance, and the intake of
+// registrations sent by apps. Nothing waits for the store or the network while holding an
+// instance's lock, except the deletion of a forgotten instance.
 package instance
 
 import "fmt"
