@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -292,7 +293,7 @@ func TestOriginAndForwardedFor(t *testing.T) {
 	f.seedN(1)
 	s, _ := newTestServer(t, f, func(o *Options) {
 		o.TrustedOrigins = []string{"https://sipis.example.org"}
-		o.TrustForwardedFor = true
+		o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")} // do()'s peer
 		o.AuthFailures = 1
 	})
 	token := s.csrfToken("admin")
@@ -321,14 +322,14 @@ func TestOriginAndForwardedFor(t *testing.T) {
 	}
 }
 
-func TestLimiterBounded(t *testing.T) {
+func TestThrottleBounded(t *testing.T) {
 	c := &clock{t: testNow}
-	l := newLimiter(1, time.Second, c.Now)
+	l := newThrottle(1, time.Second, 1, 1, c.Now)
 	for i := range maxTracked + 10 {
-		l.fail(strings.Repeat("a", i%7) + string(rune('0'+i%10)) + itoa(i))
+		l.fail(t, strings.Repeat("a", i%7)+string(rune('0'+i%10))+itoa(i))
 	}
-	if len(l.state) > maxTracked+1 { // +1: the shared overflow bucket
-		t.Fatalf("limiter tracks %d addresses", len(l.state))
+	if n := l.tracked(); n > maxTracked+1 { // +1: the shared overflow bucket
+		t.Fatalf("throttle tracks %d addresses", n)
 	}
 }
 
