@@ -57,6 +57,11 @@ type proxyConn struct {
 
 func (c *proxyConn) init() {
 	c.once.Do(func() {
+		defer func() {
+			if c.err != nil {
+				_ = c.Conn.Close() // section 2.1: drop a connection with a bad header, answer nothing
+			}
+		}()
 		c.remote = c.Conn.RemoteAddr()
 		c.br = bufio.NewReaderSize(c.Conn, 4096)
 		_ = c.Conn.SetReadDeadline(time.Now().Add(proxyHeaderTimeout))

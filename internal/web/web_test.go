@@ -49,6 +49,7 @@ type req struct {
 	basic        []string // user, pass
 	header       map[string]string
 	body         io.Reader
+	remote       string // the peer's address; default 127.0.0.1:40000
 }
 
 func do(t testing.TB, s *Server, r req) *httptest.ResponseRecorder {
@@ -62,6 +63,9 @@ func do(t testing.TB, s *Server, r req) *httptest.ResponseRecorder {
 	}
 	hr := httptest.NewRequest(r.method, r.path, body)
 	hr.RemoteAddr = "127.0.0.1:40000"
+	if r.remote != "" {
+		hr.RemoteAddr = r.remote
+	}
 	if r.form != nil {
 		hr.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	}
