@@ -136,6 +136,7 @@ func (s *Server) checkCredentials(r *http.Request, user, pass string) error {
 	if err != nil {
 		return err
 	}
+	defer a.done(neutral) // if CheckAdmin panics; a no-op after the done below
 	if !s.b.CheckAdmin(user, pass) {
 		a.done(failed)
 		s.log.WithField("remote", addr).Warn("failed administrator login")
