@@ -98,3 +98,34 @@ func TestGuessStormThroughStunnelLocksOutOnlyTheGuesser(t *testing.T) {
 		})
 	}
 }
+
+// TestDeviceSecretGuessesThrottled guesses device secrets against the real
+// /sipis/messages route: after five refusals the address waits (429) and
+// the route's handler no longer checks the store, while another selector
+// from the same address is still answered.
+func TestDeviceSecretGuessesThrottled(t *testing.T) {
+	a := startApp(t, testSettings(t, t.TempDir(), ""))
+	t.Cleanup(a.Stop)
+	get := func(sel string) (int, string) {
+		req, _ := http.NewRequestWithContext(t.Context(), "GET", a.HTTPURL()+"/sipis/messages?s="+sel, nil)
+		req.Header.Set("X-Sipis-Device", "phone-1")
+		req.Header.Set("X-Sipis-Secret", "guess")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get("Retry-After")
+	}
+	for i := range 5 {
+		if code, _ := get("0a1b2c3d"); code != 403 && code != 401 {
+			t.Fatalf("guess %d: %d, want 401 or 403", i, code)
+		}
+	}
+	if code, ra := get("0a1b2c3d"); code != 429 || ra == "" {
+		t.Errorf("sixth guess: %d Retry-After %q, want 429 with Retry-After", code, ra)
+	}
+	if code, _ := get("0a1b2c3e"); code != 403 && code != 401 {
+		t.Errorf("another selector: %d, want a refusal of its own, not 429", code)
+	}
+}
