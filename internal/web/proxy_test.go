@@ -204,3 +204,64 @@ func TestPprofAdminOnly(t *testing.T) {
 		t.Errorf("/debug?s=: %d", w.Code)
 	}
 }
+
+// FuzzProxyLine feeds any line to the PROXY parser: it never panics, and
+// an address it accepts is a valid source of the family the line names.
+func FuzzProxyLine(f *testing.F) {
+	for _, s := range []string{
+		"PROXY TCP4 192.0.2.1 192.0.2.9 56324 443\r\n", "PROXY TCP6 2001:db8::1 2001:db8::2 1 443\r\n",
+		"PROXY UNKNOWN\r\n", "PROXY TCP4 1.2.3.4\r\n", "PROXY TCP4 ::1 ::1 1 1\r\n", "PROXY \r\n",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		a, err := parseProxyLine([]byte(line))
+		if err != nil || a == nil {
+			return
+		}
+		ap, perr := netip.ParseAddrPort(a.String())
+		if perr != nil {
+			t.Fatalf("%q gave unparsable %s", line, a)
+		}
+		if strings.HasPrefix(line, "PROXY TCP4 ") != ap.Addr().Is4() {
+			t.Fatalf("%q gave %s of the other family", line, a)
+		}
+	})
+}
+
+// FuzzClientAddr feeds any X-Forwarded-For value from a trusted proxy:
+// the client address is always a valid address, and never one of the
+// header's entries left of an untrusted one.
+func FuzzClientAddr(f *testing.F) {
+	for _, s := range []string{"198.51.100.7", "6.6.6.6, 198.51.100.7, 10.0.0.2", "junk", "[::1]:80, 10.0.0.9", ",,,", ""} {
+		f.Add(s)
+	}
+	s := New(Options{Backend: newFake(), TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
+	f.Fuzz(func(t *testing.T, xff string) {
+		r, _ := http.NewRequest("GET", "/", nil)
+		r.RemoteAddr = "10.0.0.1:1"
+		r.Header.Set("X-Forwarded-For", xff)
+		got := s.clientAddr(r)
+		a, err := netip.ParseAddr(got)
+		if err != nil {
+			t.Fatalf("X-Forwarded-For %q: client %q is not an address", xff, got)
+		}
+		// The answer is the peer or the right-most untrusted entry.
+		parts := strings.Split(xff, ",")
+		for i := len(parts) - 1; i >= 0; i-- {
+			h, ok := parseHop(parts[i])
+			if !ok {
+				break
+			}
+			if !s.trusted(h) {
+				if h != a {
+					t.Fatalf("X-Forwarded-For %q: client %s, want %s", xff, a, h)
+				}
+				return
+			}
+		}
+		if !s.trusted(a) {
+			t.Fatalf("X-Forwarded-For %q: client %s though no untrusted entry", xff, a)
+		}
+	})
+}

@@ -108,6 +108,9 @@ func parseProxyLine(line []byte) (net.Addr, error) {
 		return nil, errors.New("web: PROXY header: no CRLF")
 	}
 	f := bytes.Split(body, []byte(" "))
+	if string(f[0]) != "PROXY" {
+		return nil, errors.New("web: PROXY header: does not start with PROXY")
+	}
 	if len(f) >= 2 && string(f[1]) == "UNKNOWN" {
 		return nil, nil
 	}
