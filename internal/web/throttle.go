@@ -35,6 +35,7 @@ type throttle struct {
 	mu     sync.Mutex
 	queued int
 	state  map[string]*failures
+	pruned time.Time // last walk of state for old entries
 }
 
 // failures is the record of one key: consecutive failures, the time of the
@@ -104,7 +105,10 @@ func (t *throttle) begin(ctx context.Context, key string) (*attempt, error) {
 	now := t.now()
 	f := t.state[key]
 	if f == nil && len(t.state) >= maxTracked {
-		t.prune(now)
+		if now.Sub(t.pruned) >= time.Second { // a full walk of the table at most once a second
+			t.pruned = now
+			t.prune(now)
+		}
 		if len(t.state) >= maxTracked {
 			// Too many keys failing at once (an attack from many addresses): they
 			// share one bucket, so none of them resets anyone's lockout.

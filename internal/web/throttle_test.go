@@ -284,3 +284,23 @@ func TestDeviceRoutesThrottled(t *testing.T) {
 		t.Errorf("20 parallel wrong secrets: %v, want 3 × 403 and 17 × 429", codes)
 	}
 }
+
+func TestThrottleForgetsOldFailuresWhenFull(t *testing.T) {
+	c := &clock{t: testNow}
+	l := newThrottle(1, time.Second, 1, 1, c.Now)
+	for i := range maxTracked {
+		l.fail(t, fmt.Sprintf("old-%d", i))
+	}
+	l.fail(t, "overflowing") // the table is full: this one shares the overflow bucket
+	if l.blocked(t, "another-new-one") == 0 {
+		t.Fatal("a new key beyond the full table is not limited with the overflow bucket")
+	}
+	c.Add(forgetFailures + time.Second)
+	l.fail(t, "fresh")
+	if n := l.tracked(); n != 1 {
+		t.Errorf("after the old failures expired the table holds %d keys, want 1", n)
+	}
+	if l.blocked(t, "fresh") == 0 {
+		t.Error("the fresh key is not locked out after its failure")
+	}
+}
