@@ -2,12 +2,14 @@ package config
 
 import (
 	"crypto/tls"
+	"fmt"
 	"math"
 	"net/netip"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/sirupsen/logrus"
 )
@@ -411,6 +413,9 @@ func bindRoot(e *elem, s *Settings) {
 		c.str("Address", &s.HTTPServer.Address)
 		c.integer("Port", &s.HTTPServer.Port)
 		c.integer("MaxRegistrationBytes", &s.HTTPServer.MaxRegistrationBytes)
+		if v, ok := c.attr("TrustedProxies"); ok {
+			s.HTTPServer.TrustedProxies = parseTrustedProxies(c, v)
+		}
 	})
 	e.child("Administrator", func(c *elem) {
 		c.str("UserName", &s.Administrator.UserName)
@@ -508,6 +513,26 @@ func bindRoot(e *elem, s *Settings) {
 	})
 	e.child("PushTest", func(c *elem) { c.duration("MinAge", &s.PushTest.MinAge) })
 	e.child("Probe", func(c *elem) { bindProbe(c, &s.Probe) })
+}
+
+// parseTrustedProxies parses <HttpServer TrustedProxies>: addresses and
+// CIDR networks separated by spaces or commas. A bad entry fails the
+// attribute and leaves the list empty.
+func parseTrustedProxies(c *elem, v string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, f := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || unicode.IsSpace(r) }) {
+		p, err := parsePrefix(f)
+		switch {
+		case err != nil || !p.IsValid():
+			c.fail("TrustedProxies", fmt.Sprintf("%q is not an IP address or CIDR network", f))
+			return nil
+		case p.Bits() == 0:
+			c.fail("TrustedProxies", fmt.Sprintf("%q trusts every address: any client could name its own", f))
+			return nil
+		}
+		out = append(out, p)
+	}
+	return out
 }
 
 // parsePrefix accepts a CIDR network or a single address.

@@ -144,6 +144,11 @@ type HTTPServer struct {
 	// MaxRegistrationBytes caps the body of POST /sipis/register.
 	// Default 65536.
 	MaxRegistrationBytes int
+	// TrustedProxies are the TLS proxies in front of the HTTP port
+	// (addresses or CIDR networks). Only from them are X-Forwarded-For,
+	// X-Forwarded-Host and a PROXY protocol v1 header believed, so failed
+	// logins are counted per client rather than per proxy. Default none.
+	TrustedProxies []netip.Prefix
 }
 
 // Administrator is <Administrator>: the credentials of the admin pages.

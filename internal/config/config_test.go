@@ -202,7 +202,8 @@ func TestGood(t *testing.T) {
 				Workers:             16,
 			},
 		},
-		HTTPServer:    HTTPServer{Address: "127.0.0.1", Port: 8080, MaxRegistrationBytes: 4096},
+		HTTPServer: HTTPServer{Address: "127.0.0.1", Port: 8080, MaxRegistrationBytes: 4096, TrustedProxies: []netip.Prefix{
+			netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("10.8.0.0/16"), netip.MustParsePrefix("::1/128")}},
 		Administrator: Administrator{UserName: "root", Password: NewSecret("admin-secret"), PasswordFile: p("secrets/admin.txt")},
 		Database:      Database{OpenString: p("data/sipis.sqlite")},
 		Lock:          Lock{FileName: "/run/sipis.lock"},
@@ -594,6 +595,8 @@ func TestParseEdgeCases(t *testing.T) {
 		{"expires order", `<Sipis><Sip><Register><MinExpires Hours="2"/></Register></Sip></Sipis>`, "between MinExpires"},
 		{"duplicate listener", `<Sipis><Sip><Listener Port="5060"/><Listener Port="5060"/></Sip></Sipis>`, "same Transport, Address and Port"},
 		{"bad host", `<Sipis><HttpServer Address="not a host"/></Sipis>`, "not an IP address or host name"},
+		{"bad trusted proxy", `<Sipis><HttpServer TrustedProxies="127.0.0.1 proxy.example"/></Sipis>`, `TrustedProxies: "proxy.example" is not an IP address or CIDR network`},
+		{"trust everyone", `<Sipis><HttpServer TrustedProxies="10.0.0.1,0.0.0.0/0"/></Sipis>`, `"0.0.0.0/0" trusts every address`},
 		{"tls min version", `<Sipis><TlsServerOptions MinVersion="1.0"/></Sipis>`, "must be 1.2 or 1.3"},
 		{"tcp port clash", `<Sipis><HttpServer Port="5070"/></Sipis>`, "TCP port already used by <Server>"},
 		{"tcp listener clash", `<Sipis><Sip><Listener Transport="tcp" Address="127.0.0.1" Port="5000"/></Sip></Sipis>`, "already used by <HttpServer>"},

@@ -7,10 +7,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -20,6 +20,9 @@ import (
 // form came from our page), or the user name and password as form fields
 // (which a forging site cannot know). Wrong credentials get 401 and are
 // counted per client address; after too many the address must wait (429).
+// The client address is the peer's, or what a trusted proxy in front says
+// it is (Options.TrustedProxies): X-Forwarded-For and X-Forwarded-Host are
+// believed from nobody else.
 
 var (
 	errNoCredentials  = &httpError{code: http.StatusUnauthorized, msg: "administrator credentials required"}
@@ -49,35 +52,97 @@ func (s *Server) checkCSRF(user, token string) bool {
 	return hmac.Equal([]byte(token), []byte(s.csrfToken(user)))
 }
 
-func (s *Server) clientAddr(r *http.Request) string {
-	if s.opts.TrustForwardedFor {
-		if v := r.Header.Values("X-Forwarded-For"); len(v) > 0 {
-			parts := strings.Split(v[len(v)-1], ",")
-			if a := strings.TrimSpace(parts[len(parts)-1]); a != "" {
-				return a
-			}
-		}
-	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
+// peerAddr is the address of the connection's peer (as the PROXY protocol
+// header of a trusted proxy gave it, see proxyproto.go).
+func peerAddr(r *http.Request) (netip.Addr, bool) {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
-		return r.RemoteAddr
+		return netip.Addr{}, false
 	}
-	return host
+	return ap.Addr().Unmap(), true
 }
 
-// checkCredentials checks user/pass against the backend, honouring and
-// feeding the failure limiter.
+// trusted reports whether a is one of Options.TrustedProxies.
+func (s *Server) trusted(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range s.opts.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// fromTrustedProxy reports whether the request's peer is a trusted proxy,
+// whose X-Forwarded-* headers are believed.
+func (s *Server) fromTrustedProxy(r *http.Request) bool {
+	a, ok := peerAddr(r)
+	return ok && s.trusted(a)
+}
+
+// clientAddr is the address failures are counted by: the peer, or, when the
+// peer is a trusted proxy, the right-most X-Forwarded-For address that is
+// not itself a trusted proxy (each proxy appends the address it got the
+// request from, so everything left of the first untrusted hop was written
+// by the client and is ignored).
+func (s *Server) clientAddr(r *http.Request) string {
+	a, ok := peerAddr(r)
+	if !ok {
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if err != nil {
+			return r.RemoteAddr
+		}
+		return host
+	}
+	if !s.trusted(a) {
+		return a.String()
+	}
+	var hops []string
+	for _, v := range r.Header.Values("X-Forwarded-For") {
+		hops = append(hops, strings.Split(v, ",")...)
+	}
+	for i := len(hops) - 1; i >= 0; i-- {
+		h, ok := parseHop(hops[i])
+		if !ok {
+			break // a hop a proxy would not write: stop at the last proxy we trust
+		}
+		a = h
+		if !s.trusted(a) {
+			break
+		}
+	}
+	return a.String()
+}
+
+// parseHop parses one X-Forwarded-For entry: an address, possibly with a
+// port ("192.0.2.1:4711", "[2001:db8::1]:4711").
+func parseHop(h string) (netip.Addr, bool) {
+	h = strings.TrimSpace(h)
+	if a, err := netip.ParseAddr(h); err == nil {
+		return a.Unmap(), true
+	}
+	if ap, err := netip.ParseAddrPort(h); err == nil {
+		return ap.Addr().Unmap(), true
+	}
+	return netip.Addr{}, false
+}
+
+// checkCredentials checks user/pass against the backend through the admin
+// throttle: the attempt is reserved before the slow check and counted after
+// it in one step per client address (see throttle.go).
 func (s *Server) checkCredentials(r *http.Request, user, pass string) error {
 	addr := s.clientAddr(r)
-	if wait := s.limiter.blocked(addr); wait > 0 {
-		return &lockedError{wait: wait}
+	a, err := s.adminThrottle.begin(r.Context(), clientKey(addr))
+	if err != nil {
+		return err
 	}
+	defer a.done(neutral) // if CheckAdmin panics; a no-op after the done below
 	if !s.b.CheckAdmin(user, pass) {
-		s.limiter.fail(addr)
+		a.done(failed)
 		s.log.WithField("remote", addr).Warn("failed administrator login")
 		return errBadCredentials
 	}
-	s.limiter.succeed(addr)
+	a.done(succeeded)
 	return nil
 }
 
@@ -131,8 +196,8 @@ func (s *Server) requireAdminPost(r *http.Request) (string, error) {
 }
 
 // sameOrigin refuses requests whose Origin (sent by browsers on POSTs)
-// names another host than the one addressed (Host, X-Forwarded-Host) or a
-// trusted origin. No Origin (scripts, curl) passes: the credentials and
+// names another host than the one addressed (Host, or X-Forwarded-Host when
+// the peer is a trusted proxy) or a trusted origin. No Origin (scripts, curl) passes: the credentials and
 // token checks still apply.
 func (s *Server) sameOrigin(r *http.Request) bool {
 	o := r.Header.Get("Origin")
@@ -146,94 +211,16 @@ func (s *Server) sameOrigin(r *http.Request) bool {
 	if err != nil || o == "null" || u.Host == "" {
 		return false
 	}
-	return u.Host == r.Host || u.Host == r.Header.Get("X-Forwarded-Host")
-}
-
-// limiter counts consecutive failed logins per client address.
-type limiter struct {
-	max   int
-	base  time.Duration
-	now   func() time.Time
-	mu    sync.Mutex
-	state map[string]*failures
-}
-
-type failures struct {
-	n    int
-	last time.Time
-}
-
-const (
-	maxLockout     = 15 * time.Minute
-	forgetFailures = 30 * time.Minute
-	maxTracked     = 10000
-)
-
-func newLimiter(max int, base time.Duration, now func() time.Time) *limiter {
-	return &limiter{max: max, base: base, now: now, state: make(map[string]*failures)}
-}
-
-// blocked returns how long addr must still wait, 0 if it may try.
-func (l *limiter) blocked(addr string) time.Duration {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	f := l.state[addr]
-	if f == nil && len(l.state) >= maxTracked {
-		f = l.state[overflowKey] // an address we could not track shares the overflow bucket
+	if u.Host == r.Host {
+		return true
 	}
-	if f == nil || f.n < l.max {
-		return 0
+	if !s.fromTrustedProxy(r) {
+		return false // anybody else can write X-Forwarded-Host
 	}
-	d := l.base << min(f.n-l.max, 20)
-	if d <= 0 || d > maxLockout {
-		d = maxLockout
+	v := r.Header.Values("X-Forwarded-Host")
+	if len(v) == 0 {
+		return false
 	}
-	if wait := f.last.Add(d).Sub(l.now()); wait > 0 {
-		return wait
-	}
-	return 0
+	parts := strings.Split(v[len(v)-1], ",")
+	return u.Host == strings.TrimSpace(parts[len(parts)-1])
 }
-
-func (l *limiter) fail(addr string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
-	f := l.state[addr]
-	if f == nil {
-		if len(l.state) >= maxTracked {
-			l.prune(now)
-		}
-		if len(l.state) >= maxTracked {
-			// Too many addresses failing at once (an attack from many addresses): they
-			// share one bucket, so none of them resets anyone's lockout.
-			addr = overflowKey
-			f = l.state[addr]
-		}
-	}
-	if f == nil {
-		f = &failures{}
-		l.state[addr] = f
-	} else if now.Sub(f.last) > forgetFailures {
-		f.n = 0
-	}
-	f.n++
-	f.last = now
-}
-
-func (l *limiter) succeed(addr string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	delete(l.state, addr)
-}
-
-// prune forgets old failures.
-func (l *limiter) prune(now time.Time) {
-	for k, f := range l.state {
-		if now.Sub(f.last) > forgetFailures {
-			delete(l.state, k)
-		}
-	}
-}
-
-// overflowKey is the bucket of addresses failing once the table is full.
-const overflowKey = "*overflow*"

@@ -31,6 +31,9 @@ type fakeBackend struct {
 	logsEnabled []string
 	registered  [][]byte
 	adminChecks int
+	// adminGate, when set, runs inside every CheckAdmin before the answer
+	// (outside the lock): tests hold checks there to see how many run.
+	adminGate func()
 }
 
 func newFake() *fakeBackend {
@@ -248,6 +251,9 @@ func (f *fakeBackend) Register(ctx context.Context, body []byte) error {
 }
 
 func (f *fakeBackend) CheckAdmin(user, pass string) bool {
+	if f.adminGate != nil {
+		f.adminGate()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.adminChecks++

@@ -65,22 +65,22 @@ func TestProbePages(t *testing.T) {
 	}
 }
 
-func TestLimiterFullTableKeepsLockouts(t *testing.T) {
+func TestThrottleFullTableKeepsLockouts(t *testing.T) {
 	now := time.Now()
-	l := newLimiter(3, time.Second, func() time.Time { return now })
+	l := newThrottle(3, time.Second, 1, 1, func() time.Time { return now })
 	for range 3 {
-		l.fail("victim-attacker")
+		l.fail(t, "victim-attacker")
 	}
-	if l.blocked("victim-attacker") == 0 {
+	if l.blocked(t, "victim-attacker") == 0 {
 		t.Fatal("not blocked after 3 failures")
 	}
 	for i := range maxTracked + 10 { // an attack from many addresses fills the table
-		l.fail(fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255))
+		l.fail(t, fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255))
 	}
-	if l.blocked("victim-attacker") == 0 {
+	if l.blocked(t, "victim-attacker") == 0 {
 		t.Error("filling the table reset an existing lockout")
 	}
-	if l.blocked("192.0.2.200") == 0 {
+	if l.blocked(t, "192.0.2.200") == 0 {
 		t.Error("addresses beyond the table are not limited together")
 	}
 }

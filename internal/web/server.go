@@ -19,6 +19,7 @@
 //	POST /stats/actions/turnoffall admin: confirm=1, csrf=
 //	POST /sipis/register           the app's sealed registration
 //	GET  /metrics, /healthz        Prometheus (when a Gatherer is given), liveness
+//	GET  /debug/pprof/...          admin: the Go runtime's profiles
 //
 // Admin actions take HTTP Basic credentials plus the CSRF token of the
 // page, or user= and password= form fields instead (see auth.go).
@@ -39,6 +40,9 @@ import (
 	stdlog "log"
 	"net"
 	"net/http"
+	"net/http/pprof"
+	"net/netip"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -59,6 +63,12 @@ const (
 	MaxPageSize            = 10000
 	DefaultAuthFailures    = 5
 	DefaultAuthLockout     = 2 * time.Second
+	// authQueue is how many secret checks may wait for a free slot before
+	// further ones get 503.
+	authQueue = 64
+	// deviceConcurrency bounds the device requests whose secret is being
+	// checked at once (a cheap check, then a store read).
+	deviceConcurrency = 32
 )
 
 // Options configure a Server. Backend is required; every other field has a
@@ -99,16 +109,22 @@ type Options struct {
 	// AuthLockout is the first wait after AuthFailures failures; each
 	// further failure doubles it, up to 15 minutes. Default 2 s.
 	AuthLockout time.Duration
+	// AuthConcurrency is how many password checks (bcrypt) run at once;
+	// further checks wait in a short queue or get 503. Default half the
+	// CPUs (at least 1), so a guess storm leaves CPU for the other pages.
+	AuthConcurrency int
 	// TrustedOrigins are extra origins (e.g. "https://sipis.example.com")
 	// whose browser POSTs are accepted when a TLS proxy in front of sipis
-	// rewrites the Host header. The request's own Host and
-	// X-Forwarded-Host are always accepted.
+	// rewrites the Host header. The request's own Host is always accepted,
+	// and X-Forwarded-Host when it comes from a trusted proxy.
 	TrustedOrigins []string
-	// TrustForwardedFor makes the login failure limiter count failures by
-	// the right-most X-Forwarded-For address (set by the proxy in front)
-	// instead of the peer address. Only set it behind such a proxy:
-	// otherwise clients choose their own address.
-	TrustForwardedFor bool
+	// TrustedProxies are the addresses of the proxies in front of sipis
+	// (stunnel, nginx). From them only, a connection may start with a PROXY
+	// protocol v1 header giving the client's address (stunnel's
+	// "protocol = proxy"), and X-Forwarded-For and X-Forwarded-Host are
+	// believed: failed logins are counted by the client's address instead
+	// of the proxy's. List only proxies that write these themselves.
+	TrustedProxies []netip.Prefix
 	// Now returns the current time; default time.Now. Tests inject a clock.
 	Now func() time.Time
 }
@@ -122,8 +138,11 @@ type Server struct {
 	pages     map[string]*template.Template
 	changelog template.HTML
 	csrfKey   []byte
-	limiter   *limiter
-	handler   http.Handler
+	// adminThrottle counts wrong admin passwords; deviceThrottle wrong
+	// device secrets on the device routes.
+	adminThrottle  *throttle
+	deviceThrottle *throttle
+	handler        http.Handler
 
 	mu  sync.Mutex
 	ln  net.Listener
@@ -156,6 +175,9 @@ func New(opts Options) *Server {
 	if opts.AuthLockout <= 0 {
 		opts.AuthLockout = DefaultAuthLockout
 	}
+	if opts.AuthConcurrency <= 0 {
+		opts.AuthConcurrency = max(runtime.GOMAXPROCS(0)/2, 1)
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -174,7 +196,10 @@ func New(opts Options) *Server {
 		now:       opts.Now,
 		changelog: renderMarkdown(opts.Changelog),
 		csrfKey:   key,
-		limiter:   newLimiter(opts.AuthFailures, opts.AuthLockout, opts.Now),
+		adminThrottle: newThrottle(opts.AuthFailures, opts.AuthLockout, opts.AuthConcurrency,
+			authQueue, opts.Now),
+		deviceThrottle: newThrottle(opts.AuthFailures, opts.AuthLockout, deviceConcurrency,
+			authQueue, opts.Now),
 	}
 	pages, err := parseTemplates()
 	if err != nil {
@@ -194,7 +219,7 @@ func New(opts Options) *Server {
 	s.registerAppRoutes(r)
 	s.registerOpsRoutes(r)
 	s.registerExtraRoutes(r)
-	s.handler = s.recoverer(s.logRequests(r))
+	s.handler = s.recoverer(s.logRequests(s.throttleDevices(r)))
 	return s
 }
 
@@ -216,6 +241,10 @@ func (s *Server) Open() error {
 	if err != nil {
 		return fmt.Errorf("web: listen on %s: %w", s.opts.Addr, err)
 	}
+	s.url = "http://" + reachableAddr(ln.Addr())
+	if len(s.opts.TrustedProxies) > 0 {
+		ln = proxyListener{Listener: ln, trusted: s.trusted}
+	}
 	s.ln = ln
 	s.srv = &http.Server{
 		Handler:           s.handler,
@@ -227,7 +256,6 @@ func (s *Server) Open() error {
 		MaxHeaderBytes: 64 << 10,
 		ErrorLog:       stdlog.New(logWriter{s.log}, "", 0),
 	}
-	s.url = "http://" + reachableAddr(ln.Addr())
 	srv := s.srv
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -290,6 +318,7 @@ func (s *Server) registerExtraRoutes(r *mux.Router) {
 
 func (s *Server) registerOpsRoutes(r *mux.Router) {
 	r.HandleFunc("/healthz", s.handleHealthz).Methods(http.MethodGet, http.MethodHead)
+	r.PathPrefix("/debug/pprof/").Handler(s.adminOnly(http.HandlerFunc(pprofHandler)))
 	r.HandleFunc("/probes", s.handleProbes).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/probes/json", s.handleProbesJSON).Methods(http.MethodGet, http.MethodHead)
 	if s.opts.Gatherer != nil {
@@ -297,6 +326,36 @@ func (s *Server) registerOpsRoutes(r *mux.Router) {
 			ErrorLog:      s.log,
 			ErrorHandling: promhttp.ContinueOnError,
 		})).Methods(http.MethodGet)
+	}
+}
+
+// adminOnly serves h to the administrator only (HTTP Basic credentials).
+func (s *Server) adminOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := s.requireAdmin(r); err != nil {
+			s.error(w, r, err)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// pprofHandler serves the Go runtime's profiles under /debug/pprof/, so an
+// operator can profile a live node (go tool pprof -http=: with the admin
+// credentials in the URL). It is mounted behind adminOnly: a profile shows
+// the program's internals and a CPU profile costs CPU.
+func pprofHandler(w http.ResponseWriter, r *http.Request) {
+	switch strings.TrimPrefix(r.URL.Path, "/debug/pprof/") {
+	case "cmdline":
+		pprof.Cmdline(w, r)
+	case "profile":
+		pprof.Profile(w, r)
+	case "symbol":
+		pprof.Symbol(w, r)
+	case "trace":
+		pprof.Trace(w, r)
+	default:
+		pprof.Index(w, r) // the index, and each named profile (heap, goroutine, …)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -48,6 +49,7 @@ type req struct {
 	basic        []string // user, pass
 	header       map[string]string
 	body         io.Reader
+	remote       string // the peer's address; default 127.0.0.1:40000
 }
 
 func do(t testing.TB, s *Server, r req) *httptest.ResponseRecorder {
@@ -61,6 +63,9 @@ func do(t testing.TB, s *Server, r req) *httptest.ResponseRecorder {
 	}
 	hr := httptest.NewRequest(r.method, r.path, body)
 	hr.RemoteAddr = "127.0.0.1:40000"
+	if r.remote != "" {
+		hr.RemoteAddr = r.remote
+	}
 	if r.form != nil {
 		hr.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	}
@@ -292,7 +297,7 @@ func TestOriginAndForwardedFor(t *testing.T) {
 	f.seedN(1)
 	s, _ := newTestServer(t, f, func(o *Options) {
 		o.TrustedOrigins = []string{"https://sipis.example.org"}
-		o.TrustForwardedFor = true
+		o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")} // do()'s peer
 		o.AuthFailures = 1
 	})
 	token := s.csrfToken("admin")
@@ -321,14 +326,14 @@ func TestOriginAndForwardedFor(t *testing.T) {
 	}
 }
 
-func TestLimiterBounded(t *testing.T) {
+func TestThrottleBounded(t *testing.T) {
 	c := &clock{t: testNow}
-	l := newLimiter(1, time.Second, c.Now)
+	l := newThrottle(1, time.Second, 1, 1, c.Now)
 	for i := range maxTracked + 10 {
-		l.fail(strings.Repeat("a", i%7) + string(rune('0'+i%10)) + itoa(i))
+		l.fail(t, strings.Repeat("a", i%7)+string(rune('0'+i%10))+itoa(i))
 	}
-	if len(l.state) > maxTracked+1 { // +1: the shared overflow bucket
-		t.Fatalf("limiter tracks %d addresses", len(l.state))
+	if n := l.tracked(); n > maxTracked+1 { // +1: the shared overflow bucket
+		t.Fatalf("throttle tracks %d addresses", n)
 	}
 }
 
