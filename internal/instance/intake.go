@@ -134,7 +134,7 @@ func (m *Manager) Apply(ctx context.Context, reg *registration.Registration) err
 	}
 	dev := &store.Device{
 		Selector: reg.Selector, ID: reg.Device.ID, Platform: reg.Device.Platform, PushToken: reg.Device.PushToken,
-		AppID: reg.Device.AppID, Sandbox: reg.Device.Sandbox, AppVersion: reg.Device.AppVersion,
+		AlertToken: reg.Device.AlertToken, AppID: reg.Device.AppID, Sandbox: reg.Device.Sandbox, AppVersion: reg.Device.AppVersion,
 		Locale: reg.Device.Locale, Secret: reg.Device.Secret, LastSeen: now,
 	}
 	if err := m.opts.Store.PutRegistration(ctx, si, dev, reg.Nonce, reg.Timestamp); err != nil {
@@ -276,6 +276,7 @@ func maskedSettings(reg *registration.Registration) []byte {
 	r.Account.Password = mask(r.Account.Password)
 	r.Device.Secret = mask(r.Device.Secret)
 	r.Device.PushToken = push.ShortToken(r.Device.PushToken)
+	r.Device.AlertToken = push.ShortToken(r.Device.AlertToken)
 	b, err := json.Marshal(r)
 	if err != nil {
 		return nil
