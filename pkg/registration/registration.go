@@ -79,8 +79,8 @@ type Account struct {
 
 // Device is the phone that sent the registration.
 type Device struct {
-	ID        string `json:"id"`
-	Platform  string `json:"platform"` // apns, fcm, webhook, none
+	ID       string `json:"id"`
+	Platform string `json:"platform"` // apns, fcm, webhook, none
 	// PushToken is the token calls are pushed to: on apns the PushKit (VoIP) token, valid only
 	// for topic appId+".voip"; on fcm the registration token; on webhook the receiver's address.
 	// An older app that sends one apns token sends its VoIP token here.
@@ -89,8 +89,8 @@ type Device struct {
 	// appId: messages, missed calls, test pushes and expiry notices go to it. Either apns token
 	// may be missing; a device without AlertToken gets no alerts, one without PushToken no calls.
 	AlertToken string `json:"alertToken,omitempty"`
-	AppID     string `json:"appId,omitempty"` // bundle id / APNs topic, or Android package
-	Sandbox   bool   `json:"sandbox,omitempty"`
+	AppID      string `json:"appId,omitempty"` // bundle id / APNs topic, or Android package
+	Sandbox    bool   `json:"sandbox,omitempty"`
 	// Secret authenticates the device when it fetches waiting messages or claims a call.
 	Secret     string `json:"secret,omitempty"`
 	AppVersion string `json:"appVersion,omitempty"`
