@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sipis/sipis/internal/call"
 	"github.com/sipis/sipis/internal/push"
 	"github.com/sipis/sipis/internal/store"
 	"github.com/sipis/sipis/internal/web"
@@ -154,22 +155,27 @@ func (a *App) testPush(ctx context.Context, sel string) ([]web.PushResult, error
 	var out []web.PushResult
 	for _, d := range devs {
 		r := web.PushResult{Device: d.ID, Platform: platformName(d.Platform)}
+		// A test push is an alert: on iOS it goes to the alert token, never the VoIP one.
+		n := push.Notification{Kind: push.KindTest, Selector: sel, Device: call.PushDevice(d)}
+		if inst, err := a.db.Instance(ctx, sel); err == nil {
+			n.User, n.Domain = inst.Account.User, inst.Account.Domain
+		}
 		switch {
-		case d.PushToken == "" || d.Platform == "none":
-			r.Outcome, r.Error = outcomeNoToken, "the device has no push token"
+		case d.Platform == "none" || n.DeviceToken() == "":
+			r.Outcome, r.Error = outcomeNoToken, "the device has no live push token for alerts"
+			if d.Platform == push.PlatformAPNs {
+				r.Error = "the iOS device sent no alert token (alertToken), or it is dead; calls use the VoIP token only"
+			}
 		default:
 			sendCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			res, err := a.push.dispatcher.Send(sendCtx, push.Notification{
-				Kind: push.KindTest, Selector: sel,
-				Device: push.Device{ID: d.ID, Platform: d.Platform, PushToken: d.PushToken, AppID: d.AppID, Sandbox: d.Sandbox},
-			})
+			res, err := a.push.dispatcher.Send(sendCtx, n)
 			cancel()
 			switch {
 			case err == nil && res.Accepted:
 				r.Outcome = outcomeDelivered
 			case res.TokenInvalid || errors.Is(err, push.ErrTokenInvalid):
 				r.Outcome, r.Error = outcomeTokenInvalid, res.Reason
-				if err := a.db.MarkTokenInvalid(ctx, sel, d.ID); err != nil {
+				if err := call.MarkDeadToken(ctx, a.db, n); err != nil {
 					a.log.WithField("err", err).Warn("marking a push token invalid failed")
 				}
 			default:
