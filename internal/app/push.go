@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/sipis/sipis/internal/call"
+	"github.com/sipis/sipis/internal/config"
+	"github.com/sipis/sipis/internal/instance"
 	"github.com/sipis/sipis/internal/push"
 	"github.com/sipis/sipis/internal/store"
 	"github.com/sipis/sipis/internal/web"
@@ -20,6 +22,7 @@ import (
 // pushes holds the configured notifiers and the state of test pushes.
 type pushes struct {
 	dispatcher *push.Dispatcher
+	problems   push.Problems // configuration errors, per reason and selector
 	closers    []interface{ Close() error }
 
 	mu       sync.Mutex
@@ -98,6 +101,12 @@ func (a *App) startPush() error {
 	}
 	p.dispatcher = push.NewDispatcher(notifiers...)
 	p.dispatcher.Logger = a.log.WithField("part", "push")
+	p.dispatcher.Problems = &p.problems
+	texts := pushTexts(a.settings.PushTexts)
+	if err := texts.Validate(); err != nil {
+		return fmt.Errorf("PushTexts: %w", err)
+	}
+	p.dispatcher.Texts = texts
 	a.push = p
 	return nil
 }
@@ -202,4 +211,39 @@ func oneLine(s string) string {
 		s = s[:300] + "…"
 	}
 	return s
+}
+
+// pushTexts converts <PushTexts> into the dispatcher's texts.
+func pushTexts(pt config.PushTexts) *push.Texts {
+	t := &push.Texts{PerApp: map[string]push.TextSet{}}
+	for _, app := range pt.Apps {
+		set := push.TextSet{}
+		for kind, x := range app.Kinds {
+			set[push.Kind(kind)] = push.Text{
+				Title: x.Title, Body: x.Body, Sound: x.Sound, Badge: x.Badge,
+				TitleLocKey: x.TitleLocKey, LocKey: x.LocKey, LocArgs: x.LocArgs, Off: !x.Enabled,
+			}
+		}
+		if app.ID == "*" {
+			t.Default = set
+		} else {
+			t.PerApp[app.ID] = set
+		}
+	}
+	return t
+}
+
+// reminders are the instance manager's expiry reminder options from <Instance>.
+func (a *App) reminders() instance.Reminders {
+	r := a.settings.Instance.ExpiryReminders
+	apps := make(map[string]bool, len(r.PremiumApps))
+	for _, id := range r.PremiumApps {
+		apps[id] = true
+	}
+	return instance.Reminders{
+		Push: a.push.dispatcher, OffNotice: true,
+		SilentIn: r.AboutToExpireIn.Silent, IntrusiveIn: r.AboutToExpireIn.Intrusive,
+		SilentPeriod: r.AboutToExpirePeriod.Silent, IntrusivePeriod: r.AboutToExpirePeriod.Intrusive,
+		PremiumMaxAge: r.PremiumMaxAge, PremiumApps: apps,
+	}
 }

@@ -147,6 +147,7 @@ func (m *Manager) Apply(ctx context.Context, reg *registration.Registration) err
 		}
 		return fmt.Errorf("instance: store registration: %w", err)
 	}
+	m.noteApp(reg.Selector, reg.Device.AppID) // renewed: the expiry reminders start over
 	devices, err := m.opts.Store.Devices(ctx, reg.Selector)
 	if err != nil {
 		return fmt.Errorf("instance: load devices: %w", err)
@@ -297,7 +298,11 @@ func (m *Manager) TurnOff(ctx context.Context, selector string) error {
 	if inst == nil {
 		return ErrUnknownSelector
 	}
-	return m.post(ctx, inst, EvTurnOff)
+	if err := m.post(ctx, inst, EvTurnOff); err != nil {
+		return err
+	}
+	m.notifyOff(selector, nil)
+	return nil
 }
 
 // TurnOffAll turns off every instance that is not idle; it returns how many it turned off.
@@ -313,6 +318,7 @@ func (m *Manager) TurnOffAll(ctx context.Context) (int, error) {
 		if err := m.post(ctx, inst, EvTurnOff); err != nil {
 			return n, err
 		}
+		m.notifyOff(inst.selector, nil)
 		n++
 	}
 	return n, nil

@@ -351,7 +351,10 @@ func apnsPayload(n *Notification) ([]byte, error) {
 		switch {
 		case n.Kind.IsCall():
 			// PushKit hands the whole payload to the app, which reports the
-			// call to CallKit: no alert.
+			// call to CallKit: no alert in aps; the texts are for the app.
+			if n.Alert != nil {
+				doc["alert"] = n.Alert
+			}
 		case n.Kind == KindExpiry && n.Silent:
 			aps["content-available"] = 1
 		default:

@@ -92,7 +92,7 @@ func (d *Dispatcher) Send(ctx context.Context, n Notification) (Result, error) {
 	if !ok {
 		return Result{}, fmt.Errorf("%w %q", ErrNoNotifier, n.Device.Platform)
 	}
-	if d.Texts.Off(&n) {
+	if d.Texts.Off(&n) && !n.Kind.IsCall() {
 		return Result{}, fmt.Errorf("%w: %s for app %q", ErrTurnedOff, n.Kind, n.Device.AppID)
 	}
 	if n.DeviceToken() == "" {
@@ -101,7 +101,7 @@ func (d *Dispatcher) Send(ctx context.Context, n Notification) (Result, error) {
 	if n.SentAt.IsZero() {
 		n.SentAt = d.now()
 	}
-	if n.Alert == nil && !n.Kind.IsCall() && !(n.Kind == KindExpiry && n.Silent) {
+	if n.Alert == nil && !(n.Kind == KindExpiry && n.Silent) {
 		n.Alert = d.Texts.Render(&n)
 	}
 	log := logger(d.Logger).WithFields(logrus.Fields{

@@ -222,6 +222,7 @@ func (f *FCM) Send(ctx context.Context, n Notification) (Result, error) {
 	}
 	if n.Kind.IsCall() {
 		msg.Android.CollapseKey = n.PairingID
+		addAlertFields(msg.Data, n.Alert) // for the app's own call screen
 	} else {
 		msg.Android.Priority = "normal"
 		msg.Android.TTL = strconv.FormatInt(int64(f.messageTTL/time.Second), 10) + "s"

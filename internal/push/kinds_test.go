@@ -175,7 +175,7 @@ func TestFCMPriorities(t *testing.T) {
 	}
 	for i, m := range fake.Messages() {
 		if i == 0 {
-			if m.Android.Priority != "high" || m.Android.TTL != "0s" || m.Data["title"] != "" {
+			if m.Android.Priority != "high" || m.Android.TTL != "0s" || m.Data["title"] != "Incoming call" {
 				t.Errorf("call: %+v %v", m.Android, m.Data)
 			}
 			continue
