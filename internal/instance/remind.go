@@ -220,8 +220,8 @@ func (m *Manager) notifyOff(selector string, devs []store.Device) {
 // offBeforeExpire reads the devices of an instance about to be forgotten
 // for its silence, for the "account off" alert; the caller holds inst.mu.
 func (m *Manager) offBeforeExpire(inst *Instance) {
-	if !m.remindOpts().OffNotice || m.remindOpts().Push == nil {
-		return
+	if !m.remindOpts().OffNotice || m.remindOpts().Push == nil || inst.off || !inst.background {
+		return // told when it was turned off; or the app is in the foreground and knows
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
