@@ -69,6 +69,7 @@ type call struct {
 	winner     *branch         // the branch whose 2xx was relayed first
 	best       *sipua.Response // best final non-2xx of the branches so far
 	cancelling bool            // the caller sent CANCEL while relaying
+	late       []*branch       // devices that connected after the end: INVITE then CANCEL (notify.go)
 	dialogOver bool            // the relayed dialog ended (BYE)
 
 	// What sipis needs to end an answered dialog itself with BYE (RFC 3261 §12.2.1.1): the

@@ -120,6 +120,22 @@ func (c *call) connectLate(req *inbound, contact string, granted sipua.Header, r
 	m := c.m
 	flow := req.sip.Flow()
 	b := &branch{flow: flow, device: limit(req.header(DeviceHeader), 128), closed: true}
+	c.mu.Lock()
+	for _, x := range c.late {
+		if x.flow.Same(flow) {
+			// A refresh of a late device's REGISTER: it has its INVITE and CANCEL already.
+			c.mu.Unlock()
+			reply(200, "OK", granted)
+			return
+		}
+	}
+	if len(c.late) >= maxBranches {
+		c.mu.Unlock()
+		reply(403, "Too Many Devices")
+		return
+	}
+	c.late = append(c.late, b)
+	c.mu.Unlock()
 	reply(200, "OK", granted)
 	c.log.WithFields(logrus.Fields{"device": b.device, "flow": flow.Remote()}).Info("call: device connected after the call ended: INVITE then CANCEL")
 	m.spawn(func() {

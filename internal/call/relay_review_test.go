@@ -86,6 +86,13 @@ func TestRelayRegisterAfterCancel(t *testing.T) {
 	c2 := deviceNext(t, d2, "CANCEL")
 	d2.Respond(c2, 200, "OK", "")
 	d2.Respond(in2, 487, "Request Terminated", "")
+	// A refresh of its REGISTER does not ring it again.
+	if code, _ := d2.Register(token, ""); code != 200 {
+		t.Errorf("late device's second REGISTER: %d", code)
+	}
+	if m, err := d2.Next("INVITE", false, quiet); err == nil {
+		t.Errorf("a second INVITE to the late device:\n%s", m.Raw)
+	}
 
 	d1.Respond(c, 200, "OK", "")
 	d1.Respond(in, 487, "Request Terminated", "")
