@@ -241,8 +241,8 @@ func (m *Manager) offBeforeExpire(inst *Instance) {
 // for n's kind, in the background, at most MaxInFlight at a time.
 func (m *Manager) notifyDevices(selector string, devs []store.Device, n push.Notification) {
 	o := m.remindOpts()
-	if o.Push == nil || m.ctx == nil {
-		return
+	if o.Push == nil || m.ctx == nil || m.ctx.Err() != nil {
+		return // not started, or stopping: Stop may be waiting already
 	}
 	m.wg.Add(1)
 	go func() {
