@@ -162,6 +162,10 @@ func (a *App) Start(ctx context.Context) (err error) {
 	b := &backend{app: a}
 	a.reg = a.newMetrics(b)
 	r := s.Sip.Register
+	// Push first: the instance manager sends the expiry reminders through it.
+	if err := a.startPush(); err != nil {
+		return err
+	}
 	if a.mgr, err = instance.New(instance.Options{
 		Store: a.db, Registrar: a.ua, Logger: a.log.WithField("part", "instances"), Node: s.Server.Name,
 		PublicKey: a.public, PrivateKey: a.private,
@@ -174,6 +178,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 		InstanceLogger: a.instanceLogger,
 		OnRegister:     a.observeRegister,
 		FollowNAT:      s.Server.PublicAddress == "",
+		Reminders:      a.reminders(),
 	}); err != nil {
 		return err
 	}
@@ -181,9 +186,6 @@ func (a *App) Start(ctx context.Context) (err error) {
 		return err
 	}
 
-	if err := a.startPush(); err != nil {
-		return err
-	}
 	if err := a.startCalls(); err != nil {
 		return err
 	}

@@ -149,10 +149,18 @@ func (b *backend) Debug(ctx context.Context, sel string) (web.DebugInfo, error) 
 	}
 	ds := web.DebugSection{Title: "Devices"}
 	for _, d := range devs {
-		ds.Fields = append(ds.Fields, f(d.ID, fmt.Sprintf("%s token %s app %s sandbox %t version %s locale %s invalid %t last seen %s",
-			d.Platform, push.ShortToken(d.PushToken), d.AppID, d.Sandbox, d.AppVersion, d.Locale, d.TokenInvalid, t3339(d.LastSeen))))
+		ds.Fields = append(ds.Fields, f(d.ID, fmt.Sprintf("%s token %s (invalid %t) alert token %s (invalid %t) app %s sandbox %t version %s locale %s last seen %s",
+			d.Platform, push.ShortToken(d.PushToken), d.TokenInvalid, push.ShortToken(d.AlertToken), d.AlertTokenInvalid,
+			d.AppID, d.Sandbox, d.AppVersion, d.Locale, t3339(d.LastSeen))))
 	}
 	info.Sections = append(info.Sections, ds)
+	if probs := b.app.push.problems.For(sel); len(probs) > 0 {
+		ps := web.DebugSection{Title: "Push configuration errors (tokens kept)"}
+		for _, p := range probs {
+			ps.Fields = append(ps.Fields, f(p.Platform+" "+p.Reason, strconv.Itoa(p.Count)))
+		}
+		info.Sections = append(info.Sections, ps)
+	}
 	ev := web.DebugSection{Title: "Recent events"}
 	for _, r := range s.Recent {
 		ev.Fields = append(ev.Fields, f(t3339(r.At), fmt.Sprintf("%s: %v -> %v, %s %s", r.Event, r.From, r.To, r.Action, r.Note)))
@@ -217,6 +225,15 @@ func (b *backend) CallOutcomes() web.CallOutcomes {
 	total, accepted, missed, rejected, byReason := b.app.calls.Outcomes()
 	return web.CallOutcomes{Total: total, Accepted: accepted, Missed: missed, Rejected: rejected,
 		RejectedByReason: web.Counts(byReason)}
+}
+
+// PushConfigErrors implements web.PushProblemReporter.
+func (b *backend) PushConfigErrors() web.Counts {
+	out := web.Counts{}
+	for _, p := range b.app.push.problems.Totals() {
+		out[platformName(p.Platform)+" "+p.Reason] = p.Count
+	}
+	return out
 }
 
 func (b *backend) PushTestOutcomes() map[string]web.Counts {

@@ -74,11 +74,18 @@ func apnsSettings(t testing.TB, dir string, apns *pushtest.APNs, extra string) *
 // whose secret is secret, and waits until sipis holds the registration.
 func holdAtKamailio(t testing.TB, a *App, k *siptest.Kamailio, apns *pushtest.APNs, sel, user, secret string) {
 	t.Helper()
+	holdDeviceAtKamailio(t, a, k, sel, user, registration.Device{ID: "iphone", Platform: "apns",
+		PushToken: pushtest.TokenOK, AppID: apns.Topic, Secret: secret})
+}
+
+// holdDeviceAtKamailio registers user's instance sel at Kamailio with dev and waits until
+// sipis holds the registration.
+func holdDeviceAtKamailio(t testing.TB, a *App, k *siptest.Kamailio, sel, user string, dev registration.Device) {
+	t.Helper()
 	r := &registration.Registration{Version: registration.Version, Selector: sel, Mode: registration.ModeBackground,
 		Account: registration.Account{User: user, Password: siptest.KamailioPassword(user), Domain: k.Domain(),
 			Proxy: k.Host(), Port: k.Port(), Transport: "udp"},
-		Device: registration.Device{ID: "iphone", Platform: "apns", PushToken: pushtest.TokenOK, AppID: apns.Topic,
-			Secret: secret},
+		Device:    dev,
 		Timestamp: time.Now().UTC(), Nonce: registration.NewNonce()}
 	sealed, err := registration.Seal(r, a.PublicKey())
 	if err != nil {

@@ -33,6 +33,7 @@ func (a *App) newMetrics(b web.Backend) *prometheus.Registry {
 			func() float64 { return float64(a.mgr.Stats().Registrations.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sipis_registrations_refused_total", Help: "Registrations refused (bad input, stale, replayed)."},
 			func() float64 { return float64(a.mgr.Stats().Rejected.Load()) }),
+		problemCollector{a},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -45,4 +46,24 @@ func (a *App) observeRegister(status int, err error) {
 		label = strconv.Itoa(status)
 	}
 	a.metrics.registers.WithLabelValues(label).Inc()
+}
+
+// problemCollector exports the push services' configuration errors.
+type problemCollector struct{ a *App }
+
+var problemDesc = prometheus.NewDesc("sipis_push_config_errors_total",
+	"Pushes refused because of the configuration (wrong topic, environment or key; the token is kept), by platform and the service's reason.",
+	[]string{"platform", "reason"}, nil)
+
+// Describe implements prometheus.Collector.
+func (problemCollector) Describe(ch chan<- *prometheus.Desc) { ch <- problemDesc }
+
+// Collect implements prometheus.Collector.
+func (c problemCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.a.push == nil {
+		return
+	}
+	for _, p := range c.a.push.problems.Totals() {
+		ch <- prometheus.MustNewConstMetric(problemDesc, prometheus.CounterValue, float64(p.Count), p.Platform, p.Reason)
+	}
 }

@@ -11,6 +11,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sipis/sipis/internal/call"
+	"github.com/sipis/sipis/internal/config"
+	"github.com/sipis/sipis/internal/instance"
 	"github.com/sipis/sipis/internal/push"
 	"github.com/sipis/sipis/internal/store"
 	"github.com/sipis/sipis/internal/web"
@@ -19,6 +22,7 @@ import (
 // pushes holds the configured notifiers and the state of test pushes.
 type pushes struct {
 	dispatcher *push.Dispatcher
+	problems   push.Problems // configuration errors, per reason and selector
 	closers    []interface{ Close() error }
 
 	mu       sync.Mutex
@@ -97,6 +101,12 @@ func (a *App) startPush() error {
 	}
 	p.dispatcher = push.NewDispatcher(notifiers...)
 	p.dispatcher.Logger = a.log.WithField("part", "push")
+	p.dispatcher.Problems = &p.problems
+	texts := pushTexts(a.settings.PushTexts)
+	if err := texts.Validate(); err != nil {
+		return fmt.Errorf("PushTexts: %w", err)
+	}
+	p.dispatcher.Texts = texts
 	a.push = p
 	return nil
 }
@@ -154,22 +164,27 @@ func (a *App) testPush(ctx context.Context, sel string) ([]web.PushResult, error
 	var out []web.PushResult
 	for _, d := range devs {
 		r := web.PushResult{Device: d.ID, Platform: platformName(d.Platform)}
+		// A test push is an alert: on iOS it goes to the alert token, never the VoIP one.
+		n := push.Notification{Kind: push.KindTest, Selector: sel, Device: call.PushDevice(d)}
+		if inst, err := a.db.Instance(ctx, sel); err == nil {
+			n.User, n.Domain = inst.Account.User, inst.Account.Domain
+		}
 		switch {
-		case d.PushToken == "" || d.Platform == "none":
-			r.Outcome, r.Error = outcomeNoToken, "the device has no push token"
+		case d.Platform == "none" || n.DeviceToken() == "":
+			r.Outcome, r.Error = outcomeNoToken, "the device has no live push token for alerts"
+			if d.Platform == push.PlatformAPNs {
+				r.Error = "the iOS device sent no alert token (alertToken), or it is dead; calls use the VoIP token only"
+			}
 		default:
 			sendCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			res, err := a.push.dispatcher.Send(sendCtx, push.Notification{
-				Kind: push.KindTest, Selector: sel,
-				Device: push.Device{ID: d.ID, Platform: d.Platform, PushToken: d.PushToken, AppID: d.AppID, Sandbox: d.Sandbox},
-			})
+			res, err := a.push.dispatcher.Send(sendCtx, n)
 			cancel()
 			switch {
 			case err == nil && res.Accepted:
 				r.Outcome = outcomeDelivered
 			case res.TokenInvalid || errors.Is(err, push.ErrTokenInvalid):
 				r.Outcome, r.Error = outcomeTokenInvalid, res.Reason
-				if err := a.db.MarkTokenInvalid(ctx, sel, d.ID); err != nil {
+				if err := call.MarkDeadToken(ctx, a.db, n); err != nil {
 					a.log.WithField("err", err).Warn("marking a push token invalid failed")
 				}
 			default:
@@ -196,4 +211,39 @@ func oneLine(s string) string {
 		s = s[:300] + "…"
 	}
 	return s
+}
+
+// pushTexts converts <PushTexts> into the dispatcher's texts.
+func pushTexts(pt config.PushTexts) *push.Texts {
+	t := &push.Texts{PerApp: map[string]push.TextSet{}}
+	for _, app := range pt.Apps {
+		set := push.TextSet{}
+		for kind, x := range app.Kinds {
+			set[push.Kind(kind)] = push.Text{
+				Title: x.Title, Body: x.Body, Sound: x.Sound, Badge: x.Badge,
+				TitleLocKey: x.TitleLocKey, LocKey: x.LocKey, LocArgs: x.LocArgs, Off: !x.Enabled,
+			}
+		}
+		if app.ID == "*" {
+			t.Default = set
+		} else {
+			t.PerApp[app.ID] = set
+		}
+	}
+	return t
+}
+
+// reminders are the instance manager's expiry reminder options from <Instance>.
+func (a *App) reminders() instance.Reminders {
+	r := a.settings.Instance.ExpiryReminders
+	apps := make(map[string]bool, len(r.PremiumApps))
+	for _, id := range r.PremiumApps {
+		apps[id] = true
+	}
+	return instance.Reminders{
+		Push: a.push.dispatcher, OffNotice: true,
+		SilentIn: r.AboutToExpireIn.Silent, IntrusiveIn: r.AboutToExpireIn.Intrusive,
+		SilentPeriod: r.AboutToExpirePeriod.Silent, IntrusivePeriod: r.AboutToExpirePeriod.Intrusive,
+		PremiumMaxAge: r.PremiumMaxAge, PremiumApps: apps,
+	}
 }

@@ -23,7 +23,8 @@ func TestTestPushThroughAPNsAndMetrics(t *testing.T) {
 
 	send := func(sel, token string) {
 		r := newReg(sel, "bob", reg, registration.ModeForeground)
-		r.Device = registration.Device{ID: "iphone", Platform: "apns", PushToken: token, AppID: apns.Topic}
+		// A test push is an alert: it goes to the alert token (the VoIP token is for calls).
+		r.Device = registration.Device{ID: "iphone", Platform: "apns", PushToken: pushtest.TokenOK + "01", AlertToken: token, AppID: apns.Topic}
 		sealed, _ := registration.Seal(r, a.PublicKey())
 		if code, body := post(t, a.HTTPURL(), sealed); code != 200 {
 			t.Fatalf("register: %d %s", code, body)
@@ -50,8 +51,11 @@ func TestTestPushThroughAPNsAndMetrics(t *testing.T) {
 		t.Fatalf("dead token: %+v %v", res, err)
 	}
 	devs, _ := a.Store().Devices(ctx, "00bb00bb00bb00bb")
-	if len(devs) != 1 || !devs[0].TokenInvalid {
-		t.Errorf("dead token not marked: %+v", devs)
+	if len(devs) != 1 || !devs[0].AlertTokenInvalid || devs[0].TokenInvalid {
+		t.Errorf("dead alert token not marked, or the VoIP token marked with it: %+v", devs)
+	}
+	if p := pushes[0]; p.Token != pushtest.TokenOK || p.Header.Get("apns-topic") != apns.Topic || p.Header.Get("apns-push-type") != "alert" {
+		t.Errorf("test push to %s on %s (%s), want the alert token on the bundle topic", p.Token, p.Header.Get("apns-topic"), p.Header.Get("apns-push-type"))
 	}
 	counts := b.PushTestOutcomes()
 	if counts["APNs"][outcomeDelivered] != 1 || counts["APNs"][outcomeTokenInvalid] != 1 {

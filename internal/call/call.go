@@ -97,7 +97,7 @@ type Instances interface {
 // Store is the part of *store.DB the package uses.
 type Store interface {
 	Devices(ctx context.Context, selector string) ([]store.Device, error)
-	MarkTokenInvalid(ctx context.Context, selector, deviceID string) error
+	MarkTokenInvalid(ctx context.Context, selector, deviceID, token string) error
 	PutCall(ctx context.Context, c *store.Call) error
 	Calls(ctx context.Context, selector string, limit int) ([]store.Call, error)
 	AddMessage(ctx context.Context, m *store.Message) error

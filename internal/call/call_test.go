@@ -61,8 +61,9 @@ func TestCallStagesProgressAndT2(t *testing.T) {
 	if got := fin.Header("X-Sipis-Reason"); got != "No-Response-From-Device" {
 		t.Errorf("X-Sipis-Reason = %q", got)
 	}
-	if c := e.pusher.next(t); c.Kind != push.KindCancel || c.PairingID != n.PairingID || c.Token != "" {
-		t.Errorf("after T2: push %+v, want a cancel without token", c)
+	if c := e.pusher.next(t); c.Kind != push.KindMissedCall || c.PairingID != n.PairingID || c.Token != "" ||
+		c.DeviceToken() != testAlert || c.CallID != inv.CallID || c.MissedCalls != 1 {
+		t.Errorf("after T2: push %+v, want a missed-call alert to the alert token, without call token", c)
 	}
 	cs := e.calls()
 	if len(cs) != 1 {
@@ -102,8 +103,8 @@ func TestT1Expiry(t *testing.T) {
 	if fin.Header("X-Sipis-Reason") != "No-Response-From-Device" {
 		t.Errorf("480 without X-Sipis-Reason:\n%s", fin.Raw)
 	}
-	if c := e.pusher.next(t); c.Kind != push.KindCancel {
-		t.Errorf("push after T1 = %+v, want cancel", c)
+	if c := e.pusher.next(t); c.Kind != push.KindMissedCall {
+		t.Errorf("push after T1 = %+v, want missed-call", c)
 	}
 	if cs := e.calls(); len(cs) != 1 || cs[0].Outcome != store.OutcomeMissed || cs[0].Reason != ReasonNoResponse {
 		t.Errorf("records = %+v", cs)
@@ -145,8 +146,8 @@ func TestCancelBeforeWakeUp(t *testing.T) {
 	e.expect(inv.CallID, "CANCEL", 200, "")
 	e.expect(inv.CallID, "INVITE", 487, "")
 	close(hold)
-	if c := e.pusher.next(t); c.Kind != push.KindCancel || c.PairingID != n.PairingID {
-		t.Errorf("push after CANCEL = %+v", c)
+	if c := e.pusher.next(t); c.Kind != push.KindMissedCall || c.PairingID != n.PairingID || c.DeviceToken() != testAlert {
+		t.Errorf("push after CANCEL = %+v, want missed-call", c)
 	}
 	if cs := e.calls(); len(cs) != 1 || cs[0].Outcome != store.OutcomeMissed || cs[0].Reason != ReasonCancelled || !cs[0].PushedAt.IsZero() {
 		t.Errorf("records = %+v", cs)
@@ -186,6 +187,9 @@ func TestDeclineAndBadTokens(t *testing.T) {
 		inv := e.caller.Invite(e.target, testContact)
 		e.expect(inv.CallID, "INVITE", 180, StatusAlerting)
 		n := e.pusher.next(t)
+		if n.Kind != push.KindCall {
+			t.Fatalf("push %+v, want call (a declined call sends no end-of-call push)", n)
+		}
 		e.expect(inv.CallID, "INVITE", 180, StatusPushSent)
 		ct := "application/json"
 		if !strings.HasPrefix(tc.form, "{") {
@@ -195,9 +199,6 @@ func TestDeclineAndBadTokens(t *testing.T) {
 			t.Fatalf("decline %q = %d %s", tc.reason, code, body)
 		}
 		e.expect(inv.CallID, "INVITE", tc.code, "")
-		if c := e.pusher.next(t); c.Kind != push.KindCancel {
-			t.Errorf("push after decline = %+v", c)
-		}
 		if code, _ := e.post("/sipis/call/decline", "", `{"token":"`+n.Token+`"}`); code != 403 {
 			t.Errorf("second decline = %d, want 403", code)
 		}
@@ -282,7 +283,9 @@ func TestRejections(t *testing.T) {
 	e.expect(busy.CallID, "INVITE", 486, "")
 	first.Cancel()
 	e.expect(first.CallID, "INVITE", 487, "")
-	e.pusher.next(t) // cancel push
+	if n := e.pusher.next(t); n.Kind != push.KindMissedCall {
+		t.Errorf("push after CANCEL = %+v, want missed-call", n)
+	}
 
 	e.insts.set(testSel, Account{Proxy: "127.0.0.1", Active: false})
 	off := e.caller.Invite(e.target, testContact)
@@ -508,7 +511,7 @@ type nilStore struct{}
 var errNil = errors.New("nil store")
 
 func (nilStore) Devices(context.Context, string) ([]store.Device, error)        { return nil, errNil }
-func (nilStore) MarkTokenInvalid(context.Context, string, string) error         { return errNil }
+func (nilStore) MarkTokenInvalid(context.Context, string, string, string) error { return errNil }
 func (nilStore) PutCall(context.Context, *store.Call) error                     { return errNil }
 func (nilStore) Calls(context.Context, string, int) ([]store.Call, error)       { return nil, errNil }
 func (nilStore) AddMessage(context.Context, *store.Message) error               { return errNil }

@@ -45,7 +45,7 @@ func TestCancelOnlyFromInviteSource(t *testing.T) {
 	inv.Cancel()
 	e.expect(inv.CallID, "CANCEL", 200, "")
 	e.expect(inv.CallID, "INVITE", 487, "")
-	if n := e.pusher.next(t); n.Kind != push.KindCancel {
+	if n := e.pusher.next(t); n.Kind != push.KindMissedCall {
 		t.Errorf("push after the caller's CANCEL: %+v", n)
 	}
 	waitFor(t, func() bool {

@@ -133,6 +133,14 @@ type fakePusher struct {
 func newFakePusher() *fakePusher { return &fakePusher{ch: make(chan push.Notification, 1000)} }
 
 func (p *fakePusher) Send(ctx context.Context, n push.Notification) (push.Result, error) {
+	// As strict as the Dispatcher: no kind the platforms do not know, no push without its
+	// token (on iOS a call goes to the VoIP token only, the rest to the alert token only).
+	if !n.Kind.Valid() {
+		return push.Result{}, fmt.Errorf("push: unknown notification kind %q", n.Kind)
+	}
+	if n.DeviceToken() == "" {
+		return push.Result{}, push.ErrNoToken
+	}
 	p.mu.Lock()
 	p.sent = append(p.sent, n)
 	f := p.result
@@ -194,6 +202,7 @@ const (
 	testContact = "c0ffee15c0ffee15"
 	testSecret  = "Device-Secret-Numbat-77"
 	testToken   = "feedfacefeedface0011"
+	testAlert   = "a1e47a1e47a1e47a1e47"
 	waitSIP     = 5 * time.Second
 )
 
@@ -222,7 +231,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	ctx := context.Background()
 	inst := &store.Instance{Selector: testSel, Mode: store.ModeBackground, ContactUser: testContact,
 		Account: store.Account{User: "alice", Password: "pw", Domain: "example.org", Proxy: "127.0.0.1", Port: 5060}}
-	dev := &store.Device{ID: "iphone", Platform: push.PlatformAPNs, PushToken: testToken, AppID: "com.example.softphone", Secret: testSecret}
+	dev := &store.Device{ID: "iphone", Platform: push.PlatformAPNs, PushToken: testToken, AlertToken: testAlert, AppID: "com.example.softphone", Secret: testSecret}
 	if err := e.db.PutRegistration(ctx, inst, dev, "nonce-1", time.Now()); err != nil {
 		t.Fatal(err)
 	}

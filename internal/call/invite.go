@@ -71,6 +71,7 @@ type call struct {
 	winner     *branch         // the branch whose 2xx was relayed first
 	best       *sipua.Response // best final non-2xx of the branches so far
 	cancelling bool            // the caller sent CANCEL while relaying
+	late       []*branch       // devices that connected after the end: INVITE then CANCEL (notify.go)
 	dialogOver bool            // the relayed dialog ended (BYE)
 	// byeRelayed: a BYE of the dialog is being relayed; its final response ends the dialog, so
 	// sipis must not hang it up itself (e.g. when the device closes right after its 200).
@@ -124,6 +125,12 @@ func (m *Manager) handleInvite(user string, req *inbound, log logrus.FieldLogger
 	}
 	if !acc.Active {
 		refuse(480, "Temporarily Unavailable", ReasonInstanceOff, sipua.Header{Name: "X-Sipis-Reason", Value: "Instance-Off"})
+		return
+	}
+	if m.mergedRequest(sel, req) {
+		// The devices were woken for this call already (RFC 3261 §8.2.2.2).
+		reply(482, "Loop Detected")
+		log.Info("call: the same INVITE reached this instance again (forked); not waking its devices twice")
 		return
 	}
 	devs, err := m.opts.Store.Devices(ctx, sel)
@@ -212,9 +219,9 @@ func (c *call) pushCall(d store.Device) {
 
 func (c *call) notification(kind push.Kind, d store.Device) push.Notification {
 	n := push.Notification{
-		Kind: kind, Selector: c.sel, PairingID: c.pairing,
-		CallerName: c.rec.CallerName, CallerURI: c.rec.CallerURI,
-		Device: push.Device{ID: d.ID, Platform: d.Platform, PushToken: d.PushToken, AppID: d.AppID, Sandbox: d.Sandbox},
+		Kind: kind, Selector: c.sel, PairingID: c.pairing, CallID: c.callID,
+		CallerName: c.rec.CallerName, CallerURI: c.rec.CallerURI, Domain: c.acc.Domain,
+		Device: PushDevice(d),
 	}
 	if kind == push.KindCall {
 		n.RelayAddress, n.Token = c.m.opts.RelayAddress, c.token
@@ -228,7 +235,7 @@ func (c *call) pushDone(d store.Device, res push.Result, err error) {
 	log := c.log.WithFields(logrus.Fields{"device": d.ID, "platform": d.Platform, "token": push.ShortToken(d.PushToken)})
 	if res.TokenInvalid {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), 5*time.Second)
-		if merr := c.m.opts.Store.MarkTokenInvalid(ctx, c.sel, d.ID); merr != nil {
+		if merr := MarkDeadToken(ctx, c.m.opts.Store, c.notification(push.KindCall, d)); merr != nil {
 			log.WithField("err", merr).Warn("call: mark push token invalid")
 		}
 		cancel()
@@ -274,8 +281,8 @@ func (c *call) expire(in phase, why string) {
 const anyPhase phase = 255
 
 // end sends the final response to the INVITE and records the outcome, if the call is in phase
-// in (or anyPhase) and not yet ended; it reports whether it did. With notify, the devices get a
-// "cancel" push so that they stop ringing.
+// in (or anyPhase) and not yet ended; it reports whether it did. With notify, a missed call
+// gives the devices a missed-call push (never a VoIP push, see notifyEnd).
 func (c *call) end(in phase, code int, reason, outcome, why string, notify bool, hs ...sipua.Header) bool {
 	return c.finish(in, outcome, why, notify, func() { c.send(code, reason, hs...) })
 }
@@ -315,16 +322,8 @@ func (c *call) finish(in phase, outcome, why string, notify bool, send func()) b
 		b.tx.Cancel()
 	}
 	c.log.WithFields(logrus.Fields{"outcome": outcome, "reason": why}).Info("call: ended")
-	if notify {
-		for _, d := range c.devices {
-			m.spawn(func() {
-				ctx, cancel := context.WithTimeout(m.ctx, m.opts.PushTimeout)
-				defer cancel()
-				if _, err := m.opts.Push.Send(ctx, c.notification(push.KindCancel, d)); err != nil {
-					c.log.WithFields(logrus.Fields{"device": d.ID, "err": err}).Debug("call: cancel push failed")
-				}
-			})
-		}
+	if notify && outcome == store.OutcomeMissed {
+		c.notifyEnd(push.KindMissedCall, "")
 	}
 	return true
 }

@@ -2,6 +2,7 @@ package call
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"time"
@@ -81,25 +82,25 @@ func (m *Manager) handleMessage(user string, req *inbound, log logrus.FieldLogge
 		text = limit(string(req.body), maxPushedText)
 	}
 	for _, d := range devs {
-		if d.PushToken == "" || d.TokenInvalid {
-			continue
-		}
 		n := push.Notification{
 			Kind: push.KindMessage, Selector: sel, PairingID: strconv.FormatInt(msg.ID, 10),
 			CallerName: name, CallerURI: uri, MessageText: text,
-			Device: push.Device{ID: d.ID, Platform: d.Platform, PushToken: d.PushToken, AppID: d.AppID, Sandbox: d.Sandbox},
+			Device: PushDevice(d),
+		}
+		if n.DeviceToken() == "" {
+			continue // no live token for messages (an iPhone without an alert token)
 		}
 		m.spawn(func() {
 			ctx, cancel := context.WithTimeout(m.ctx, m.opts.PushTimeout)
 			defer cancel()
 			res, err := m.opts.Push.Send(ctx, n)
-			if err == nil {
+			if err == nil || errors.Is(err, push.ErrTurnedOff) {
 				return
 			}
-			dlog := log.WithFields(logrus.Fields{"device": d.ID, "token": push.ShortToken(d.PushToken), "err": err})
+			dlog := log.WithFields(logrus.Fields{"device": d.ID, "token": push.ShortToken(n.DeviceToken()), "err": err})
 			dlog.Warn("call: MESSAGE push failed")
 			if res.TokenInvalid {
-				if err := m.opts.Store.MarkTokenInvalid(context.WithoutCancel(ctx), sel, d.ID); err != nil {
+				if err := MarkDeadToken(context.WithoutCancel(ctx), m.opts.Store, n); err != nil {
 					dlog.WithField("err", err).Warn("call: mark push token invalid")
 				}
 			}

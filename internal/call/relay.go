@@ -165,7 +165,9 @@ func (m *Manager) handleRegister(req *inbound, log logrus.FieldLogger, reply fun
 		c.log.WithFields(logrus.Fields{"device": limit(device, 64), "src": req.source}).Warn("call: REGISTER for a device the call was not pushed to")
 		return
 	}
-	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+	// The manager's context, not the call's: a device woken for a call that has since ended
+	// still proves itself, to get the INVITE and CANCEL its app reports to CallKit.
+	ctx, cancel := context.WithTimeout(m.ctx, 5*time.Second)
 	err := m.opts.Store.CheckDeviceProof(ctx, c.sel, device, func(secret []byte) bool {
 		return hmac.Equal([]byte(registration.CallProof(string(secret), device, token)), []byte(proof))
 	})
@@ -215,14 +217,15 @@ func (c *call) connect(req *inbound, device string, reply func(int, string, ...s
 		}
 	}
 	switch {
-	case c.phase != ringing && c.phase != progressing && c.phase != relaying:
+	case c.phase != ringing && c.phase != progressing && c.phase != relaying || c.cancelling:
+		// The call ended or the caller gave up (RFC 3261 §9.2) while the device woke: it gets
+		// the INVITE and at once CANCEL, so that its app can report the VoIP push to CallKit.
 		c.mu.Unlock()
-		reply(403, "Forbidden")
-		return
-	case c.cancelling:
-		// The caller gave up (RFC 3261 §9.2): a device arriving now must not ring.
-		c.mu.Unlock()
-		reply(403, "Call Cancelled")
+		if c.inv == nil || c.dialogOver {
+			reply(403, "Call Ended")
+			return
+		}
+		c.connectLate(req, contact, granted, reply)
 		return
 	case len(c.branches) >= maxBranches:
 		c.mu.Unlock()
@@ -379,18 +382,7 @@ func (c *call) branchResponse(b *branch, r *sipua.Response) {
 		for _, o := range others {
 			o.tx.Cancel()
 		}
-		for _, d := range c.devices {
-			if b.device != "" && d.ID == b.device {
-				continue
-			}
-			m.spawn(func() {
-				ctx, cancel := context.WithTimeout(m.ctx, m.opts.PushTimeout)
-				defer cancel()
-				if _, err := m.opts.Push.Send(ctx, c.notification(push.KindAnsweredElsewhere, d)); err != nil {
-					c.log.WithFields(logrus.Fields{"device": d.ID, "err": err}).Debug("call: answered-elsewhere push failed")
-				}
-			})
-		}
+		c.notifyEnd(push.KindAnsweredElsewhere, b.device)
 	default:
 		b.final = r.Status
 		b.stopTimerC()

@@ -7,6 +7,7 @@ import (
 
 	"github.com/sipis/sipis/internal/push"
 	"github.com/sipis/sipis/internal/siptest"
+	"github.com/sipis/sipis/internal/store"
 )
 
 // answerWith connects a device with token, has it answer 200 and returns the device, the INVITE it
@@ -27,53 +28,37 @@ func (e *env) answerWith(dev string, inv *siptest.CallInvite, token string) (*si
 	return d, in, ok
 }
 
-// TestRelayForkedSameCallID: a forking proxy sends one INVITE (same Call-ID and From tag,
-// other Via branch) twice; both calls are answered by different devices, and each dialog's
-// ACK and BYE reach the device that answered it.
-func TestRelayForkedSameCallID(t *testing.T) {
+// TestRelayForkedSameInstance: a forking proxy sends one INVITE (same Call-ID, From tag and
+// CSeq, other Via branch) to our contact twice. The second is a merged request (RFC 3261
+// §8.2.2.2): 482, and the devices are not woken a second time; the first call goes on.
+func TestRelayForkedSameInstance(t *testing.T) {
 	e := newEnv(t)
 	dev := e.deviceListener()
 	inv, token1 := e.ring()
-	d1, _, ok1 := e.answerWith(dev, inv, token1)
 
 	inv2 := inv.Fork()
-	e.expect(inv2.CallID, "INVITE", 180, StatusAlerting)
-	e.expect(inv2.CallID, "INVITE", 180, StatusPushSent)
-	token2 := ""
-	for token2 == "" { // the first call's answered-elsewhere push may come first
-		if n := e.pusher.next(t); n.Kind == push.KindCall {
-			token2 = n.Token
+	e.expect(inv2.CallID, "INVITE", 482, "")
+	_, _, ok1 := e.answerWith(dev, inv, token1)
+	if ok1.Status != 200 {
+		t.Fatalf("the first call: %d", ok1.Status)
+	}
+	for {
+		select {
+		case n := <-e.pusher.ch:
+			if n.Kind == push.KindCall {
+				t.Fatalf("the forked INVITE woke the devices again: %+v", n)
+			}
+			continue
+		default:
 		}
+		break
 	}
-	if token2 == token1 {
-		t.Fatal("the forked call has the first call's token")
-	}
-	d2, _, ok2 := e.answerWith(dev, inv2, token2)
-
-	inv.InDialog(ok1, "ACK", 0)
-	deviceNext(t, d1, "ACK")
-	inv2.InDialog(ok2, "ACK", 0)
-	deviceNext(t, d2, "ACK")
-
-	inv.InDialog(ok1, "BYE", 2)
-	bye := deviceNext(t, d1, "BYE")
-	d1.Respond(bye, 200, "OK", "")
-	if r := e.nextNonTrying(inv.CallID, "BYE"); r.Status != 200 {
-		t.Fatalf("BYE of the first call answered %d", r.Status)
-	}
-	if m, err := d2.Next("BYE", false, quiet); err == nil {
-		t.Fatalf("the second device got the first call's BYE:\n%s", m.Raw)
-	}
-	inv2.InDialog(ok2, "BYE", 2)
-	bye = deviceNext(t, d2, "BYE")
-	d2.Respond(bye, 200, "OK", "")
-	if r := e.nextNonTrying(inv.CallID, "BYE"); r.Status != 200 {
-		t.Fatalf("BYE of the second call answered %d", r.Status)
-	}
+	waitFor(t, func() bool { return strings.Contains(e.outcomes(), "total=1 accepted=1") })
 }
 
-// TestRelayRegisterAfterCancel: a device connecting after the caller's CANCEL is refused and
-// gets no INVITE.
+// TestRelayRegisterAfterCancel: a device woken by the VoIP push that connects after the
+// caller's CANCEL gets the INVITE and at once CANCEL on its connection, so that its app can
+// report the push to CallKit and end the call; its 487 goes nowhere.
 func TestRelayRegisterAfterCancel(t *testing.T) {
 	e := newEnv(t)
 	e.addDevices("ipad")
@@ -92,16 +77,60 @@ func TestRelayRegisterAfterCancel(t *testing.T) {
 
 	d2 := siptest.DialDevice(t, dev)
 	r, err := d2.RegisterResponse(token, "ipad", testSecret)
-	if err != nil || r.Status != 403 || !strings.Contains(r.Raw, "Call Cancelled") {
+	if err != nil || r.Status != 200 {
 		t.Fatalf("REGISTER after CANCEL: %v\n%v", err, r)
 	}
-	if m, err := d2.Next("INVITE", false, quiet); err == nil {
-		t.Fatalf("the late device got the INVITE:\n%s", m.Raw)
+	in2 := deviceNext(t, d2, "INVITE")
+	if in2.Header("Call-ID") != inv.CallID {
+		t.Errorf("late INVITE of another call:\n%s", in2.Raw)
 	}
+	d2.Respond(in2, 180, "Ringing", "")
+	c2 := deviceNext(t, d2, "CANCEL")
+	d2.Respond(c2, 200, "OK", "")
+	d2.Respond(in2, 487, "Request Terminated", "")
+	// A refresh of its REGISTER does not ring it again.
+	if code, _ := d2.Register(token, "ipad", testSecret); code != 200 {
+		t.Errorf("late device's second REGISTER: %d", code)
+	}
+	if m, err := d2.Next("INVITE", false, quiet); err == nil {
+		t.Errorf("a second INVITE to the late device:\n%s", m.Raw)
+	}
+
 	d1.Respond(c, 200, "OK", "")
 	d1.Respond(in, 487, "Request Terminated", "")
 	if r := e.nextNonTrying(inv.CallID, "INVITE"); r.Status != 487 {
 		t.Fatalf("final %d", r.Status)
+	}
+	if r, err := e.caller.Next(inv.CallID, "INVITE", quiet); err == nil && r.Status >= 180 {
+		t.Errorf("the late device's answers reached the caller: %d", r.Status)
+	}
+}
+
+// TestLateDeviceAfterTimeout: the call ended by T1 before the woken device connected; it still
+// gets INVITE then CANCEL (a 200 crossing the CANCEL is acknowledged and hung up).
+func TestLateDeviceAfterTimeout(t *testing.T) {
+	e := newEnv(t)
+	dev := e.deviceListener()
+	inv, token := e.ring()
+	e.clock.Advance(DefaultNoResponseTimeout)
+	e.expect(inv.CallID, "INVITE", 480, "")
+	if n := e.pusher.next(t); n.Kind != push.KindMissedCall {
+		t.Fatalf("push after T1 %+v, want missed-call", n)
+	}
+	d := siptest.DialDevice(t, dev)
+	if code, err := d.Register(token, "iphone", testSecret); code != 200 {
+		t.Fatal(code, err)
+	}
+	in := deviceNext(t, d, "INVITE")
+	d.Respond(in, 200, "OK", "v=0\r\n")
+	ack := deviceNext(t, d, "ACK")
+	bye := deviceNext(t, d, "BYE")
+	if ack.Header("Call-ID") != inv.CallID || bye.Header("Call-ID") != inv.CallID {
+		t.Errorf("ACK/BYE of another call")
+	}
+	d.Respond(bye, 200, "OK", "")
+	if cs := e.calls(); len(cs) != 1 || cs[0].Outcome != store.OutcomeMissed {
+		t.Errorf("records %+v", cs)
 	}
 }
 
@@ -130,10 +159,17 @@ func TestRelayRegisterRefresh(t *testing.T) {
 	if code, err := d.Register(token, "iphone", testSecret); err != nil || code != 200 {
 		t.Fatalf("refresh after the answer: %d %v", code, err)
 	}
-	// Another connection cannot join an answered call.
-	if code, _ := siptest.DialDevice(t, dev).Register(token, "ipad", testSecret); code != 403 {
+	// Another device's connection does not join an answered call: it gets the INVITE and at
+	// once CANCEL, for its app to report the VoIP push to CallKit and end it.
+	late := siptest.DialDevice(t, dev)
+	if code, _ := late.Register(token, "ipad", testSecret); code != 200 {
 		t.Fatalf("REGISTER of another device after the answer: %d", code)
 	}
+	lin := deviceNext(t, late, "INVITE")
+	late.Respond(lin, 180, "Ringing", "")
+	lc := deviceNext(t, late, "CANCEL")
+	late.Respond(lc, 200, "OK", "")
+	late.Respond(lin, 487, "Request Terminated", "")
 }
 
 // TestRelayBranchCap: at most maxBranches devices get the INVITE of one call.

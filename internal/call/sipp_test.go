@@ -32,8 +32,8 @@ func TestSIPpCallerCancels(t *testing.T) {
 	if n := e.pusher.next(t); n.Kind != push.KindCall || n.CallerURI != "sip:+41000000001@sipp.example" {
 		t.Errorf("call push = %+v", n)
 	}
-	if n := e.pusher.next(t); n.Kind != push.KindCancel {
-		t.Errorf("second push = %+v, want cancel", n)
+	if n := e.pusher.next(t); n.Kind != push.KindMissedCall {
+		t.Errorf("second push = %+v, want missed-call", n)
 	}
 	if cs := e.calls(); len(cs) != 1 || cs[0].Outcome != store.OutcomeMissed || cs[0].Reason != ReasonCancelled {
 		t.Errorf("records = %+v", cs)

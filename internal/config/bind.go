@@ -475,7 +475,9 @@ func bindRoot(e *elem, s *Settings) {
 			c.boolean("Enabled", &in.KeepAlive)
 			c.duration("Period", &in.KeepAlivePeriod)
 		})
+		bindExpiryReminders(c, &in.ExpiryReminders)
 	})
+	e.child("PushTexts", func(c *elem) { bindPushTexts(c, &s.PushTexts) })
 	e.child("IncomingCall", func(c *elem) {
 		ic := &s.IncomingCall
 		c.duration("NotAnsweredMaxAge", &ic.NotAnsweredMaxAge)
@@ -650,5 +652,56 @@ func bindProbe(c *elem, p *Probe) {
 			c.str("Url", &w.URL)
 			c.secret("Secret", "SecretFile", &w.Secret, &w.SecretFile)
 		})
+	})
+}
+
+// bindExpiryReminders binds the reminder elements of <Instance>.
+func bindExpiryReminders(c *elem, r *ExpiryReminders) {
+	c.duration("PremiumMaxAge", &r.PremiumMaxAge)
+	list(c, "PremiumApp", &r.PremiumApps, func() string { return "" }, func(c *elem, id *string) {
+		if v, ok := c.attr("Id"); ok && strings.TrimSpace(v) != "" {
+			*id = strings.TrimSpace(v)
+		} else {
+			c.fail("Id", "needs the app id (bundle id or package name)")
+		}
+	})
+	c.child("AboutToExpireIn", func(c *elem) {
+		c.duration("Silent", &r.AboutToExpireIn.Silent)
+		c.duration("Intrusive", &r.AboutToExpireIn.Intrusive)
+	})
+	c.child("AboutToExpirePeriod", func(c *elem) {
+		c.duration("Silent", &r.AboutToExpirePeriod.Silent)
+		c.duration("Intrusive", &r.AboutToExpirePeriod.Intrusive)
+	})
+}
+
+// bindPushTexts binds <PushTexts><App Id><Kind …/></App>.
+func bindPushTexts(c *elem, pt *PushTexts) {
+	list(c, "App", &pt.Apps, func() PushTextApp { return PushTextApp{Kinds: map[string]PushText{}} }, func(c *elem, app *PushTextApp) {
+		if v, ok := c.attr("Id"); ok && strings.TrimSpace(v) != "" {
+			app.ID = strings.TrimSpace(v)
+		} else {
+			c.fail("Id", `needs the app id, or "*" for every app`)
+		}
+		for name, kind := range PushTextKinds {
+			c.child(name, func(c *elem) {
+				t := PushText{Enabled: true}
+				c.boolean("Enabled", &t.Enabled)
+				c.str("Title", &t.Title)
+				c.str("Body", &t.Body)
+				c.str("Sound", &t.Sound)
+				c.str("Badge", &t.Badge)
+				c.str("TitleLocKey", &t.TitleLocKey)
+				c.str("LocKey", &t.LocKey)
+				var args string
+				c.str("LocArgs", &args)
+				for _, a := range strings.Split(args, ",") {
+					if a = strings.TrimSpace(a); a != "" {
+						t.LocArgs = append(t.LocArgs, a)
+					}
+				}
+				app.Kinds[kind] = t
+			})
+		}
 	})
 }

@@ -45,6 +45,7 @@ type Settings struct {
 	IncomingCall          IncomingCall        // <IncomingCall>
 	IncomingTextMessage   IncomingTextMessage // <IncomingTextMessage>
 	PushTest              PushTest            // <PushTest>
+	PushTexts             PushTexts           // <PushTexts>
 	Probe                 Probe               // <Probe>
 }
 
@@ -317,6 +318,8 @@ type Instance struct {
 	KeepAlivePeriod time.Duration
 	// MaxCalls caps simultaneous calls per instance. Default 4.
 	MaxCalls int
+	// Expiry reminders: see ExpiryReminders.
+	ExpiryReminders
 }
 
 // NoResponseAction is what an unanswered incoming call gets.
@@ -485,6 +488,7 @@ func Default() *Settings {
 			KeepAlive:           true,
 			KeepAlivePeriod:     30 * time.Second,
 			MaxCalls:            4,
+			ExpiryReminders:     defaultExpiryReminders(),
 		},
 		IncomingCall: IncomingCall{
 			NotAnsweredMaxAge:      2 * time.Minute,
@@ -515,4 +519,77 @@ func Default() *Settings {
 
 func defaultListener() Listener {
 	return Listener{Transport: TransportUDP, Address: "0.0.0.0", Port: 5060}
+}
+
+// ExpiryReminders are the <Instance> elements of the expiry reminders, as
+// the original product writes them: an instance whose devices were silent
+// for MaxAge (PremiumMaxAge for premium apps) is forgotten; before that its
+// devices get silent (background) pushes every AboutToExpirePeriod/Silent
+// from AboutToExpireIn/Silent before the expiry, so that a live app can
+// re-register quietly, and user-visible alerts every
+// AboutToExpirePeriod/Intrusive from AboutToExpireIn/Intrusive before.
+// A zero AboutToExpireIn turns that series off.
+type ExpiryReminders struct {
+	// PremiumMaxAge is <PremiumMaxAge>: MaxAge for instances of a
+	// PremiumApps app; 0 (default) means MaxAge. Never shorter than MaxAge.
+	PremiumMaxAge time.Duration
+	// PremiumApps are the <PremiumApp Id="…"/> app ids (bundle ids or
+	// package names) whose instances are premium.
+	PremiumApps []string
+	// AboutToExpireIn is <AboutToExpireIn><Silent/><Intrusive/>; default
+	// 24 hours and 12 hours.
+	AboutToExpireIn SilentIntrusive
+	// AboutToExpirePeriod is <AboutToExpirePeriod><Silent/><Intrusive/>;
+	// default 1 hour and 11 hours (alerts at 12 h and 1 h before expiry).
+	AboutToExpirePeriod SilentIntrusive
+}
+
+// SilentIntrusive is a pair of durations, <Silent …/> and <Intrusive …/>.
+type SilentIntrusive struct {
+	Silent, Intrusive time.Duration
+}
+
+func defaultExpiryReminders() ExpiryReminders {
+	return ExpiryReminders{
+		AboutToExpireIn:     SilentIntrusive{Silent: 24 * time.Hour, Intrusive: 12 * time.Hour},
+		AboutToExpirePeriod: SilentIntrusive{Silent: time.Hour, Intrusive: 11 * time.Hour},
+	}
+}
+
+// PushTexts is <PushTexts>: how the user-visible pushes read, per app.
+// <App Id="*"> holds the texts for every app, <App Id="com.example.phone">
+// those of one app (a kind it does not name comes from Id="*", then from
+// the built-in English texts). Each kind is an element with the attributes
+// of PushText: <Call>, <MissedCall>, <AnsweredElsewhere>, <Message>,
+// <Test>, <Expiry>, <Off>.
+type PushTexts struct {
+	Apps []PushTextApp
+}
+
+// PushTextApp is one <PushTexts><App Id="…">.
+type PushTextApp struct {
+	ID    string // Id; "*" for every app
+	Kinds map[string]PushText
+}
+
+// PushTextKinds are the element names of <PushTexts><App>, mapped to the
+// push kinds of the README's app protocol.
+var PushTextKinds = map[string]string{
+	"Call": "call", "MissedCall": "missed-call", "AnsweredElsewhere": "answered-elsewhere",
+	"Message": "message", "Test": "test", "Expiry": "expiry", "Off": "off",
+}
+
+// PushText is one kind's text. Title, Body, Badge and LocArgs may hold the
+// placeholders {caller_name}, {caller_number}, {caller}, {user}, {domain},
+// {selector}, {missed_calls} and {expires_in}.
+type PushText struct {
+	Enabled bool   // default Yes; No sends no push of this kind
+	Title   string // alert title
+	Body    string // alert body
+	Sound   string // sound file, "default" for the system's; empty for none
+	Badge   string // a number or a placeholder such as {missed_calls}
+	// TitleLocKey, LocKey and LocArgs (comma-separated) are APNs's
+	// title-loc-key, loc-key and loc-args, for apps that localize on the phone.
+	TitleLocKey, LocKey string
+	LocArgs             []string
 }

@@ -236,6 +236,11 @@ func TestGood(t *testing.T) {
 		Instance: Instance{
 			UserAgent: "Phone/2.0", MaxAge: 30*24*time.Hour + time.Hour, NotRegisteredMaxAge: time.Hour,
 			KeepAlive: false, KeepAlivePeriod: 15 * time.Second, MaxCalls: 2,
+			ExpiryReminders: ExpiryReminders{
+				PremiumMaxAge: 60 * 24 * time.Hour, PremiumApps: []string{"com.example.phone.pro"},
+				AboutToExpireIn:     SilentIntrusive{Silent: 48 * time.Hour, Intrusive: 6 * time.Hour},
+				AboutToExpirePeriod: SilentIntrusive{Silent: 2 * time.Hour, Intrusive: 5 * time.Hour},
+			},
 		},
 		IncomingCall: IncomingCall{
 			NotAnsweredMaxAge:      45 * time.Second,
@@ -257,6 +262,12 @@ func TestGood(t *testing.T) {
 			},
 		},
 		PushTest: PushTest{MinAge: 0},
+		PushTexts: PushTexts{Apps: []PushTextApp{
+			{ID: "*", Kinds: map[string]PushText{"answered-elsewhere": {Enabled: false}}},
+			{ID: "com.example.phone", Kinds: map[string]PushText{"missed-call": {Enabled: true, Title: "Anruf verpasst",
+				Body: "{caller} hat angerufen", Sound: "ring.caf", Badge: "{missed_calls}", TitleLocKey: "MISSED_TITLE",
+				LocKey: "MISSED", LocArgs: []string{"{caller}", "{missed_calls}"}}}},
+		}},
 		Probe: Probe{
 			Enabled: false, Interval: time.Minute, Timeout: 10 * time.Second, DownAfter: 5, UpAfter: 1,
 			MaxInFlight: 10, ProbeInstanceProxies: false,

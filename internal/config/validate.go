@@ -255,6 +255,7 @@ func validate(s *Settings) []*Error {
 		a.el("KeepAlivePackets").positive("Period", in.KeepAlivePeriod)
 	}
 	a.intRange("MaxCalls", in.MaxCalls, 1, 1000)
+	validateExpiryReminders(a, in)
 
 	a = c.at("IncomingCall")
 	ic := s.IncomingCall
@@ -608,4 +609,27 @@ func readSecretFile(path string) (string, error) {
 		return "", errors.New("secret file is empty")
 	}
 	return v, nil
+}
+
+// validateExpiryReminders checks the reminder elements of <Instance>.
+func validateExpiryReminders(a at, in Instance) {
+	r := in.ExpiryReminders
+	if r.PremiumMaxAge != 0 && r.PremiumMaxAge < in.MaxAge {
+		a.fail("", r.PremiumMaxAge.String(), "PremiumMaxAge must not be shorter than MaxAge")
+	}
+	if r.PremiumMaxAge != 0 && len(r.PremiumApps) == 0 {
+		a.el("PremiumMaxAge").fail("", r.PremiumMaxAge.String(), "has no effect without a <PremiumApp Id=\"…\"/>")
+	}
+	maxAge := max(in.MaxAge, r.PremiumMaxAge)
+	for _, x := range []struct {
+		name    string
+		in, per time.Duration
+	}{{"Silent", r.AboutToExpireIn.Silent, r.AboutToExpirePeriod.Silent}, {"Intrusive", r.AboutToExpireIn.Intrusive, r.AboutToExpirePeriod.Intrusive}} {
+		if x.in >= maxAge && maxAge > 0 {
+			a.el("AboutToExpireIn").el(x.name).fail("", x.in.String(), "must be shorter than MaxAge, or the reminders start at the first registration")
+		}
+		if x.in > 0 && x.per > 0 && x.per < time.Minute {
+			a.el("AboutToExpirePeriod").el(x.name).fail("", x.per.String(), "must be at least a minute")
+		}
+	}
 }

@@ -134,7 +134,7 @@ func (m *Manager) Apply(ctx context.Context, reg *registration.Registration) err
 	}
 	dev := &store.Device{
 		Selector: reg.Selector, ID: reg.Device.ID, Platform: reg.Device.Platform, PushToken: reg.Device.PushToken,
-		AppID: reg.Device.AppID, Sandbox: reg.Device.Sandbox, AppVersion: reg.Device.AppVersion,
+		AlertToken: reg.Device.AlertToken, AppID: reg.Device.AppID, Sandbox: reg.Device.Sandbox, AppVersion: reg.Device.AppVersion,
 		Locale: reg.Device.Locale, Secret: reg.Device.Secret, LastSeen: now,
 	}
 	if err := m.opts.Store.PutRegistration(ctx, si, dev, reg.Nonce, reg.Timestamp); err != nil {
@@ -147,6 +147,7 @@ func (m *Manager) Apply(ctx context.Context, reg *registration.Registration) err
 		}
 		return fmt.Errorf("instance: store registration: %w", err)
 	}
+	m.noteApp(reg.Selector, reg.Device.AppID) // renewed: the expiry reminders start over
 	devices, err := m.opts.Store.Devices(ctx, reg.Selector)
 	if err != nil {
 		return fmt.Errorf("instance: load devices: %w", err)
@@ -276,6 +277,7 @@ func maskedSettings(reg *registration.Registration) []byte {
 	r.Account.Password = mask(r.Account.Password)
 	r.Device.Secret = mask(r.Device.Secret)
 	r.Device.PushToken = push.ShortToken(r.Device.PushToken)
+	r.Device.AlertToken = push.ShortToken(r.Device.AlertToken)
 	b, err := json.Marshal(r)
 	if err != nil {
 		return nil
@@ -296,7 +298,11 @@ func (m *Manager) TurnOff(ctx context.Context, selector string) error {
 	if inst == nil {
 		return ErrUnknownSelector
 	}
-	return m.post(ctx, inst, EvTurnOff)
+	if err := m.post(ctx, inst, EvTurnOff); err != nil {
+		return err
+	}
+	m.notifyOff(selector, nil)
+	return nil
 }
 
 // TurnOffAll turns off every instance that is not idle; it returns how many it turned off.
@@ -312,6 +318,7 @@ func (m *Manager) TurnOffAll(ctx context.Context) (int, error) {
 		if err := m.post(ctx, inst, EvTurnOff); err != nil {
 			return n, err
 		}
+		m.notifyOff(inst.selector, nil)
 		n++
 	}
 	return n, nil

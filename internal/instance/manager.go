@@ -83,6 +83,9 @@ type Options struct {
 
 	// InstanceLogger returns a logger for an instance whose detailed logging is on; nil = none.
 	InstanceLogger func(selector string) logrus.FieldLogger
+
+	// Reminders configures the expiry reminders and the "account off" notice (remind.go).
+	Reminders Reminders
 }
 
 func (o *Options) setDefaults() {
@@ -166,6 +169,8 @@ type Manager struct {
 	started atomic.Bool
 
 	stats Stats
+
+	remind reminders // expiry reminders and off notices (remind.go)
 }
 
 // Stats are counters since the manager started.
@@ -196,6 +201,7 @@ func New(opts Options) (*Manager, error) {
 		persistStop: make(chan struct{}),
 	}
 	m.sched = newScheduler(m.fireTimer, m.probeDue)
+	m.remind.init(&m.opts.Reminders)
 	return m, nil
 }
 
@@ -258,6 +264,8 @@ func (m *Manager) Start(ctx context.Context) error {
 	m.wg.Add(2 + m.opts.Workers)
 	go func() { defer m.wg.Done(); m.sched.run(m.ctx) }()
 	go func() { defer m.wg.Done(); m.sweepLoop() }()
+	m.wg.Add(1)
+	go func() { defer m.wg.Done(); m.remindLoop() }()
 	for range m.opts.Workers {
 		go func() { defer m.wg.Done(); m.worker() }()
 	}
@@ -358,6 +366,9 @@ func (m *Manager) handle(it item) {
 		if ev == EvExpire && !m.stillSilent(inst, time.Now()) {
 			ev = EvNone // heard from since the sweep decided
 		} else {
+			if ev == EvExpire {
+				m.offBeforeExpire(inst) // the devices are deleted with the instance
+			}
 			ev = m.step(inst, ev)
 		}
 		if inst.gone {
@@ -803,7 +814,7 @@ func (m *Manager) instanceLog(inst *Instance) logrus.FieldLogger {
 
 // stillSilent reports whether inst is still one the sweep may forget.
 func (m *Manager) stillSilent(inst *Instance, now time.Time) bool {
-	if inst.lastActivity < now.Add(-m.opts.MaxAge).UnixNano() {
+	if inst.lastActivity < now.Add(-m.maxAgeOf(inst.selector)).UnixNano() {
 		return true
 	}
 	return m.opts.NotRegisteredMaxAge > 0 && inst.phase.State == Idle &&

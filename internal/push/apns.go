@@ -40,7 +40,8 @@ const (
 	// or test alert; calls are never stored (apns-expiration 0).
 	DefaultAPNsMessageTTL = 24 * time.Hour
 
-	apnsMaxPayload        = 4096 // bytes, for alert pushes (VoIP pushes may have 5120)
+	apnsMaxPayload        = 4096 // bytes, for alert and background pushes
+	apnsMaxVoIPPayload    = 5120 // bytes, for VoIP pushes
 	apnsMaxCollapseID     = 64
 	defaultRequestTimeout = 30 * time.Second
 )
@@ -187,16 +188,53 @@ type apnsReply struct {
 	Reason string `json:"reason"`
 }
 
-// Send posts n once to /3/device/<token>. Calls, cancellations and
-// "answered elsewhere" go to topic AppID+".voip" with push type voip and
-// apns-expiration 0 (delivered now or never), collapsed by pairing id so a
-// cancellation replaces the call it ends; messages and tests are alerts on
-// topic AppID.
+// apnsHeaders are the request headers that depend on the kind of push.
+type apnsHeaders struct {
+	topic, pushType, priority, expiration, collapseID string
+}
+
+// apnsRoute returns the headers for n, per Apple's rules: a call is the only
+// VoIP push (topic AppID+".voip", priority 10, apns-expiration 0: now or
+// never); everything else goes to the alert token on topic AppID, as an
+// alert (priority 10; "answered elsewhere" 5, it is not urgent) kept for
+// MessageTTL, or, for a silent reminder, a background push, which Apple
+// requires at priority 5.
+func (a *APNs) apnsRoute(n *Notification) apnsHeaders {
+	keep := strconv.FormatInt(a.now().Add(a.messageTTL).Unix(), 10)
+	h := apnsHeaders{topic: n.Device.AppID, pushType: "alert", priority: "10", expiration: keep}
+	switch n.Kind {
+	case KindCall:
+		h = apnsHeaders{topic: n.Device.AppID + ".voip", pushType: "voip", priority: "10", expiration: "0",
+			collapseID: n.PairingID}
+	case KindMissedCall, KindAnsweredElsewhere:
+		// One notice per call: "answered elsewhere" replaces nothing but itself.
+		h.collapseID = n.PairingID
+		if n.Kind == KindAnsweredElsewhere {
+			h.priority = "5"
+		}
+	case KindExpiry, KindOff:
+		// A newer reminder (or the "off" notice) replaces the one before.
+		h.collapseID = "sipis-expiry-" + n.Selector
+		if n.Kind == KindExpiry && n.Silent {
+			h.pushType, h.priority = "background", "5"
+		}
+	}
+	h.collapseID = truncateUTF8(h.collapseID, apnsMaxCollapseID)
+	return h
+}
+
+// Send posts n once to /3/device/<token>, the token of the push's kind: the
+// VoIP token for calls, the alert token for everything else (see
+// apnsRoute). Apple's answers are mapped as its documentation describes
+// them: 410 Unregistered and 400 BadDeviceToken kill that token only; a
+// wrong topic, push type, environment or provider key is a configuration
+// error that keeps the token; ExpiredProviderToken signs a new JWT and is
+// retried; 429 and 5xx are retried.
 func (a *APNs) Send(ctx context.Context, n Notification) (Result, error) {
 	if err := n.validate(PlatformAPNs); err != nil {
 		return Result{}, err
 	}
-	tok := n.Device.PushToken
+	tok := n.DeviceToken()
 	if len(tok) > 200 || strings.IndexFunc(tok, func(r rune) bool { return !isHex(r) }) >= 0 {
 		return Result{}, fmt.Errorf("push: apns: device token %q is not hexadecimal", ShortToken(tok))
 	}
@@ -224,24 +262,20 @@ func (a *APNs) Send(ctx context.Context, n Notification) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("push: apns: %w", err)
 	}
+	route := a.apnsRoute(&n)
 	h := req.Header
 	h.Set("authorization", "bearer "+jwt)
 	h.Set("content-type", "application/json")
 	h.Set("apns-id", newUUID())
-	h.Set("apns-priority", "10")
-	if n.Kind.isCall() {
-		h.Set("apns-topic", n.Device.AppID+".voip")
-		h.Set("apns-push-type", "voip")
-		h.Set("apns-expiration", "0")
-		if id := truncateUTF8(n.PairingID, apnsMaxCollapseID); id != "" {
-			h.Set("apns-collapse-id", id)
-		}
-	} else {
-		h.Set("apns-topic", n.Device.AppID)
-		h.Set("apns-push-type", "alert")
-		h.Set("apns-expiration", strconv.FormatInt(a.now().Add(a.messageTTL).Unix(), 10))
+	h.Set("apns-topic", route.topic)
+	h.Set("apns-push-type", route.pushType)
+	h.Set("apns-priority", route.priority)
+	h.Set("apns-expiration", route.expiration)
+	if route.collapseID != "" {
+		h.Set("apns-collapse-id", route.collapseID)
 	}
-	log := a.log.WithFields(logrus.Fields{"token": ShortToken(tok), "kind": string(n.Kind), "apns_id": h.Get("apns-id")})
+	log := a.log.WithFields(logrus.Fields{"token": ShortToken(tok), "kind": string(n.Kind), "apns_id": h.Get("apns-id"),
+		"topic": route.topic, "push_type": route.pushType})
 
 	resp, err := a.client.Do(req)
 	if err != nil {
@@ -266,14 +300,15 @@ func (a *APNs) Send(ctx context.Context, n Notification) (Result, error) {
 		res.Reason = http.StatusText(resp.StatusCode)
 	}
 	switch {
-	case resp.StatusCode == http.StatusGone,
-		resp.StatusCode == http.StatusBadRequest && (rep.Reason == "BadDeviceToken" || rep.Reason == "DeviceTokenNotForTopic"):
+	case resp.StatusCode == http.StatusGone, rep.Reason == "Unregistered", rep.Reason == "BadDeviceToken":
 		res.TokenInvalid = true
-	case resp.StatusCode == http.StatusForbidden && rep.Reason == "ExpiredProviderToken":
+	case rep.Reason == "ExpiredProviderToken":
 		// Our JWT aged out (clock skew, or a long pause): sign a new one
 		// and let the dispatcher try again.
 		a.signer.expire(jwt)
 		res.Retryable = true
+	case apnsConfigReasons[rep.Reason]:
+		res.ConfigError = true
 	case retryableStatus(resp.StatusCode):
 		res.Retryable = true
 		res.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), a.now())
@@ -282,10 +317,26 @@ func (a *APNs) Send(ctx context.Context, n Notification) (Result, error) {
 	return res, &StatusError{Platform: PlatformAPNs, Result: res}
 }
 
+// apnsConfigReasons are Apple's reasons that say the request, not the
+// device, is wrong: the token stays valid (a VoIP token sent to the bundle
+// topic, a sandbox token sent to production, a revoked or wrong key).
+var apnsConfigReasons = map[string]bool{
+	"DeviceTokenNotForTopic":    true,
+	"TopicDisallowed":           true,
+	"BadTopic":                  true,
+	"MissingTopic":              true,
+	"BadCertificateEnvironment": true,
+	"BadCertificate":            true,
+	"InvalidProviderToken":      true,
+	"MissingProviderToken":      true,
+	"InvalidPushType":           true,
+	"Forbidden":                 true,
+}
+
 // apnsPayload builds the JSON body: an "aps" dictionary (empty for VoIP
-// pushes, an alert for messages and tests) and our fields at the top level.
-// A message text that would push an alert over APNs's 4 KiB limit is
-// shortened.
+// pushes, content-available for silent ones, an alert for the others) and
+// our fields at the top level. A message text that would push an alert
+// over APNs's 4 KiB limit is shortened.
 func apnsPayload(n *Notification) ([]byte, error) {
 	build := func(text string) ([]byte, error) {
 		doc := make(map[string]any, 10)
@@ -297,20 +348,45 @@ func apnsPayload(n *Notification) ([]byte, error) {
 			doc["message_text"] = text
 		}
 		aps := map[string]any{}
-		switch n.Kind {
-		case KindMessage:
-			title := n.CallerName
-			if title == "" {
-				title = n.CallerURI
+		switch {
+		case n.Kind.IsCall():
+			// PushKit hands the whole payload to the app, which reports the
+			// call to CallKit: no alert in aps; the texts are for the app.
+			if n.Alert != nil {
+				doc["alert"] = n.Alert
 			}
-			body := text
-			if body == "" {
-				body = "New message"
+		case n.Kind == KindExpiry && n.Silent:
+			aps["content-available"] = 1
+		default:
+			al := n.Alert
+			if al == nil {
+				al = (*Texts)(nil).Render(n)
 			}
-			aps["alert"] = map[string]string{"title": title, "body": body}
-			aps["sound"] = "default"
-		case KindTest:
-			aps["alert"] = map[string]string{"title": "sipis", "body": "Test notification"}
+			alert := map[string]any{}
+			if al.Title != "" {
+				alert["title"] = al.Title
+			}
+			body := al.Body
+			if n.Kind == KindMessage && text != "" {
+				body = text
+			}
+			if body != "" {
+				alert["body"] = body
+			}
+			if al.TitleLocKey != "" {
+				alert["title-loc-key"] = al.TitleLocKey
+			}
+			if al.LocKey != "" {
+				alert["loc-key"] = al.LocKey
+				alert["loc-args"] = append([]string{}, al.LocArgs...)
+			}
+			aps["alert"] = alert
+			if al.Sound != "" {
+				aps["sound"] = al.Sound
+			}
+			if al.Badge != nil {
+				aps["badge"] = *al.Badge
+			}
 		}
 		doc["aps"] = aps
 		b, err := json.Marshal(doc)
@@ -319,11 +395,15 @@ func apnsPayload(n *Notification) ([]byte, error) {
 		}
 		return b, nil
 	}
+	limit := apnsMaxPayload
+	if n.Kind.IsCall() {
+		limit = apnsMaxVoIPPayload
+	}
 	text := n.MessageText
 	b, err := build(text)
-	if err != nil || len(b) <= apnsMaxPayload || text == "" {
-		if err == nil && len(b) > apnsMaxPayload {
-			err = fmt.Errorf("push: apns: payload of %d bytes exceeds %d", len(b), apnsMaxPayload)
+	if err != nil || len(b) <= limit || text == "" {
+		if err == nil && len(b) > limit {
+			err = fmt.Errorf("push: apns: payload of %d bytes exceeds %d", len(b), limit)
 		}
 		return b, err
 	}
@@ -334,19 +414,19 @@ func apnsPayload(n *Notification) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	room := apnsMaxPayload - len(bare) - 32
+	room := limit - len(bare) - 32
 	if room <= 0 {
-		return nil, fmt.Errorf("push: apns: payload exceeds %d bytes even without the message text", apnsMaxPayload)
+		return nil, fmt.Errorf("push: apns: payload exceeds %d bytes even without the message text", limit)
 	}
 	keep := len(text) * room / (len(b) - len(bare))
 	for range 20 {
 		short := truncateUTF8(text, keep) + "…"
-		if b, err = build(short); err != nil || len(b) <= apnsMaxPayload {
+		if b, err = build(short); err != nil || len(b) <= limit {
 			return b, err
 		}
 		keep -= keep/10 + 1
 	}
-	return nil, fmt.Errorf("push: apns: payload exceeds %d bytes", apnsMaxPayload)
+	return nil, fmt.Errorf("push: apns: payload exceeds %d bytes", limit)
 }
 
 // apnsSigner makes and caches the provider authentication token: a JWT

@@ -152,8 +152,8 @@ func TestAPNsMessageAndTestPush(t *testing.T) {
 	fake.SetNow(clk.Now)
 	a := newAPNs(t, fake, func(o *push.APNsOptions) { o.Now = clk.Now })
 
-	n := call(push.PlatformAPNs, pushtest.TokenOK, fake.Topic)
-	n.Kind, n.MessageText = push.KindMessage, "see you at 8"
+	n := notice(push.KindMessage, push.PlatformAPNs, pushtest.TokenOK, fake.Topic)
+	n.MessageText = "see you at 8"
 	if _, err := a.Send(context.Background(), n); err != nil {
 		t.Fatalf("message: %v", err)
 	}
@@ -195,8 +195,8 @@ func TestAPNsMessageAndTestPush(t *testing.T) {
 func TestAPNsLongMessageIsShortened(t *testing.T) {
 	fake := pushtest.NewAPNs(t)
 	a := newAPNs(t, fake, nil)
-	n := call(push.PlatformAPNs, pushtest.TokenOK, fake.Topic)
-	n.Kind, n.MessageText = push.KindMessage, strings.Repeat("é\"", 3000)
+	n := notice(push.KindMessage, push.PlatformAPNs, pushtest.TokenOK, fake.Topic)
+	n.MessageText = strings.Repeat("é\"", 3000)
 	if res, err := a.Send(context.Background(), n); err != nil {
 		t.Fatalf("Send = %+v, %v", res, err)
 	}
@@ -299,11 +299,21 @@ func TestAPNsDeadTokenNotRetried(t *testing.T) {
 			t.Errorf("%s: fake got %d pushes, want 1", tc.reason, n)
 		}
 	}
-	// A topic mismatch is a dead token too (the app was reinstalled under
-	// another bundle id), and any other 400 is a plain failure.
-	fake.Script(pushtest.TokenOK, pushtest.Reply{Status: 400, Reason: "DeviceTokenNotForTopic"})
-	if res, _ := d.Send(context.Background(), call(push.PlatformAPNs, pushtest.TokenOK, fake.Topic)); !res.TokenInvalid {
-		t.Errorf("DeviceTokenNotForTopic: %+v", res)
+	// A topic mismatch is a configuration error that keeps the token (a
+	// VoIP token sent to the bundle topic, or the reverse), and so are the
+	// other refusals of sipis's or the app's set-up; they are not retried.
+	for _, tc := range []struct {
+		status int
+		reason string
+	}{
+		{400, "DeviceTokenNotForTopic"}, {400, "TopicDisallowed"}, {400, "BadTopic"},
+		{403, "BadCertificateEnvironment"}, {403, "InvalidProviderToken"},
+	} {
+		fake.Script(pushtest.TokenOK, pushtest.Reply{Status: tc.status, Reason: tc.reason})
+		res, err := d.Send(context.Background(), call(push.PlatformAPNs, pushtest.TokenOK, fake.Topic))
+		if res.TokenInvalid || !res.ConfigError || errors.Is(err, push.ErrTokenInvalid) || res.Attempts != 1 || res.Reason != tc.reason {
+			t.Errorf("%s: %+v, %v; want a configuration error, token kept", tc.reason, res, err)
+		}
 	}
 	fake.Script(pushtest.TokenOK, pushtest.Reply{Status: 400, Reason: "BadPriority"})
 	res, err := d.Send(context.Background(), call(push.PlatformAPNs, pushtest.TokenOK, fake.Topic))
@@ -433,7 +443,8 @@ func TestAPNsBadNotification(t *testing.T) {
 		want string
 	}{
 		"non-hex token":  {func(n *push.Notification) { n.Device.PushToken = "zz/../x" }, "not hexadecimal"},
-		"empty token":    {func(n *push.Notification) { n.Device.PushToken = "" }, "no push token"},
+		"empty token":    {func(n *push.Notification) { n.Device.PushToken = "" }, "no token"},
+		"alert only":     {func(n *push.Notification) { n.Device.PushToken, n.Device.AlertToken = "", pushtest.TokenOK }, "no token"},
 		"no app id":      {func(n *push.Notification) { n.Device.AppID = "" }, "app id"},
 		"wrong platform": {func(n *push.Notification) { n.Device.Platform = "fcm" }, `platform "fcm"`},
 		"unknown kind":   {func(n *push.Notification) { n.Kind = "ring" }, `kind "ring"`},
@@ -505,8 +516,8 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	d := quickDispatcher(newFakeClock(), &waits, a)
 	d.Logger = lg
 	for _, tok := range []string{pushtest.TokenOK, pushtest.TokenBusyOnce, pushtest.TokenUnregistered, pushtest.TokenBroken} {
-		n := call(push.PlatformAPNs, tok, fake.Topic)
-		n.Kind, n.MessageText = push.KindMessage, "the secret text"
+		n := notice(push.KindMessage, push.PlatformAPNs, tok, fake.Topic)
+		n.MessageText = "the secret text"
 		d.Send(context.Background(), n)
 	}
 	key, _ := os.ReadFile(fake.KeyFile)

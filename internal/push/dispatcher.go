@@ -2,6 +2,7 @@ package push
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"time"
@@ -31,6 +32,12 @@ type Dispatcher struct {
 	// Logger receives one entry per retry and per final failure; nil
 	// discards them.
 	Logger logrus.FieldLogger
+	// Texts are the operator's push texts; nil means the built-in English
+	// ones. A notification without Alert gets its app's text.
+	Texts *Texts
+	// Problems counts and logs configuration errors (Result.ConfigError);
+	// nil counts nothing and logs each at Warn.
+	Problems *Problems
 	// Now and Sleep replace the clock in tests; nil means the real clock.
 	// Sleep must return ctx.Err() when ctx ends first.
 	Now   func() time.Time
@@ -38,6 +45,10 @@ type Dispatcher struct {
 
 	notifiers map[string]Notifier
 }
+
+// ErrTurnedOff is matched by the error of a send the operator's texts turn
+// off (for example missed-call alerts).
+var ErrTurnedOff = errors.New("push: this kind of push is turned off")
 
 // NewDispatcher returns a Dispatcher over the given notifiers, one per
 // platform (a later notifier for the same platform replaces an earlier one).
@@ -72,15 +83,31 @@ func (d *Dispatcher) Platforms() []string {
 // times. A dead token or any other refusal is returned at once. The
 // returned Result is the last attempt's, with Attempts set; the error is
 // nil exactly when the push was accepted.
+//
+// A notification whose kind the operator turned off for the device's app
+// is not sent: the error matches ErrTurnedOff. One to a device without a
+// token for its kind is not sent either (ErrNoToken).
 func (d *Dispatcher) Send(ctx context.Context, n Notification) (Result, error) {
 	nt, ok := d.notifiers[n.Device.Platform]
 	if !ok {
 		return Result{}, fmt.Errorf("%w %q", ErrNoNotifier, n.Device.Platform)
 	}
+	if d.Texts.Off(&n) && !n.Kind.IsCall() {
+		return Result{}, fmt.Errorf("%w: %s for app %q", ErrTurnedOff, n.Kind, n.Device.AppID)
+	}
+	if n.DeviceToken() == "" {
+		return Result{}, fmt.Errorf("%w (%s to device %q)", ErrNoToken, n.Kind, n.Device.ID)
+	}
+	if n.SentAt.IsZero() {
+		n.SentAt = d.now()
+	}
+	if n.Alert == nil && !(n.Kind == KindExpiry && n.Silent) {
+		n.Alert = d.Texts.Render(&n)
+	}
 	log := logger(d.Logger).WithFields(logrus.Fields{
 		"platform": n.Device.Platform,
 		"device":   n.Device.ID,
-		"token":    ShortToken(n.Device.PushToken),
+		"token":    ShortToken(n.DeviceToken()),
 		"kind":     string(n.Kind),
 		"selector": n.Selector,
 	})
@@ -108,6 +135,14 @@ func (d *Dispatcher) Send(ctx context.Context, n Notification) (Result, error) {
 		log := log.WithFields(logrus.Fields{"status": res.Status, "reason": res.Reason, "attempt": attempt, "err": err})
 		if res.TokenInvalid {
 			log.Info("push token is dead; not retrying")
+			return res, err
+		}
+		if res.ConfigError {
+			if d.Problems != nil {
+				d.Problems.Note(d.Logger, n.Selector, n.Device.Platform, res.Reason)
+			} else {
+				log.Warn("push refused because of the configuration")
+			}
 			return res, err
 		}
 		if !res.Retryable || ctx.Err() != nil || attempt >= maxAttempts {

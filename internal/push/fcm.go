@@ -202,22 +202,37 @@ type fcmError struct {
 	} `json:"error"`
 }
 
-// Send posts n once as a data message with high Android priority. Calls
-// have ttl "0s" (deliver now or drop: a late ring is worse than none);
-// messages and tests keep MessageTTL.
+// Send posts n once as a data message. A call has high Android priority
+// and ttl "0s" (deliver now or drop: a late ring is worse than none);
+// everything else (missed call, answered elsewhere, messages, tests,
+// reminders) has normal priority and keeps MessageTTL, so that it does not
+// spend the app's high-priority budget. The texts travel as data fields
+// title, body, sound and badge for the app to show. FCM's answers are mapped
+// as Google documents them: UNREGISTERED and INVALID_ARGUMENT on the token
+// kill the token; SENDER_ID_MISMATCH and THIRD_PARTY_AUTH_ERROR are
+// configuration errors that keep it.
 func (f *FCM) Send(ctx context.Context, n Notification) (Result, error) {
 	if err := n.validate(PlatformFCM); err != nil {
 		return Result{}, err
 	}
 	msg := fcmMessage{
-		Token:   n.Device.PushToken,
+		Token:   n.DeviceToken(),
 		Data:    n.payloadFields(),
 		Android: fcmAndroid{Priority: "high", TTL: "0s"},
 	}
-	if n.Kind.isCall() {
+	if n.Kind.IsCall() {
 		msg.Android.CollapseKey = n.PairingID
+		addAlertFields(msg.Data, n.Alert) // for the app's own call screen
 	} else {
+		msg.Android.Priority = "normal"
 		msg.Android.TTL = strconv.FormatInt(int64(f.messageTTL/time.Second), 10) + "s"
+		addAlertFields(msg.Data, n.Alert)
+		switch n.Kind {
+		case KindMissedCall, KindAnsweredElsewhere:
+			msg.Android.CollapseKey = n.PairingID
+		case KindExpiry, KindOff:
+			msg.Android.CollapseKey = "sipis-expiry"
+		}
 	}
 	body, err := json.Marshal(map[string]any{"message": msg})
 	if err != nil {
@@ -295,6 +310,10 @@ func (f *FCM) Send(ctx context.Context, n Notification) (Result, error) {
 		resp.StatusCode == http.StatusBadRequest && code == "INVALID_ARGUMENT" &&
 			(tokenField || strings.Contains(strings.ToLower(fe.Error.Message), "registration token")):
 		res.TokenInvalid = true
+	case code == "SENDER_ID_MISMATCH" || code == "THIRD_PARTY_AUTH_ERROR" || code == "PERMISSION_DENIED":
+		// The token belongs to another Firebase project, or the APNs
+		// credentials in the Firebase project are wrong: not the device's fault.
+		res.ConfigError = true
 	case resp.StatusCode == http.StatusUnauthorized:
 		// The access token was revoked or expired early: fetch another.
 		f.resetToken(ts)
@@ -305,6 +324,30 @@ func (f *FCM) Send(ctx context.Context, n Notification) (Result, error) {
 	}
 	log.WithField("reason", code).Debug("fcm: refused")
 	return res, &StatusError{Platform: PlatformFCM, Result: res}
+}
+
+// addAlertFields puts the user-visible text of a notice into FCM data
+// fields (all strings, as FCM requires).
+func addAlertFields(m map[string]string, a *Alert) {
+	if a == nil {
+		return
+	}
+	set := func(k, v string) {
+		if v != "" {
+			m[k] = v
+		}
+	}
+	set("title", a.Title)
+	set("body", a.Body)
+	set("sound", a.Sound)
+	set("loc_key", a.LocKey)
+	if len(a.LocArgs) > 0 {
+		b, _ := json.Marshal(a.LocArgs)
+		m["loc_args"] = string(b)
+	}
+	if a.Badge != nil {
+		m["badge"] = strconv.Itoa(*a.Badge)
+	}
 }
 
 // tokenWithin returns ts's token, or ctx's error if ctx ends first. The

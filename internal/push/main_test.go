@@ -100,6 +100,17 @@ func call(platform, token, appID string) push.Notification {
 	}
 }
 
+// notice returns a notification of kind k to a device whose token (the
+// alert token on APNs) is token.
+func notice(k push.Kind, platform, token, appID string) push.Notification {
+	n := call(platform, token, appID)
+	n.Kind, n.RelayAddress, n.Token = k, "", ""
+	if platform == push.PlatformAPNs {
+		n.Device.PushToken, n.Device.AlertToken = "", token
+	}
+	return n
+}
+
 // quickDispatcher returns a dispatcher whose retries wait on a fake clock.
 func quickDispatcher(clk *fakeClock, waits *[]time.Duration, ns ...push.Notifier) *push.Dispatcher {
 	d := push.NewDispatcher(ns...)

@@ -29,40 +29,50 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
-// Kind says why a notification is sent; it selects the push type, priority
-// and lifetime used on the wire.
+// Kind says why a notification is sent; it selects the token, topic, push
+// type, priority and lifetime used on the wire (see the README's app protocol).
 type Kind string
 
-// The kinds of notification sipis sends.
+// The kinds of notification sipis sends. Only KindCall is a VoIP push on
+// iOS: Apple requires every VoIP push to be reported to CallKit as a new
+// incoming call, so a call's end is never one.
 const (
-	// KindCall announces an incoming call (iOS: VoIP push; Android:
-	// high-priority data message that must not be delivered late).
+	// KindCall announces a new incoming call (iOS: VoIP push to the PushKit
+	// token; Android: high-priority data message with TTL 0).
 	KindCall Kind = "call"
-	// KindCancel tells the device that the caller gave up.
-	KindCancel Kind = "cancel"
+	// KindMissedCall tells the user that a call ended before any device took
+	// it (the caller cancelled, or nobody answered in time): an alert on iOS,
+	// a normal-priority data message on Android.
+	KindMissedCall Kind = "missed-call"
 	// KindAnsweredElsewhere tells the device that another device of the
-	// same account took the call.
+	// same account took the call (an alert, or normal-priority data).
 	KindAnsweredElsewhere Kind = "answered-elsewhere"
 	// KindMessage announces a waiting SIP MESSAGE (a user-visible alert).
 	KindMessage Kind = "message"
 	// KindTest is an operator's test push from the web pages.
 	KindTest Kind = "test"
+	// KindExpiry reminds the user that the account is about to expire
+	// because the app has not registered for a long time. A Silent one is an
+	// iOS background push (the app may re-register without the user seeing
+	// anything); the others are alerts.
+	KindExpiry Kind = "expiry"
+	// KindOff tells the user that sipis no longer keeps the account (it
+	// expired, or an administrator turned it off).
+	KindOff Kind = "off"
 )
 
 // Valid reports whether k is one of the kinds above.
 func (k Kind) Valid() bool {
 	switch k {
-	case KindCall, KindCancel, KindAnsweredElsewhere, KindMessage, KindTest:
+	case KindCall, KindMissedCall, KindAnsweredElsewhere, KindMessage, KindTest, KindExpiry, KindOff:
 		return true
 	}
 	return false
 }
 
-// isCall reports whether k belongs to a call (sent as a VoIP push / an
-// immediate data message that must not be stored for later delivery).
-func (k Kind) isCall() bool {
-	return k == KindCall || k == KindCancel || k == KindAnsweredElsewhere
-}
+// IsCall reports whether k is the push of a new incoming call, the only kind
+// sent to an iOS device's VoIP token.
+func (k Kind) IsCall() bool { return k == KindCall }
 
 // Platform names, the values of [Device.Platform].
 const (
@@ -77,13 +87,29 @@ type Device struct {
 	ID string
 	// Platform is PlatformAPNs, PlatformFCM or PlatformWebhook.
 	Platform string
-	// PushToken is the device token (APNs), registration token (FCM) or
-	// the opaque address the webhook receiver understands.
+	// PushToken is the APNs PushKit (VoIP) token, the FCM registration
+	// token or the opaque address the webhook receiver understands. Leave it
+	// empty when it is known to be dead.
 	PushToken string
+	// AlertToken is the APNs remote-notification token, valid for topic
+	// AppID only (FCM and webhook devices have none). Leave it empty when it
+	// is known to be dead.
+	AlertToken string
 	// AppID is the app's bundle id (the APNs topic) or package name.
 	AppID string
 	// Sandbox selects the APNs development environment.
 	Sandbox bool
+}
+
+// TokenFor returns the token a notification of kind k goes to: on APNs the
+// VoIP token for calls and the alert token for everything else (APNs binds
+// each token to one topic); elsewhere the one token. "" means the device
+// cannot get that kind.
+func (d Device) TokenFor(k Kind) string {
+	if d.Platform == PlatformAPNs && !k.IsCall() {
+		return d.AlertToken
+	}
+	return d.PushToken
 }
 
 // Notification is what the device must learn when it wakes.
@@ -93,6 +119,23 @@ type Notification struct {
 	Selector string
 	// PairingID identifies the call (or message) across notifications.
 	PairingID string
+	// CallID is the SIP Call-ID of the call, so that an app can drop a
+	// duplicate; SentAt is when sipis first sent the push (set by the
+	// Dispatcher when zero).
+	CallID string
+	SentAt time.Time
+	// User and Domain name the account, for the texts' placeholders.
+	User, Domain string
+	// MissedCalls is the number of calls the account missed since the app
+	// last registered; the missed-call alert shows it as the badge.
+	MissedCalls int
+	// Silent makes a KindExpiry notification a background push (no alert).
+	Silent bool
+	// ExpiresAt is when the account expires (KindExpiry).
+	ExpiresAt time.Time
+	// Alert is the user-visible text; nil means the Dispatcher's texts for
+	// the device's app (or the built-in English ones).
+	Alert *Alert
 	// CallerName and CallerURI name the caller (P-Asserted-Identity, else
 	// Remote-Party-ID, else From).
 	CallerName string
@@ -112,8 +155,12 @@ type Result struct {
 	// Accepted is true when the push service took the notification.
 	Accepted bool
 	// TokenInvalid is true when the push service says the device token is
-	// dead (unregistered, malformed, or not for this app): forget it.
+	// dead (unregistered or malformed): forget that token, and only it.
 	TokenInvalid bool
+	// ConfigError is true when the push service refused because of sipis's
+	// or the app's configuration (wrong topic, wrong environment, a bad
+	// provider key): the token is kept, the reason counted and shown.
+	ConfigError bool
 	// Retryable is true when the failure is transient (429, 5xx, network).
 	Retryable bool
 	// Status is the HTTP status code, 0 when no response arrived.
@@ -143,6 +190,11 @@ type Notifier interface {
 // ErrTokenInvalid is matched (errors.Is) by the error of a send that failed
 // because the device token is dead.
 var ErrTokenInvalid = errors.New("push: device token is invalid")
+
+// ErrNoToken is matched by the error of a send to a device that has no
+// token for the notification's kind (an iPhone without an alert token gets
+// no messages, one without a VoIP token no calls).
+var ErrNoToken = errors.New("push: device has no token for this kind of push")
 
 // ErrNoNotifier is matched by the error of a send to a platform that has no
 // notifier configured.
@@ -192,15 +244,19 @@ func (n *Notification) validate(platform string) error {
 	if n.Device.Platform != platform {
 		return fmt.Errorf("push: device platform %q sent to the %s notifier", n.Device.Platform, platform)
 	}
-	if n.Device.PushToken == "" {
-		return errors.New("push: device has no push token")
+	tok := n.DeviceToken()
+	if tok == "" {
+		return fmt.Errorf("%w (%s to %s device %q)", ErrNoToken, n.Kind, platform, n.Device.ID)
 	}
-	if len(n.Device.PushToken) > 4096 || !utf8.ValidString(n.Device.PushToken) ||
-		strings.ContainsFunc(n.Device.PushToken, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
-		return fmt.Errorf("push: malformed push token %q", ShortToken(n.Device.PushToken))
+	if len(tok) > 4096 || !utf8.ValidString(tok) ||
+		strings.ContainsFunc(tok, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		return fmt.Errorf("push: malformed push token %q", ShortToken(tok))
 	}
 	return nil
 }
+
+// DeviceToken is the token n goes to: n.Device.TokenFor(n.Kind).
+func (n *Notification) DeviceToken() string { return n.Device.TokenFor(n.Kind) }
 
 // payloadFields returns our fields shared by every platform's payload.
 // They are all strings, as FCM data messages require.
@@ -220,6 +276,19 @@ func (n *Notification) payloadFields() map[string]string {
 	add("relay_address", n.RelayAddress)
 	add("token", n.Token)
 	add("message_text", n.MessageText)
+	add("call_id", n.CallID)
+	if !n.SentAt.IsZero() {
+		m["sent_at"] = n.SentAt.UTC().Format(time.RFC3339Nano)
+	}
+	if n.Kind == KindMissedCall && n.MissedCalls > 0 {
+		m["missed_calls"] = strconv.Itoa(n.MissedCalls)
+	}
+	if !n.ExpiresAt.IsZero() {
+		m["expires_at"] = n.ExpiresAt.UTC().Format(time.RFC3339)
+	}
+	if n.Kind == KindExpiry && n.Silent {
+		m["silent"] = "1"
+	}
 	return m
 }
 

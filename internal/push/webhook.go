@@ -63,6 +63,12 @@ type WebhookBody struct {
 	RelayAddress string        `json:"relay_address,omitempty"`
 	Token        string        `json:"token,omitempty"`
 	MessageText  string        `json:"message_text,omitempty"`
+	CallID       string        `json:"call_id,omitempty"`
+	SentAt       string        `json:"sent_at,omitempty"`
+	Silent       bool          `json:"silent,omitempty"`
+	MissedCalls  int           `json:"missed_calls,omitempty"`
+	ExpiresAt    string        `json:"expires_at,omitempty"`
+	Alert        *Alert        `json:"alert,omitempty"`
 	Device       WebhookDevice `json:"device"`
 	// Timestamp is the Unix time of sending, equal to X-Sipis-Timestamp.
 	Timestamp int64 `json:"timestamp"`
@@ -138,6 +144,7 @@ func (w *Webhook) Send(ctx context.Context, n Notification) (Result, error) {
 		return Result{}, err
 	}
 	now := w.now()
+	fields := n.payloadFields()
 	body, err := json.Marshal(WebhookBody{
 		Kind:         n.Kind,
 		Selector:     n.Selector,
@@ -147,6 +154,12 @@ func (w *Webhook) Send(ctx context.Context, n Notification) (Result, error) {
 		RelayAddress: n.RelayAddress,
 		Token:        n.Token,
 		MessageText:  n.MessageText,
+		CallID:       n.CallID,
+		SentAt:       fields["sent_at"],
+		Silent:       n.Silent,
+		MissedCalls:  n.MissedCalls,
+		ExpiresAt:    fields["expires_at"],
+		Alert:        n.Alert,
 		Device: WebhookDevice{
 			ID:        n.Device.ID,
 			PushToken: n.Device.PushToken,
@@ -170,7 +183,7 @@ func (w *Webhook) Send(ctx context.Context, n Notification) (Result, error) {
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(WebhookSignatureHeader, Sign(w.secret, body))
 	req.Header.Set(WebhookTimestampHeader, strconv.FormatInt(now.Unix(), 10))
-	log := w.log.WithFields(logrus.Fields{"token": ShortToken(n.Device.PushToken), "kind": string(n.Kind)})
+	log := w.log.WithFields(logrus.Fields{"token": ShortToken(n.DeviceToken()), "kind": string(n.Kind)})
 	resp, err := w.client.Do(req)
 	if err != nil {
 		err = redactURLError(err, w.shownURL()) // the URL may carry a token

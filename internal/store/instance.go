@@ -85,14 +85,19 @@ type Instance struct {
 
 // Device is one device (phone) of an instance.
 type Device struct {
+	// PushToken is the token calls are pushed to (on APNs the PushKit/VoIP token).
 	Selector, ID, Platform, PushToken, AppID string
-	Sandbox                                  bool
-	AppVersion, Locale                       string
+	// AlertToken is an APNs device's remote-notification token, for everything but calls;
+	// empty when the app sent none (then the device gets no alerts).
+	AlertToken         string
+	Sandbox            bool
+	AppVersion, Locale string
 	// Secret is the per-device secret, sealed at rest.
 	Secret string
-	// TokenInvalid is set when the push service said the token is no longer valid.
-	TokenInvalid bool
-	LastSeen     time.Time
+	// TokenInvalid is set when the push service said PushToken is no longer valid, and
+	// AlertTokenInvalid the same of AlertToken: each token dies on its own.
+	TokenInvalid, AlertTokenInvalid bool
+	LastSeen                        time.Time
 }
 
 // StateUpdate is what the registration engine writes on every state change.
@@ -112,8 +117,9 @@ type StateUpdate struct {
 //   - it upserts the instance: account, mode, settings and LastActivity are replaced; ContactUser,
 //     CallID, CSeq, State, Status, LastError and ExpiresAt of an existing row are kept unless inst
 //     has non-empty (non-zero) values; Off and CreatedAt of an existing row are always kept;
-//   - it upserts dev (if not nil) by selector and device id. The device's TokenInvalid is replaced
-//     by dev.TokenInvalid: a registration carrying the token is the app's word that it is current.
+//   - it upserts dev (if not nil) by selector and device id. The device's TokenInvalid and
+//     AlertTokenInvalid are replaced by dev's: a registration carrying the tokens is the app's word
+//     that they are current.
 //
 // LastActivity (and UpdatedAt) is inst.LastActivity, else nonceTime, else now. A new instance
 // with an empty ContactUser gets a random 128-bit hex one, State Idle and Status NotRegistered.
@@ -259,14 +265,16 @@ func (db *DB) PutRegistration(ctx context.Context, inst *Instance, dev *Device, 
 			devSeen = dev.LastSeen.UTC()
 		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO devices (node, selector, device_id, platform, push_token,
-			app_id, sandbox, app_version, locale, secret, token_invalid, last_seen)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			app_id, sandbox, app_version, locale, secret, token_invalid, last_seen, alert_token,
+			alert_token_invalid)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (node, selector, device_id) DO UPDATE SET platform = excluded.platform,
 			push_token = excluded.push_token, app_id = excluded.app_id, sandbox = excluded.sandbox,
 			app_version = excluded.app_version, locale = excluded.locale, secret = excluded.secret,
-			token_invalid = excluded.token_invalid, last_seen = excluded.last_seen`,
+			token_invalid = excluded.token_invalid, last_seen = excluded.last_seen,
+			alert_token = excluded.alert_token, alert_token_invalid = excluded.alert_token_invalid`,
 			db.node, sel, dev.ID, dev.Platform, dev.PushToken, dev.AppID, dev.Sandbox, dev.AppVersion,
-			dev.Locale, secret, dev.TokenInvalid, nanos(devSeen))
+			dev.Locale, secret, dev.TokenInvalid, nanos(devSeen), dev.AlertToken, dev.AlertTokenInvalid)
 		if err != nil {
 			return fmt.Errorf("store: put registration %s: device %s: %w", sel, dev.ID, err)
 		}
@@ -505,7 +513,8 @@ func (db *DB) Devices(ctx context.Context, selector string) ([]Device, error) {
 		return nil, err
 	}
 	rows, err := db.read.QueryContext(ctx, `SELECT device_id, platform, push_token, app_id, sandbox, app_version,
-		locale, secret, token_invalid, last_seen FROM devices WHERE node = ? AND selector = ? ORDER BY device_id`,
+		locale, secret, token_invalid, last_seen, alert_token, alert_token_invalid
+		FROM devices WHERE node = ? AND selector = ? ORDER BY device_id`,
 		db.node, selector)
 	if err != nil {
 		return nil, fmt.Errorf("store: devices of %s: %w", selector, err)
@@ -517,7 +526,7 @@ func (db *DB) Devices(ctx context.Context, selector string) ([]Device, error) {
 		var secret []byte
 		var seen int64
 		if err := rows.Scan(&d.ID, &d.Platform, &d.PushToken, &d.AppID, &d.Sandbox, &d.AppVersion, &d.Locale,
-			&secret, &d.TokenInvalid, &seen); err != nil {
+			&secret, &d.TokenInvalid, &seen, &d.AlertToken, &d.AlertTokenInvalid); err != nil {
 			return nil, fmt.Errorf("store: devices of %s: %w", selector, err)
 		}
 		plain, err := db.seal.open(secret, adDeviceSecret(selector, d.ID))
@@ -561,14 +570,23 @@ func (db *DB) countBySelector(ctx context.Context, table string) (map[string]int
 	return counts, nil
 }
 
-// MarkTokenInvalid records that the push service refused the device's token as no longer valid.
-// It returns an error wrapping ErrNotFound if there is no such device.
-func (db *DB) MarkTokenInvalid(ctx context.Context, selector, deviceID string) error {
+// MarkTokenInvalid records that the push service refused token, one of the device's tokens, as
+// no longer valid: only that token is marked (the VoIP token of an iPhone stays usable when its
+// alert token dies, and the reverse), and only while the device still has it, so a push that
+// failed while the app re-registered with a new token does not kill the new one. It returns an
+// error wrapping ErrNotFound if the device does not have that token (or does not exist).
+func (db *DB) MarkTokenInvalid(ctx context.Context, selector, deviceID, token string) error {
 	if err := validSelector(selector); err != nil {
 		return err
 	}
-	res, err := db.write.ExecContext(ctx, "UPDATE devices SET token_invalid = 1 WHERE node = ? AND selector = ? AND device_id = ?",
-		db.node, selector, deviceID)
+	if token == "" {
+		return fmt.Errorf("%w: no token to mark invalid", ErrInvalid)
+	}
+	res, err := db.write.ExecContext(ctx, `UPDATE devices SET
+		token_invalid = token_invalid OR push_token = ?1,
+		alert_token_invalid = alert_token_invalid OR alert_token = ?1
+		WHERE node = ?2 AND selector = ?3 AND device_id = ?4 AND (push_token = ?1 OR alert_token = ?1)`,
+		token, db.node, selector, deviceID)
 	if err != nil {
 		return fmt.Errorf("store: mark token invalid: %w", err)
 	}

@@ -853,14 +853,15 @@ func TestMarkTokenInvalid(t *testing.T) {
 	ctx := context.Background()
 	db, _ := openTest(t)
 	mustPut(t, db, sampleInstance("ab"), sampleDevice("ab"), "n1")
-	if err := db.MarkTokenInvalid(ctx, "ab", "dev-1"); err != nil {
+	tok := sampleDevice("ab").PushToken
+	if err := db.MarkTokenInvalid(ctx, "ab", "dev-1", tok); err != nil {
 		t.Fatal(err)
 	}
 	devs, _ := db.Devices(ctx, "ab")
 	if len(devs) != 1 || !devs[0].TokenInvalid {
 		t.Errorf("token not marked: %+v", devs)
 	}
-	if err := db.MarkTokenInvalid(ctx, "ab", "dev-9"); !errors.Is(err, ErrNotFound) {
+	if err := db.MarkTokenInvalid(ctx, "ab", "dev-9", tok); !errors.Is(err, ErrNotFound) {
 		t.Errorf("unknown device: err = %v", err)
 	}
 	if err := db.DeleteDevice(ctx, "ab", "dev-9"); !errors.Is(err, ErrNotFound) {
@@ -877,13 +878,44 @@ func TestMarkTokenInvalid(t *testing.T) {
 	}
 	// The app registering again with its token clears the mark.
 	mustPut(t, db, sampleInstance("ab"), sampleDevice("ab"), "n2")
-	if err := db.MarkTokenInvalid(ctx, "ab", "dev-1"); err != nil {
+	if err := db.MarkTokenInvalid(ctx, "ab", "dev-1", tok); err != nil {
 		t.Fatal(err)
 	}
 	mustPut(t, db, sampleInstance("ab"), sampleDevice("ab"), "n3")
 	devs, _ = db.Devices(ctx, "ab")
 	if len(devs) != 1 || devs[0].TokenInvalid {
 		t.Error("re-registration did not clear TokenInvalid")
+	}
+}
+
+// An iPhone's two tokens die one at a time, and a token the device no longer has marks nothing.
+func TestMarkTokenInvalidOneOfTwo(t *testing.T) {
+	ctx := context.Background()
+	db, _ := openTest(t)
+	dev := sampleDevice("ab")
+	dev.AlertToken = "a1e47a1e47"
+	mustPut(t, db, sampleInstance("ab"), dev, "n1")
+	if err := db.MarkTokenInvalid(ctx, "ab", "dev-1", "a1e47a1e47"); err != nil {
+		t.Fatal(err)
+	}
+	devs, _ := db.Devices(ctx, "ab")
+	if len(devs) != 1 || devs[0].TokenInvalid || !devs[0].AlertTokenInvalid || devs[0].AlertToken != "a1e47a1e47" {
+		t.Fatalf("after the alert token died: %+v", devs)
+	}
+	if err := db.MarkTokenInvalid(ctx, "ab", "dev-1", "0bso1e7e"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("stale token: err = %v, want ErrNotFound", err)
+	}
+	if err := db.MarkTokenInvalid(ctx, "ab", "dev-1", ""); !errors.Is(err, ErrInvalid) {
+		t.Errorf("empty token: err = %v, want ErrInvalid", err)
+	}
+	if devs, _ := db.Devices(ctx, "ab"); devs[0].TokenInvalid {
+		t.Errorf("the VoIP token died with the alert token: %+v", devs)
+	}
+	if err := db.MarkTokenInvalid(ctx, "ab", "dev-1", dev.PushToken); err != nil {
+		t.Fatal(err)
+	}
+	if devs, _ := db.Devices(ctx, "ab"); !devs[0].TokenInvalid || !devs[0].AlertTokenInvalid {
+		t.Errorf("after both died: %+v", devs)
 	}
 }
 

@@ -171,6 +171,15 @@ type Field struct {
 	Value string
 }
 
+// PushProblemReporter is implemented by a Backend that counts the
+// configuration errors push services report (a token sent to the wrong
+// topic, a sandbox token sent to production, a bad provider key): /stats
+// shows them under "Push Configuration Errors".
+type PushProblemReporter interface {
+	// PushConfigErrors counts them since start: "platform reason" -> count.
+	PushConfigErrors() Counts
+}
+
 // DebugInfo is everything known about one instance, for /debug. The
 // backend chooses the sections (state, timers, last REGISTER request and
 // response, bindings, devices, calls, traffic, recent events ...).

@@ -79,6 +79,7 @@ type statsPage struct {
 	Calls    CallOutcomes
 	Reasons  []namedCount
 	Push     pushTestOutcomes
+	Problems []namedCount // push configuration errors, when the backend counts them
 	Counts   InstanceCounts
 	Traffic  traffic
 	Selector string
@@ -157,6 +158,9 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 		Selector: sel,
 		Rows:     rows,
 		Pager:    newPager("/stats", pp, counts.Count),
+	}
+	if pr, ok := s.b.(PushProblemReporter); ok {
+		p.Problems = pr.PushConfigErrors().sorted()
 	}
 	p.Probes, p.ProbesOn = s.probeRows()
 	p.setAdmin(s, admin)

@@ -79,11 +79,18 @@ type Account struct {
 
 // Device is the phone that sent the registration.
 type Device struct {
-	ID        string `json:"id"`
-	Platform  string `json:"platform"` // apns, fcm, webhook, none
+	ID       string `json:"id"`
+	Platform string `json:"platform"` // apns, fcm, webhook, none
+	// PushToken is the token calls are pushed to: on apns the PushKit (VoIP) token, valid only
+	// for topic appId+".voip"; on fcm the registration token; on webhook the receiver's address.
+	// An older app that sends one apns token sends its VoIP token here.
 	PushToken string `json:"pushToken,omitempty"`
-	AppID     string `json:"appId,omitempty"` // bundle id / APNs topic, or Android package
-	Sandbox   bool   `json:"sandbox,omitempty"`
+	// AlertToken is, on apns only, the remote-notification (alert) token, valid only for topic
+	// appId: messages, missed calls, test pushes and expiry notices go to it. Either apns token
+	// may be missing; a device without AlertToken gets no alerts, one without PushToken no calls.
+	AlertToken string `json:"alertToken,omitempty"`
+	AppID      string `json:"appId,omitempty"` // bundle id / APNs topic, or Android package
+	Sandbox    bool   `json:"sandbox,omitempty"`
 	// Secret authenticates the device when it fetches waiting messages or claims a call.
 	Secret     string `json:"secret,omitempty"`
 	AppVersion string `json:"appVersion,omitempty"`
@@ -227,8 +234,21 @@ func (d *Device) validate() error {
 	if len(d.PushToken) > MaxTokenLen {
 		return invalid("device.pushToken", "longer than %d bytes", MaxTokenLen)
 	}
+	if len(d.AlertToken) > MaxTokenLen {
+		return invalid("device.alertToken", "longer than %d bytes", MaxTokenLen)
+	}
+	if d.AlertToken != "" && d.Platform != PlatformAPNs {
+		return invalid("device.alertToken", "only for platform apns (fcm and webhook have one token)")
+	}
+	if d.AlertToken != "" && d.AlertToken == d.PushToken {
+		return invalid("device.alertToken", "is the same as pushToken: APNs gives a PushKit (VoIP) token and an alert token, and each is valid for one topic only")
+	}
 	switch d.Platform {
-	case PlatformAPNs, PlatformFCM, PlatformWebhook:
+	case PlatformAPNs:
+		if d.PushToken == "" && d.AlertToken == "" {
+			return invalid("device.pushToken", "missing for platform apns (give pushToken, the VoIP token, and/or alertToken)")
+		}
+	case PlatformFCM, PlatformWebhook:
 		if d.PushToken == "" {
 			return invalid("device.pushToken", "missing for platform %s", d.Platform)
 		}

@@ -97,6 +97,9 @@ func TestValidate(t *testing.T) {
 		{"device.platform", func(r *Registration) { r.Device.Platform = "pager" }},
 		{"device.pushToken", func(r *Registration) { r.Device.PushToken = "" }},
 		{"device.appId", func(r *Registration) { r.Device.AppID = "" }},
+		{"device.alertToken", func(r *Registration) { r.Device.AlertToken = r.Device.PushToken }},
+		{"device.alertToken", func(r *Registration) { r.Device.AlertToken = strings.Repeat("a", MaxTokenLen+1) }},
+		{"device.alertToken", func(r *Registration) { r.Device.Platform, r.Device.AlertToken = "fcm", "abcd" }},
 		{"account.user", func(r *Registration) { r.Account.User = "" }},
 		{"account.user", func(r *Registration) { r.Account.User = "a@b" }},
 		{"account.domain", func(r *Registration) { r.Account.Domain = "" }},
@@ -114,6 +117,17 @@ func TestValidate(t *testing.T) {
 		var ve *ValidationError
 		if !errors.As(err, &ve) || ve.Field != tc.field {
 			t.Errorf("%s: got %v", tc.field, err)
+		}
+	}
+	// An iPhone may send either of its two tokens, or both.
+	for _, mut := range []func(d *Device){
+		func(d *Device) { d.AlertToken = "fedcba9876543210" },
+		func(d *Device) { d.PushToken, d.AlertToken = "", "fedcba9876543210" },
+	} {
+		r := sample()
+		mut(&r.Device)
+		if err := r.Validate(); err != nil {
+			t.Errorf("apns device %+v: %v", r.Device, err)
 		}
 	}
 	// Foreground needs no account.

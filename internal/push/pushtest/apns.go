@@ -34,7 +34,7 @@ type APNs struct {
 	// KeyID and TeamID are the expected JWT "kid" and "iss".
 	KeyID, TeamID string
 	// Topic is the app's bundle id: the fake accepts the topics Topic
-	// (alert pushes) and Topic+".voip" (VoIP pushes).
+	// (alert and background pushes) and Topic+".voip" (VoIP pushes).
 	Topic string
 
 	srv    *httptest.Server
@@ -45,6 +45,54 @@ type APNs struct {
 	jwtMu   sync.Mutex
 	lastJWT string
 	lastIat time.Time
+
+	bindMu sync.Mutex
+	bound  map[string]binding
+}
+
+// binding is what APNs knows of a token: the topic it was issued for.
+type binding struct {
+	voip bool
+}
+
+// BindVoIPToken makes tok a PushKit (VoIP) token: APNs accepts it only on
+// topic Topic+".voip" with push type voip, and answers 400
+// DeviceTokenNotForTopic on the bundle topic.
+func (s *APNs) BindVoIPToken(tok string) { s.bind(tok, binding{voip: true}) }
+
+// BindAlertToken makes tok a remote-notification token: APNs accepts it
+// only on topic Topic (push types alert and background), and answers 400
+// DeviceTokenNotForTopic on the .voip topic.
+func (s *APNs) BindAlertToken(tok string) { s.bind(tok, binding{}) }
+
+func (s *APNs) bind(tok string, b binding) {
+	s.bindMu.Lock()
+	defer s.bindMu.Unlock()
+	if s.bound == nil {
+		s.bound = map[string]binding{}
+	}
+	s.bound[tok] = b
+}
+
+// checkBinding enforces that a token is valid for one topic only, as on the
+// real service. A token the test did not bind is bound by its first push
+// that passes every other check, so that no token ever serves both topics.
+func (s *APNs) checkBinding(tok, topic string) (int, string) {
+	voip := strings.HasSuffix(topic, ".voip")
+	s.bindMu.Lock()
+	defer s.bindMu.Unlock()
+	if s.bound == nil {
+		s.bound = map[string]binding{}
+	}
+	b, ok := s.bound[tok]
+	if !ok {
+		s.bound[tok] = binding{voip: voip}
+		return 0, ""
+	}
+	if b.voip != voip {
+		return http.StatusBadRequest, "DeviceTokenNotForTopic"
+	}
+	return 0, ""
 }
 
 // APNsPush is one request the fake received, with its answer.
@@ -222,6 +270,9 @@ func (s *APNs) check(r *http.Request, p *APNsPush) (int, string, string) {
 	}
 	if _, ok := p.Payload["aps"].(map[string]any); !ok && h.Get("apns-push-type") == "alert" {
 		return http.StatusBadRequest, "BadPayload", ""
+	}
+	if st, reason := s.checkBinding(tok, topic); st != 0 {
+		return st, reason, ""
 	}
 	return 0, "", ""
 }

@@ -241,10 +241,13 @@ func fcmErrorBody(status int, code, desc, field string) map[string]any {
 	if desc == "" {
 		desc = http.StatusText(status)
 	}
-	details := []any{map[string]any{
-		"@type":     "type.googleapis.com/google.firebase.fcm.v1.FcmError",
-		"errorCode": code,
-	}}
+	details := []any{}
+	if code != "" {
+		details = append(details, map[string]any{
+			"@type":     "type.googleapis.com/google.firebase.fcm.v1.FcmError",
+			"errorCode": code,
+		})
+	}
 	if field != "" {
 		details = append(details, map[string]any{
 			"@type":           "type.googleapis.com/google.rpc.BadRequest",
@@ -272,7 +275,10 @@ func (s *FCM) checkSend(r *http.Request, m *FCMMessage) (int, string, string, st
 	exp, known := s.issued[bearer]
 	s.mu.Unlock()
 	if !ok || !known || !s.clock.get().Before(exp) {
-		return http.StatusUnauthorized, "THIRD_PARTY_AUTH_ERROR", "Request had invalid authentication credentials.", ""
+		// Google's own authentication failure: no FCM error code (FCM's
+		// THIRD_PARTY_AUTH_ERROR is about the APNs credentials in the Firebase
+		// project, not about the caller's access token).
+		return http.StatusUnauthorized, "", "Request had invalid authentication credentials.", ""
 	}
 	if sub[1] != s.ProjectID {
 		return http.StatusForbidden, "SENDER_ID_MISMATCH", "Permission denied on project " + sub[1], ""
