@@ -412,20 +412,10 @@ func keepAlive(s *config.Settings) time.Duration {
 	return s.Instance.KeepAlivePeriod
 }
 
-// warnUnused says which settings are given but not acted on yet, so an operator is not misled.
+// warnUnused logs, once each, the settings that are accepted but have no effect (config's
+// Settings.Warnings), so an operator is not misled.
 func (a *App) warnUnused() {
-	s := a.settings
-	for _, u := range []struct {
-		set  bool
-		name string
-	}{
-		{s.Server.PrivateAddress != "", "<Server PrivateAddress>"},
-		{len(s.TLSClientCertificates) > 0, "<TlsClientCertificates>"},
-		{s.Log.Email.To != "", "<Log><Email>"},
-		{s.NotificationServers.Apns.Topic != "", "<Apns Topic> (each device's appId is its topic)"},
-	} {
-		if u.set {
-			a.log.WithField("setting", u.name).Warn("this setting is not used yet")
-		}
+	for _, w := range a.settings.Warnings() {
+		a.log.WithField("setting", w.Setting).Warn(w.Why)
 	}
 }
