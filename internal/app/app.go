@@ -137,12 +137,18 @@ func (a *App) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("open database %s: %w", s.Database.OpenString, err)
 	}
 
+	clientTLS, clientCerts, err := a.clientTLS()
+	if err != nil {
+		return err
+	}
 	var listeners []sipua.Listener
 	for _, l := range s.Sip.Listeners {
 		listeners = append(listeners, sipua.Listener{Transport: string(l.Transport), Address: joinHostPort(l.Address, l.Port)})
 	}
 	if a.ua, err = sipua.New(sipua.Config{
 		Listeners:          listeners,
+		ClientTLS:          clientTLS,
+		ClientCertificates: clientCerts,
 		PublicHost:         s.Server.PublicAddress,
 		UserAgent:          userAgent(s),
 		TransactionTimeout: s.Sip.Register.TransactionTimeout,
@@ -328,14 +334,7 @@ func (a *App) loadKeys() error {
 		a.log.WithFields(logrus.Fields{"private": k.PrivateKeyFile, "public": k.PublicKeyFile,
 			"publicKey": base64.StdEncoding.EncodeToString(pub[:])}).Warn("created a new server key pair; apps must seal registrations to this public key")
 	}
-	var err error
-	if a.private, err = registration.ReadKeyFile(k.PrivateKeyFile); err != nil {
-		return fmt.Errorf("keys: %w", err)
-	}
-	if a.public, err = registration.ReadKeyFile(k.PublicKeyFile); err != nil {
-		return fmt.Errorf("keys: %w", err)
-	}
-	return nil
+	return a.readKeys()
 }
 
 // dataKey returns the 32-byte key that encrypts SIP passwords in the database: inline in the

@@ -57,11 +57,10 @@ func (a *App) startCalls() error {
 	lns := []sipua.Listener{{Transport: "tcp", Address: listenAddr}}
 	var tlsConf *tls.Config
 	if o := s.TLSServerOptions; o.CertificateFile != "" {
-		cert, err := tls.LoadX509KeyPair(o.CertificateFile, o.KeyFile)
-		if err != nil {
-			return fmt.Errorf("calls: TLS server certificate: %w", err)
+		var err error
+		if tlsConf, err = serverTLS(o); err != nil {
+			return fmt.Errorf("calls: %w", err)
 		}
-		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: o.MinVersion}
 		host, _, _ := net.SplitHostPort(listenAddr)
 		port := 0
 		if s.Server.Port != 0 {

@@ -242,7 +242,7 @@ func TestGood(t *testing.T) {
 		TLSClientCertificates: []ClientCertificate{{File: p("tls/client.pem"), KeyFile: p("tls/client.key")},
 			{Host: "*.example.org", File: p("tls/org.pem"), KeyFile: p("tls/org.key")}},
 		TrustedCertificates: []Certificate{{File: p("tls/ca0.pem")}, {File: p("tls/ca1.pem")}, {File: "/etc/ssl/ca2.pem"}},
-		TLSServerOptions:      TLSServerOptions{CertificateFile: p("tls/server.pem"), KeyFile: p("tls/server.key"), MinVersion: tls.VersionTLS13},
+		TLSServerOptions:    TLSServerOptions{CertificateFile: p("tls/server.pem"), KeyFile: p("tls/server.key"), MinVersion: tls.VersionTLS13},
 		Instance: Instance{
 			UserAgent: "Phone/2.0", MaxAge: 30*24*time.Hour + time.Hour, NotRegisteredMaxAge: time.Hour,
 			KeepAlive: false, KeepAlivePeriod: 15 * time.Second, MaxCalls: 2,
