@@ -36,17 +36,7 @@ func (a *App) startCalls() error {
 	for _, p := range s.IncomingCall.AllowedSources {
 		allowed = append(allowed, p.String())
 	}
-	var filters []call.Filter
-	for _, f := range s.IncomingTextMessage.Filters {
-		act := call.Accept
-		switch f.Action {
-		case config.FilterDrop:
-			act = call.Drop
-		case config.FilterReject:
-			act = call.Reject
-		}
-		filters = append(filters, call.Filter{ContentType: f.ContentType, Action: act})
-	}
+	filters := messageFilters(s.IncomingTextMessage.Filters)
 	relay := s.Server.PublicAddress
 	if relay == "" {
 		relay = s.Server.Address
