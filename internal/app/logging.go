@@ -2,6 +2,7 @@ package app
 
 import (
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -53,6 +54,24 @@ func newLogger(c config.Log) (*logrus.Logger, *os.File, error) {
 	return l, f, nil
 }
 
+// errNoInstanceLog answers /log when <Log InstanceFileName="/dev/null"> turned instance logs off.
+var errNoInstanceLog = statusError{code: http.StatusConflict,
+	msg: `instance logs are off on this server (<Log InstanceFileName="/dev/null">)`}
+
+// statusError is an error the web server shows with its status code.
+type statusError struct {
+	code int
+	msg  string
+}
+
+func (e statusError) Error() string   { return e.msg }
+func (e statusError) StatusCode() int { return e.code }
+
+// instanceLogsOff reports whether <Log InstanceFileName="/dev/null"> turned instance logs off.
+func (a *App) instanceLogsOff() bool {
+	return a.settings.Log.InstanceFileName == config.NoInstanceLog
+}
+
 // instanceLogPath is the file of one selector's detailed log.
 func (a *App) instanceLogPath(selector string) string {
 	return strings.ReplaceAll(a.settings.Log.InstanceFileName, "{selector}", selector)
@@ -61,6 +80,9 @@ func (a *App) instanceLogPath(selector string) string {
 // instanceLogger returns the logger that writes one selector's detailed log file, opening the
 // file on first use. Selectors are validated hex, so they are safe in a file name.
 func (a *App) instanceLogger(selector string) logrus.FieldLogger {
+	if a.instanceLogsOff() {
+		return nil
+	}
 	a.instLogsMu.Lock()
 	defer a.instLogsMu.Unlock()
 	if l := a.instLogs[selector]; l != nil {
