@@ -206,6 +206,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 		Logger:          a.log.WithField("part", "web"),
 		Changelog:       changelog,
 		MaxRegisterBody: int64(s.HTTPServer.MaxRegistrationBytes),
+		Middleware:      newAccessLog(s.Log.HTTP, a.log),
 	})
 	if err := a.web.Open(); err != nil {
 		return fmt.Errorf("http server: %w", err)
