@@ -121,6 +121,9 @@ func (a *App) Start(ctx context.Context) (err error) {
 	a.started = time.Now()
 	a.bgCtx, a.bgCancel = context.WithCancel(context.WithoutCancel(ctx))
 	sipua.SetLibraryLogger(a.log.WithField("part", "sipgo"))
+	if err := a.startLogMail(a.bgCtx); err != nil {
+		return err
+	}
 	if err := a.takeLock(s.Lock.FileName); err != nil {
 		return err
 	}
