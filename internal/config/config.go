@@ -328,7 +328,10 @@ type Apns struct {
 	Key    Secret
 	KeyID  string // KeyId
 	TeamID string // TeamId
-	Topic  string // the app's bundle id (".voip" is added for calls)
+	// Topic is accepted and has no effect (Settings.Warnings says so): each
+	// device's appId from its registration is its APNs topic, with ".voip"
+	// added for calls. Not required.
+	Topic string
 }
 
 // Fcm is <NotificationServers><Fcm>: Firebase Cloud Messaging HTTP v1.
