@@ -558,6 +558,8 @@ func bindSip(c *elem, sp *Sip) {
 func bindLog(c *elem, l *Log) {
 	c.file("FileName", &l.FileName)
 	c.file("InstanceFileName", &l.InstanceFileName)
+	// The original product writes the selector placeholder $SELECTOR$.
+	l.InstanceFileName = strings.ReplaceAll(l.InstanceFileName, "$SELECTOR$", "{selector}")
 	c.level("Level", &l.Level)
 	enum(c, "Stdio", &l.Stdio, StdioStdout, StdioStderr, StdioNone)
 	enum(c, "Format", &l.Format, FormatText, FormatJSON)

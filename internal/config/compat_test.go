@@ -155,3 +155,14 @@ func TestLogEmailFromSmtp(t *testing.T) {
 		t.Fatalf("no From at all: %v", err)
 	}
 }
+
+// TestSelectorPlaceholder: the original product's $SELECTOR$ works as {selector}.
+func TestSelectorPlaceholder(t *testing.T) {
+	s, err := Parse([]byte(`<Sipis><Log InstanceFileName="/var/log/sipis/$SELECTOR$.log"/></Sipis>`), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "/var/log/sipis/{selector}.log"; s.Log.InstanceFileName != want {
+		t.Errorf("InstanceFileName = %q, want %q", s.Log.InstanceFileName, want)
+	}
+}
