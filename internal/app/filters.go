@@ -11,7 +11,7 @@ import (
 func messageFilters(in []config.Filter) []call.Filter {
 	out := []call.Filter{}
 	for _, f := range in {
-		if !f.Enabled {
+		if f.Disabled {
 			continue
 		}
 		act := call.Accept

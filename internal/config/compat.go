@@ -138,7 +138,7 @@ func bindFilters(c *elem, dst *[]Filter) {
 			short = true
 		}
 		if short || len(k.kids) == 0 {
-			f := Filter{Action: FilterDrop, Enabled: true, elem: i}
+			f := Filter{Action: FilterDrop, elem: i}
 			if v, ok := fe.attr("ContentType"); ok {
 				f.ContentType = strings.ToLower(strings.TrimSpace(v))
 			}
@@ -148,7 +148,7 @@ func bindFilters(c *elem, dst *[]Filter) {
 			continue
 		}
 		var entries []Filter
-		list(fe, "Entry", &entries, func() Filter { return Filter{Enabled: true, elem: -1} }, bindEntry)
+		list(fe, "Entry", &entries, func() Filter { return Filter{elem: -1} }, bindEntry)
 		fe.done()
 		out = append(out, entries...)
 	}
@@ -171,7 +171,9 @@ func bindEntry(c *elem, f *Filter) {
 			c.fail("Action", "must be one of Accept, AcceptAndDrop, Reject")
 		}
 	}
-	c.boolean("Enabled", &f.Enabled)
+	enabled := true
+	c.boolean("Enabled", &enabled)
+	f.Disabled = !enabled
 	list(c, "Header", &f.Headers, func() HeaderMatch { return HeaderMatch{} }, func(c *elem, h *HeaderMatch) {
 		c.str("Name", &h.Name)
 		h.Name = strings.TrimSpace(h.Name)

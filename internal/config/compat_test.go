@@ -52,10 +52,10 @@ func TestOriginalFile(t *testing.T) {
 		t.Errorf("TrustedCertificates = %+v, want %+v", s.TrustedCertificates, want)
 	}
 	wantFilters := []Filter{
-		{Action: FilterDrop, Enabled: true, elem: -1, Headers: []HeaderMatch{{"Content-Type", HeaderEqual, "application/im-iscomposing+xml"}}},
-		{Action: FilterReject, Enabled: true, elem: -1, RejectCode: 413, RejectPhrase: "Request Entity Too Large",
+		{Action: FilterDrop, elem: -1, Headers: []HeaderMatch{{"Content-Type", HeaderEqual, "application/im-iscomposing+xml"}}},
+		{Action: FilterReject, elem: -1, RejectCode: 413, RejectPhrase: "Request Entity Too Large",
 			Headers: []HeaderMatch{{"Content-Length", HeaderUintGt, "4194304"}}},
-		{Action: FilterAccept, Enabled: false, elem: -1, Headers: []HeaderMatch{{"From", HeaderContains, "example.org"}}},
+		{Action: FilterAccept, Disabled: true, elem: -1, Headers: []HeaderMatch{{"From", HeaderContains, "example.org"}}},
 	}
 	if !reflect.DeepEqual(s.IncomingTextMessage.Filters, wantFilters) {
 		t.Errorf("Filters = %+v\nwant %+v", s.IncomingTextMessage.Filters, wantFilters)

@@ -461,8 +461,8 @@ type IncomingTextMessage struct {
 type Filter struct {
 	ContentType string
 	Action      FilterAction
-	// Enabled is false for an Entry with Enabled="No"; it is then ignored.
-	Enabled bool
+	// Disabled is set by an Entry with Enabled="No"; the filter is then ignored.
+	Disabled bool
 	// Headers are the conditions of an Entry.
 	Headers []HeaderMatch
 	// RejectCode and RejectPhrase are <RejectWith Code Phrase/>: the answer
@@ -621,7 +621,7 @@ func Default() *Settings {
 		},
 		IncomingTextMessage: IncomingTextMessage{
 			MaxBytes: 4 << 20,
-			Filters:  []Filter{{ContentType: "application/im-iscomposing+xml", Action: FilterDrop, Enabled: true}},
+			Filters:  []Filter{{ContentType: "application/im-iscomposing+xml", Action: FilterDrop}},
 		},
 		PushTest: PushTest{MinAge: 10 * time.Second},
 		Probe: Probe{

@@ -261,13 +261,13 @@ func TestGood(t *testing.T) {
 		IncomingTextMessage: IncomingTextMessage{
 			MaxBytes: 1024,
 			Filters: []Filter{
-				{ContentType: "application/im-iscomposing+xml", Action: FilterDrop, Enabled: true, elem: 0},
-				{ContentType: "text/*", Action: FilterAccept, Enabled: true, elem: 1},
-				{ContentType: "application/octet-stream", Action: FilterReject, Enabled: true, elem: 2},
-				{Action: FilterDrop, Enabled: false, elem: -1, Headers: []HeaderMatch{{"Content-Type", HeaderEqual, "application/imdn+xml"}}},
-				{Action: FilterReject, Enabled: true, elem: -1, RejectCode: 413, RejectPhrase: "Too Big", Headers: []HeaderMatch{
+				{ContentType: "application/im-iscomposing+xml", Action: FilterDrop, elem: 0},
+				{ContentType: "text/*", Action: FilterAccept, elem: 1},
+				{ContentType: "application/octet-stream", Action: FilterReject, elem: 2},
+				{Action: FilterDrop, Disabled: true, elem: -1, Headers: []HeaderMatch{{"Content-Type", HeaderEqual, "application/imdn+xml"}}},
+				{Action: FilterReject, elem: -1, RejectCode: 413, RejectPhrase: "Too Big", Headers: []HeaderMatch{
 					{"Content-Length", HeaderUintGt, "1000"}, {"From", HeaderContains, "spam.example"}}},
-				{Action: FilterAccept, Enabled: true, elem: -1, Headers: []HeaderMatch{{"X-Size", HeaderUintLt, "10"}}},
+				{Action: FilterAccept, elem: -1, Headers: []HeaderMatch{{"X-Size", HeaderUintLt, "10"}}},
 			},
 		},
 		PushTest: PushTest{MinAge: 0},
