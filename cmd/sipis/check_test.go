@@ -84,6 +84,8 @@ func TestCheckOpensFiles(t *testing.T) {
 		want  string // "" means check passes
 	}{
 		{"fresh start", ``, nil, ""},
+		{"log file that is a folder", `<Log FileName="."/>`, nil, "is a folder"},
+		{"log file on /dev/stdout", `<Log FileName="/dev/stdout"/>`, nil, ""},
 		{"16-byte data key file", ``, map[string]string{"d.key": key16}, "32 bytes"},
 		{"32-byte data key file", ``, map[string]string{"d.key": key32}, ""},
 		{"16-byte inline data key", `<Keys PrivateKeyFile="s.key" PublicKeyFile="s.pub" DataKey="` + key16 + `"/>`, nil, "32 bytes"},

@@ -47,6 +47,18 @@ func Check(s *config.Settings) (notes []string, err error) {
 	} else if _, err := a.dataKey(); err != nil {
 		errs = append(errs, err)
 	}
+	if f := s.Log.FileName; f != "" {
+		// serve appends to it (creating it when missing): an existing one must take appends.
+		if fi, err := os.Stat(f); err == nil {
+			if fi.IsDir() {
+				errs = append(errs, fmt.Errorf("log file %s is a folder", f))
+			} else if w, err := os.OpenFile(f, os.O_WRONLY|os.O_APPEND, 0); err != nil {
+				errs = append(errs, fmt.Errorf("log file: %w", err))
+			} else {
+				w.Close()
+			}
+		}
+	}
 	if _, err := serverTLS(s.TLSServerOptions); err != nil {
 		errs = append(errs, err)
 	}
