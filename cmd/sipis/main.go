@@ -126,10 +126,30 @@ func check(args []string, stdout, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if _, err := config.Load(*path); err != nil {
+	s, err := config.Load(*path)
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s: OK\n", *path)
+	// The files the settings name are read as serve would read them.
+	notes, err := app.Check(s)
+	if err != nil {
+		return err
+	}
+	for _, n := range notes {
+		fmt.Fprintf(stderr, "%s: note: %s\n", *path, n)
+	}
+	warnings := s.Warnings()
+	for _, w := range warnings {
+		fmt.Fprintf(stderr, "%s: warning: %s\n", *path, w)
+	}
+	switch len(warnings) {
+	case 0:
+		fmt.Fprintf(stdout, "%s: OK\n", *path)
+	case 1:
+		fmt.Fprintf(stdout, "%s: OK, with 1 warning\n", *path)
+	default:
+		fmt.Fprintf(stdout, "%s: OK, with %d warnings\n", *path, len(warnings))
+	}
 	return nil
 }
 

@@ -121,6 +121,9 @@ func (a *App) Start(ctx context.Context) (err error) {
 	a.started = time.Now()
 	a.bgCtx, a.bgCancel = context.WithCancel(context.WithoutCancel(ctx))
 	sipua.SetLibraryLogger(a.log.WithField("part", "sipgo"))
+	if err := a.startLogMail(a.bgCtx); err != nil {
+		return err
+	}
 	if err := a.takeLock(s.Lock.FileName); err != nil {
 		return err
 	}
@@ -137,12 +140,18 @@ func (a *App) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("open database %s: %w", s.Database.OpenString, err)
 	}
 
+	clientTLS, clientCerts, err := a.clientTLS()
+	if err != nil {
+		return err
+	}
 	var listeners []sipua.Listener
 	for _, l := range s.Sip.Listeners {
 		listeners = append(listeners, sipua.Listener{Transport: string(l.Transport), Address: joinHostPort(l.Address, l.Port)})
 	}
 	if a.ua, err = sipua.New(sipua.Config{
 		Listeners:          listeners,
+		ClientTLS:          clientTLS,
+		ClientCertificates: clientCerts,
 		PublicHost:         s.Server.PublicAddress,
 		UserAgent:          userAgent(s),
 		TransactionTimeout: s.Sip.Register.TransactionTimeout,
@@ -203,6 +212,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 		Changelog:       changelog,
 		MaxRegisterBody: int64(s.HTTPServer.MaxRegistrationBytes),
 		TrustedProxies:  s.HTTPServer.TrustedProxies,
+		Middleware:      newAccessLog(s.Log.HTTP, a.log),
 	})
 	if err := a.web.Open(); err != nil {
 		return fmt.Errorf("http server: %w", err)
@@ -331,14 +341,7 @@ func (a *App) loadKeys() error {
 		a.log.WithFields(logrus.Fields{"private": k.PrivateKeyFile, "public": k.PublicKeyFile,
 			"publicKey": base64.StdEncoding.EncodeToString(pub[:])}).Warn("created a new server key pair; apps must seal registrations to this public key")
 	}
-	var err error
-	if a.private, err = registration.ReadKeyFile(k.PrivateKeyFile); err != nil {
-		return fmt.Errorf("keys: %w", err)
-	}
-	if a.public, err = registration.ReadKeyFile(k.PublicKeyFile); err != nil {
-		return fmt.Errorf("keys: %w", err)
-	}
-	return nil
+	return a.readKeys()
 }
 
 // dataKey returns the 32-byte key that encrypts SIP passwords in the database: inline in the
@@ -415,20 +418,10 @@ func keepAlive(s *config.Settings) time.Duration {
 	return s.Instance.KeepAlivePeriod
 }
 
-// warnUnused says which settings are given but not acted on yet, so an operator is not misled.
+// warnUnused logs, once each, the settings that are accepted but have no effect (config's
+// Settings.Warnings), so an operator is not misled.
 func (a *App) warnUnused() {
-	s := a.settings
-	for _, u := range []struct {
-		set  bool
-		name string
-	}{
-		{s.Server.PrivateAddress != "", "<Server PrivateAddress>"},
-		{len(s.TLSClientCertificates) > 0, "<TlsClientCertificates>"},
-		{s.Log.Email.To != "", "<Log><Email>"},
-		{s.NotificationServers.Apns.Topic != "", "<Apns Topic> (each device's appId is its topic)"},
-	} {
-		if u.set {
-			a.log.WithField("setting", u.name).Warn("this setting is not used yet")
-		}
+	for _, w := range a.settings.Warnings() {
+		a.log.WithField("setting", w.Setting).Warn(w.Why)
 	}
 }

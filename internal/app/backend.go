@@ -266,6 +266,9 @@ func (b *backend) TurnOff(ctx context.Context, sel string) error {
 func (b *backend) TurnOffAll(ctx context.Context) (int, error) { return b.app.mgr.TurnOffAll(ctx) }
 
 func (b *backend) EnableInstanceLog(ctx context.Context, sel string) (string, error) {
+	if b.app.instanceLogsOff() {
+		return "", errNoInstanceLog
+	}
 	if !b.app.mgr.SetLogging(sel, true) {
 		return "", notFound(sel)
 	}

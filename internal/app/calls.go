@@ -36,17 +36,7 @@ func (a *App) startCalls() error {
 	for _, p := range s.IncomingCall.AllowedSources {
 		allowed = append(allowed, p.String())
 	}
-	var filters []call.Filter
-	for _, f := range s.IncomingTextMessage.Filters {
-		act := call.Accept
-		switch f.Action {
-		case config.FilterDrop:
-			act = call.Drop
-		case config.FilterReject:
-			act = call.Reject
-		}
-		filters = append(filters, call.Filter{ContentType: f.ContentType, Action: act})
-	}
+	filters := messageFilters(s.IncomingTextMessage.Filters)
 	// Where woken devices connect: never an unspecified address (issue: 0.0.0.0 was pushed).
 	relay, err := s.Server.RelayHost(nil)
 	if err != nil {
@@ -58,11 +48,10 @@ func (a *App) startCalls() error {
 	lns := []sipua.Listener{{Transport: "tcp", Address: listenAddr}}
 	var tlsConf *tls.Config
 	if o := s.TLSServerOptions; o.CertificateFile != "" {
-		cert, err := tls.LoadX509KeyPair(o.CertificateFile, o.KeyFile)
-		if err != nil {
-			return fmt.Errorf("calls: TLS server certificate: %w", err)
+		var err error
+		if tlsConf, err = serverTLS(o); err != nil {
+			return fmt.Errorf("calls: %w", err)
 		}
-		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: o.MinVersion}
 		host, _, _ := net.SplitHostPort(listenAddr)
 		port := 0
 		if s.Server.Port != 0 {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sipis/sipis/internal/config"
 	"github.com/sipis/sipis/internal/instance"
 	"github.com/sipis/sipis/internal/siptest"
 	"github.com/sipis/sipis/pkg/registration"
@@ -63,5 +64,37 @@ func TestInstanceLogThroughWeb(t *testing.T) {
 	}
 	if _, body := get("admin", "secret-admin"); !strings.Contains(body, "REGISTER sip:") {
 		t.Error("/log does not show the file's content")
+	}
+}
+
+// TestNoInstanceLog: <Log InstanceFileName="/dev/null"> means no instance log: /log says so
+// with 409, turns nothing on and writes no file.
+func TestNoInstanceLog(t *testing.T) {
+	reg := siptest.NewRegistrar(t)
+	s := testSettings(t, t.TempDir(), "")
+	s.Log.InstanceFileName = config.NoInstanceLog
+	a := startApp(t, s)
+	defer a.Stop()
+	r := newReg("20ab20ab20ab20ab", "nolog", reg, registration.ModeBackground)
+	sealed, _ := registration.Seal(r, a.PublicKey())
+	if code, body := post(t, a.HTTPURL(), sealed); code != 200 {
+		t.Fatalf("register: %d %s", code, body)
+	}
+	req, _ := http.NewRequest(http.MethodGet, a.HTTPURL()+"/log?s="+r.Selector, nil)
+	req.SetBasicAuth("admin", "secret-admin")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusConflict || !strings.Contains(string(body), "instance logs are off") {
+		t.Errorf("/log = %d %s, want 409 saying instance logs are off", resp.StatusCode, body)
+	}
+	if snap, _ := a.Manager().Snapshot(r.Selector); snap.Logging {
+		t.Error("/log turned logging on")
+	}
+	if l := a.instanceLogger(r.Selector); l != nil {
+		t.Error("an instance logger exists with instance logs off")
 	}
 }

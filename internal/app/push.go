@@ -77,6 +77,9 @@ func (a *App) startPush() error {
 		p.closers = append(p.closers, n)
 	}
 	if ns.Fcm.Enabled {
+		if err := checkServiceAccount([]byte(ns.Fcm.ServiceAccount.Value())); err != nil {
+			return fmt.Errorf("fcm: %w", err)
+		}
 		n, err := push.NewFCM(push.FCMOptions{
 			Endpoint: ns.Fcm.Endpoint, ServiceAccountJSON: []byte(ns.Fcm.ServiceAccount.Value()),
 			ProjectID: ns.Fcm.ProjectID, TokenURL: ns.Fcm.TokenEndpoint, HTTPClient: client,

@@ -164,12 +164,17 @@ func (a Action) String() string {
 	return fmt.Sprintf("Action(%d)", int(a))
 }
 
-// Filter applies Action to MESSAGEs whose content type matches ContentType: "type/subtype",
-// "type/*" or "*/*", without parameters, compared case-insensitively. The first matching filter
-// wins; a MESSAGE no filter matches is accepted.
+// Filter applies Action to the MESSAGEs it matches; the first matching filter wins and a
+// MESSAGE no filter matches is accepted. A filter matches on ContentType ("type/subtype",
+// "type/*" or "*/*", without parameters, compared case-insensitively) when it is set, and on
+// every one of Headers (see HeaderMatch, filter.go). Reject answers Code and Phrase (default
+// 415 Unsupported Media Type).
 type Filter struct {
 	ContentType string
 	Action      Action
+	Headers     []HeaderMatch
+	Code        int
+	Phrase      string
 }
 
 // DefaultFilters drops typing indications (application/im-iscomposing+xml, RFC 3994).
@@ -336,15 +341,8 @@ func New(opts Options) (*Manager, error) {
 	if opts.Filters == nil {
 		opts.Filters = DefaultFilters
 	}
-	for i, f := range opts.Filters {
-		ct := strings.ToLower(strings.TrimSpace(f.ContentType))
-		typ, sub, ok := strings.Cut(ct, "/")
-		if !ok || typ == "" || sub == "" || strings.ContainsAny(ct, "; \t") || (typ == "*" && sub != "*") {
-			return nil, fmt.Errorf("call: filter %d: content type %q is not type/subtype, type/* or */*", i, f.ContentType)
-		}
-		if f.Action < Accept || f.Action > Reject {
-			return nil, fmt.Errorf("call: filter %d (%s): unknown action %d", i, f.ContentType, f.Action)
-		}
+	if err := checkFilters(opts.Filters); err != nil {
+		return nil, err
 	}
 	switch opts.NoResponseAnswer {
 	case 0:

@@ -48,15 +48,26 @@ func (m *Manager) handleMessage(user string, req *inbound, log logrus.FieldLogge
 		return
 	}
 	ct := strings.TrimSpace(req.header("Content-Type"))
-	switch m.filter(mediaType(ct)) {
+	switch f := m.filter(req, mediaType(ct)); f.Action {
 	case Drop:
 		reply(200, "OK")
 		log.WithField("content_type", ct).Debug("call: MESSAGE dropped by filter")
 		return
 	case Reject:
-		// RFC 3261 §21.4.13: say what we take.
-		reply(415, "Unsupported Media Type", sipua.Header{Name: "Accept", Value: "text/plain"})
-		log.WithField("content_type", ct).Info("call: MESSAGE refused by filter")
+		code, phrase := f.Code, f.Phrase
+		if code == 0 {
+			code, phrase = 415, "Unsupported Media Type"
+		}
+		if phrase == "" {
+			phrase = "Rejected"
+		}
+		var hs []sipua.Header
+		if code == 415 {
+			// RFC 3261 §21.4.13: say what we take.
+			hs = append(hs, sipua.Header{Name: "Accept", Value: "text/plain"})
+		}
+		reply(code, phrase, hs...)
+		log.WithFields(logrus.Fields{"content_type": ct, "status": code}).Info("call: MESSAGE refused by filter")
 		return
 	}
 	msg := &store.Message{
@@ -108,16 +119,14 @@ func (m *Manager) handleMessage(user string, req *inbound, log logrus.FieldLogge
 	}
 }
 
-// filter returns the action of the first filter matching media type mt.
-func (m *Manager) filter(mt string) Action {
-	typ, _, _ := strings.Cut(mt, "/")
+// filter returns the first filter matching the MESSAGE (media type mt), or an Accept one.
+func (m *Manager) filter(req *inbound, mt string) Filter {
 	for _, f := range m.opts.Filters {
-		want := strings.ToLower(strings.TrimSpace(f.ContentType))
-		if want == mt || want == "*/*" || (strings.HasSuffix(want, "/*") && strings.TrimSuffix(want, "/*") == typ) {
-			return f.Action
+		if f.matches(req, mt) {
+			return f
 		}
 	}
-	return Accept
+	return Filter{Action: Accept}
 }
 
 // mediaType returns the lower-case type/subtype of a Content-Type value, without parameters.

@@ -441,14 +441,22 @@ func bindRoot(e *elem, s *Settings) {
 		s.TLSClientCertificates = nil
 		list(c, "Certificate", &s.TLSClientCertificates, func() ClientCertificate { return ClientCertificate{} },
 			func(c *elem, cc *ClientCertificate) {
-				c.file("File", &cc.File)
-				c.file("KeyFile", &cc.KeyFile)
+				c.str("Host", &cc.Host)
+				cc.Host = strings.ToLower(strings.TrimSpace(cc.Host))
+				c.fileAlias("File", "FileName", &cc.File)
+				c.fileAlias("KeyFile", "RsaPrivateKeyFileName", &cc.KeyFile)
 			})
 	})
 	e.child("TrustedCertificates", func(c *elem) {
 		s.TrustedCertificates = nil
+		// The original product names one file on the element itself.
+		var one string
+		c.file("FileName", &one)
 		list(c, "Certificate", &s.TrustedCertificates, func() Certificate { return Certificate{} },
-			func(c *elem, tc *Certificate) { c.file("File", &tc.File) })
+			func(c *elem, tc *Certificate) { c.fileAlias("File", "FileName", &tc.File) })
+		if one != "" {
+			s.TrustedCertificates = append([]Certificate{{File: one}}, s.TrustedCertificates...)
+		}
 	})
 	e.child("TlsServerOptions", func(c *elem) {
 		o := &s.TLSServerOptions
@@ -505,13 +513,7 @@ func bindRoot(e *elem, s *Settings) {
 	e.child("IncomingTextMessage", func(c *elem) {
 		tm := &s.IncomingTextMessage
 		c.integer("MaxBytes", &tm.MaxBytes)
-		list(c, "Filter", &tm.Filters, func() Filter { return Filter{Action: FilterDrop} },
-			func(c *elem, f *Filter) {
-				if v, ok := c.attr("ContentType"); ok {
-					f.ContentType = strings.ToLower(strings.TrimSpace(v))
-				}
-				enum(c, "Action", &f.Action, FilterDrop, FilterReject, FilterAccept)
-			})
+		bindFilters(c, &tm.Filters)
 	})
 	e.child("PushTest", func(c *elem) { c.duration("MinAge", &s.PushTest.MinAge) })
 	e.child("Probe", func(c *elem) { bindProbe(c, &s.Probe) })
@@ -583,13 +585,35 @@ func bindSip(c *elem, sp *Sip) {
 func bindLog(c *elem, l *Log) {
 	c.file("FileName", &l.FileName)
 	c.file("InstanceFileName", &l.InstanceFileName)
+	// The original product writes the selector placeholder $SELECTOR$.
+	l.InstanceFileName = strings.ReplaceAll(l.InstanceFileName, "$SELECTOR$", "{selector}")
 	c.level("Level", &l.Level)
 	enum(c, "Stdio", &l.Stdio, StdioStdout, StdioStderr, StdioNone)
 	enum(c, "Format", &l.Format, FormatText, FormatJSON)
-	c.child("Email", func(c *elem) {
-		c.str("To", &l.Email.To)
-		c.str("From", &l.Email.From)
-		c.level("Level", &l.Email.Level)
+	if _, ok := c.n.attrValue("ProblematicInstancesAutomatically"); ok {
+		var v bool
+		c.boolean("ProblematicInstancesAutomatically", &v)
+		l.ProblematicInstancesAutomatically = &v
+	} else {
+		c.attr("ProblematicInstancesAutomatically")
+	}
+	c.child("Email", func(c *elem) { bindLogEmail(c, &l.Email) })
+	c.child("Http", func(c *elem) {
+		h := &l.HTTP
+		h.Enabled = true
+		c.boolean("Enabled", &h.Enabled)
+		c.boolean("RequestBody", &h.RequestBody)
+		c.child("Filter", func(c *elem) {
+			h.Exclude = nil
+			list(c, "Exclude", &h.Exclude, func() HTTPLogExclude { return HTTPLogExclude{Enabled: true} },
+				func(c *elem, x *HTTPLogExclude) {
+					if _, ok := c.attr("Response"); !ok {
+						c.fail("", "needs a Response status")
+					}
+					c.integer("Response", &x.Response)
+					c.boolean("Enabled", &x.Enabled)
+				})
+		})
 	})
 }
 
@@ -619,6 +643,14 @@ func bindNotificationServers(c *elem, ns *NotificationServers) {
 		c.secret("Secret", "SecretFile", &w.Secret, &w.SecretFile)
 	})
 	c.child("IncludeMessageText", func(c *elem) { c.boolean("Enabled", &ns.IncludeMessageText) })
+	list(c, "NotificationServer", &ns.Relays, func() NotificationRelay { return NotificationRelay{} },
+		func(c *elem, r *NotificationRelay) {
+			c.str("Name", &r.Name)
+			c.str("Host", &r.Host)
+			c.integer("Port", &r.Port)
+			c.boolean("Premium", &r.Premium)
+			c.boolean("RequiresTls", &r.RequiresTLS)
+		})
 }
 
 func bindProbe(c *elem, p *Probe) {

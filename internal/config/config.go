@@ -222,13 +222,82 @@ type Log struct {
 	// Email sends log entries at or above Email.Level by e-mail (through the
 	// SMTP server of <Probe><Alerts><Smtp>) when Email.To is set.
 	Email LogEmail
+	// HTTP is <Log><Http>: the access log of the web server.
+	HTTP HTTPLog
+	// ProblematicInstancesAutomatically is the original product's switch
+	// that turned on instance logs by itself; nil when not given. sipis
+	// accepts it and warns (see Settings.Warnings): instance logs are
+	// turned on from /log?s= only.
+	ProblematicInstancesAutomatically *bool
 }
 
-// LogEmail is <Log><Email To From Level/>.
+// NoInstanceLog is the InstanceFileName that turns instance logs off, as in
+// the original product's files.
+const NoInstanceLog = "/dev/null"
+
+// LogEmail is <Log><Email To From Level>: warnings and errors of the server
+// log by e-mail, through the SMTP server of <Probe><Alerts><Smtp>.
 type LogEmail struct {
 	To    string       // recipients, comma-separated; empty means off
-	From  string       // sender address
-	Level logrus.Level // default Error
+	From  string       // sender address; empty means <Smtp From>
+	Level logrus.Level // least severe level e-mailed; default Error
+	// Summary is <Summary>: a periodic e-mail counting the warnings and
+	// errors logged since the last one.
+	Summary LogSummary
+	// Excerpt is <Excerpt>: the log entries themselves, at most one e-mail
+	// per MinPeriod.
+	Excerpt LogExcerpt
+}
+
+// LogSummary is <Log><Email><Summary Enabled><Period/><StartingAt/>.
+type LogSummary struct {
+	Enabled bool          // default No
+	Period  time.Duration // <Period Days Hours Minutes Seconds/>; default 1 day
+	// StartingAt is the time of day (local time) of the first summary, as
+	// an offset from midnight: <StartingAt Hour Minute Second/>. Default 0.
+	StartingAt time.Duration
+}
+
+// LogExcerpt is <Log><Email><Excerpt Enabled><MinPeriod/><MaxSize/><Filter>.
+type LogExcerpt struct {
+	Enabled   bool          // default Yes
+	MinPeriod time.Duration // least time between two excerpts; default 5 minutes
+	// MaxSize caps one excerpt's text: <MaxSize MegaBytes KiloBytes Bytes/>
+	// (summed). Default 256 KiB; entries beyond it are counted, not sent.
+	MaxSize int
+	// Filter is <Filter><Exclude Severity Enabled/><Include Severity Enabled/>…:
+	// each enabled rule that matches an entry (one at Severity or more
+	// severe; every entry when Severity is left out) includes or excludes it; the
+	// last match wins, and an entry no rule matches is included when it is
+	// at or above Level.
+	Filter []LogFilterRule
+}
+
+// LogFilterRule is one <Include> or <Exclude> of <Excerpt><Filter>.
+type LogFilterRule struct {
+	Include bool // <Include>; false is <Exclude>
+	// Severity is the least severe level the rule matches; left out, it is
+	// Trace, which matches every level.
+	Severity logrus.Level
+	Enabled  bool // default Yes
+}
+
+// HTTPLog is <Log><Http Enabled RequestBody><Filter><Exclude Response Enabled/>.
+// The element being there turns the access log on.
+type HTTPLog struct {
+	Enabled bool // default No; Yes when <Http> is given without Enabled
+	// RequestBody adds request bodies (form and JSON, secrets hidden; other
+	// bodies by size only) to the log lines. Default No.
+	RequestBody bool
+	// Exclude leaves out the requests answered with these statuses.
+	Exclude []HTTPLogExclude
+}
+
+// HTTPLogExclude is <Http><Filter><Exclude Response Enabled/>: requests
+// answered with status Response are not logged.
+type HTTPLogExclude struct {
+	Response int
+	Enabled  bool // default Yes
 }
 
 // NotificationServers is <NotificationServers>: the push providers.
@@ -240,6 +309,20 @@ type NotificationServers struct {
 	// default so message content does not pass through Apple or Google.
 	// <IncludeMessageText Enabled="No"/>.
 	IncludeMessageText bool
+	// Relays are the original product's <NotificationServer> elements: its
+	// vendor's proprietary push relay, which sipis does not speak. They are
+	// accepted with a warning (see Settings.Warnings).
+	Relays []NotificationRelay
+}
+
+// NotificationRelay is <NotificationServers><NotificationServer Name Host
+// Port Premium RequiresTls/>, kept only to name it in the warning.
+type NotificationRelay struct {
+	Name        string
+	Host        string
+	Port        int
+	Premium     bool
+	RequiresTLS bool
 }
 
 // Apns is <NotificationServers><Apns>: Apple push with token (JWT) auth.
@@ -253,7 +336,10 @@ type Apns struct {
 	Key    Secret
 	KeyID  string // KeyId
 	TeamID string // TeamId
-	Topic  string // the app's bundle id (".voip" is added for calls)
+	// Topic is accepted and has no effect (Settings.Warnings says so): each
+	// device's appId from its registration is its APNs topic, with ".voip"
+	// added for calls. Not required.
+	Topic string
 }
 
 // Fcm is <NotificationServers><Fcm>: Firebase Cloud Messaging HTTP v1.
@@ -278,10 +364,16 @@ type Webhook struct {
 	SecretFile string
 }
 
-// ClientCertificate is <TlsClientCertificates><Certificate File KeyFile/>: a
-// certificate sipis presents when it connects over TLS.
+// ClientCertificate is <TlsClientCertificates><Certificate Host File
+// KeyFile/>: a certificate sipis presents when it connects over TLS to a
+// proxy. The original product's attribute names FileName and
+// RsaPrivateKeyFileName are accepted for File and KeyFile.
 type ClientCertificate struct {
-	File    string // PEM certificate
+	// Host is the proxy host name the certificate is for: a name,
+	// "*.example.com" for its subdomains, or "" or "*" for every host. The
+	// first matching certificate is used.
+	Host    string
+	File    string // PEM certificate (chain)
 	KeyFile string // PEM private key
 }
 
@@ -368,11 +460,51 @@ type IncomingTextMessage struct {
 	Filters []Filter
 }
 
-// Filter is <IncomingTextMessage><Filter ContentType Action/>. ContentType
-// is a media type, lower case; "text/*" matches every subtype.
+// Filter is one MESSAGE filter rule, in one of two forms:
+//   - the short form <IncomingTextMessage><Filter ContentType Action/>:
+//     ContentType is a media type, lower case; "text/*" matches every
+//     subtype;
+//   - the original product's <Filter><Entry Action Enabled><Header …/>
+//     <RejectWith Code Phrase/></Entry></Filter>: each Entry is one Filter
+//     with Headers (all must match) instead of ContentType. Its Action
+//     AcceptAndDrop is Drop.
 type Filter struct {
 	ContentType string
 	Action      FilterAction
+	// Disabled is set by an Entry with Enabled="No"; the filter is then ignored.
+	Disabled bool
+	// Headers are the conditions of an Entry.
+	Headers []HeaderMatch
+	// RejectCode and RejectPhrase are <RejectWith Code Phrase/>: the answer
+	// of Action Reject. Defaults 415 and "Unsupported Media Type".
+	RejectCode   int
+	RejectPhrase string
+
+	elem int // index of its <Filter> element (error positions); -1 for an Entry
+}
+
+// HeaderOp is how a HeaderMatch compares.
+type HeaderOp string
+
+// The accepted comparisons, named as the attributes of <Header>.
+const (
+	// HeaderEqual: the value equals, without case; for Content-Type a value
+	// without parameters is compared with the media type only.
+	HeaderEqual HeaderOp = "Equal"
+	// HeaderContains: the value contains the text, without case.
+	HeaderContains HeaderOp = "Contains"
+	// HeaderUintGt and HeaderUintLt: the value is a whole number greater
+	// (less) than the given one. Content-Length is the body's real length.
+	HeaderUintGt HeaderOp = "UintGt"
+	HeaderUintLt HeaderOp = "UintLt"
+)
+
+// HeaderMatch is <Entry><Header Name Equal|Contains|UintGt|UintLt/>. A
+// header that is absent never matches.
+type HeaderMatch struct {
+	Name  string
+	Op    HeaderOp
+	Value string
 }
 
 // PushTest is <PushTest>.
@@ -469,7 +601,9 @@ func Default() *Settings {
 			Level:            logrus.WarnLevel,
 			Stdio:            StdioStdout,
 			Format:           FormatText,
-			Email:            LogEmail{Level: logrus.ErrorLevel},
+			Email: LogEmail{Level: logrus.ErrorLevel,
+				Summary: LogSummary{Period: 24 * time.Hour},
+				Excerpt: LogExcerpt{Enabled: true, MinPeriod: 5 * time.Minute, MaxSize: 256 << 10}},
 		},
 		NotificationServers: NotificationServers{
 			Apns: Apns{

@@ -172,6 +172,7 @@ func documentedDuration(present map[string]bool, el string) bool {
 }
 
 func TestGood(t *testing.T) {
+	yes := true
 	got, err := Load("testdata/good.xml")
 	if err != nil {
 		t.Fatalf("Load: %v", err)
@@ -214,7 +215,15 @@ func TestGood(t *testing.T) {
 			Level:            logrus.DebugLevel,
 			Stdio:            StdioStderr,
 			Format:           FormatJSON,
-			Email:            LogEmail{To: "ops@example.com, dev@example.com", From: "sipis@example.com", Level: logrus.WarnLevel},
+			Email: LogEmail{To: "ops@example.com, dev@example.com", From: "sipis@example.com", Level: logrus.WarnLevel,
+				Summary: LogSummary{Enabled: true, Period: 12 * time.Hour, StartingAt: 6*time.Hour + 30*time.Minute + 15*time.Second},
+				Excerpt: LogExcerpt{Enabled: false, MinPeriod: 30 * time.Minute, MaxSize: 1<<20 + 2<<10 + 3, Filter: []LogFilterRule{
+					{Include: false, Severity: logrus.TraceLevel, Enabled: true},
+					{Include: true, Severity: logrus.ErrorLevel, Enabled: true},
+					{Include: false, Severity: logrus.FatalLevel, Enabled: false},
+				}}},
+			HTTP:                              HTTPLog{Enabled: true, RequestBody: true, Exclude: []HTTPLogExclude{{200, true}, {304, false}}},
+			ProblematicInstancesAutomatically: &yes,
 		},
 		NotificationServers: NotificationServers{
 			Apns: Apns{
@@ -229,10 +238,12 @@ func TestGood(t *testing.T) {
 			},
 			Webhook:            Webhook{Enabled: true, URL: "https://push.example.com/hook", Secret: NewSecret("push-hook-secret")},
 			IncludeMessageText: true,
+			Relays:             []NotificationRelay{{Name: "*", Host: "pnm.example.com", Port: 6552, Premium: true, RequiresTLS: true}},
 		},
-		TLSClientCertificates: []ClientCertificate{{File: p("tls/client.pem"), KeyFile: p("tls/client.key")}},
-		TrustedCertificates:   []Certificate{{File: p("tls/ca1.pem")}, {File: "/etc/ssl/ca2.pem"}},
-		TLSServerOptions:      TLSServerOptions{CertificateFile: p("tls/server.pem"), KeyFile: p("tls/server.key"), MinVersion: tls.VersionTLS13},
+		TLSClientCertificates: []ClientCertificate{{File: p("tls/client.pem"), KeyFile: p("tls/client.key")},
+			{Host: "*.example.org", File: p("tls/org.pem"), KeyFile: p("tls/org.key")}},
+		TrustedCertificates: []Certificate{{File: p("tls/ca0.pem")}, {File: p("tls/ca1.pem")}, {File: "/etc/ssl/ca2.pem"}},
+		TLSServerOptions:    TLSServerOptions{CertificateFile: p("tls/server.pem"), KeyFile: p("tls/server.key"), MinVersion: tls.VersionTLS13},
 		Instance: Instance{
 			UserAgent: "Phone/2.0", MaxAge: 30*24*time.Hour + time.Hour, NotRegisteredMaxAge: time.Hour,
 			KeepAlive: false, KeepAlivePeriod: 15 * time.Second, MaxCalls: 2,
@@ -256,9 +267,13 @@ func TestGood(t *testing.T) {
 		IncomingTextMessage: IncomingTextMessage{
 			MaxBytes: 1024,
 			Filters: []Filter{
-				{ContentType: "application/im-iscomposing+xml", Action: FilterDrop},
-				{ContentType: "text/*", Action: FilterAccept},
-				{ContentType: "application/octet-stream", Action: FilterReject},
+				{ContentType: "application/im-iscomposing+xml", Action: FilterDrop, elem: 0},
+				{ContentType: "text/*", Action: FilterAccept, elem: 1},
+				{ContentType: "application/octet-stream", Action: FilterReject, elem: 2},
+				{Action: FilterDrop, Disabled: true, elem: -1, Headers: []HeaderMatch{{"Content-Type", HeaderEqual, "application/imdn+xml"}}},
+				{Action: FilterReject, elem: -1, RejectCode: 413, RejectPhrase: "Too Big", Headers: []HeaderMatch{
+					{"Content-Length", HeaderUintGt, "1000"}, {"From", HeaderContains, "spam.example"}}},
+				{Action: FilterAccept, elem: -1, Headers: []HeaderMatch{{"X-Size", HeaderUintLt, "10"}}},
 			},
 		},
 		PushTest: PushTest{MinAge: 0},
@@ -456,6 +471,13 @@ func TestBad(t *testing.T) {
 		{"memory-database.xml", 2, []string{`<Database OpenString=":memory:">`, "in-memory"}},
 		{"missing-defaults.xml", 1, []string{`<Sipis Defaults="no-such-base.xml">`, "cannot read the file"}},
 		{"bad-filter.xml", 3, []string{`<Filter Action="Bounce">`, "Drop, Reject, Accept"}},
+		{"postgres-keyvalue.xml", 2, []string{"<Database OpenString=(hidden)>", "PostgreSQL is not supported yet"}},
+		{"bad-entry-action.xml", 4, []string{`<Entry Action="Bounce">`, "Accept, AcceptAndDrop, Reject"}},
+		{"bad-entry-uint.xml", 5, []string{`<Header UintGt="big">`, "not a whole number"}},
+		{"bad-reject-with.xml", 5, []string{`<RejectWith Code="200">`, "400 to 699"}},
+		{"both-certificate-names.xml", 3, []string{`<Certificate FileName="b.pem">`, "give File or FileName, not both"}},
+		{"bad-maxsize.xml", 4, []string{`<MaxSize Gigabytes="1">`, "unknown attribute"}},
+		{"http-exclude-no-response.xml", 3, []string{"<Exclude>", "needs a Response status"}},
 	}
 	files, err := filepath.Glob("testdata/bad/*.xml")
 	if err != nil {

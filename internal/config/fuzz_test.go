@@ -10,7 +10,7 @@ import (
 // FuzzParse feeds arbitrary documents to Parse: it must never panic, and a
 // document it accepts must validate.
 func FuzzParse(f *testing.F) {
-	for _, p := range []string{examplePath, "testdata/good.xml", "testdata/bad/bad-port.xml", "testdata/bad/malformed.xml"} {
+	for _, p := range []string{examplePath, "testdata/good.xml", originalFile, "testdata/bad/bad-port.xml", "testdata/bad/malformed.xml"} {
 		data, err := os.ReadFile(p)
 		if err != nil {
 			f.Fatal(err)

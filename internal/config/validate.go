@@ -230,6 +230,9 @@ func validate(s *Settings) []*Error {
 	a = c.at("TlsClientCertificates")
 	for i, cc := range s.TLSClientCertificates {
 		it := a.item("Certificate", i)
+		if h := strings.TrimPrefix(cc.Host, "*."); cc.Host != "" && cc.Host != "*" && !validHost(h) {
+			it.fail("Host", cc.Host, "not a host name, *.domain or *")
+		}
 		it.required("File", cc.File)
 		it.required("KeyFile", cc.KeyFile)
 	}
@@ -271,8 +274,11 @@ func validate(s *Settings) []*Error {
 
 	a = c.at("IncomingTextMessage")
 	a.intRange("MaxBytes", s.IncomingTextMessage.MaxBytes, 1, 64<<20)
-	for i, f := range s.IncomingTextMessage.Filters {
-		it := a.item("Filter", i)
+	for _, f := range s.IncomingTextMessage.Filters {
+		if f.Headers != nil || f.elem < 0 {
+			continue // an <Entry>, checked as it was read
+		}
+		it := a.item("Filter", f.elem)
 		mt, params, err := mime.ParseMediaType(f.ContentType)
 		if err != nil || len(params) > 0 || !strings.Contains(mt, "/") || mt != f.ContentType {
 			it.fail("ContentType", f.ContentType, "not a media type such as text/plain or text/* (lower case, no parameters)")
@@ -376,8 +382,11 @@ func validLevel(l logrus.Level) bool { return l >= logrus.FatalLevel && l <= log
 func validateLog(c *checker, s *Settings) {
 	a := c.at("Log")
 	l := s.Log
-	if !strings.Contains(l.InstanceFileName, "{selector}") {
-		a.fail("InstanceFileName", l.InstanceFileName, "must contain {selector}")
+	if l.InstanceFileName != NoInstanceLog && !strings.Contains(l.InstanceFileName, "{selector}") {
+		a.fail("InstanceFileName", l.InstanceFileName, "must contain {selector} (or be "+NoInstanceLog+": no instance logs)")
+	}
+	for i, x := range l.HTTP.Exclude {
+		a.el("Http").el("Filter").item("Exclude", i).intRange("Response", x.Response, 100, 599)
 	}
 	if !validLevel(l.Level) {
 		a.fail("Level", l.Level.String(), "must be one of "+strings.Join(levelNames, ", "))
@@ -388,14 +397,34 @@ func validateLog(c *checker, s *Settings) {
 	if !validLevel(l.Email.Level) {
 		e.fail("Level", l.Email.Level.String(), "must be one of "+strings.Join(levelNames, ", "))
 	}
+	for i, r := range l.Email.Excerpt.Filter {
+		if !validLevel(r.Severity) {
+			name := "Exclude"
+			if r.Include {
+				name = "Include"
+			}
+			e.el("Excerpt").el("Filter").item(name, i).fail("Severity", r.Severity.String(), "must be one of "+strings.Join(levelNames, ", "))
+		}
+	}
 	if l.Email.To == "" {
 		return
 	}
 	if _, err := mail.ParseAddressList(l.Email.To); err != nil {
 		e.fail("To", l.Email.To, "not a list of e-mail addresses")
 	}
-	if e.required("From", l.Email.From) {
+	switch {
+	case l.Email.From != "":
 		e.email("From", l.Email.From)
+	case s.Probe.Alerts.Smtp.From == "":
+		e.fail("From", "", "must not be empty (or set <Probe><Alerts><Smtp From>)")
+	}
+	if l.Email.Summary.Enabled {
+		e.el("Summary").positive("Period", l.Email.Summary.Period)
+	}
+	x := e.el("Excerpt")
+	x.nonNegative("MinPeriod", l.Email.Excerpt.MinPeriod)
+	if l.Email.Excerpt.MaxSize < 1024 {
+		x.el("MaxSize").fail("", "", fmt.Sprintf("is %d bytes; must be at least 1 KiB", l.Email.Excerpt.MaxSize))
 	}
 	if s.Probe.Alerts.Smtp.Host == "" {
 		e.fail("To", l.Email.To, "log e-mail needs <Probe><Alerts><Smtp Host>")
@@ -413,7 +442,6 @@ func validateNotificationServers(c *checker, ns *NotificationServers) {
 		}
 		ap.required("KeyId", ns.Apns.KeyID)
 		ap.required("TeamId", ns.Apns.TeamID)
-		ap.required("Topic", ns.Apns.Topic)
 	}
 	ap.text("KeyId", ns.Apns.KeyID)
 	ap.text("TeamId", ns.Apns.TeamID)

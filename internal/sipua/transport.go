@@ -531,15 +531,7 @@ func (u *UA) dial(ctx context.Context, transport string, dst *net.TCPAddr, serve
 		return nil, fmt.Errorf("sipua: dial %s %s: %w", transport, dst, err)
 	}
 	if transport == "tls" {
-		conf := u.cfg.ClientTLS
-		if conf == nil {
-			conf = &tls.Config{}
-		}
-		conf = conf.Clone()
-		if conf.ServerName == "" {
-			conf.ServerName = serverName
-		}
-		tc := tls.Client(c, conf)
+		tc := tls.Client(c, u.clientTLS(serverName))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			c.Close()
 			return nil, fmt.Errorf("sipua: tls handshake with %s (%s): %w", dst, serverName, err)

@@ -58,6 +58,9 @@ type Config struct {
 	// ClientTLS is used for outgoing TLS connections to proxies; nil means
 	// the system roots and the proxy host name as ServerName.
 	ClientTLS *tls.Config
+	// ClientCertificates are presented to the proxies they name when they ask for a client
+	// certificate (<TlsClientCertificates>); the first match wins.
+	ClientCertificates []ClientCertificate
 	// PublicHost is the host put in Via and Contact; empty means the bound
 	// IP of the listener (or, when bound to an unspecified address, the
 	// local IP the kernel would use to reach the destination).

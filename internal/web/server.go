@@ -127,6 +127,9 @@ type Options struct {
 	TrustedProxies []netip.Prefix
 	// Now returns the current time; default time.Now. Tests inject a clock.
 	Now func() time.Time
+	// Middleware, when set, wraps every request outside everything else (the access log of
+	// <Log><Http>), so it sees the final status, a recovered panic's 500 included.
+	Middleware func(http.Handler) http.Handler
 }
 
 // Server is the sipis web server.
@@ -220,6 +223,9 @@ func New(opts Options) *Server {
 	s.registerOpsRoutes(r)
 	s.registerExtraRoutes(r)
 	s.handler = s.recoverer(s.logRequests(s.throttleDevices(r)))
+	if opts.Middleware != nil {
+		s.handler = opts.Middleware(s.handler)
+	}
 	return s
 }
 
