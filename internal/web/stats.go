@@ -86,6 +86,8 @@ type statsPage struct {
 	Pager    pager
 	Probes   []ProbeRow
 	ProbesOn bool
+	// Extra are Options.StatsSections.
+	Extra []DebugSection
 }
 
 func stateText(r InstanceRow) string {
@@ -159,6 +161,9 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 		Pager:    newPager("/stats", pp, counts.Count),
 	}
 	p.Probes, p.ProbesOn = s.probeRows()
+	if s.opts.StatsSections != nil {
+		p.Extra = s.opts.StatsSections(ctx)
+	}
 	p.setAdmin(s, admin)
 	s.render(w, r, http.StatusOK, "stats.html", p)
 }
