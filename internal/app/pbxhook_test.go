@@ -128,6 +128,23 @@ func TestPbxHookKamailio(t *testing.T) {
 	if !strings.Contains(stats, "PBX-Hook Calls") || !strings.Contains(stats, "Rejected (NAK)") {
 		t.Errorf("/stats has no PBX-hook section")
 	}
+	// An instance of the same account (user name = sip_user_id) counts the PBX-hook device
+	// in its Notes and lists it on its /settings?s= page.
+	const sel = "0a0b0c0d"
+	holdAtKamailio(t, a, k, apns, sel, user, "relay-secret")
+	var row web.InstanceRow
+	if err := (&backend{app: a}).Instances(context.Background(), web.InstanceQuery{Selector: sel}, func(r web.InstanceRow) error {
+		row = r
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if row.Devices != 2 {
+		t.Fatalf("instance %s shows %d devices, want 2 (its relay device and the PBX-hook device)", sel, row.Devices)
+	}
+	if page := httpGetAdmin(t, a.HTTPURL()+"/settings?s="+sel); !strings.Contains(page, "pbxhook.device.1.sip_user_id") {
+		t.Errorf("/settings?s=%s does not list the PBX-hook device", sel)
+	}
 	// The device shows on /settings?s= (the sip_user_id, digits being hex), token shortened.
 	settings := httpGetAdmin(t, a.HTTPURL()+"/settings?s="+user)
 	if !strings.Contains(settings, "pbxhook.device.1.app") || !strings.Contains(settings, apns.Topic) || strings.Contains(settings, pushtest.TokenOK) {
