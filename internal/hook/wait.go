@@ -36,6 +36,7 @@ type call struct {
 	nFailed    atomic.Int32
 	pushes     atomic.Int32
 	ended      atomic.Bool
+	dead       []atomic.Bool // per device: its token was refused as dead; no resends
 }
 
 type response struct {
@@ -139,6 +140,7 @@ func (h *Hook) handleIncomingCall(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.keys = make([]string, len(c.devs))
+	c.dead = make([]atomic.Bool, len(c.devs))
 	for i := range c.keys {
 		c.keys[i] = newKey()
 	}
@@ -275,7 +277,7 @@ func (h *Hook) pushWorker() {
 
 func (h *Hook) send(j pushJob) {
 	c, d := j.c, j.c.devs[j.i]
-	if c.ended.Load() {
+	if c.ended.Load() || c.dead[j.i].Load() {
 		return
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), c.deadline)
@@ -293,6 +295,7 @@ func (h *Hook) send(j pushJob) {
 	log := h.log.WithFields(logrus.Fields{"sip_user_id": c.rec.SipUserID, "device": d.ID,
 		"token": push.ShortToken(d.Token), "attempt": j.attempt, "err": err})
 	if res.TokenInvalid || errors.Is(err, push.ErrTokenInvalid) {
+		c.dead[j.i].Store(true)
 		log.Info("PBX-hook push token is dead; the device is skipped until it registers again")
 		mctx, mcancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if err := h.opts.Store.MarkHookTokenInvalid(mctx, d.ID); err != nil {
