@@ -39,8 +39,11 @@ type Verifier interface {
 // 401, 403 and 404 mean denied; anything else, or no answer, means unavailable (the app gets
 // 503 and tries again). Successes are cached for CacheFor.
 type URLVerifier struct {
-	URL      string
-	Client   *http.Client
+	// URL is the operator's endpoint; it may carry its own query (a token, say), never logged.
+	URL string
+	// Client makes the requests; nil means http.DefaultClient.
+	Client *http.Client
+	// CacheFor is how long a success is remembered; 0 asks every time.
 	CacheFor time.Duration
 	// MaxCached bounds the cache; default 10,000 entries.
 	MaxCached int
@@ -74,7 +77,7 @@ func (v *URLVerifier) Verify(ctx context.Context, user, password, sipUserID stri
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrVerifierDown, err)
+		return ErrVerifierDown // the error would quote the URL
 	}
 	req.SetBasicAuth(user, password)
 	c := v.Client

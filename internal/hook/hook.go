@@ -84,8 +84,11 @@ type Pusher interface {
 
 // Options configure a Hook. Store, Push and Verifier are required.
 type Options struct {
-	Store    Store
-	Push     Pusher
+	// Store keeps devices, call records and metrics.
+	Store Store
+	// Push sends the call pushes (the shared dispatcher, so the same providers as the relay).
+	Push Pusher
+	// Verifier checks the apps' HTTP Basic credentials for a sip_user_id.
 	Verifier Verifier
 	// Prefix is where the API is mounted; default "/api/". It starts and ends with "/".
 	Prefix string
@@ -112,6 +115,8 @@ type Options struct {
 
 // Outcomes counts the incoming-call/ requests answered since start.
 type Outcomes struct {
+	// Total is every answered request; Accepted got ACK, Missed NAK because the wait ran out
+	// (or the PBX gave up), Rejected NAK for a reason.
 	Total, Accepted, Missed, Rejected int
 	// ByReason counts the rejected ones by reason.
 	ByReason map[string]int
