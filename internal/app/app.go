@@ -23,6 +23,7 @@ import (
 
 	"github.com/sipis/sipis/internal/call"
 	"github.com/sipis/sipis/internal/config"
+	"github.com/sipis/sipis/internal/hook"
 	"github.com/sipis/sipis/internal/instance"
 	"github.com/sipis/sipis/internal/probe"
 	"github.com/sipis/sipis/internal/sipua"
@@ -47,15 +48,17 @@ type App struct {
 	ua    *sipua.UA
 	mgr   *instance.Manager
 	calls *call.Manager
-	devUA *sipua.UA // the device-facing SIP listener (calls.go)
+	hook  *hook.Hook // PBX-hook mode (hook.go); nil when off
+	devUA *sipua.UA  // the device-facing SIP listener (calls.go)
 	push  *pushes
 	web   *web.Server
 	reg   *prometheus.Registry
 
-	metrics   metrics
-	msgCounts perSecond[map[string]int] // waiting messages per selector
-	prober    *probe.Prober
-	down      perSecond[map[string]bool] // probe targets that are down
+	metrics    metrics
+	msgCounts  perSecond[map[string]int] // waiting messages per selector
+	hookCounts perSecond[map[string]int] // PBX-hook devices per sip_user_id
+	prober     *probe.Prober
+	down       perSecond[map[string]bool] // probe targets that are down
 
 	bg       sync.WaitGroup // background loops of the app itself
 	bgCtx    context.Context
@@ -201,12 +204,17 @@ func (a *App) Start(ctx context.Context) (err error) {
 	if err := a.startProbes(a.bgCtx); err != nil {
 		return err
 	}
+	if err := a.startHook(); err != nil {
+		return err
+	}
 	a.web = web.New(web.Options{
 		Addr:            joinHostPort(s.HTTPServer.Address, s.HTTPServer.Port),
 		Backend:         b,
 		Gatherer:        a.reg,
 		Probes:          a.probeSource(),
 		DeviceRoutes:    a.calls.Routes,
+		HookRoutes:      a.hookRoutes(),
+		StatsSections:   a.hookStats,
 		AdminGET:        map[string]http.Handler{"/sipis/calls": a.calls.CallsHandler()},
 		Logger:          a.log.WithField("part", "web"),
 		Changelog:       changelog,
@@ -228,6 +236,9 @@ func (a *App) Start(ctx context.Context) (err error) {
 // registrars: the next Start resumes them.
 func (a *App) Stop() {
 	a.stopOnce.Do(func() {
+		if a.hook != nil {
+			a.hook.Close() // waiting PBX requests get NAK now, so the web server's shutdown is quick
+		}
 		if a.web != nil {
 			a.web.Close()
 		}

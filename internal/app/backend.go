@@ -52,6 +52,7 @@ func (b *backend) row(s instance.Snapshot, down map[string]bool) web.InstanceRow
 	r := row(s)
 	r.Calls = b.app.calls.ActiveCalls(s.Selector)
 	r.Messages = b.app.waitingMessages(s.Selector)
+	r.Devices += b.app.hookDevices(s.User)
 	if len(down) > 0 && s.Phase.State != instance.Idle {
 		r.ProxyDown = down[proxyTarget(s).Key()]
 	}
@@ -170,6 +171,11 @@ func (b *backend) Debug(ctx context.Context, sel string) (web.DebugInfo, error) 
 }
 
 func (b *backend) AppSettings(ctx context.Context, sel string) ([]web.Field, error) {
+	fields, err := b.appSettings(ctx, sel)
+	return b.appSettingsWithHook(ctx, sel, fields, err)
+}
+
+func (b *backend) appSettings(ctx context.Context, sel string) ([]web.Field, error) {
 	si, err := b.app.db.Instance(ctx, sel)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, notFound(sel)
@@ -223,8 +229,10 @@ func (b *backend) Selectors(ctx context.Context, fn func(string, time.Time) erro
 
 func (b *backend) CallOutcomes() web.CallOutcomes {
 	total, accepted, missed, rejected, byReason := b.app.calls.Outcomes()
-	return web.CallOutcomes{Total: total, Accepted: accepted, Missed: missed, Rejected: rejected,
+	c := web.CallOutcomes{Total: total, Accepted: accepted, Missed: missed, Rejected: rejected,
 		RejectedByReason: web.Counts(byReason)}
+	b.app.addHookOutcomes(&c)
+	return c
 }
 
 // PushConfigErrors implements web.PushProblemReporter.

@@ -234,7 +234,7 @@ func TestKilledWhileRingingThroughKamailio(t *testing.T) {
 }
 
 // httpGet returns the body of a GET that must answer 200.
-func httpGet(t *testing.T, url string) string {
+func httpGet(t testing.TB, url string) string {
 	t.Helper()
 	resp, err := http.Get(url)
 	if err != nil {

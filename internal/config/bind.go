@@ -517,6 +517,59 @@ func bindRoot(e *elem, s *Settings) {
 	})
 	e.child("PushTest", func(c *elem) { c.duration("MinAge", &s.PushTest.MinAge) })
 	e.child("Probe", func(c *elem) { bindProbe(c, &s.Probe) })
+	e.child("PbxHook", func(c *elem) { bindPbxHook(c, &s.PbxHook) })
+}
+
+// bindPbxHook binds <PbxHook>.
+func bindPbxHook(c *elem, ph *PbxHook) {
+	c.boolean("Enabled", &ph.Enabled)
+	c.str("Prefix", &ph.Prefix)
+	ms := func(name string, dst *time.Duration) {
+		v, ok := c.attr(name)
+		if !ok {
+			return
+		}
+		n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 31)
+		if err != nil {
+			c.fail(name, "not a whole number of milliseconds")
+			return
+		}
+		*dst = time.Duration(n) * time.Millisecond
+	}
+	ms("WaitMilliseconds", &ph.Wait)
+	ms("ResendIntervalMilliseconds", &ph.ResendInterval)
+	c.secret("Secret", "SecretFile", &ph.Secret, &ph.SecretFile)
+	c.integer("PushWorkers", &ph.PushWorkers)
+	c.integer("MaxWaits", &ph.MaxWaits)
+	c.duration("Retention", &ph.Retention)
+	c.child("PbxNetworks", func(c *elem) {
+		ph.PbxNetworks = nil
+		list(c, "Network", &ph.PbxNetworks, func() netip.Prefix { return netip.Prefix{} },
+			func(c *elem, p *netip.Prefix) {
+				v, ok := c.attr("Address")
+				if !ok {
+					c.fail("", "needs an Address")
+					return
+				}
+				pr, err := parsePrefix(v)
+				if err != nil {
+					c.fail("Address", "not a CIDR network or IP address")
+					return
+				}
+				*p = pr
+			})
+	})
+	c.child("DeviceVerifier", func(c *elem) {
+		c.str("Url", &ph.VerifierURL)
+		if v, ok := c.attr("CacheSeconds"); ok {
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 31)
+			if err != nil {
+				c.fail("CacheSeconds", "not a whole number of seconds")
+				return
+			}
+			ph.VerifierCache = time.Duration(n) * time.Second
+		}
+	})
 }
 
 // parseTrustedProxies parses <HttpServer TrustedProxies>: addresses and

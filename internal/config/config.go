@@ -47,6 +47,7 @@ type Settings struct {
 	PushTest              PushTest            // <PushTest>
 	PushTexts             PushTexts           // <PushTexts>
 	Probe                 Probe               // <Probe>
+	PbxHook               PbxHook             // <PbxHook>
 }
 
 // Server is <Server>: this node's name and its device-facing SIP listener
@@ -565,6 +566,39 @@ type AlertWebhook struct {
 	SecretFile string
 }
 
+// PbxHook is <PbxHook>: the PBX-hook mode (internal/hook), a vialer-middleware-compatible API
+// the operator's PBX calls before dialling an account, so sipis can wake the app first.
+type PbxHook struct {
+	// Enabled mounts the API. Default No.
+	Enabled bool
+	// Prefix is the path the API is mounted under. Default "/api/".
+	Prefix string
+	// Wait is how long incoming-call/ waits for a device (WaitMilliseconds, default 4000).
+	Wait time.Duration
+	// ResendInterval is the time between pushes of one call (ResendIntervalMilliseconds,
+	// default 1000).
+	ResendInterval time.Duration
+	// Secret, when set, must come with every incoming-call/ (header X-Sipis-Hook-Secret or
+	// form field "secret"); inline or from SecretFile.
+	Secret     Secret
+	SecretFile string
+	// PbxNetworks are the sources allowed to call incoming-call/ (<PbxNetworks><Network
+	// Address="…"/>). An enabled hook needs at least one.
+	PbxNetworks []netip.Prefix
+	// VerifierURL is the operator's endpoint that checks the apps' HTTP Basic credentials for
+	// a sip_user_id (<DeviceVerifier Url>); required when enabled.
+	VerifierURL string
+	// VerifierCache is how long a successful check is remembered (<DeviceVerifier
+	// CacheSeconds>, default 300; 0 asks every time).
+	VerifierCache time.Duration
+	// PushWorkers is the number of concurrent pushes. Default 32.
+	PushWorkers int
+	// MaxWaits bounds the calls held at once. Default 10000.
+	MaxWaits int
+	// Retention is how long call records and app metrics are kept. Default 30 days.
+	Retention time.Duration
+}
+
 // Default returns the settings used for everything a file does not set.
 func Default() *Settings {
 	return &Settings{
@@ -635,6 +669,8 @@ func Default() *Settings {
 			Filters:  []Filter{{ContentType: "application/im-iscomposing+xml", Action: FilterDrop}},
 		},
 		PushTest: PushTest{MinAge: 10 * time.Second},
+		PbxHook: PbxHook{Prefix: "/api/", Wait: 4000 * time.Millisecond, ResendInterval: 1000 * time.Millisecond,
+			VerifierCache: 300 * time.Second, PushWorkers: 32, MaxWaits: 10000, Retention: 30 * 24 * time.Hour},
 		Probe: Probe{
 			Enabled:              true,
 			Interval:             30 * time.Second,

@@ -302,6 +302,13 @@ func TestGood(t *testing.T) {
 				},
 			},
 		},
+		PbxHook: PbxHook{
+			Enabled: true, Prefix: "/vialer/", Wait: 3 * time.Second, ResendInterval: 750 * time.Millisecond,
+			Secret: NewSecret("pbx-hook-secret"), SecretFile: p("secrets/pbxhook.txt"),
+			PbxNetworks: []netip.Prefix{netip.MustParsePrefix("192.0.2.20/32")},
+			VerifierURL: "https://pbx.example.com/verify", VerifierCache: time.Minute, PushWorkers: 4, MaxWaits: 100,
+			Retention: 3 * 24 * time.Hour,
+		},
 	}
 	compareFields(t, reflect.ValueOf(got).Elem(), reflect.ValueOf(want).Elem(), "Settings")
 	if !reflect.DeepEqual(got, want) {

@@ -289,7 +289,38 @@ func validate(s *Settings) []*Error {
 	c.at("PushTest").nonNegative("MinAge", s.PushTest.MinAge)
 
 	validateProbe(c, s)
+	validatePbxHook(c, &s.PbxHook)
 	return c.errs
+}
+
+// validatePbxHook checks <PbxHook>; an enabled hook needs its PBX networks and its verifier.
+func validatePbxHook(c *checker, ph *PbxHook) {
+	a := c.at("PbxHook")
+	if !strings.HasPrefix(ph.Prefix, "/") || !strings.HasSuffix(ph.Prefix, "/") || ph.Prefix == "/" ||
+		strings.ContainsAny(ph.Prefix, "{}?#% ") || strings.HasPrefix(ph.Prefix, "/sipis/") || strings.HasPrefix(ph.Prefix, "/stats/") {
+		a.fail("Prefix", ph.Prefix, "must be a path such as /api/ (starting and ending with /, not / itself, /sipis/ or /stats/)")
+	}
+	if ph.Wait < 100*time.Millisecond || ph.Wait > time.Minute {
+		a.fail("WaitMilliseconds", strconv.FormatInt(ph.Wait.Milliseconds(), 10), "out of range 100..60000")
+	}
+	if ph.ResendInterval < 100*time.Millisecond || ph.ResendInterval > ph.Wait {
+		a.fail("ResendIntervalMilliseconds", strconv.FormatInt(ph.ResendInterval.Milliseconds(), 10), "out of range 100..WaitMilliseconds")
+	}
+	a.intRange("PushWorkers", ph.PushWorkers, 1, 1024)
+	a.intRange("MaxWaits", ph.MaxWaits, 1, 1000000)
+	a.positive("Retention", ph.Retention)
+	for i, p := range ph.PbxNetworks {
+		if !p.IsValid() {
+			a.el("PbxNetworks").item("Network", i).fail("Address", p.String(), "not a CIDR network or IP address")
+		}
+	}
+	if !ph.Enabled {
+		return
+	}
+	if len(ph.PbxNetworks) == 0 {
+		a.el("PbxNetworks").fail("", "", "an enabled <PbxHook> needs at least one <Network Address=\"…\"/> its PBX calls from")
+	}
+	a.el("DeviceVerifier").url("Url", ph.VerifierURL, true)
 }
 
 func validateSip(c *checker, s *Settings) {
@@ -584,6 +615,7 @@ func readSecrets(s *Settings, locate func(*Error)) []*Error {
 		ref([]string{"Sipis", "NotificationServers", "Fcm"}, "ServiceAccountFile", &ns.Fcm.ServiceAccountFile, &ns.Fcm.ServiceAccount),
 		ref([]string{"Sipis", "NotificationServers", "Webhook"}, "SecretFile", &ns.Webhook.SecretFile, &ns.Webhook.Secret),
 		ref([]string{"Sipis", "Probe", "Alerts", "Smtp"}, "PasswordFile", &s.Probe.Alerts.Smtp.PasswordFile, &s.Probe.Alerts.Smtp.Password),
+		ref([]string{"Sipis", "PbxHook"}, "SecretFile", &s.PbxHook.SecretFile, &s.PbxHook.Secret),
 	}
 	for i := range s.Probe.Alerts.Webhooks {
 		w := &s.Probe.Alerts.Webhooks[i]

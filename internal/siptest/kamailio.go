@@ -29,6 +29,12 @@ type KamailioOptions struct {
 	MinExpires, MaxExpires int
 	// Debug is Kamailio's log level (default 2, warnings and notices).
 	Debug int
+	// Template is the configuration template's file name under testdata/kamailio (default
+	// "kamailio.cfg.tmpl", the registrar); "pbxhook.cfg.tmpl" is a PBX that asks sipis's
+	// PBX-hook API before relaying a call.
+	Template string
+	// Vars are further fields for Template (e.g. HookURL).
+	Vars map[string]any
 }
 
 // User is a test account on the Kamailio registrar.
@@ -94,8 +100,8 @@ func findTool(name string) string {
 	return ""
 }
 
-// StartKamailio writes a configuration from
-// testdata/kamailio/kamailio.cfg.tmpl (found from the repository root)
+// StartKamailio writes a configuration from opts.Template (default
+// testdata/kamailio/kamailio.cfg.tmpl, found from the repository root)
 // into a temporary folder, starts Kamailio on a free 127.0.0.1 port (UDP
 // and TCP) with its own control socket, waits until it answers OPTIONS and
 // stops it in t.Cleanup. Its log is shown only if the test fails.
@@ -124,7 +130,10 @@ func StartKamailio(t testing.TB, opts KamailioOptions) *Kamailio {
 	if k.opts.Debug == 0 {
 		k.opts.Debug = 2
 	}
-	tmpl, err := os.ReadFile(templatePath(t))
+	if k.opts.Template == "" {
+		k.opts.Template = "kamailio.cfg.tmpl"
+	}
+	tmpl, err := os.ReadFile(templatePath(t, k.opts.Template))
 	if err != nil {
 		t.Fatalf("siptest: read Kamailio template: %v", err)
 	}
@@ -137,10 +146,14 @@ func StartKamailio(t testing.TB, opts KamailioOptions) *Kamailio {
 	k.ctl = filepath.Join(k.dir, "ctl.sock")
 	k.port = freeUDPTCPPort(t)
 	var cfg bytes.Buffer
-	err = template.Must(template.New("kamailio.cfg").Option("missingkey=error").Parse(string(tmpl))).Execute(&cfg, map[string]any{
+	vars := map[string]any{
 		"Port": k.port, "Domain": k.opts.Domain, "CtlSocket": k.ctl,
 		"MinExpires": k.opts.MinExpires, "MaxExpires": k.opts.MaxExpires, "Debug": k.opts.Debug,
-	})
+	}
+	for name, v := range k.opts.Vars {
+		vars[name] = v
+	}
+	err = template.Must(template.New("kamailio.cfg").Option("missingkey=error").Parse(string(tmpl))).Execute(&cfg, vars)
 	if err != nil {
 		t.Fatalf("siptest: Kamailio template: %v", err)
 	}
@@ -166,9 +179,9 @@ func tail(s string, lines int) string {
 	return strings.Join(ls, "\n")
 }
 
-// templatePath finds testdata/kamailio/kamailio.cfg.tmpl by walking up from
-// this source file's folder (tests run in their package's folder).
-func templatePath(t testing.TB) string {
+// templatePath finds testdata/kamailio/<name> by walking up from this
+// source file's folder (tests run in their package's folder).
+func templatePath(t testing.TB, name string) string {
 	_, file, _, ok := runtime.Caller(0)
 	dirs := []string{}
 	if ok {
@@ -179,14 +192,14 @@ func templatePath(t testing.TB) string {
 	}
 	for _, d := range dirs {
 		for range 6 {
-			p := filepath.Join(d, "testdata", "kamailio", "kamailio.cfg.tmpl")
+			p := filepath.Join(d, "testdata", "kamailio", name)
 			if _, err := os.Stat(p); err == nil {
 				return p
 			}
 			d = filepath.Dir(d)
 		}
 	}
-	t.Fatal("siptest: testdata/kamailio/kamailio.cfg.tmpl not found above the test's folder")
+	t.Fatalf("siptest: testdata/kamailio/%s not found above the test's folder", name)
 	return ""
 }
 

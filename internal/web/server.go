@@ -86,6 +86,12 @@ type Options struct {
 	// DeviceRoutes, when set, adds the routes woken devices call (call progress and
 	// decline, waiting messages); they authenticate themselves with tokens and secrets.
 	DeviceRoutes func(r *mux.Router)
+	// HookRoutes, when set, adds the PBX-hook API (internal/hook), which checks its callers
+	// itself (PBX networks and secret; the apps' HTTP Basic credentials).
+	HookRoutes func(r *mux.Router)
+	// StatsSections, when set, gives further titled sections for /stats (the PBX-hook
+	// mode's counters and the apps' call-setup metrics).
+	StatsSections func(ctx context.Context) []DebugSection
 	// AdminGET are further read-only pages for the administrator (path -> handler), served
 	// behind the same authentication as /debug.
 	AdminGET map[string]http.Handler
@@ -309,6 +315,9 @@ func (w logWriter) Write(p []byte) (int, error) {
 func (s *Server) registerExtraRoutes(r *mux.Router) {
 	if s.opts.DeviceRoutes != nil {
 		s.opts.DeviceRoutes(r)
+	}
+	if s.opts.HookRoutes != nil {
+		s.opts.HookRoutes(r)
 	}
 	for path, h := range s.opts.AdminGET {
 		h := h

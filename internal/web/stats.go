@@ -87,6 +87,8 @@ type statsPage struct {
 	Pager    pager
 	Probes   []ProbeRow
 	ProbesOn bool
+	// Extra are Options.StatsSections.
+	Extra []DebugSection
 }
 
 func stateText(r InstanceRow) string {
@@ -163,6 +165,9 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 		p.Problems = pr.PushConfigErrors().sorted()
 	}
 	p.Probes, p.ProbesOn = s.probeRows()
+	if s.opts.StatsSections != nil {
+		p.Extra = s.opts.StatsSections(ctx)
+	}
 	p.setAdmin(s, admin)
 	s.render(w, r, http.StatusOK, "stats.html", p)
 }
