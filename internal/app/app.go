@@ -51,6 +51,7 @@ type App struct {
 	push  *pushes
 	web   *web.Server
 	reg   *prometheus.Registry
+	pics  *pictures // the trend charts and SIP ladders of the pages (pictures.go)
 
 	metrics   metrics
 	msgCounts perSecond[map[string]int] // waiting messages per selector
@@ -162,8 +163,9 @@ func (a *App) Start(ctx context.Context) (err error) {
 	b := &backend{app: a}
 	a.reg = a.newMetrics(b)
 	r := s.Sip.Register
+	a.pics = a.newPictures()
 	if a.mgr, err = instance.New(instance.Options{
-		Store: a.db, Registrar: a.ua, Logger: a.log.WithField("part", "instances"), Node: s.Server.Name,
+		Store: a.db, Registrar: registrar{a.ua, a.pics}, Logger: a.log.WithField("part", "instances"), Node: s.Server.Name,
 		PublicKey: a.public, PrivateKey: a.private,
 		DefaultExpires: int(r.DefaultExpires / time.Second), MinExpires: int(r.MinExpires / time.Second),
 		MaxExpires: int(r.MaxExpires / time.Second), RefreshFraction: r.RefreshFraction, Jitter: jitter(r.Jitter),
@@ -195,6 +197,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 		Backend:         b,
 		Gatherer:        a.reg,
 		Probes:          a.probeSource(),
+		Trends:          trendSource{a.pics.trends},
 		DeviceRoutes:    a.calls.Routes,
 		AdminGET:        map[string]http.Handler{"/sipis/calls": a.calls.CallsHandler()},
 		Logger:          a.log.WithField("part", "web"),
@@ -204,6 +207,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 	if err := a.web.Open(); err != nil {
 		return fmt.Errorf("http server: %w", err)
 	}
+	a.pics.start(a.bgCtx)
 	a.warnUnused()
 	a.log.WithFields(logrus.Fields{
 		"name": s.Server.Name, "version": version.Version, "http": a.web.URL(), "sip": listeners,

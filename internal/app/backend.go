@@ -148,6 +148,11 @@ func (b *backend) Debug(ctx context.Context, sel string) (web.DebugInfo, error) 
 		return info, err
 	}
 	ds := web.DebugSection{Title: "Devices"}
+	ids := make([]string, len(devs))
+	for i, d := range devs {
+		ids[i] = d.ID
+	}
+	info.Ladder = b.app.pics.ladderOf(sel, ids)
 	for _, d := range devs {
 		ds.Fields = append(ds.Fields, f(d.ID, fmt.Sprintf("%s token %s app %s sandbox %t version %s locale %s invalid %t last seen %s",
 			d.Platform, push.ShortToken(d.PushToken), d.AppID, d.Sandbox, d.AppVersion, d.Locale, d.TokenInvalid, t3339(d.LastSeen))))
@@ -252,6 +257,7 @@ func (b *backend) EnableInstanceLog(ctx context.Context, sel string) (string, er
 	if !b.app.mgr.SetLogging(sel, true) {
 		return "", notFound(sel)
 	}
+	b.app.pics.book.SetLogging(sel, true) // the ladder keeps message texts too
 	if l := b.app.instanceLogger(sel); l != nil {
 		l.WithField("selector", sel).Info("detailed logging turned on")
 	}

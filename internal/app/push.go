@@ -159,11 +159,13 @@ func (a *App) testPush(ctx context.Context, sel string) ([]web.PushResult, error
 			r.Outcome, r.Error = outcomeNoToken, "the device has no push token"
 		default:
 			sendCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			res, err := a.push.dispatcher.Send(sendCtx, push.Notification{
+			n := push.Notification{
 				Kind: push.KindTest, Selector: sel,
 				Device: push.Device{ID: d.ID, Platform: d.Platform, PushToken: d.PushToken, AppID: d.AppID, Sandbox: d.Sandbox},
-			})
+			}
+			res, err := pusher{a.push.dispatcher, a.pics}.Send(sendCtx, n) // counted and drawn on /debug
 			cancel()
+			r.Topic, r.Answer = pushTopic(n), pushAnswer(res, err)
 			switch {
 			case err == nil && res.Accepted:
 				r.Outcome = outcomeDelivered

@@ -121,6 +121,15 @@ func (b *Book) SetLogging(sel string, on bool) {
 	}
 }
 
+// Logging reports whether message bodies of sel are recorded (its log is on), so that a
+// caller builds a message's text only then.
+func (b *Book) Logging(sel string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	r := b.rings[sel]
+	return r != nil && r.logging
+}
+
 // Len is the number of rings held.
 func (b *Book) Len() int {
 	b.mu.Lock()

@@ -226,6 +226,7 @@ func (s *Server) renderDebug(w http.ResponseWriter, r *http.Request, user, sel s
 	secs := make([]DebugSection, len(info.Sections))
 	for i, sec := range info.Sections {
 		sec.Fields = maskFields(sec.Fields)
+		sec.Text = redactSIP(sec.Text) // the last REGISTER's Authorization: "Not Empty"
 		secs[i] = sec
 	}
 	p := &debugPage{pageBase: s.base(r, "Debug "+sel), Selector: sel, Sections: secs, Ladder: buildLadder(info.Ladder),

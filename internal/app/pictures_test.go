@@ -1,0 +1,193 @@
+package app
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sipis/sipis/internal/instance"
+	"github.com/sipis/sipis/internal/push/pushtest"
+	"github.com/sipis/sipis/internal/siptest"
+	"github.com/sipis/sipis/pkg/registration"
+)
+
+// adminGet fetches path as the administrator.
+func adminGet(t *testing.T, a *App, path string) string {
+	t.Helper()
+	req, _ := http.NewRequest("GET", a.HTTPURL()+path, nil)
+	req.SetBasicAuth("admin", "secret-admin")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("%s: %d %s", path, resp.StatusCode, b)
+	}
+	return string(b)
+}
+
+// picturesInstance registers an instance with an APNs device at the digest registrar while
+// someone watches its /debug page, calls it and cancels, and sends it a MESSAGE.
+func picturesInstance(t *testing.T) (*App, string) {
+	t.Helper()
+	apns := pushtest.NewAPNs(t)
+	dir := t.TempDir()
+	a := startApp(t, apnsSettings(t, dir, apns, ""))
+	t.Cleanup(a.Stop)
+	reg := siptest.NewRegistrar(t, siptest.WithPassword("carol", "pw-carol"))
+	const sel = "1add3e1add3e1add"
+	send := func(mode registration.Mode) {
+		r := newReg(sel, "carol", reg, mode)
+		r.Device = registration.Device{ID: "iphone", Platform: "apns", PushToken: pushtest.TokenOK, AppID: apns.Topic,
+			Secret: "device-secret-carol"}
+		sealed, _ := registration.Seal(r, a.PublicKey())
+		if code, body := post(t, a.HTTPURL(), sealed); code != 200 {
+			t.Fatalf("register: %d %s", code, body)
+		}
+	}
+	send(registration.ModeForeground)
+	if page := adminGet(t, a, "/debug?s="+sel); !strings.Contains(page, "No call recorded.") {
+		t.Fatalf("a fresh instance's ladder is not empty:\n%s", page)
+	}
+	send(registration.ModeBackground)
+	waitPhase(t, a, sel, instance.Phase{State: instance.RegisterLoop, Status: instance.Registered})
+
+	d, _ := a.mgr.Debug(sel)
+	caller := siptest.NewCaller(t)
+	next := func(callID, method string) *siptest.CallResponse {
+		t.Helper()
+		res, err := caller.Next(callID, method, 5*time.Second)
+		if err != nil {
+			t.Fatalf("waiting for a response to %s: %v", method, err)
+		}
+		return res
+	}
+	inv := caller.Invite(a.SIPAddr("udp"), d.ContactUser, `P-Asserted-Identity: "Dave" <sip:+41449876543@example.org>`)
+	if r := next(inv.CallID, "INVITE"); r.Header("X-Sipis-Push-Status") != "Alerting-Device" {
+		t.Fatalf("first 180 %d %q", r.Status, r.Header("X-Sipis-Push-Status"))
+	}
+	if r := next(inv.CallID, "INVITE"); r.Header("X-Sipis-Push-Status") != "Push-Notification-Sent" {
+		t.Fatalf("second 180 %d %q", r.Status, r.Header("X-Sipis-Push-Status"))
+	}
+	inv.Cancel()
+	if r := next(inv.CallID, "CANCEL"); r.Status != 200 {
+		t.Fatalf("CANCEL: %d", r.Status)
+	}
+	if r := next(inv.CallID, "INVITE"); r.Status != 487 {
+		t.Fatalf("INVITE after CANCEL: %d", r.Status)
+	}
+	id := caller.Message(a.SIPAddr("udp"), d.ContactUser, "text/plain", []byte("call me back"))
+	if r := next(id, "MESSAGE"); r.Status != 200 {
+		t.Fatalf("MESSAGE: %d", r.Status)
+	}
+	// The pushes are answered before they are drawn: wait for the cancel and message pushes.
+	deadline := time.Now().Add(5 * time.Second)
+	for len(apns.Pushes()) < 3 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond)
+	return a, sel
+}
+
+// TestLadderOfARealInstance: /debug draws the REGISTER with its challenge, the call with the
+// push stages, the push to APNs with its topic and answer, the CANCEL and 487, and the MESSAGE
+// with its push; no password or Authorization value appears, and no message text while the
+// instance's log is off.
+func TestLadderOfARealInstance(t *testing.T) {
+	a, sel := picturesInstance(t)
+	page := adminGet(t, a, "/debug?s="+sel)
+	ladder := page[strings.Index(page, `<h2 id="ladder">`):strings.Index(page, "<h2>State</h2>")]
+	for _, want := range []string{
+		">REGISTER <tspan", "401 Unauthorized", "200 OK <tspan class=\"note\">expires 3600</tspan>",
+		`id="call-1"`, "call at ", "— 487 Request Terminated", ">INVITE <tspan", `<tspan class="note">Alerting-Device</tspan>`,
+		`<tspan class="note">Push-Notification-Sent</tspan>`, ">CANCEL <tspan", "200 OK (CANCEL)", ">487 Request Terminated<",
+		"call push to iphone (APNs, topic " + "com.example.softphone" + ".voip)", "cancel push to iphone (APNs, topic",
+		">200 accepted", ">MESSAGE <tspan", "message push to iphone (APNs", ">device iphone</text>", ">push service</text>",
+	} {
+		if !strings.Contains(ladder, want) {
+			t.Errorf("ladder lacks %q", want)
+		}
+	}
+	for _, secret := range []string{"pw-carol", "Digest ", "response=", "call me back", "device-secret"} {
+		if strings.Contains(page, secret) {
+			t.Errorf("/debug shows %q", secret)
+		}
+	}
+	if strings.Contains(ladder, `<details class="body">`) {
+		t.Error("message texts shown while the log is off")
+	}
+	// The time since the first message grows down the call.
+	var times []string
+	call := ladder[strings.Index(ladder, `id="call-1"`):]
+	call = call[:strings.Index(call, "</svg>")]
+	for _, m := range regexp.MustCompile(`>&#43;(\d+\.\d{3}) s<`).FindAllStringSubmatch(call, -1) {
+		times = append(times, m[1])
+	}
+	if len(times) < 8 || times[0] != "0.000" {
+		t.Errorf("call times %v", times)
+	}
+	for i := 1; i < len(times); i++ {
+		if times[i] < times[i-1] && len(times[i]) == len(times[i-1]) {
+			t.Errorf("times not in order: %v", times)
+		}
+	}
+}
+
+// TestTrendsOfARealServer: the sampler puts the REGISTER cycles, the missed call, the pushes
+// per platform and the instances per state in the trends, serves them on /stats/trends/json and
+// draws them on /stats; after a restart the last hour comes back from the store.
+func TestTrendsOfARealServer(t *testing.T) {
+	a, _ := picturesInstance(t)
+	a.pics.sample(context.Background())
+	got := map[string]float64{}
+	series, _ := trendSource{a.pics.trends}.Trends(time.Now().Add(-time.Hour))
+	for _, s := range series {
+		sum := 0.0
+		for _, p := range s.Points {
+			if p.Value == p.Value { // not NaN
+				if s.Counter {
+					sum += p.Value
+				} else {
+					sum = p.Value
+				}
+			}
+		}
+		got[s.Name] = sum
+	}
+	if got["register.cycles"] < 1 || got["calls.missed"] != 1 || got["push.APNs sent"] != 3 ||
+		got["instances.registered"] != 1 {
+		t.Errorf("trend sums %v", got)
+	}
+	body := adminGet(t, a, "/stats/trends/json")
+	if !strings.Contains(body, `"Name":"push.APNs sent","Kind":"counter"`) {
+		t.Errorf("trends JSON %s", body[:min(400, len(body))])
+	}
+	page := adminGet(t, a, "/stats")
+	if !strings.Contains(page, `id="chart-calls"`) || !strings.Contains(page, `data-series="APNs sent"`) {
+		t.Errorf("/stats has no calls chart or pushes series")
+	}
+
+	settings := a.settings
+	a.Stop()
+	b := startApp(t, settings)
+	defer b.Stop()
+	series, _ = trendSource{b.pics.trends}.Trends(time.Now().Add(-time.Hour))
+	missed := 0.0
+	for _, s := range series {
+		for _, p := range s.Points {
+			if s.Name == "calls.missed" && p.Value == p.Value {
+				missed += p.Value
+			}
+		}
+	}
+	if missed != 1 {
+		t.Errorf("missed calls after the restart %v, want 1 from the store", missed)
+	}
+}
+
