@@ -190,4 +190,3 @@ func TestTrendsOfARealServer(t *testing.T) {
 		t.Errorf("missed calls after the restart %v, want 1 from the store", missed)
 	}
 }
-
