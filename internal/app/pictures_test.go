@@ -12,8 +12,48 @@ import (
 	"github.com/sipis/sipis/internal/instance"
 	"github.com/sipis/sipis/internal/push/pushtest"
 	"github.com/sipis/sipis/internal/siptest"
+	"github.com/sipis/sipis/internal/trend"
 	"github.com/sipis/sipis/pkg/registration"
 )
+
+// fillTrends gives a's trends a day of synthetic samples up to now: every chart full, a
+// burst of failures and a probe going down in the last hour.
+func fillTrends(a *App, now time.Time) {
+	start := now.Add(-24 * time.Hour)
+	var cycles, fails, acc, missed, rej, sent, refused float64
+	for m := 0; m <= 24*60; m++ {
+		at := start.Add(time.Duration(m) * time.Minute)
+		cycles += 30 + float64(m%7)
+		fails++
+		if m == 24*60-20 {
+			fails += 60
+		}
+		acc += float64(m % 3)
+		missed += float64(m % 2)
+		rej += float64(m%5) / 4
+		sent += float64(m%4 + 1)
+		refused += float64(m % 2)
+		down := 0.0
+		if m > 24*60-45 && m < 24*60-30 {
+			down = 1
+		}
+		a.pics.trends.Add(at, []trend.Reading{
+			{Name: "instances.idle", Kind: trend.Gauge, Value: 20 + float64(m%11)},
+			{Name: "instances.registered", Kind: trend.Gauge, Value: 900 + float64(m/30)},
+			{Name: "instances.error", Kind: trend.Gauge, Value: 5 + 40*down},
+			{Name: "instances.unauthorized", Kind: trend.Gauge, Value: 2},
+			{Name: "register.cycles", Kind: trend.Counter, Value: cycles},
+			{Name: "register.failures", Label: "REGISTER failures", Kind: trend.Counter, Watch: trend.WatchBurst, Value: fails},
+			{Name: "calls.accepted", Kind: trend.Counter, Value: acc},
+			{Name: "calls.missed", Kind: trend.Counter, Value: missed},
+			{Name: "calls.rejected", Kind: trend.Counter, Value: rej},
+			{Name: "push.APNs sent", Kind: trend.Counter, Value: sent},
+			{Name: "push.FCM refused UNREGISTERED", Kind: trend.Counter, Value: refused},
+			{Name: "probes.up", Kind: trend.Gauge, Value: 2 - down},
+			{Name: "probes.down", Label: "probes down", Kind: trend.Gauge, Watch: trend.WatchChange, Value: down},
+		})
+	}
+}
 
 // adminGet fetches path as the administrator.
 func adminGet(t *testing.T, a *App, path string) string {

@@ -319,3 +319,23 @@ func TestTestPushFromDebug(t *testing.T) {
 		t.Errorf("action page:\n%s", body)
 	}
 }
+
+// BenchmarkStatsCharts is the cost of the charts on /stats: the page with and without them.
+func BenchmarkStatsCharts(b *testing.B) {
+	f := newFake()
+	f.add(row("01", 1000))
+	for _, on := range []bool{false, true} {
+		s, _ := newTestServer(b, f, func(o *Options) {
+			if on {
+				o.Trends = fakeTrends{now: testNow}
+			}
+		})
+		b.Run(map[bool]string{false: "without", true: "with"}[on], func(b *testing.B) {
+			for range b.N {
+				if res := do(b, s, req{path: "/stats"}); res.Code != 200 {
+					b.Fatal(res.Code)
+				}
+			}
+		})
+	}
+}
