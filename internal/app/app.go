@@ -197,7 +197,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 		Backend:         b,
 		Gatherer:        a.reg,
 		Probes:          a.probeSource(),
-		Trends:          trendSource{a.pics.trends},
+		Trends:          trendSource{a.pics},
 		DeviceRoutes:    a.calls.Routes,
 		AdminGET:        map[string]http.Handler{"/sipis/calls": a.calls.CallsHandler()},
 		Logger:          a.log.WithField("part", "web"),

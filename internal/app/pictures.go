@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sipis/sipis/internal/call"
@@ -25,7 +26,7 @@ import (
 // around the Registrar and the Pusher and the call manager's Recorder hook.
 type pictures struct {
 	app    *App
-	trends *trend.Recorder
+	trends atomic.Pointer[trend.Recorder] // a pointer so that tests can put in a day of history
 	book   *ladder.Book
 	now    func() time.Time
 
@@ -35,14 +36,15 @@ type pictures struct {
 }
 
 func (a *App) newPictures() *pictures {
-	return &pictures{app: a, trends: trend.New(), book: ladder.New(nil), now: time.Now,
-		pushes: map[string]int{}, probes: map[string]probe.State{}}
+	p := &pictures{app: a, book: ladder.New(nil), now: time.Now, pushes: map[string]int{}, probes: map[string]probe.State{}}
+	p.trends.Store(trend.New())
+	return p
 }
 
 // start loads the last hour of trends from the store and samples once a minute until ctx ends.
 func (p *pictures) start(ctx context.Context) {
 	a := p.app
-	if err := p.trends.Load(ctx, a.db, p.now()); err != nil {
+	if err := p.trends.Load().Load(ctx, a.db, p.now()); err != nil {
 		a.log.WithField("err", err).Warn("loading the trend samples failed")
 	}
 	a.bg.Add(1)
@@ -121,7 +123,7 @@ func (p *pictures) readings(ctx context.Context) []trend.Reading {
 // sample adds this minute's readings, marks the probe targets that changed state, and saves.
 func (p *pictures) sample(ctx context.Context) {
 	now := p.now()
-	p.trends.Add(now, p.readings(ctx))
+	p.trends.Load().Add(now, p.readings(ctx))
 	if a := p.app; a.prober != nil {
 		for _, s := range a.prober.Targets() {
 			p.mu.Lock()
@@ -129,20 +131,20 @@ func (p *pictures) sample(ctx context.Context) {
 			p.probes[s.Target] = s.State
 			p.mu.Unlock()
 			if seen && old != s.State && (s.State == probe.Down || old == probe.Down) {
-				p.trends.Mark(now, "probe "+s.Target+" "+strings.ToLower(s.State.String()))
+				p.trends.Load().Mark(now, "probe "+s.Target+" "+strings.ToLower(s.State.String()))
 			}
 		}
 	}
-	if err := p.trends.Save(ctx, p.app.db); err != nil && ctx.Err() == nil {
+	if err := p.trends.Load().Save(ctx, p.app.db); err != nil && ctx.Err() == nil {
 		p.app.log.WithField("err", err).Warn("saving the trend samples failed")
 	}
 }
 
 // trendSource shows the Recorder on /stats.
-type trendSource struct{ r *trend.Recorder }
+type trendSource struct{ p *pictures }
 
 func (t trendSource) Trends(since time.Time) ([]web.TrendSeries, []web.TrendMark) {
-	ss, ms := t.r.Since(since)
+	ss, ms := t.p.trends.Load().Since(since)
 	out := make([]web.TrendSeries, len(ss))
 	for i, s := range ss {
 		ts := web.TrendSeries{Name: s.Name, Counter: s.Kind == trend.Counter, Points: make([]web.TrendPoint, len(s.Points))}
@@ -240,7 +242,29 @@ func (c callRecorder) Response(sel, callID, method string, code int, reason stri
 	}
 }
 
-var _ call.Recorder = callRecorder{}
+func (c callRecorder) DeviceMessage(sel, callID, device string, toDevice bool, label, note string) {
+	if device == "" {
+		device = "?"
+	}
+	m := ladder.Msg{At: c.p.now(), Timed: true, From: ladder.Device(device), To: ladder.Sipis, Label: label, Note: note}
+	if toDevice {
+		m.From, m.To = m.To, m.From
+	}
+	c.p.book.Message(sel, callID, "", m)
+}
+
+func (c callRecorder) Relayed(sel, callID string, code int, reason string) {
+	c.p.book.Message(sel, callID, "", ladder.Msg{At: c.p.now(), Timed: true, From: ladder.Sipis, To: ladder.Proxy,
+		Label: strconv.Itoa(code) + " " + reason, Note: "relayed"})
+	if code >= 200 {
+		c.p.book.End(sel, callID, strconv.Itoa(code)+" "+reason+" (from a device)")
+	}
+}
+
+var (
+	_ call.Recorder       = callRecorder{}
+	_ call.DeviceRecorder = callRecorder{}
+)
 
 // pusher counts every push for the trends and records it in the ladder.
 type pusher struct {

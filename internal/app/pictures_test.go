@@ -16,9 +16,11 @@ import (
 	"github.com/sipis/sipis/pkg/registration"
 )
 
-// fillTrends gives a's trends a day of synthetic samples up to now: every chart full, a
-// burst of failures and a probe going down in the last hour.
+// fillTrends replaces a's trends with a day of synthetic samples up to now: every chart
+// full, a burst of failures and a probe going down in the last hour.
 func fillTrends(a *App, now time.Time) {
+	r := trend.New()
+	defer a.pics.trends.Store(r)
 	start := now.Add(-24 * time.Hour)
 	var cycles, fails, acc, missed, rej, sent, refused float64
 	for m := 0; m <= 24*60; m++ {
@@ -37,7 +39,7 @@ func fillTrends(a *App, now time.Time) {
 		if m > 24*60-45 && m < 24*60-30 {
 			down = 1
 		}
-		a.pics.trends.Add(at, []trend.Reading{
+		r.Add(at, []trend.Reading{
 			{Name: "instances.idle", Kind: trend.Gauge, Value: 20 + float64(m%11)},
 			{Name: "instances.registered", Kind: trend.Gauge, Value: 900 + float64(m/30)},
 			{Name: "instances.error", Kind: trend.Gauge, Value: 5 + 40*down},
@@ -186,7 +188,7 @@ func TestTrendsOfARealServer(t *testing.T) {
 	a, _ := picturesInstance(t)
 	a.pics.sample(context.Background())
 	got := map[string]float64{}
-	series, _ := trendSource{a.pics.trends}.Trends(time.Now().Add(-time.Hour))
+	series, _ := trendSource{a.pics}.Trends(time.Now().Add(-time.Hour))
 	for _, s := range series {
 		sum := 0.0
 		for _, p := range s.Points {
@@ -217,7 +219,7 @@ func TestTrendsOfARealServer(t *testing.T) {
 	a.Stop()
 	b := startApp(t, settings)
 	defer b.Stop()
-	series, _ = trendSource{b.pics.trends}.Trends(time.Now().Add(-time.Hour))
+	series, _ = trendSource{b.pics}.Trends(time.Now().Add(-time.Hour))
 	missed := 0.0
 	for _, s := range series {
 		for _, p := range s.Points {
@@ -228,5 +230,34 @@ func TestTrendsOfARealServer(t *testing.T) {
 	}
 	if missed != 1 {
 		t.Errorf("missed calls after the restart %v, want 1 from the store", missed)
+	}
+}
+
+// TestDeviceArrowsInTheLadder: a device taking a call and its answers become arrows between
+// its column and sipis, and the responses relayed upstream arrows to the proxy.
+func TestDeviceArrowsInTheLadder(t *testing.T) {
+	p := (&App{}).newPictures()
+	const sel = "0d0d"
+	p.book.Watch(sel)
+	r := callRecorder{p}
+	r.Request(sel, "c1", "INVITE", "192.0.2.1:5060", func() string { return "" })
+	r.DeviceMessage(sel, "c1", "iphone", false, "REGISTER", "X-Sipis-Token: Not Empty")
+	r.DeviceMessage(sel, "c1", "iphone", true, "INVITE", "relayed")
+	r.DeviceMessage(sel, "c1", "", false, "200 OK", "")
+	r.Relayed(sel, "c1", 200, "OK")
+	l := p.ladderOf(sel, []string{"iphone"})
+	if len(l.Calls) != 1 {
+		t.Fatalf("calls %+v", l.Calls)
+	}
+	var got []string
+	for _, m := range l.Calls[0].Msgs {
+		got = append(got, m.From+">"+m.To+" "+m.Label)
+	}
+	want := "proxy>sipis INVITE|device iphone>sipis REGISTER|sipis>device iphone INVITE|device ?>sipis 200 OK|sipis>proxy 200 OK"
+	if strings.Join(got, "|") != want {
+		t.Errorf("arrows\n%s\nwant\n%s", strings.Join(got, "|"), want)
+	}
+	if l.Calls[0].Outcome != "200 OK (from a device)" {
+		t.Errorf("outcome %q", l.Calls[0].Outcome)
 	}
 }

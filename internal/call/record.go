@@ -1,6 +1,10 @@
 package call
 
-import "github.com/sipis/sipis/internal/sipua"
+import (
+	"strconv"
+
+	"github.com/sipis/sipis/internal/sipua"
+)
 
 // Recorder is told of the SIP requests that reach an instance's Contact (INVITE, CANCEL, ACK,
 // BYE, MESSAGE ...) and of each response sipis sends to them, for the SIP ladder on /debug.
@@ -33,4 +37,43 @@ func (m *Manager) recorded(user string, req *inbound) *inbound {
 		return respond(code, reason, hs...)
 	}
 	return &cp
+}
+
+// DeviceRecorder is implemented by a Recorder that also draws the messages between sipis and
+// the devices of a call: a device taking the call (REGISTER with its token), the INVITE
+// relayed to it, its responses, and those relayed upstream.
+type DeviceRecorder interface {
+	// DeviceMessage is one message of call callID of sel between sipis and device (its
+	// X-Sipis-Device, "" when it sent none); toDevice says which way.
+	DeviceMessage(sel, callID, device string, toDevice bool, label, note string)
+	// Relayed is a device's response sent upstream by sipis.
+	Relayed(sel, callID string, code int, reason string)
+}
+
+func (c *call) deviceRecorder() DeviceRecorder {
+	d, _ := c.m.opts.Recorder.(DeviceRecorder)
+	return d
+}
+
+// recordConnect draws a device taking the call and the INVITE relayed to it.
+func (c *call) recordConnect(device string) {
+	if d := c.deviceRecorder(); d != nil {
+		d.DeviceMessage(c.sel, c.callID, device, false, "REGISTER", "X-Sipis-Token: Not Empty")
+		d.DeviceMessage(c.sel, c.callID, device, true, "200 OK", "")
+		d.DeviceMessage(c.sel, c.callID, device, true, "INVITE", "relayed")
+	}
+}
+
+// recordDeviceResponse draws a device's response to the relayed INVITE.
+func (c *call) recordDeviceResponse(device string, r *sipua.Response) {
+	if d := c.deviceRecorder(); d != nil && !r.Local() {
+		d.DeviceMessage(c.sel, c.callID, device, false, strconv.Itoa(r.Status)+" "+r.Reason, "")
+	}
+}
+
+// recordRelayed draws a device's response going upstream.
+func (c *call) recordRelayed(r *sipua.Response) {
+	if d := c.deviceRecorder(); d != nil {
+		d.Relayed(c.sel, c.callID, r.Status, r.Reason)
+	}
 }

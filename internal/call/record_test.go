@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/sipis/sipis/internal/push"
+	"github.com/sipis/sipis/internal/siptest"
 	"github.com/sipis/sipis/internal/sipua"
 )
 
@@ -65,5 +66,49 @@ func TestRecorderSeesCallAndMessage(t *testing.T) {
 	}, "\n")
 	if got := rec.String(); got != want {
 		t.Errorf("recorded\n%s\nwant\n%s", got, want)
+	}
+}
+
+type fakeDeviceRecorder struct{ fakeRecorder }
+
+func (r *fakeDeviceRecorder) DeviceMessage(sel, callID, device string, toDevice bool, label, note string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	dir := "<"
+	if toDevice {
+		dir = ">"
+	}
+	r.seen = append(r.seen, strings.TrimSpace(fmt.Sprintf("%s %s %s %s", device, dir, label, note)))
+}
+
+func (r *fakeDeviceRecorder) Relayed(sel, callID string, code int, reason string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.seen = append(r.seen, fmt.Sprintf("relayed %d %s", code, reason))
+}
+
+// TestDeviceRecorderSeesTheRelay: a Recorder that takes device messages is told of the device
+// taking the call, the INVITE relayed to it, its 180 and 200, and both going upstream.
+func TestDeviceRecorderSeesTheRelay(t *testing.T) {
+	rec := &fakeDeviceRecorder{}
+	e := newEnv(t, func(o *Options) { o.Recorder = rec })
+	dev := e.deviceListener()
+	inv, token := e.ring()
+	d := siptest.DialDevice(t, dev)
+	if code, err := d.Register(token, "iphone"); err != nil || code != 200 {
+		t.Fatalf("REGISTER with the token: %d %v", code, err)
+	}
+	in := deviceNext(t, d, "INVITE")
+	d.Respond(in, 180, "Ringing", "")
+	e.nextNonTrying(inv.CallID, "INVITE")
+	d.Respond(in, 200, "OK", "v=0\r\n")
+	if ok := e.nextNonTrying(inv.CallID, "INVITE"); ok.Status != 200 {
+		t.Fatalf("relayed %d", ok.Status)
+	}
+	got := rec.String()
+	want := "iphone < REGISTER X-Sipis-Token: Not Empty\niphone > 200 OK\niphone > INVITE relayed\n" +
+		"iphone < 180 Ringing\nrelayed 180 Ringing\niphone < 200 OK\nrelayed 200 OK"
+	if !strings.HasSuffix(got, want) {
+		t.Errorf("recorded\n%s\nwant it to end with\n%s", got, want)
 	}
 }
