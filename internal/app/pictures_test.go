@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strings"
 	"testing"
@@ -259,5 +260,32 @@ func TestDeviceArrowsInTheLadder(t *testing.T) {
 	}
 	if l.Calls[0].Outcome != "200 OK (from a device)" {
 		t.Errorf("outcome %q", l.Calls[0].Outcome)
+	}
+}
+
+// TestTestPushReportsOnDebug: the test push sent from /debug comes back to /debug with the
+// device, platform, topic and APNs's answer, and is drawn in the ladder.
+func TestTestPushReportsOnDebug(t *testing.T) {
+	a, sel := picturesInstance(t)
+	form := url.Values{"s": {sel}, "user": {"admin"}, "password": {"secret-admin"}, "return": {"debug"}}
+	req, _ := http.NewRequest("POST", a.HTTPURL()+"/stats/actions/testpush", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", a.HTTPURL())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	page := string(b)
+	if resp.StatusCode != 200 {
+		t.Fatalf("%d %s", resp.StatusCode, page)
+	}
+	row := regexp.MustCompile(`<tr data-device="iphone"><td>iphone</td><td>APNs</td><td>com.example.softphone</td><td>Delivered</td><td>200 accepted id [0-9a-fA-F-]{36}</td>`)
+	if !strings.Contains(page, "<title>Debug "+sel) || !row.MatchString(page) {
+		t.Errorf("the result page lacks the device's result:\n%s", page)
+	}
+	if !strings.Contains(page, "test push to iphone (APNs, topic com.example.softphone)") {
+		t.Error("the test push is not in the ladder")
 	}
 }
