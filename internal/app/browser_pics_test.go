@@ -116,7 +116,7 @@ func TestBrowserPicturesOfARealServer(t *testing.T) {
 	}
 	shoot(t, bctx, "stats-real-server.png")
 	if got := js[string](t, bctx, `[...document.querySelectorAll('figure.chart')].map(f => f.id + ':' + f.querySelectorAll('g.series').length).join(',')`); got !=
-		"chart-instances:4,chart-register:2,chart-calls:3,chart-push:2,chart-probes:2" {
+		"chart-instances:5,chart-register:2,chart-calls:3,chart-push:2,chart-probes:2" {
 		t.Errorf("charts and their series: %s", got)
 	}
 	if got := js[string](t, bctx, `document.querySelector('#trend-marks').innerText`); !strings.Contains(got, "burst of REGISTER failures: 61 a minute") ||

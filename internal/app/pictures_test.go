@@ -18,7 +18,8 @@ import (
 )
 
 // fillTrends replaces a's trends with a day of synthetic samples up to now: every chart
-// full, a burst of failures and a probe going down in the last hour.
+// full (with every series the sampler reads, so that a real sample cannot add one), a burst of
+// failures and a probe going down in the last hour.
 func fillTrends(a *App, now time.Time) {
 	r := trend.New()
 	defer a.pics.trends.Store(r)
@@ -45,6 +46,7 @@ func fillTrends(a *App, now time.Time) {
 			{Name: "instances.registered", Kind: trend.Gauge, Value: 900 + float64(m/30)},
 			{Name: "instances.error", Kind: trend.Gauge, Value: 5 + 40*down},
 			{Name: "instances.unauthorized", Kind: trend.Gauge, Value: 2},
+			{Name: "instances.registering", Kind: trend.Gauge, Value: float64(m % 4)},
 			{Name: "register.cycles", Kind: trend.Counter, Value: cycles},
 			{Name: "register.failures", Label: "REGISTER failures", Kind: trend.Counter, Watch: trend.WatchBurst, Value: fails},
 			{Name: "calls.accepted", Kind: trend.Counter, Value: acc},
