@@ -9,6 +9,12 @@
 // REGISTER failed; the Book holds at most MaxRings rings. Recording for any other instance is a
 // map look-up and nothing is kept. Message bodies are kept only while the instance's log is on,
 // and Authorization values never: Redact replaces them with "Not Empty".
+//
+// Memory budget: an instance in error keeps its last MaxTransactions REGISTER cycles of two to
+// four arrows, about 10 KiB; the MaxRings rings of a server whose every proxy is down thus hold
+// about 10 MiB (TestMemoryBudget measures it). A watched instance with calls adds at most
+// MaxCalls*MaxMessages arrows; bodies (MaxBody each) only for the few instances whose log an
+// administrator turned on.
 package ladder
 
 import (
@@ -25,7 +31,7 @@ const (
 	MaxCalls        = 3                // calls kept per instance
 	MaxMessages     = 40               // arrows kept per exchange
 	MaxBody         = 4 << 10          // bytes of one message's text kept (log on only)
-	MaxRings        = 2000             // instances with a ring at most
+	MaxRings        = 1000             // instances with a ring at most
 	WatchFor        = 30 * time.Minute // a ring opened by Watch is kept this long after the last look
 )
 

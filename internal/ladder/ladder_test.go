@@ -2,6 +2,7 @@ package ladder
 
 import (
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -141,4 +142,36 @@ func TestPushJoinsItsCall(t *testing.T) {
 		l.Transactions[1].Kind != KindPush {
 		t.Errorf("transactions %+v", l.Transactions)
 	}
+}
+
+// TestMemoryBudget: MaxRings instances in error, each with its MaxTransactions challenged
+// REGISTER cycles, hold less than 12 MiB.
+func TestMemoryBudget(t *testing.T) {
+	c := &clock{time.Date(2026, 1, 1, 10, 0, 0, 0, time.UTC)}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	b := New(c.now)
+	for i := 0; i < MaxRings+100; i++ {
+		sel := fmt.Sprintf("%016x", i)
+		for j := 0; j < MaxTransactions+2; j++ {
+			b.Register(sel, c.t, []Msg{
+				{At: c.t, Timed: true, From: Sipis, To: Proxy, Label: "REGISTER", Note: "expires 3600", Body: "REGISTER sip:x SIP/2.0\r\n"},
+				{From: Proxy, To: Sipis, Label: "401 Unauthorized", Note: "digest challenge"},
+				{From: Sipis, To: Proxy, Label: "REGISTER", Note: "Authorization: Not Empty"},
+				{At: c.t, Timed: true, From: Proxy, To: Sipis, Label: "503 Service Unavailable", Note: "Retry-After 30s"},
+			}, "refused: 503 Service Unavailable", true)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if b.Len() != MaxRings {
+		t.Fatalf("%d rings, want %d", b.Len(), MaxRings)
+	}
+	used := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	t.Logf("%d rings in error: %.1f MiB (%.1f KiB each)", b.Len(), float64(used)/(1<<20), float64(used)/1024/float64(b.Len()))
+	if used > 12<<20 {
+		t.Errorf("%d rings hold %d bytes, over the 12 MiB budget", b.Len(), used)
+	}
+	runtime.KeepAlive(b)
 }
