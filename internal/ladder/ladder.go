@@ -96,6 +96,7 @@ type Book struct {
 	mu    sync.Mutex
 	rings map[string]*ring
 	now   func() time.Time
+	swept time.Time // when full rings were last looked through for expired ones
 }
 
 // New returns an empty Book; now is the clock (nil: time.Now).
@@ -111,6 +112,17 @@ func New(now func() time.Time) *Book {
 func (b *Book) Watch(sel string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	now := b.now()
+	if b.rings[sel] == nil && len(b.rings) >= MaxRings {
+		// Someone is looking: make room by dropping a ring kept only for an error.
+		b.swept = time.Time{}
+		for k, o := range b.rings {
+			if !o.logging && !now.Before(o.watchUntil) {
+				delete(b.rings, k)
+				break
+			}
+		}
+	}
 	r := b.ringLocked(sel, true)
 	if r != nil {
 		r.watchUntil = b.now().Add(WatchFor)
@@ -155,15 +167,18 @@ func (b *Book) ringLocked(sel string, create bool) *ring {
 	if r != nil || !create {
 		return r
 	}
-	if len(b.rings) >= MaxRings {
+	if len(b.rings) >= MaxRings && now.Sub(b.swept) >= time.Second {
+		// Full: drop the rings no longer kept, looking at most once a second, so that
+		// 100,000 failing instances do not each walk the map.
+		b.swept = now
 		for k, o := range b.rings {
 			if !o.keep(now) {
 				delete(b.rings, k)
 			}
 		}
-		if len(b.rings) >= MaxRings {
-			return nil
-		}
+	}
+	if len(b.rings) >= MaxRings {
+		return nil
 	}
 	r = &ring{}
 	b.rings[sel] = r

@@ -175,3 +175,21 @@ func TestMemoryBudget(t *testing.T) {
 	}
 	runtime.KeepAlive(b)
 }
+
+// TestWatchMakesRoom: when the Book is full of instances in error, looking at one more still
+// keeps its ring, in place of one kept only for an error.
+func TestWatchMakesRoom(t *testing.T) {
+	c := &clock{time.Date(2026, 1, 1, 10, 0, 0, 0, time.UTC)}
+	b := New(c.now)
+	for i := 0; i < MaxRings+50; i++ {
+		b.Register(fmt.Sprint("e", i), c.t, []Msg{{Label: "REGISTER"}}, "timeout", true)
+	}
+	if b.Len() != MaxRings {
+		t.Fatalf("%d rings", b.Len())
+	}
+	b.Watch("looked-at")
+	b.Message("looked-at", "c", "INVITE", Msg{Label: "INVITE"})
+	if l := b.Get("looked-at"); len(l.Calls) != 1 || b.Len() != MaxRings {
+		t.Errorf("watched ring %+v, %d rings", l, b.Len())
+	}
+}
