@@ -53,6 +53,7 @@ type App struct {
 	push  *pushes
 	web   *web.Server
 	reg   *prometheus.Registry
+	pics  *pictures // the trend charts and SIP ladders of the pages (pictures.go)
 
 	metrics    metrics
 	msgCounts  perSecond[map[string]int] // waiting messages per selector
@@ -174,12 +175,13 @@ func (a *App) Start(ctx context.Context) (err error) {
 	b := &backend{app: a}
 	a.reg = a.newMetrics(b)
 	r := s.Sip.Register
+	a.pics = a.newPictures()
 	// Push first: the instance manager sends the expiry reminders through it.
 	if err := a.startPush(); err != nil {
 		return err
 	}
 	if a.mgr, err = instance.New(instance.Options{
-		Store: a.db, Registrar: a.ua, Logger: a.log.WithField("part", "instances"), Node: s.Server.Name,
+		Store: a.db, Registrar: registrar{a.ua, a.pics}, Logger: a.log.WithField("part", "instances"), Node: s.Server.Name,
 		PublicKey: a.public, PrivateKey: a.private,
 		DefaultExpires: int(r.DefaultExpires / time.Second), MinExpires: int(r.MinExpires / time.Second),
 		MaxExpires: int(r.MaxExpires / time.Second), RefreshFraction: r.RefreshFraction, Jitter: jitter(r.Jitter),
@@ -212,6 +214,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 		Backend:         b,
 		Gatherer:        a.reg,
 		Probes:          a.probeSource(),
+		Trends:          trendSource{a.pics},
 		DeviceRoutes:    a.calls.Routes,
 		HookRoutes:      a.hookRoutes(),
 		StatsSections:   a.hookStats,
@@ -225,6 +228,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 	if err := a.web.Open(); err != nil {
 		return fmt.Errorf("http server: %w", err)
 	}
+	a.pics.start(a.bgCtx)
 	a.warnUnused()
 	a.log.WithFields(logrus.Fields{
 		"name": s.Server.Name, "version": version.Version, "http": a.web.URL(), "sip": listeners,

@@ -149,6 +149,11 @@ func (b *backend) Debug(ctx context.Context, sel string) (web.DebugInfo, error) 
 		return info, err
 	}
 	ds := web.DebugSection{Title: "Devices"}
+	ids := make([]string, len(devs))
+	for i, d := range devs {
+		ids[i] = d.ID
+	}
+	info.Ladder = b.app.pics.ladderOf(sel, ids)
 	for _, d := range devs {
 		ds.Fields = append(ds.Fields, f(d.ID, fmt.Sprintf("%s token %s (invalid %t) alert token %s (invalid %t) app %s sandbox %t version %s locale %s last seen %s",
 			d.Platform, push.ShortToken(d.PushToken), d.TokenInvalid, push.ShortToken(d.AlertToken), d.AlertTokenInvalid,
@@ -280,6 +285,7 @@ func (b *backend) EnableInstanceLog(ctx context.Context, sel string) (string, er
 	if !b.app.mgr.SetLogging(sel, true) {
 		return "", notFound(sel)
 	}
+	b.app.pics.book.SetLogging(sel, true) // the ladder keeps message texts too
 	if l := b.app.instanceLogger(sel); l != nil {
 		l.WithField("selector", sel).Info("detailed logging turned on")
 	}

@@ -52,6 +52,7 @@ func BenchmarkPages100k(b *testing.B) {
 	if got := a.Manager().Len(); got != n {
 		b.Fatalf("%d instances loaded", got)
 	}
+	fillTrends(a, now) // /stats draws its charts over a full day of samples
 	for _, page := range []string{"/stats/instances/json", "/stats", "/stats/summary/json"} {
 		b.Run(page, func(b *testing.B) {
 			for range b.N {

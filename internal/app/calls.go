@@ -70,7 +70,8 @@ func (a *App) startCalls() error {
 	a.devUA = dev
 	_, port, _ := net.SplitHostPort(dev.Addr("tcp"))
 	m, err := call.New(call.Options{
-		Instances: callInstances{a.mgr}, Store: a.db, Push: a.push.dispatcher, SIP: a.ua,
+		Instances: callInstances{a.mgr}, Store: a.db, Push: pusher{a.push.dispatcher, a.pics}, SIP: a.ua,
+		Recorder:          callRecorder{a.pics},
 		RelayAddress:      net.JoinHostPort(relay, port),
 		AllowedSources:    allowed,
 		NoResponseTimeout: s.IncomingCall.NotAnsweredMaxAge, ProgressTimeout: s.IncomingCall.DeviceProgressMaxAge,

@@ -180,8 +180,9 @@ func (a *App) testPush(ctx context.Context, sel string) ([]web.PushResult, error
 			}
 		default:
 			sendCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			res, err := a.push.dispatcher.Send(sendCtx, n)
+			res, err := pusher{a.push.dispatcher, a.pics}.Send(sendCtx, n) // counted and drawn on /debug
 			cancel()
+			r.Topic, r.Answer = pushTopic(n), pushAnswer(res, err)
 			switch {
 			case err == nil && res.Accepted:
 				r.Outcome = outcomeDelivered

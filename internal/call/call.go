@@ -226,6 +226,10 @@ type Options struct {
 	Clock Clock
 	// Logger receives the package's log lines; nil discards them.
 	Logger logrus.FieldLogger
+
+	// Recorder, when set, is told of every request to an instance and of sipis's responses,
+	// for the SIP ladder on /debug (see record.go).
+	Recorder Recorder
 }
 
 // Manager handles incoming INVITE, CANCEL and MESSAGE requests for the instances and the
@@ -512,6 +516,9 @@ func fromSIP(r *sipua.Request) *inbound {
 }
 
 func (m *Manager) handle(user string, req *inbound) {
+	if m.opts.Recorder != nil {
+		req = m.recorded(user, req) // the ladder on /debug
+	}
 	log := m.log.WithFields(logrus.Fields{"method": req.method, "src": req.source, "call_id": req.callID})
 	reply := func(code int, reason string, hs ...sipua.Header) {
 		if err := req.respond(code, reason, hs...); err != nil {

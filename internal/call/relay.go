@@ -251,13 +251,14 @@ func (c *call) connect(req *inbound, device string, reply func(int, string, ...s
 	c.mu.Unlock()
 	flow.Bind() // the device proved its token: its connection may idle through the call
 	reply(200, "OK", granted)
+	c.recordConnect(b.device) // the ladder on /debug
 	c.log.WithFields(logrus.Fields{"device": b.device, "flow": flow.Remote()}).Info("call: device connected, relaying INVITE")
 
 	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
 	defer cancel()
 	tx, err := m.opts.SIP.Forward(ctx, c.inv, sipua.ForwardOptions{
 		Flow: flow, RequestURI: contact, RecordRoute: true,
-		OnResponse: func(r *sipua.Response) { c.branchResponse(b, r) },
+		OnResponse: func(r *sipua.Response) { c.recordDeviceResponse(b.device, r); c.branchResponse(b, r) },
 	})
 	c.mu.Lock()
 	b.tx = tx
@@ -444,6 +445,7 @@ func (c *call) relayFinal(r *sipua.Response, cancelling bool) {
 
 // relay sends a device's response upstream.
 func (c *call) relay(r *sipua.Response) {
+	c.recordRelayed(r) // the ladder on /debug
 	if err := c.inv.Relay(r); err != nil {
 		c.log.WithFields(logrus.Fields{"code": r.Status, "err": err}).Warn("call: relay response upstream")
 	}

@@ -193,6 +193,15 @@ type apnsHeaders struct {
 	topic, pushType, priority, expiration, collapseID string
 }
 
+// APNsTopic is the apns-topic a push of n's kind goes to: AppID+".voip" for a call (the only
+// VoIP push, to the PushKit token), the bundle id AppID for everything else (the alert token).
+func APNsTopic(n Notification) string {
+	if n.Kind == KindCall {
+		return n.Device.AppID + ".voip"
+	}
+	return n.Device.AppID
+}
+
 // apnsRoute returns the headers for n, per Apple's rules: a call is the only
 // VoIP push (topic AppID+".voip", priority 10, apns-expiration 0: now or
 // never); everything else goes to the alert token on topic AppID, as an
@@ -204,7 +213,7 @@ func (a *APNs) apnsRoute(n *Notification) apnsHeaders {
 	h := apnsHeaders{topic: n.Device.AppID, pushType: "alert", priority: "10", expiration: keep}
 	switch n.Kind {
 	case KindCall:
-		h = apnsHeaders{topic: n.Device.AppID + ".voip", pushType: "voip", priority: "10", expiration: "0",
+		h = apnsHeaders{topic: APNsTopic(*n), pushType: "voip", priority: "10", expiration: "0",
 			collapseID: n.PairingID}
 	case KindMissedCall, KindAnsweredElsewhere:
 		// One notice per call: "answered elsewhere" replaces nothing but itself.

@@ -1062,3 +1062,30 @@ func TestNodesAreSeparate(t *testing.T) {
 		t.Errorf("device row node = %q, %v", node, err)
 	}
 }
+
+// TestTrendRoundTrip stores trend samples and marks, prunes the old ones and reads the rest.
+func TestTrendRoundTrip(t *testing.T) {
+	db, _ := openTest(t)
+	ctx := context.Background()
+	t0 := time.Date(2026, 1, 1, 10, 0, 0, 0, time.UTC)
+	old := []TrendSample{{At: t0, Name: "calls.missed", Value: 3}}
+	if err := db.PutTrend(ctx, old, []TrendMark{{At: t0, Text: "old"}}, t0.Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	t1 := t0.Add(2 * time.Hour)
+	now := []TrendSample{{At: t1, Name: "instances.registered", Gauge: true, Value: 42}, {At: t1, Name: "calls.missed", Value: 1.5}}
+	if err := db.PutTrend(ctx, now, []TrendMark{{At: t1, Text: "probe down"}}, t1.Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	samples, marks, err := db.TrendSince(ctx, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(samples) != 2 || samples[0].Name != "calls.missed" || samples[0].Value != 1.5 || samples[0].Gauge ||
+		!samples[1].Gauge || samples[1].Value != 42 || !samples[1].At.Equal(t1) {
+		t.Errorf("samples %+v", samples)
+	}
+	if len(marks) != 1 || marks[0].Text != "probe down" || !marks[0].At.Equal(t1) {
+		t.Errorf("marks %+v", marks)
+	}
+}

@@ -186,6 +186,9 @@ type PushProblemReporter interface {
 type DebugInfo struct {
 	Selector string
 	Sections []DebugSection
+	// Ladder is the instance's recent SIP exchanges, drawn as sequence diagrams; nil when
+	// none are kept.
+	Ladder *Ladder
 }
 
 // DebugSection is one titled part of DebugInfo: fields, preformatted text
@@ -211,4 +214,6 @@ type PushResult struct {
 	Platform string // "APNs", "FCM", "Webhook" ...
 	Outcome  string // e.g. "Accepted", "Failed"
 	Error    string // details when it failed
+	Topic    string // the APNs topic (or FCM app id) the push went to; "" when none was sent
+	Answer   string // what the push service answered, e.g. "200 apns-id 3F2…" or "400 BadDeviceToken"
 }

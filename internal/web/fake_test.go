@@ -34,6 +34,8 @@ type fakeBackend struct {
 	// adminGate, when set, runs inside every CheckAdmin before the answer
 	// (outside the lock): tests hold checks there to see how many run.
 	adminGate func()
+
+	ladder *Ladder // every instance's SIP ladder on /debug
 }
 
 func newFake() *fakeBackend {
@@ -154,7 +156,7 @@ func (f *fakeBackend) Debug(ctx context.Context, sel string) (DebugInfo, error) 
 	return DebugInfo{Selector: sel, Sections: []DebugSection{
 		{Title: "State", Fields: []Field{{"State", "Register Loop"}, {"Password", "hunter2"}}},
 		{Title: "Last REGISTER", Text: "REGISTER sip:example.com SIP/2.0\r\nVia: <x>\r\n"},
-	}}, nil
+	}, Ladder: f.ladder}, nil
 }
 
 func (f *fakeBackend) AppSettings(ctx context.Context, sel string) ([]Field, error) {
@@ -202,7 +204,8 @@ func (f *fakeBackend) TestPush(ctx context.Context, sel string) ([]PushResult, e
 	defer f.mu.Unlock()
 	f.testPushes = append(f.testPushes, sel)
 	f.push["APNs"]["Accepted"]++
-	return []PushResult{{Device: "dev-1", Platform: "APNs", Outcome: "Accepted"}}, nil
+	return []PushResult{{Device: "dev-1", Platform: "APNs", Outcome: "Accepted", Topic: "com.example.phone",
+		Answer: "200 apns-id 5E1A"}}, nil
 }
 
 func (f *fakeBackend) TurnOff(ctx context.Context, sel string) error {

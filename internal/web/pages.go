@@ -201,6 +201,10 @@ type debugPage struct {
 	pageBase
 	Selector string
 	Sections []DebugSection
+	Ladder   *ladderView
+	// Results are those of a test push sent from this page.
+	Results []PushResult
+	Message string
 }
 
 func (s *Server) handleDebug(w http.ResponseWriter, r *http.Request) {
@@ -208,6 +212,12 @@ func (s *Server) handleDebug(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	s.renderDebug(w, r, user, sel, nil, "")
+}
+
+// renderDebug answers with the /debug page of sel, with the results of a test push sent from
+// it when there are any.
+func (s *Server) renderDebug(w http.ResponseWriter, r *http.Request, user, sel string, results []PushResult, msg string) {
 	info, err := s.b.Debug(r.Context(), sel)
 	if err != nil {
 		s.error(w, r, selectorError(sel, err))
@@ -216,9 +226,11 @@ func (s *Server) handleDebug(w http.ResponseWriter, r *http.Request) {
 	secs := make([]DebugSection, len(info.Sections))
 	for i, sec := range info.Sections {
 		sec.Fields = maskFields(sec.Fields)
+		sec.Text = redactSIP(sec.Text) // the last REGISTER's Authorization: "Not Empty"
 		secs[i] = sec
 	}
-	p := &debugPage{pageBase: s.base(r, "Debug "+sel), Selector: sel, Sections: secs}
+	p := &debugPage{pageBase: s.base(r, "Debug "+sel), Selector: sel, Sections: secs, Ladder: buildLadder(info.Ladder),
+		Results: results, Message: msg}
 	p.setAdmin(s, user)
 	s.render(w, r, http.StatusOK, "debug.html", p)
 }
@@ -368,6 +380,10 @@ func (s *Server) handleTestPush(w http.ResponseWriter, r *http.Request) {
 	msg := "Test push sent to instance " + sel + "."
 	if len(results) == 0 {
 		msg = "Instance " + sel + " has no device to push to."
+	}
+	if r.PostFormValue("return") == "debug" { // sent from /debug: show the results there
+		s.renderDebug(w, r, user, sel, results, msg)
+		return
 	}
 	p := &actionPage{pageBase: s.base(r, "Test push"), Message: msg, Selector: sel,
 		Results: results, Push: newPushTestOutcomes(s.b.PushTestOutcomes())}

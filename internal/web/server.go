@@ -10,6 +10,7 @@
 //	GET  /stats[?s=&page=&n=]      server, call outcomes, push tests, instances
 //	GET  /stats/instances/json|xml every instance, streamed (?s= for one)
 //	GET  /stats/summary/json|xml   counts by state, call and push outcomes
+//	GET  /stats/trends/json        the per-minute trend series of the charts (?window=1h|24h)
 //	GET  /selectors[?page=&n=]     selectors and their last activity
 //	GET  /debug?s=, /settings?s=   admin: one instance in detail
 //	GET  /log?s=                   admin: turn on the instance log, show it
@@ -98,6 +99,9 @@ type Options struct {
 	// Probes gives the OPTIONS probes for /probes, /probes/json and /stats; nil means
 	// probing is off.
 	Probes ProbeSource
+	// Trends gives the per-minute series drawn on /stats and served on /stats/trends/json;
+	// nil leaves the charts out.
+	Trends TrendSource
 	// Gatherer is served on /metrics; nil leaves /metrics out (404).
 	Gatherer prometheus.Gatherer
 	// MaxRegisterBody caps the body of POST /sipis/register; larger

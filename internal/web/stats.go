@@ -21,6 +21,7 @@ func (s *Server) registerStatsRoutes(r *mux.Router) {
 	r.HandleFunc("/stats/instances/xml", s.handleInstancesXML).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/stats/summary/json", s.handleSummaryJSON).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/stats/summary/xml", s.handleSummaryXML).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc("/stats/trends/json", s.handleTrendsJSON).Methods(http.MethodGet, http.MethodHead)
 }
 
 func classify(rate, median, spread float64) string {
@@ -88,7 +89,8 @@ type statsPage struct {
 	Probes   []ProbeRow
 	ProbesOn bool
 	// Extra are Options.StatsSections.
-	Extra []DebugSection
+	Extra  []DebugSection
+	Trends *trendsView // nil: no trend source
 }
 
 func stateText(r InstanceRow) string {
@@ -106,6 +108,11 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	pp, err := s.queryPage(r)
+	if err != nil {
+		s.error(w, r, err)
+		return
+	}
+	window, span, err := trendWindow(r, "1h")
 	if err != nil {
 		s.error(w, r, err)
 		return
@@ -168,6 +175,7 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 	if s.opts.StatsSections != nil {
 		p.Extra = s.opts.StatsSections(ctx)
 	}
+	p.Trends = buildTrends(s.opts.Trends, window, span, now)
 	p.setAdmin(s, admin)
 	s.render(w, r, http.StatusOK, "stats.html", p)
 }
