@@ -34,10 +34,7 @@ import (
 // and answers the call. Then: a phone that answers available=false (NAK, the caller gets
 // 480 from the PBX) and a phone that never answers (NAK after the wait).
 func TestPbxHookKamailio(t *testing.T) {
-	sipp, err := exec.LookPath("sipp")
-	if err != nil {
-		t.Skip("sipp not installed (Debian package sip-tester)")
-	}
+	sipp := siptest.SIPp(t)
 	apns := pushtest.NewAPNs(t)
 	verifier := newAccountVerifier(t)
 	dir := t.TempDir()

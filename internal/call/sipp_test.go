@@ -14,10 +14,7 @@ import (
 // TestSIPpCallerCancels drives the SIPp scenario testdata/sipp/cancel_uac.xml (a caller that
 // waits for both wake-up 180s, then cancels) against the Manager. Skipped without sipp.
 func TestSIPpCallerCancels(t *testing.T) {
-	sipp, err := exec.LookPath("sipp")
-	if err != nil {
-		t.Skip("sipp not installed (Debian package sip-tester)")
-	}
+	sipp := siptest.SIPp(t)
 	e := newEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -44,10 +41,7 @@ func TestSIPpCallerCancels(t *testing.T) {
 // answered by a device, ACK and BYE along sipis's Record-Route) while a siptest device takes
 // the call over TCP. Skipped without sipp.
 func TestSIPpAnsweredCall(t *testing.T) {
-	sipp, err := exec.LookPath("sipp")
-	if err != nil {
-		t.Skip("sipp not installed (Debian package sip-tester)")
-	}
+	sipp := siptest.SIPp(t)
 	e := newEnv(t)
 	dev := e.deviceListener()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

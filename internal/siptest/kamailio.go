@@ -377,3 +377,18 @@ func optionsPing(addr string, timeout time.Duration) error {
 	}
 	return nil
 }
+
+// SIPp returns the path of the sipp binary (Debian package sip-tester), or skips t when it is
+// not installed, unless the environment has SIPIS_REQUIRE_SIPP=1 (as CI does): then it fails,
+// so that the SIPp suites cannot pass by skipping.
+func SIPp(t testing.TB) string {
+	t.Helper()
+	path, err := exec.LookPath("sipp")
+	if err != nil {
+		if os.Getenv("SIPIS_REQUIRE_SIPP") == "1" {
+			t.Fatal("sipp not installed (Debian package sip-tester) but SIPIS_REQUIRE_SIPP=1")
+		}
+		t.Skip("sipp not installed (Debian package sip-tester)")
+	}
+	return path
+}
