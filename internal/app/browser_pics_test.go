@@ -95,7 +95,7 @@ func TestBrowserPicturesOfARealServer(t *testing.T) {
 	shoot(t, bctx, "debug-real-instance.png")
 	arrows := js[string](t, bctx, `[...document.querySelectorAll('#call-1 + svg g.arrow text.label')].map(e => e.textContent).join('|')`)
 	for _, want := range []string{"INVITE from 127.0.0.1:", "180 Ringing Alerting-Device", "call push to iphone (APNs, topic com.example.softphone.voip)",
-		"180 Ringing Push-Notification-Sent", "CANCEL from", "200 OK (CANCEL)", "487 Request Terminated", "cancel push to iphone"} {
+		"180 Ringing Push-Notification-Sent", "CANCEL from", "200 OK (CANCEL)", "487 Request Terminated", "missed-call push to iphone"} {
 		if !strings.Contains(arrows, want) {
 			t.Errorf("call arrows lack %q: %s", want, arrows)
 		}
@@ -105,7 +105,7 @@ func TestBrowserPicturesOfARealServer(t *testing.T) {
 		t.Errorf("exchanges %q, want call,REGISTER,MESSAGE", kinds)
 	}
 	if n := js[int](t, bctx, `document.querySelectorAll('svg.ladder g.arrow.push').length`); n != 6 {
-		t.Errorf("%d push arrows, want 6 (call, cancel and message push, each with its answer)", n)
+		t.Errorf("%d push arrows, want 6 (call, missed-call and message push, each with its answer)", n)
 	}
 	if n := js[int](t, bctx, `document.body.innerText.indexOf('pw-carol') + document.body.innerText.indexOf('response=') + 2`); n != 0 {
 		t.Error("a secret shows on /debug")

@@ -33,6 +33,10 @@ type pictures struct {
 	mu     sync.Mutex
 	pushes map[string]int // "APNs sent", "FCM refused BadDeviceToken" ... since start
 	probes map[string]probe.State
+	// callBase is the call outcomes (accepted, missed, rejected) at the first sample: they are
+	// counted from the stored records and so hold the calls before this start, which the trend
+	// (a counter since start, restored for the last hour from its own samples) already has.
+	callBase *[3]int
 }
 
 func (a *App) newPictures() *pictures {
@@ -86,9 +90,15 @@ func (p *pictures) readings(ctx context.Context) []trend.Reading {
 	c("register.failures", st.RegisterFailures.Load(), trend.WatchBurst, "REGISTER failures")
 	if a.calls != nil {
 		_, acc, missed, rej, _ := a.calls.Outcomes()
-		c("calls.accepted", int64(acc), trend.WatchNone, "")
-		c("calls.missed", int64(missed), trend.WatchNone, "")
-		c("calls.rejected", int64(rej), trend.WatchBurst, "rejected calls")
+		p.mu.Lock()
+		if p.callBase == nil {
+			p.callBase = &[3]int{acc, missed, rej}
+		}
+		base := *p.callBase
+		p.mu.Unlock()
+		c("calls.accepted", int64(acc-base[0]), trend.WatchNone, "")
+		c("calls.missed", int64(missed-base[1]), trend.WatchNone, "")
+		c("calls.rejected", int64(rej-base[2]), trend.WatchBurst, "rejected calls")
 	}
 	p.mu.Lock()
 	names := make([]string, 0, len(p.pushes))

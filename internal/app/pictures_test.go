@@ -89,8 +89,8 @@ func picturesInstance(t *testing.T) (*App, string) {
 	const sel = "1add3e1add3e1add"
 	send := func(mode registration.Mode) {
 		r := newReg(sel, "carol", reg, mode)
-		r.Device = registration.Device{ID: "iphone", Platform: "apns", PushToken: pushtest.TokenOK, AppID: apns.Topic,
-			Secret: "device-secret-carol"}
+		r.Device = registration.Device{ID: "iphone", Platform: "apns", PushToken: pushtest.TokenOK,
+			AlertToken: pushtest.TokenOK + "02", AppID: apns.Topic, Secret: "device-secret-carol"}
 		sealed, _ := registration.Seal(r, a.PublicKey())
 		if code, body := post(t, a.HTTPURL(), sealed); code != 200 {
 			t.Fatalf("register: %d %s", code, body)
@@ -131,7 +131,7 @@ func picturesInstance(t *testing.T) (*App, string) {
 	if r := next(id, "MESSAGE"); r.Status != 200 {
 		t.Fatalf("MESSAGE: %d", r.Status)
 	}
-	// The pushes are answered before they are drawn: wait for the cancel and message pushes.
+	// The pushes are answered before they are drawn: wait for the missed-call and message pushes.
 	deadline := time.Now().Add(5 * time.Second)
 	for len(apns.Pushes()) < 3 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
@@ -152,7 +152,7 @@ func TestLadderOfARealInstance(t *testing.T) {
 		">REGISTER <tspan", "401 Unauthorized", "200 OK <tspan class=\"note\">expires 3600</tspan>",
 		`id="call-1"`, "call at ", "— 487 Request Terminated", ">INVITE <tspan", `<tspan class="note">Alerting-Device</tspan>`,
 		`<tspan class="note">Push-Notification-Sent</tspan>`, ">CANCEL <tspan", "200 OK (CANCEL)", ">487 Request Terminated<",
-		"call push to iphone (APNs, topic " + "com.example.softphone" + ".voip)", "cancel push to iphone (APNs, topic",
+		"call push to iphone (APNs, topic " + "com.example.softphone" + ".voip)", "missed-call push to iphone (APNs, topic com.example.softphone)",
 		">200 accepted", ">MESSAGE <tspan", "message push to iphone (APNs", ">device iphone</text>", ">push service</text>",
 	} {
 		if !strings.Contains(ladder, want) {
