@@ -358,7 +358,9 @@ func TestMessageStoredAcrossRestartAndFetchedOnce(t *testing.T) {
 	e.openDB()
 	e.startManager(func(o *Options) { o.MaxMessageSize = 10 })
 	id = e.caller.Message(e.target, testContact, "text/plain", []byte("eleven byte"))
-	e.expect(id, "MESSAGE", 413, "")
+	if r := e.expect(id, "MESSAGE", 413, ""); r.Reason != "Request Entity Too Large (limit 10 bytes)" {
+		t.Errorf("413 reason %q, want the limit in it", r.Reason)
+	}
 
 	auth := []string{"X-Sipis-Device", "iphone", "X-Sipis-Secret", testSecret}
 	code, body := e.get("/sipis/messages?s="+testSel, auth...)

@@ -43,7 +43,8 @@ func (m *Manager) handleMessage(user string, req *inbound, log logrus.FieldLogge
 	}
 	if len(req.body) > m.opts.MaxMessageSize {
 		// RFC 3261 §21.4.11; RFC 3428 §7 lets a recipient refuse large messages.
-		reply(413, "Request Entity Too Large")
+		// The limit is in the reason phrase, so that a sender sees why (issue 12 point 6).
+		reply(413, "Request Entity Too Large (limit "+strconv.Itoa(m.opts.MaxMessageSize)+" bytes)")
 		log.WithField("size", len(req.body)).Info("call: MESSAGE too large")
 		return
 	}
