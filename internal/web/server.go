@@ -25,9 +25,13 @@
 // Admin actions take HTTP Basic credentials plus the CSRF token of the
 // page, or user= and password= form fields instead (see auth.go).
 //
-// The package depends on the rest of sipis only through the Backend
-// interface, which the application wires to the instance manager and the
-// store.
+// The package owns presentation: routing, decoding requests, titles, formats and
+// status codes. It must not reach into the instance manager, the store or the SIP
+// stack: it depends on the rest of sipis only through small interfaces declared
+// beside the pages that use them (StatsSource, SelectorSource, DebugSource,
+// SettingsSource, InstanceAdmin, Registrar, AdminChecker; Backend is their union),
+// which internal/app implements over the instance manager and the store. Sources
+// return data; this package renders it.
 package web
 
 import (
@@ -144,9 +148,16 @@ type Options struct {
 
 // Server is the sipis web server.
 type Server struct {
-	opts      Options
-	log       logrus.FieldLogger
-	b         Backend
+	opts Options
+	log  logrus.FieldLogger
+	// The parts of Options.Backend, each used by its own pages.
+	stats     StatsSource
+	selectors SelectorSource
+	debug     DebugSource
+	settings  SettingsSource
+	admin     InstanceAdmin
+	registrar Registrar
+	admins    AdminChecker
 	now       func() time.Time
 	pages     map[string]*template.Template
 	changelog template.HTML
@@ -205,7 +216,13 @@ func New(opts Options) *Server {
 	s := &Server{
 		opts:      opts,
 		log:       log,
-		b:         opts.Backend,
+		stats:     opts.Backend,
+		selectors: opts.Backend,
+		debug:     opts.Backend,
+		settings:  opts.Backend,
+		admin:     opts.Backend,
+		registrar: opts.Backend,
+		admins:    opts.Backend,
 		now:       opts.Now,
 		changelog: renderMarkdown(opts.Changelog),
 		csrfKey:   key,
