@@ -210,12 +210,13 @@ func (a *App) Start(ctx context.Context) (err error) {
 		return err
 	}
 	a.web = web.New(web.Options{
-		Addr:            joinHostPort(s.HTTPServer.Address, s.HTTPServer.Port),
-		Backend:         b,
-		Gatherer:        a.reg,
-		Probes:          a.probeSource(),
-		Trends:          trendSource{a.pics},
-		DeviceRoutes:    a.calls.Routes,
+		Addr:     joinHostPort(s.HTTPServer.Address, s.HTTPServer.Port),
+		Backend:  b,
+		Gatherer: a.reg,
+		Probes:   a.probeSource(),
+		Trends:   trendSource{a.pics},
+		Devices: &web.DeviceHandlers{Progress: a.calls.ProgressHandler(), Decline: a.calls.DeclineHandler(),
+			Messages: a.calls.MessagesHandler(), Ack: a.calls.AckHandler()},
 		HookRoutes:      a.hookRoutes(),
 		StatsSections:   a.hookStats,
 		AdminGET:        map[string]http.Handler{"/sipis/calls": a.calls.CallsHandler()},

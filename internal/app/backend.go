@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strconv"
 	"time"
 
 	"github.com/sipis/sipis/internal/instance"
@@ -102,76 +101,48 @@ func (b *backend) TrafficRates(ctx context.Context) ([]float64, error) {
 
 func notFound(sel string) error { return fmt.Errorf("selector %s: %w", sel, web.ErrNotFound) }
 
-func t3339(t time.Time) string {
-	if t.IsZero() {
-		return "-"
-	}
-	return t.UTC().Format(time.RFC3339)
-}
-
-func (b *backend) Debug(ctx context.Context, sel string) (web.DebugInfo, error) {
+// Debug implements web.DebugSource: the instance's data, with the password masked and
+// the push tokens shortened; web titles and formats it.
+func (b *backend) Debug(ctx context.Context, sel string) (web.InstanceDebug, error) {
 	s, ok := b.app.mgr.Debug(sel)
 	if !ok {
-		return web.DebugInfo{}, notFound(sel)
+		return web.InstanceDebug{}, notFound(sel)
 	}
 	pw := "Empty"
 	if s.PasswordSet {
 		pw = "Not Empty"
 	}
-	f := func(n, v string) web.Field { return web.Field{Name: n, Value: v} }
-	info := web.DebugInfo{Selector: sel}
-	info.Sections = append(info.Sections,
-		web.DebugSection{Title: "State", Fields: []web.Field{
-			f("State", s.Phase.String()), f("Off", strconv.FormatBool(s.Off)), f("Last error", s.LastError),
-			f("Consecutive failures", strconv.Itoa(s.Failures)), f("Created", t3339(s.Created)),
-			f("Last activity", t3339(s.LastActivity)), f("Detailed logging", strconv.FormatBool(s.Logging)),
-		}},
-		web.DebugSection{Title: "Account", Fields: []web.Field{
-			f("User", s.User), f("Auth user", s.AuthUser), f("Password", pw), f("Domain", s.Domain),
-			f("Proxy", s.Proxy), f("Port", strconv.Itoa(s.Port)), f("Transport", s.Transport),
-			f("Display name", s.DisplayName), f("Expires asked by the app", strconv.Itoa(s.Expires)),
-		}},
-		web.DebugSection{Title: "Binding and timers", Fields: []web.Field{
-			f("Contact user", s.ContactUser), f("Call-ID", s.CallID), f("CSeq", strconv.FormatUint(uint64(s.CSeq), 10)),
-			f("Binding expires", t3339(s.ExpiresAt)), f("Next REGISTER", t3339(s.NextAt)),
-			f("Last REGISTER", t3339(s.LastRegisterAt)),
-		}},
-		web.DebugSection{Title: "Traffic", Fields: []web.Field{
-			f("Bytes in", strconv.FormatInt(s.BytesIn, 10)), f("Bytes out", strconv.FormatInt(s.BytesOut, 10)),
-			f("First", t3339(s.FirstTraffic)), f("Last", t3339(s.LastTraffic)),
-			f("Calls in progress", strconv.Itoa(s.Calls)), f("Waiting messages", strconv.Itoa(s.Messages)),
-		}},
-		web.DebugSection{Title: "Last REGISTER request", Text: s.LastRequest},
-		web.DebugSection{Title: "Last REGISTER response", Text: s.LastResponse},
-	)
+	info := web.InstanceDebug{
+		Selector: sel, Phase: s.Phase.String(), Off: s.Off, LastError: s.LastError, Failures: s.Failures,
+		Created: s.Created, LastActivity: s.LastActivity, Logging: s.Logging,
+		User: s.User, AuthUser: s.AuthUser, Password: pw, Domain: s.Domain, Proxy: s.Proxy, Port: s.Port,
+		Transport: s.Transport, DisplayName: s.DisplayName, Expires: s.Expires,
+		ContactUser: s.ContactUser, CallID: s.CallID, CSeq: s.CSeq,
+		ExpiresAt: s.ExpiresAt, NextAt: s.NextAt, LastRegisterAt: s.LastRegisterAt,
+		BytesIn: s.BytesIn, BytesOut: s.BytesOut, FirstTraffic: s.FirstTraffic, LastTraffic: s.LastTraffic,
+		Calls: s.Calls, Messages: s.Messages, LastRequest: s.LastRequest, LastResponse: s.LastResponse,
+	}
 	devs, err := b.app.db.Devices(ctx, sel)
 	if err != nil {
 		return info, err
 	}
-	ds := web.DebugSection{Title: "Devices"}
 	ids := make([]string, len(devs))
 	for i, d := range devs {
 		ids[i] = d.ID
+		info.Devices = append(info.Devices, web.DebugDevice{
+			ID: d.ID, Platform: d.Platform, PushToken: push.ShortToken(d.PushToken), TokenInvalid: d.TokenInvalid,
+			AlertToken: push.ShortToken(d.AlertToken), AlertTokenInvalid: d.AlertTokenInvalid, AppID: d.AppID,
+			Sandbox: d.Sandbox, AppVersion: d.AppVersion, Locale: d.Locale, LastSeen: d.LastSeen,
+		})
 	}
 	info.Ladder = b.app.pics.ladderOf(sel, ids)
-	for _, d := range devs {
-		ds.Fields = append(ds.Fields, f(d.ID, fmt.Sprintf("%s token %s (invalid %t) alert token %s (invalid %t) app %s sandbox %t version %s locale %s last seen %s",
-			d.Platform, push.ShortToken(d.PushToken), d.TokenInvalid, push.ShortToken(d.AlertToken), d.AlertTokenInvalid,
-			d.AppID, d.Sandbox, d.AppVersion, d.Locale, t3339(d.LastSeen))))
+	for _, p := range b.app.push.problems.For(sel) {
+		info.PushProblems = append(info.PushProblems, web.DebugPushProblem{Platform: p.Platform, Reason: p.Reason, Count: p.Count})
 	}
-	info.Sections = append(info.Sections, ds)
-	if probs := b.app.push.problems.For(sel); len(probs) > 0 {
-		ps := web.DebugSection{Title: "Push configuration errors (tokens kept)"}
-		for _, p := range probs {
-			ps.Fields = append(ps.Fields, f(p.Platform+" "+p.Reason, strconv.Itoa(p.Count)))
-		}
-		info.Sections = append(info.Sections, ps)
-	}
-	ev := web.DebugSection{Title: "Recent events"}
 	for _, r := range s.Recent {
-		ev.Fields = append(ev.Fields, f(t3339(r.At), fmt.Sprintf("%s: %v -> %v, %s %s", r.Event, r.From, r.To, r.Action, r.Note)))
+		info.Recent = append(info.Recent, web.DebugEvent{At: r.At, Event: r.Event, From: r.From.String(), To: r.To.String(),
+			Action: r.Action, Note: r.Note})
 	}
-	info.Sections = append(info.Sections, ev)
 	return info, nil
 }
 

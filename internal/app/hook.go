@@ -216,3 +216,11 @@ func (c hookCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(hookCallsDesc, prometheus.CounterValue, float64(v), k)
 	}
 }
+
+// t3339 formats a time for /settings: RFC 3339 in UTC, "-" when unset.
+func t3339(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}

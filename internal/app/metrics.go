@@ -16,7 +16,7 @@ type metrics struct {
 
 // newMetrics builds the registry /metrics serves: instances by state, calls and push tests
 // (web.NewCollector), REGISTER cycles by final status, SIP bytes, and the Go runtime.
-func (a *App) newMetrics(b web.Backend) *prometheus.Registry {
+func (a *App) newMetrics(b web.StatsSource) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	a.metrics.registers = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sipis_register_transactions_total",

@@ -275,7 +275,11 @@ func (e *env) startManager(opts ...envOption) {
 	e.m = m
 	e.ua.SetHandler(m)
 	r := mux.NewRouter()
-	m.Routes(r)
+	// The routes as internal/web mounts them (web.DeviceHandlers).
+	r.Handle("/sipis/call/progress", m.ProgressHandler()).Methods(http.MethodPost)
+	r.Handle("/sipis/call/decline", m.DeclineHandler()).Methods(http.MethodPost)
+	r.Handle("/sipis/messages", m.MessagesHandler()).Methods(http.MethodGet)
+	r.Handle("/sipis/messages/ack", m.AckHandler()).Methods(http.MethodPost)
 	r.Handle("/sipis/calls", m.CallsHandler())
 	e.http = httptest.NewServer(r)
 	e.t.Cleanup(func() {

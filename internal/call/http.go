@@ -15,14 +15,14 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/gorilla/mux"
 	"github.com/sipis/sipis/internal/store"
 )
 
 // maxRequestBody bounds what a device may POST to us.
 const maxRequestBody = 64 << 10
 
-// Routes mounts the device-facing HTTP calls on r:
+// The device-facing HTTP calls. internal/web routes them (web.DeviceHandlers, which says
+// why their decoding stays here) and throttles wrong tokens and secrets:
 //
 //	POST /sipis/call/progress   {"token": "…"}                  the device is coming: 180 Device-Making-Progress
 //	POST /sipis/call/decline    {"token": "…", "reason": "busy"} 603 Decline (486 Busy Here with reason busy)
@@ -31,12 +31,18 @@ const maxRequestBody = 64 << 10
 //
 // Bodies may also be form-encoded (token=…&reason=…, ids=1,2). Errors are a status with a
 // one-line text reason, and change nothing.
-func (m *Manager) Routes(r *mux.Router) {
-	r.HandleFunc("/sipis/call/progress", m.handleProgress).Methods(http.MethodPost)
-	r.HandleFunc("/sipis/call/decline", m.handleDecline).Methods(http.MethodPost)
-	r.HandleFunc("/sipis/messages", m.handleMessages).Methods(http.MethodGet)
-	r.HandleFunc("/sipis/messages/ack", m.handleAck).Methods(http.MethodPost)
-}
+
+// ProgressHandler serves POST /sipis/call/progress.
+func (m *Manager) ProgressHandler() http.Handler { return http.HandlerFunc(m.handleProgress) }
+
+// DeclineHandler serves POST /sipis/call/decline.
+func (m *Manager) DeclineHandler() http.Handler { return http.HandlerFunc(m.handleDecline) }
+
+// MessagesHandler serves GET /sipis/messages?s=SEL.
+func (m *Manager) MessagesHandler() http.Handler { return http.HandlerFunc(m.handleMessages) }
+
+// AckHandler serves POST /sipis/messages/ack?s=SEL.
+func (m *Manager) AckHandler() http.Handler { return http.HandlerFunc(m.handleAck) }
 
 // CallsHandler serves GET /sipis/calls?s=SELECTOR[&limit=N]: the newest call records of an
 // instance as JSON, for support staff. It checks no credentials: wrap it in the admin check.

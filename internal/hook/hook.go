@@ -199,6 +199,11 @@ func (h *Hook) Close() {
 
 // Routes mounts the API under the prefix. Each path is served with and without its final
 // slash, as vialer-middleware's URL patterns match both.
+//
+// Unlike sipis's own routes (internal/web), this package keeps its routing and decoding:
+// the paths, methods, form fields and answers are vialer-middleware's API, which this
+// package reproduces and tests as the product; web only mounts it (Options.HookRoutes),
+// behind the same request log and access log as every other route.
 func (h *Hook) Routes(r *mux.Router) {
 	p := h.opts.Prefix
 	handle := func(name string, fn http.HandlerFunc, methods ...string) {

@@ -14,6 +14,14 @@ import (
 	"time"
 )
 
+// AdminChecker checks the administrator's credentials for the admin pages and actions.
+type AdminChecker interface {
+	// CheckAdmin reports whether user and pass are the administrator's,
+	// comparing in constant time (or with bcrypt); false when no
+	// administrator is configured.
+	CheckAdmin(user, pass string) bool
+}
+
 // Admin authentication. Admin pages take HTTP Basic credentials. Admin
 // actions are POSTs that take either Basic credentials plus a CSRF token
 // (browsers send Basic credentials by themselves, so the token proves the
@@ -137,7 +145,7 @@ func (s *Server) checkCredentials(r *http.Request, user, pass string) error {
 		return err
 	}
 	defer a.done(neutral) // if CheckAdmin panics; a no-op after the done below
-	if !s.b.CheckAdmin(user, pass) {
+	if !s.admins.CheckAdmin(user, pass) {
 		a.done(failed)
 		s.log.WithField("remote", addr).Warn("failed administrator login")
 		return errBadCredentials

@@ -1,7 +1,6 @@
 package web
 
 import (
-	"context"
 	"errors"
 	"time"
 )
@@ -17,58 +16,22 @@ type StatusCoder interface {
 	StatusCode() int
 }
 
-// Backend is everything the web server needs from the rest of sipis. The
-// lead's adapter in internal/app implements it over the instance manager
-// and the store. Every method must be safe for concurrent use; methods with
-// a context must give up when it is done.
+// Backend is every source the web server reads and every action it asks for, in
+// one value: internal/app's backend implements it over the instance manager and
+// the store. Each part is a small interface declared beside the pages that use
+// it: StatsSource (stats.go: /stats, the documents, /metrics), SelectorSource,
+// DebugSource and SettingsSource (pages.go: /selectors, /debug, /settings),
+// InstanceAdmin (pages.go: /log and the admin actions), Registrar (register.go:
+// POST /sipis/register) and AdminChecker (auth.go). Every method must be safe for
+// concurrent use; methods with a context must give up when it is done.
 type Backend interface {
-	// Server describes the running server.
-	Server() ServerInfo
-	// InstanceCounts counts the instances, in total and by state.
-	InstanceCounts(ctx context.Context) (InstanceCounts, error)
-	// Instances calls fn for each instance matching q, in ascending
-	// selector order, and stops with fn's error if fn fails. fn may block
-	// on a slow HTTP client (the JSON/XML documents stream), so do not hold
-	// locks the rest of sipis needs while calling it: iterate a snapshot
-	// or a read transaction.
-	Instances(ctx context.Context, q InstanceQuery, fn func(InstanceRow) error) error
-	// TrafficRates returns the average SIP traffic in bit/s of every
-	// instance (in any order), each computed as BitRate of the instance's
-	// byte counters, for the median/MAD colouring.
-	TrafficRates(ctx context.Context) ([]float64, error)
-	// Debug returns everything known about one instance; ErrNotFound if
-	// there is none. Secrets must already be masked ("Not Empty"/"Empty").
-	Debug(ctx context.Context, selector string) (DebugInfo, error)
-	// AppSettings returns every field the app sent when it registered, in
-	// a stable order; ErrNotFound if there is no such instance. Passwords
-	// must already be masked as "Not Empty" or "Empty".
-	AppSettings(ctx context.Context, selector string) ([]Field, error)
-	// Selectors calls fn for every known selector, in ascending order,
-	// with the time of its last activity.
-	Selectors(ctx context.Context, fn func(selector string, lastActivity time.Time) error) error
-	// CallOutcomes counts incoming calls since start.
-	CallOutcomes() CallOutcomes
-	// PushTestOutcomes counts test pushes since start: platform (e.g.
-	// "APNs", "FCM", "Webhook") -> outcome -> count.
-	PushTestOutcomes() map[string]Counts
-	// TestPush sends a test push notification to every device of the
-	// instance and reports how each ended; ErrNotFound if no instance.
-	TestPush(ctx context.Context, selector string) ([]PushResult, error)
-	// TurnOff turns one instance off (unREGISTER, then Idle).
-	TurnOff(ctx context.Context, selector string) error
-	// TurnOffAll turns every instance off and returns how many it turned off.
-	TurnOffAll(ctx context.Context) (int, error)
-	// EnableInstanceLog turns on detailed logging for the instance and
-	// returns the path of the file the log goes to.
-	EnableInstanceLog(ctx context.Context, selector string) (path string, err error)
-	// Register takes the body of POST /sipis/register as received. An
-	// error implementing StatusCoder with a 4xx code is a bad request
-	// whose message is shown to the app; any other error is a 500.
-	Register(ctx context.Context, body []byte) error
-	// CheckAdmin reports whether user and pass are the administrator's,
-	// comparing in constant time (or with bcrypt); false when no
-	// administrator is configured.
-	CheckAdmin(user, pass string) bool
+	StatsSource
+	SelectorSource
+	DebugSource
+	SettingsSource
+	InstanceAdmin
+	Registrar
+	AdminChecker
 }
 
 // ServerInfo describes the running server for /about, /stats and the summary.
@@ -180,19 +143,8 @@ type PushProblemReporter interface {
 	PushConfigErrors() Counts
 }
 
-// DebugInfo is everything known about one instance, for /debug. The
-// backend chooses the sections (state, timers, last REGISTER request and
-// response, bindings, devices, calls, traffic, recent events ...).
-type DebugInfo struct {
-	Selector string
-	Sections []DebugSection
-	// Ladder is the instance's recent SIP exchanges, drawn as sequence diagrams; nil when
-	// none are kept.
-	Ladder *Ladder
-}
-
-// DebugSection is one titled part of DebugInfo: fields, preformatted text
-// (e.g. a SIP message), or both.
+// DebugSection is one titled part of a page (/debug, and the further sections of
+// /stats): fields, preformatted text (e.g. a SIP message), or both.
 type DebugSection struct {
 	Title  string
 	Fields []Field

@@ -149,14 +149,13 @@ func (f *fakeBackend) find(sel string) bool {
 	return false
 }
 
-func (f *fakeBackend) Debug(ctx context.Context, sel string) (DebugInfo, error) {
+func (f *fakeBackend) Debug(ctx context.Context, sel string) (InstanceDebug, error) {
 	if !f.find(sel) {
-		return DebugInfo{}, fmt.Errorf("debug %s: %w", sel, ErrNotFound)
+		return InstanceDebug{}, fmt.Errorf("debug %s: %w", sel, ErrNotFound)
 	}
-	return DebugInfo{Selector: sel, Sections: []DebugSection{
-		{Title: "State", Fields: []Field{{"State", "Register Loop"}, {"Password", "hunter2"}}},
-		{Title: "Last REGISTER", Text: "REGISTER sip:example.com SIP/2.0\r\nVia: <x>\r\n"},
-	}, Ladder: f.ladder}, nil
+	// The password is left unmasked on purpose: /debug masks it again.
+	return InstanceDebug{Selector: sel, Phase: "Register Loop", Password: "hunter2",
+		LastRequest: "REGISTER sip:example.com SIP/2.0\r\nVia: <x>\r\n", Ladder: f.ladder}, nil
 }
 
 func (f *fakeBackend) AppSettings(ctx context.Context, sel string) ([]Field, error) {

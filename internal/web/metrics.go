@@ -11,7 +11,7 @@ import (
 // instances by state, incoming call outcomes, test push outcomes and the
 // message loop queue. Registering it is the caller's choice; each scrape
 // waits at most timeout (default 5 s) for the instance counts.
-func NewCollector(b Backend, timeout time.Duration) prometheus.Collector {
+func NewCollector(b StatsSource, timeout time.Duration) prometheus.Collector {
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}
@@ -32,7 +32,7 @@ func NewCollector(b Backend, timeout time.Duration) prometheus.Collector {
 }
 
 type collector struct {
-	b                                            Backend
+	b                                            StatsSource
 	timeout                                      time.Duration
 	instances, calls, rejected, pushTests, queue *prometheus.Desc
 }

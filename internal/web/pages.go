@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"errors"
 	"html/template"
 	"io"
@@ -15,6 +16,47 @@ import (
 
 	"github.com/sipis/sipis/templates"
 )
+
+// SelectorSource is what /selectors reads.
+type SelectorSource interface {
+	// Selectors calls fn for every known selector, in ascending order,
+	// with the time of its last activity.
+	Selectors(ctx context.Context, fn func(selector string, lastActivity time.Time) error) error
+}
+
+// DebugSource is what /debug reads: one instance's data, which the page titles
+// and formats itself (debug.go).
+type DebugSource interface {
+	// Debug returns everything known about one instance; ErrNotFound if
+	// there is none. Secrets must already be masked (see InstanceDebug).
+	Debug(ctx context.Context, selector string) (InstanceDebug, error)
+}
+
+// SettingsSource is what /settings reads.
+type SettingsSource interface {
+	// AppSettings returns every field the app sent when it registered, in
+	// a stable order; ErrNotFound if there is no such instance. Passwords
+	// must already be masked as "Not Empty" or "Empty".
+	AppSettings(ctx context.Context, selector string) ([]Field, error)
+}
+
+// InstanceAdmin is what the administrator's actions change: /log and the
+// test-push and turn-off buttons of /stats and /debug.
+type InstanceAdmin interface {
+	// TestPush sends a test push notification to every device of the
+	// instance and reports how each ended; ErrNotFound if no instance.
+	TestPush(ctx context.Context, selector string) ([]PushResult, error)
+	// PushTestOutcomes counts test pushes since start: platform (e.g.
+	// "APNs", "FCM", "Webhook") -> outcome -> count.
+	PushTestOutcomes() map[string]Counts
+	// TurnOff turns one instance off (unREGISTER, then Idle).
+	TurnOff(ctx context.Context, selector string) error
+	// TurnOffAll turns every instance off and returns how many it turned off.
+	TurnOffAll(ctx context.Context) (int, error)
+	// EnableInstanceLog turns on detailed logging for the instance and
+	// returns the path of the file the log goes to.
+	EnableInstanceLog(ctx context.Context, selector string) (path string, err error)
+}
 
 // pageNames are the templates; each is parsed together with layout.html.
 var pageNames = []string{
@@ -59,7 +101,7 @@ type pageBase struct {
 }
 
 func (s *Server) base(r *http.Request, title string) pageBase {
-	return pageBase{Title: title, Nonce: nonceFrom(r), ServerName: s.b.Server().Name}
+	return pageBase{Title: title, Nonce: nonceFrom(r), ServerName: s.stats.Server().Name}
 }
 
 func (p *pageBase) setAdmin(s *Server, user string) {
@@ -117,7 +159,7 @@ func (s *Server) handleSelectors(w http.ResponseWriter, r *http.Request) {
 	from, to := pp.offset(), pp.offset()+pp.N
 	total := 0
 	var rows []selectorRow
-	err = s.b.Selectors(r.Context(), func(sel string, last time.Time) error {
+	err = s.selectors.Selectors(r.Context(), func(sel string, last time.Time) error {
 		if total >= from && total < to {
 			rows = append(rows, selectorRow{Selector: sel, LastActivity: last})
 		}
@@ -218,13 +260,13 @@ func (s *Server) handleDebug(w http.ResponseWriter, r *http.Request) {
 // renderDebug answers with the /debug page of sel, with the results of a test push sent from
 // it when there are any.
 func (s *Server) renderDebug(w http.ResponseWriter, r *http.Request, user, sel string, results []PushResult, msg string) {
-	info, err := s.b.Debug(r.Context(), sel)
+	info, err := s.debug.Debug(r.Context(), sel)
 	if err != nil {
 		s.error(w, r, selectorError(sel, err))
 		return
 	}
-	secs := make([]DebugSection, len(info.Sections))
-	for i, sec := range info.Sections {
+	secs := debugSections(info)
+	for i, sec := range secs {
 		sec.Fields = maskFields(sec.Fields)
 		sec.Text = redactSIP(sec.Text) // the last REGISTER's Authorization: "Not Empty"
 		secs[i] = sec
@@ -268,7 +310,7 @@ func (s *Server) handleSettings(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	fields, err := s.b.AppSettings(r.Context(), sel)
+	fields, err := s.settings.AppSettings(r.Context(), sel)
 	if err != nil {
 		s.error(w, r, selectorError(sel, err))
 		return
@@ -294,7 +336,7 @@ func (s *Server) handleLog(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	path, err := s.b.EnableInstanceLog(r.Context(), sel)
+	path, err := s.admin.EnableInstanceLog(r.Context(), sel)
 	if err != nil {
 		s.error(w, r, selectorError(sel, err))
 		return
@@ -371,7 +413,7 @@ func (s *Server) handleTestPush(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, err)
 		return
 	}
-	results, err := s.b.TestPush(r.Context(), sel)
+	results, err := s.admin.TestPush(r.Context(), sel)
 	if err != nil {
 		s.error(w, r, selectorError(sel, err))
 		return
@@ -386,7 +428,7 @@ func (s *Server) handleTestPush(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := &actionPage{pageBase: s.base(r, "Test push"), Message: msg, Selector: sel,
-		Results: results, Push: newPushTestOutcomes(s.b.PushTestOutcomes())}
+		Results: results, Push: newPushTestOutcomes(s.admin.PushTestOutcomes())}
 	p.setAdmin(s, user)
 	s.render(w, r, http.StatusOK, "action.html", p)
 }
@@ -402,7 +444,7 @@ func (s *Server) handleTurnOff(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, err)
 		return
 	}
-	if err := s.b.TurnOff(r.Context(), sel); err != nil {
+	if err := s.admin.TurnOff(r.Context(), sel); err != nil {
 		s.error(w, r, selectorError(sel, err))
 		return
 	}
@@ -422,7 +464,7 @@ func (s *Server) handleTurnOffAll(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, badRequest("turning off all instances needs confirm=1 (uncheck Lock first)"))
 		return
 	}
-	n, err := s.b.TurnOffAll(r.Context())
+	n, err := s.admin.TurnOffAll(r.Context())
 	if err != nil {
 		s.error(w, r, err)
 		return

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -8,6 +9,14 @@ import (
 
 	"github.com/gorilla/mux"
 )
+
+// Registrar takes the app's registrations (POST /sipis/register).
+type Registrar interface {
+	// Register takes the body of POST /sipis/register as received. An
+	// error implementing StatusCoder with a 4xx code is a bad request
+	// whose message is shown to the app; any other error is a 500.
+	Register(ctx context.Context, body []byte) error
+}
 
 func (s *Server) registerAppRoutes(r *mux.Router) {
 	r.HandleFunc("/sipis/register", s.handleRegister).Methods(http.MethodPost)
@@ -31,7 +40,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, badRequest("empty registration: the body must hold the sealed registration"))
 		return
 	}
-	if err := s.b.Register(r.Context(), body); err != nil {
+	if err := s.registrar.Register(r.Context(), body); err != nil {
 		s.error(w, r, err)
 		return
 	}

@@ -19,15 +19,24 @@
 //	POST /stats/actions/turnoff    admin: s=, csrf=
 //	POST /stats/actions/turnoffall admin: confirm=1, csrf=
 //	POST /sipis/register           the app's sealed registration
+//	POST /sipis/call/progress      a woken device: the call token's call is coming (Options.Devices)
+//	POST /sipis/call/decline       a woken device: decline the call of the token
+//	GET  /sipis/messages?s=        a device: its waiting messages (X-Sipis-Device, X-Sipis-Secret)
+//	POST /sipis/messages/ack?s=    a device: delete fetched messages
+//	GET  /sipis/calls?s=           admin: the instance's call records (Options.AdminGET)
 //	GET  /metrics, /healthz        Prometheus (when a Gatherer is given), liveness
 //	GET  /debug/pprof/...          admin: the Go runtime's profiles
 //
 // Admin actions take HTTP Basic credentials plus the CSRF token of the
 // page, or user= and password= form fields instead (see auth.go).
 //
-// The package depends on the rest of sipis only through the Backend
-// interface, which the application wires to the instance manager and the
-// store.
+// The package owns presentation: routing, decoding requests, titles, formats and
+// status codes. It must not reach into the instance manager, the store or the SIP
+// stack: it depends on the rest of sipis only through small interfaces declared
+// beside the pages that use them (StatsSource, SelectorSource, DebugSource,
+// SettingsSource, InstanceAdmin, Registrar, AdminChecker; Backend is their union),
+// which internal/app implements over the instance manager and the store. Sources
+// return data; this package renders it.
 package web
 
 import (
@@ -84,11 +93,15 @@ type Options struct {
 	Logger logrus.FieldLogger
 	// Changelog is the project's CHANGELOG (Markdown), shown on /about.
 	Changelog []byte
-	// DeviceRoutes, when set, adds the routes woken devices call (call progress and
-	// decline, waiting messages); they authenticate themselves with tokens and secrets.
-	DeviceRoutes func(r *mux.Router)
+	// Devices, when set, serves the routes woken devices call (call progress and
+	// decline, waiting messages); web routes them (devices.go), the handlers check the
+	// devices' tokens and secrets.
+	Devices *DeviceHandlers
 	// HookRoutes, when set, adds the PBX-hook API (internal/hook), which checks its callers
-	// itself (PBX networks and secret; the apps' HTTP Basic credentials).
+	// itself (PBX networks and secret; the apps' HTTP Basic credentials). Unlike the
+	// device routes it keeps its own routing under its configured prefix: it is a
+	// vialer-middleware-compatible API whose paths, methods and answers are the product
+	// internal/hook implements and tests, not presentation of sipis's own.
 	HookRoutes func(r *mux.Router)
 	// StatsSections, when set, gives further titled sections for /stats (the PBX-hook
 	// mode's counters and the apps' call-setup metrics).
@@ -144,9 +157,16 @@ type Options struct {
 
 // Server is the sipis web server.
 type Server struct {
-	opts      Options
-	log       logrus.FieldLogger
-	b         Backend
+	opts Options
+	log  logrus.FieldLogger
+	// The parts of Options.Backend, each used by its own pages.
+	stats     StatsSource
+	selectors SelectorSource
+	debug     DebugSource
+	settings  SettingsSource
+	admin     InstanceAdmin
+	registrar Registrar
+	admins    AdminChecker
 	now       func() time.Time
 	pages     map[string]*template.Template
 	changelog template.HTML
@@ -205,7 +225,13 @@ func New(opts Options) *Server {
 	s := &Server{
 		opts:      opts,
 		log:       log,
-		b:         opts.Backend,
+		stats:     opts.Backend,
+		selectors: opts.Backend,
+		debug:     opts.Backend,
+		settings:  opts.Backend,
+		admin:     opts.Backend,
+		registrar: opts.Backend,
+		admins:    opts.Backend,
 		now:       opts.Now,
 		changelog: renderMarkdown(opts.Changelog),
 		csrfKey:   key,
@@ -230,6 +256,7 @@ func New(opts Options) *Server {
 	s.registerStatsRoutes(r)
 	s.registerAdminRoutes(r)
 	s.registerAppRoutes(r)
+	s.registerDeviceRoutes(r)
 	s.registerOpsRoutes(r)
 	s.registerExtraRoutes(r)
 	s.handler = s.recoverer(s.logRequests(s.throttleDevices(r)))
@@ -317,9 +344,6 @@ func (w logWriter) Write(p []byte) (int, error) {
 }
 
 func (s *Server) registerExtraRoutes(r *mux.Router) {
-	if s.opts.DeviceRoutes != nil {
-		s.opts.DeviceRoutes(r)
-	}
 	if s.opts.HookRoutes != nil {
 		s.opts.HookRoutes(r)
 	}

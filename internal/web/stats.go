@@ -15,6 +15,31 @@ import (
 	"github.com/sipis/sipis/internal/mad"
 )
 
+// StatsSource is what /stats, the instance and summary documents (JSON, XML) and
+// the Prometheus collector read: the server, its instances and the outcomes
+// counted since start.
+type StatsSource interface {
+	// Server describes the running server.
+	Server() ServerInfo
+	// InstanceCounts counts the instances, in total and by state.
+	InstanceCounts(ctx context.Context) (InstanceCounts, error)
+	// Instances calls fn for each instance matching q, in ascending
+	// selector order, and stops with fn's error if fn fails. fn may block
+	// on a slow HTTP client (the JSON/XML documents stream), so do not hold
+	// locks the rest of sipis needs while calling it: iterate a snapshot
+	// or a read transaction.
+	Instances(ctx context.Context, q InstanceQuery, fn func(InstanceRow) error) error
+	// TrafficRates returns the average SIP traffic in bit/s of every
+	// instance (in any order), each computed as BitRate of the instance's
+	// byte counters, for the median/MAD colouring.
+	TrafficRates(ctx context.Context) ([]float64, error)
+	// CallOutcomes counts incoming calls since start.
+	CallOutcomes() CallOutcomes
+	// PushTestOutcomes counts test pushes since start: platform (e.g.
+	// "APNs", "FCM", "Webhook") -> outcome -> count.
+	PushTestOutcomes() map[string]Counts
+}
+
 func (s *Server) registerStatsRoutes(r *mux.Router) {
 	r.HandleFunc("/stats", s.handleStats).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/stats/instances/json", s.handleInstancesJSON).Methods(http.MethodGet, http.MethodHead)
@@ -37,7 +62,7 @@ type traffic struct {
 }
 
 func (s *Server) traffic(ctx context.Context) (traffic, error) {
-	rates, err := s.b.TrafficRates(ctx)
+	rates, err := s.stats.TrafficRates(ctx)
 	if err != nil {
 		return traffic{}, err
 	}
@@ -53,7 +78,7 @@ type serverView struct {
 }
 
 func (s *Server) serverView() serverView {
-	info := s.b.Server()
+	info := s.stats.Server()
 	return serverView{ServerInfo: info, Uptime: formatUptime(s.uptime(info))}
 }
 
@@ -119,7 +144,7 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	admin := s.optionalAdmin(r)
-	counts, err := s.b.InstanceCounts(ctx)
+	counts, err := s.stats.InstanceCounts(ctx)
 	if err != nil {
 		s.error(w, r, err)
 		return
@@ -135,7 +160,7 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 	}
 	now := s.now()
 	rows := make([]rowView, 0, min(pp.N, 1024))
-	err = s.b.Instances(ctx, q, func(row InstanceRow) error {
+	err = s.stats.Instances(ctx, q, func(row InstanceRow) error {
 		rate := row.BitRate()
 		rows = append(rows, rowView{
 			InstanceRow:  row,
@@ -155,20 +180,20 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, notFoundSelector(sel))
 		return
 	}
-	calls := s.b.CallOutcomes()
+	calls := s.stats.CallOutcomes()
 	p := &statsPage{
 		pageBase: s.base(r, "Statistics"),
 		Info:     s.serverView(),
 		Calls:    calls,
 		Reasons:  calls.RejectedByReason.sorted(),
-		Push:     newPushTestOutcomes(s.b.PushTestOutcomes()),
+		Push:     newPushTestOutcomes(s.stats.PushTestOutcomes()),
 		Counts:   counts,
 		Traffic:  tr,
 		Selector: sel,
 		Rows:     rows,
 		Pager:    newPager("/stats", pp, counts.Count),
 	}
-	if pr, ok := s.b.(PushProblemReporter); ok {
+	if pr, ok := s.stats.(PushProblemReporter); ok {
 		p.Problems = pr.PushConfigErrors().sorted()
 	}
 	p.Probes, p.ProbesOn = s.probeRows()
@@ -181,12 +206,12 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) summary(ctx context.Context) (*summaryDoc, error) {
-	counts, err := s.b.InstanceCounts(ctx)
+	counts, err := s.stats.InstanceCounts(ctx)
 	if err != nil {
 		return nil, err
 	}
-	info := s.b.Server()
-	calls := s.b.CallOutcomes()
+	info := s.stats.Server()
+	calls := s.stats.CallOutcomes()
 	if calls.RejectedByReason == nil {
 		calls.RejectedByReason = Counts{}
 	}
@@ -211,7 +236,7 @@ func (s *Server) summary(ctx context.Context) (*summaryDoc, error) {
 			},
 		},
 		CallOutcomes:     calls,
-		PushTestOutcomes: newPushTestOutcomes(s.b.PushTestOutcomes()),
+		PushTestOutcomes: newPushTestOutcomes(s.stats.PushTestOutcomes()),
 	}, nil
 }
 
@@ -287,7 +312,7 @@ func (s *Server) streamInstances(w http.ResponseWriter, r *http.Request, ctype s
 	if sel == "" {
 		start() // an empty document is still a document
 	}
-	err = s.b.Instances(ctx, InstanceQuery{Selector: sel}, func(row InstanceRow) error {
+	err = s.stats.Instances(ctx, InstanceQuery{Selector: sel}, func(row InstanceRow) error {
 		if !started {
 			start()
 		}

@@ -220,8 +220,7 @@ func clientKey(addr string) string {
 }
 
 // deviceRoute reports whether path is one of the routes on which woken
-// devices present their secret or call token (registered by
-// Options.DeviceRoutes).
+// devices present their secret or call token (registerDeviceRoutes).
 func deviceRoute(path string) bool {
 	return path == "/sipis/messages" || path == "/sipis/messages/ack" || strings.HasPrefix(path, "/sipis/call/")
 }

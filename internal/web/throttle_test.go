@@ -7,8 +7,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/gorilla/mux"
 )
 
 // fail records one failed check of key, as a wrong password does.
@@ -226,10 +224,7 @@ func TestDeviceRoutesThrottled(t *testing.T) {
 	}
 	s, _ := newTestServer(t, f, func(o *Options) {
 		o.AuthFailures = 3
-		o.DeviceRoutes = func(r *mux.Router) {
-			r.HandleFunc("/sipis/messages", device).Methods(http.MethodGet)
-			r.HandleFunc("/sipis/call/progress", device).Methods(http.MethodPost)
-		}
+		o.Devices = &DeviceHandlers{Messages: http.HandlerFunc(device), Progress: http.HandlerFunc(device)}
 	})
 	get := func(sel, secret, remote string) int {
 		return do(t, s, req{path: "/sipis/messages?s=" + sel, remote: remote,
