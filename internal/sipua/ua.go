@@ -1,15 +1,30 @@
-// Package sipua is sipis's SIP user agent: it owns the SIP listeners
-// (UDP, TCP, TLS), sends REGISTER and OPTIONS as a UAC with digest
-// authentication, receives requests addressed to our contacts and counts
-// every byte it moves.
-//
-// It is the only package of sipis that imports github.com/emiago/sipgo, and
-// uses it only for the SIP message model and parser. The transport and the
-// non-INVITE client transaction (RFC 3261 §17.1.2) are implemented here, on
-// one socket per listener, because the registration engine must run
-// thousands of REGISTER transactions per second and account for the bytes
-// of each one; sipgo's transaction layer allocates timers and goroutines per
+// Package sipua is sipis's SIP stack: its own transport and transactions, with sipgo only
+// parsing. It is the only package of sipis that imports github.com/emiago/sipgo, and it uses
+// sipgo only for the message model and the parser (sip.Request, sip.Response, sip.Parser);
+// sipgo's transport and transaction layers are not used, because the registration engine runs
+// thousands of REGISTER transactions per second on one socket per listener and accounts for
+// the bytes of each one, and sipgo's transaction layer allocates timers and goroutines per
 // message and offers no per-transaction byte counts.
+//
+// It owns:
+//   - the transport: UDP, TCP and TLS listeners and dialled connections, stream framing by
+//     Content-Length (RFC 3261 §18.3), CRLF keep-alives (RFC 5626 §3.5.1), connection limits,
+//     per-source byte budgets, and the 400/413/503 answers to what cannot be passed on;
+//   - the client transactions: non-INVITE (RFC 3261 §17.1.2, Timers E/F/K) for REGISTER,
+//     OPTIONS and the requests sent inside a relayed dialog, and INVITE (§17.1.1, Timers A/B/D)
+//     for forwarded INVITEs;
+//   - the server transactions (§17.2): retransmitted requests absorbed and answered with the
+//     last response, final non-2xx INVITE responses retransmitted (Timers G/H) until the ACK;
+//   - digest authentication (RFC 2617, RFC 7616) for REGISTER and OPTIONS as a UAC;
+//   - the REGISTER and OPTIONS client (Register, Options), Contact fixed from received/rport;
+//   - name resolution of proxies and targets per RFC 3263 (NAPTR/SRV/A/AAAA);
+//   - the stateful proxy core (RFC 3261 §16, proxy.go): Forward, Relay, SendRequest, Flow.
+//
+// It must not: decide anything about registrations, instances, calls or pushes (which device,
+// which response wins, when to refresh: that is the caller's, through Handler and the
+// transaction results); touch the store, the web server or the settings file; or leak sipgo
+// types through its exported API other than through the small wrappers it defines (Request,
+// Response, Header). Byte counts and errors are returned, not logged as policy.
 package sipua
 
 import (
