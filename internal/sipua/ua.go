@@ -9,15 +9,17 @@
 // It owns:
 //   - the transport: UDP, TCP and TLS listeners and dialled connections, stream framing by
 //     Content-Length (RFC 3261 §18.3), CRLF keep-alives (RFC 5626 §3.5.1), connection limits,
-//     per-source byte budgets, and the 400/413/503 answers to what cannot be passed on;
-//   - the client transactions: non-INVITE (RFC 3261 §17.1.2, Timers E/F/K) for REGISTER,
+//     per-source byte budgets, and the 400/513/503 answers to what cannot be passed on;
+//   - the client transactions: non-INVITE (RFC 3261 §17.1.2, Timers E/F) for REGISTER,
 //     OPTIONS and the requests sent inside a relayed dialog, and INVITE (§17.1.1, Timers A/B/D)
 //     for forwarded INVITEs;
 //   - the server transactions (§17.2): retransmitted requests absorbed and answered with the
-//     last response, final non-2xx INVITE responses retransmitted (Timers G/H) until the ACK;
+//     last response until Timer J, final non-2xx INVITE responses retransmitted (Timers
+//     G/H) until the ACK;
 //   - digest authentication (RFC 2617, RFC 7616) for REGISTER and OPTIONS as a UAC;
 //   - the REGISTER and OPTIONS client (Register, Options), Contact fixed from received/rport;
-//   - name resolution of proxies and targets per RFC 3263 (NAPTR/SRV/A/AAAA);
+//   - name resolution of proxies and targets per RFC 3263 (SRV, then A/AAAA; NAPTR is
+//     skipped because the transport is always configured);
 //   - the stateful proxy core (RFC 3261 §16, proxy.go): Forward, Relay, SendRequest, Flow.
 //
 // It must not: decide anything about registrations, instances, calls or pushes (which device,
