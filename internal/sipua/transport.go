@@ -23,7 +23,16 @@ import (
 // and NAT bindings stay valid for incoming requests (RFC 3581 §1).
 type udpListener struct {
 	ua   *UA
-	conn *net.UDPConn
+	conn packetConn
+}
+
+// packetConn is the part of *net.UDPConn a udpListener uses; the transaction tests put an
+// in-memory socket behind it, so that they run on testing/synctest's clock.
+type packetConn interface {
+	ReadFromUDP(b []byte) (int, *net.UDPAddr, error)
+	WriteToUDP(b []byte, addr *net.UDPAddr) (int, error)
+	LocalAddr() net.Addr
+	Close() error
 }
 
 func (l *udpListener) serve() {
