@@ -496,142 +496,187 @@ func (t *ClientTx) hopRequest(method, to string) []byte {
 }
 
 // run is the transaction: retransmissions over UDP (Timer A/E), the timeout (Timer B/F), ACK
-// of a non-2xx final response, and 2xx retransmissions for 64*T1 (Timer M).
+// of a non-2xx final response, and 2xx retransmissions for 64*T1 (Timer M). One goroutine owns
+// the timers and the state in txRun; the select below only routes events to txRun's methods.
 func (t *ClientTx) run(req []byte) {
 	u := t.ua
 	defer u.wg.Done()
 	defer u.ptxs.Delete(t.key)
-	timeout := time.NewTimer(64 * timerT1)
-	defer timeout.Stop()
-	var resend <-chan time.Time
-	var rt *time.Timer
-	iv := timerT1
+	s := &txRun{t: t, timeout: time.NewTimer(64 * timerT1), iv: timerT1}
+	defer s.timeout.Stop()
 	if !t.p.reliable() {
-		rt = time.NewTimer(iv)
-		defer rt.Stop()
-		resend = rt.C
+		s.rt = time.NewTimer(s.iv)
+		defer s.rt.Stop()
+		s.resend = s.rt.C
 	}
 	var closed <-chan struct{}
 	if t.p.sc != nil {
 		closed = t.p.sc.closed
 	}
-	var ack []byte
-	final := false
 	cancelled := t.cancelled
-	localFinal := func(code int, reason string) {
-		if !final {
-			t.mu.Lock()
-			t.final = true
-			t.mu.Unlock()
-			t.on(&Response{Status: code, Reason: reason, local: true})
-		}
-	}
-	// handle processes one received response; it reports whether the transaction is over.
-	handle := func(res *sip.Response) bool {
-		code := res.StatusCode
-		switch {
-		case code < 200:
-			if final {
-				return false
-			}
-			t.mu.Lock()
-			first := !t.provisional
-			t.provisional = true
-			send := first && t.cancelWant && !t.cancelSent
-			if send {
-				t.cancelSent = true
-			}
-			t.mu.Unlock()
-			if t.method == "INVITE" {
-				resend = nil // Timer A stops after a provisional (§17.1.1.2)
-				if first {
-					// Timer C (§16.8) is the caller's; wait without Timer B now.
-					timeout.Stop()
-				}
-			} else if rt != nil {
-				iv = timerT2
-			}
-			if send {
-				t.sendCancel()
-			}
-			if code > 100 {
-				t.on(&Response{Status: code, Reason: res.Reason, msg: res})
-			}
-		case code < 300 && t.method == "INVITE":
-			if !final {
-				final, resend = true, nil
-				t.mu.Lock()
-				t.final = true
-				t.mu.Unlock()
-				timeout.Reset(64 * timerT1)
-			}
-			t.on(&Response{Status: code, Reason: res.Reason, msg: res})
-		default:
-			if final {
-				if ack != nil {
-					_ = t.p.send(ack) // a retransmitted final gets the ACK again
-				}
-				return false
-			}
-			final, resend = true, nil
-			t.mu.Lock()
-			t.final = true
-			t.mu.Unlock()
-			if t.method == "INVITE" {
-				ack = t.hopRequest("ACK", res.To().Value())
-				_ = t.p.send(ack)
-			}
-			t.on(&Response{Status: code, Reason: res.Reason, msg: res})
-			if t.p.reliable() || t.method != "INVITE" {
-				return true
-			}
-			timeout.Reset(32 * time.Second) // Timer D
-		}
-		return false
-	}
 	for {
 		select {
 		case res := <-t.rx:
-			if handle(res) {
+			if s.handle(res) {
 				return
 			}
-		case <-resend:
-			if err := t.p.send(req); err != nil {
-				localFinal(503, "Service Unavailable")
+		case <-s.resend:
+			if !s.retransmit(req) {
 				return
 			}
-			if t.method == "INVITE" {
-				iv = 2 * iv // Timer A doubles without a cap (§17.1.1.2)
-			} else {
-				iv = min(2*iv, timerT2)
-			}
-			rt.Reset(iv)
 		case <-cancelled:
 			// No final response within 64*T1 of the CANCEL ends the branch (§16.8).
 			cancelled = nil
-			timeout.Reset(64 * timerT1)
-		case <-timeout.C:
-			localFinal(408, "Request Timeout")
+			s.timeout.Reset(64 * timerT1)
+		case <-s.timeout.C:
+			s.localFinal(408, "Request Timeout")
 			return
 		case <-closed:
-			// A response read from the connection is handed to rx before the connection is
-			// marked closed: a peer that answers and closes in one write must be heard (its
-			// 200 to a BYE is the dialog's end, not a 503).
-			select {
-			case res := <-t.rx:
-				if handle(res) {
-					return
-				}
-				continue
-			default:
+			if s.connClosed() {
+				return
 			}
-			localFinal(503, "Service Unavailable")
-			return
 		case <-u.done:
-			localFinal(503, "Service Unavailable")
+			s.localFinal(503, "Service Unavailable")
 			return
 		}
 	}
+}
+
+// txRun is the state of a ClientTx that only its run goroutine touches: the retransmission
+// timer (Timer A/E, nil over a reliable transport), the transaction timer (B/F, then D or M),
+// the ACK of a non-2xx final to repeat, and whether a final response came.
+type txRun struct {
+	t       *ClientTx
+	timeout *time.Timer
+	rt      *time.Timer
+	resend  <-chan time.Time
+	iv      time.Duration
+	ack     []byte
+	final   bool
+}
+
+// markFinal records that a final response came (read by Cancel and the CANCEL's resender).
+func (s *txRun) markFinal() {
+	s.final, s.resend = true, nil
+	s.t.mu.Lock()
+	s.t.final = true
+	s.t.mu.Unlock()
+}
+
+// localFinal hands up a made-up final response when none came (RFC 3261 §16.7 step 6).
+func (s *txRun) localFinal(code int, reason string) {
+	if !s.final {
+		s.t.mu.Lock()
+		s.t.final = true
+		s.t.mu.Unlock()
+		s.t.on(&Response{Status: code, Reason: reason, local: true})
+	}
+}
+
+// retransmit resends the request (Timer A doubles without a cap, §17.1.1.2; Timer E doubles
+// up to T2, §17.1.2.2); it reports false when the transaction is over because the send failed.
+func (s *txRun) retransmit(req []byte) bool {
+	if err := s.t.p.send(req); err != nil {
+		s.localFinal(503, "Service Unavailable")
+		return false
+	}
+	if s.t.method == "INVITE" {
+		s.iv = 2 * s.iv
+	} else {
+		s.iv = min(2*s.iv, timerT2)
+	}
+	s.rt.Reset(s.iv)
+	return true
+}
+
+// connClosed handles the close of the transaction's connection; it reports whether the
+// transaction is over. A response read from the connection is handed to rx before the
+// connection is marked closed: a peer that answers and closes in one write must be heard (its
+// 200 to a BYE is the dialog's end, not a 503).
+func (s *txRun) connClosed() bool {
+	select {
+	case res := <-s.t.rx:
+		return s.handle(res)
+	default:
+	}
+	s.localFinal(503, "Service Unavailable")
+	return true
+}
+
+// handle processes one received response; it reports whether the transaction is over.
+func (s *txRun) handle(res *sip.Response) bool {
+	code := res.StatusCode
+	switch {
+	case code < 200:
+		s.provisional(res)
+	case code < 300 && s.t.method == "INVITE":
+		// 2xx: the transaction lives on for 64*T1 to pass up retransmissions (RFC 6026 §8.4
+		// Timer M); the ACK is end-to-end, not ours.
+		if !s.final {
+			s.markFinal()
+			s.timeout.Reset(64 * timerT1)
+		}
+		s.t.on(&Response{Status: code, Reason: res.Reason, msg: res})
+	default:
+		return s.nonSuccessFinal(res)
+	}
+	return false
+}
+
+// provisional handles a 1xx: Timer A stops (INVITE, §17.1.1.2) or Timer E goes to T2
+// (non-INVITE, §17.1.2.2); a CANCEL asked for before it goes now (§9.1).
+func (s *txRun) provisional(res *sip.Response) {
+	if s.final {
+		return
+	}
+	t := s.t
+	t.mu.Lock()
+	first := !t.provisional
+	t.provisional = true
+	send := first && t.cancelWant && !t.cancelSent
+	if send {
+		t.cancelSent = true
+	}
+	t.mu.Unlock()
+	if t.method == "INVITE" {
+		s.resend = nil // Timer A stops after a provisional (§17.1.1.2)
+		if first {
+			// Timer C (§16.8) is the caller's; wait without Timer B now.
+			s.timeout.Stop()
+		}
+	} else if s.rt != nil {
+		s.iv = timerT2
+	}
+	if send {
+		t.sendCancel()
+	}
+	if res.StatusCode > 100 {
+		t.on(&Response{Status: res.StatusCode, Reason: res.Reason, msg: res})
+	}
+}
+
+// nonSuccessFinal handles a final response other than a 2xx to an INVITE; it reports whether
+// the transaction is over. An INVITE's is ACKed (§17.1.1.3) and, over UDP, the transaction
+// stays in Completed for Timer D (32 s) to ACK its retransmissions without passing them up.
+func (s *txRun) nonSuccessFinal(res *sip.Response) bool {
+	t := s.t
+	if s.final {
+		if s.ack != nil {
+			_ = t.p.send(s.ack) // a retransmitted final gets the ACK again
+		}
+		return false
+	}
+	s.markFinal()
+	if t.method == "INVITE" {
+		s.ack = t.hopRequest("ACK", res.To().Value())
+		_ = t.p.send(s.ack)
+	}
+	t.on(&Response{Status: res.StatusCode, Reason: res.Reason, msg: res})
+	if t.p.reliable() || t.method != "INVITE" {
+		return true
+	}
+	s.timeout.Reset(32 * time.Second) // Timer D
+	return false
 }
 
 // proxyResponse hands a response to the forwarded request's transaction; it reports whether

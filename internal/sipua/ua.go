@@ -1,15 +1,32 @@
-// Package sipua is sipis's SIP user agent: it owns the SIP listeners
-// (UDP, TCP, TLS), sends REGISTER and OPTIONS as a UAC with digest
-// authentication, receives requests addressed to our contacts and counts
-// every byte it moves.
-//
-// It is the only package of sipis that imports github.com/emiago/sipgo, and
-// uses it only for the SIP message model and parser. The transport and the
-// non-INVITE client transaction (RFC 3261 §17.1.2) are implemented here, on
-// one socket per listener, because the registration engine must run
-// thousands of REGISTER transactions per second and account for the bytes
-// of each one; sipgo's transaction layer allocates timers and goroutines per
+// Package sipua is sipis's SIP stack: its own transport and transactions, with sipgo only
+// parsing. It is the only package of sipis that imports github.com/emiago/sipgo, and it uses
+// sipgo only for the message model and the parser (sip.Request, sip.Response, sip.Parser);
+// sipgo's transport and transaction layers are not used, because the registration engine runs
+// thousands of REGISTER transactions per second on one socket per listener and accounts for
+// the bytes of each one, and sipgo's transaction layer allocates timers and goroutines per
 // message and offers no per-transaction byte counts.
+//
+// It owns:
+//   - the transport: UDP, TCP and TLS listeners and dialled connections, stream framing by
+//     Content-Length (RFC 3261 §18.3), CRLF keep-alives (RFC 5626 §3.5.1), connection limits,
+//     per-source byte budgets, and the 400/513/503 answers to what cannot be passed on;
+//   - the client transactions: non-INVITE (RFC 3261 §17.1.2, Timers E/F) for REGISTER,
+//     OPTIONS and the requests sent inside a relayed dialog, and INVITE (§17.1.1, Timers A/B/D)
+//     for forwarded INVITEs;
+//   - the server transactions (§17.2): retransmitted requests absorbed and answered with the
+//     last response until Timer J, final non-2xx INVITE responses retransmitted (Timers
+//     G/H) until the ACK;
+//   - digest authentication (RFC 2617, RFC 7616) for REGISTER and OPTIONS as a UAC;
+//   - the REGISTER and OPTIONS client (Register, Options), Contact fixed from received/rport;
+//   - name resolution of proxies and targets per RFC 3263 (SRV, then A/AAAA; NAPTR is
+//     skipped because the transport is always configured);
+//   - the stateful proxy core (RFC 3261 §16, proxy.go): Forward, Relay, SendRequest, Flow.
+//
+// It must not: decide anything about registrations, instances, calls or pushes (which device,
+// which response wins, when to refresh: that is the caller's, through Handler and the
+// transaction results); touch the store, the web server or the settings file; or leak sipgo
+// types through its exported API other than through the small wrappers it defines (Request,
+// Response, Header). Byte counts and errors are returned, not logged as policy.
 package sipua
 
 import (
@@ -469,14 +486,8 @@ func (u *UA) handleMessage(raw []byte, transport string, src *net.UDPAddr, ul *u
 	if len(raw) <= 4 && strings.Trim(string(raw), "\r\n") == "" {
 		return // keep-alive CRLF (RFC 5626 §3.5.1)
 	}
-	if sc == nil && u.udpSlots != nil && len(u.udpSlots) == cap(u.udpSlots) && !bytes.HasPrefix(raw, []byte("SIP/")) {
-		// Every UDP handler slot is taken: shed the request before the costly parse, so
-		// that the readers keep up with a flood and responses to our own REGISTERs on the
-		// same socket are still read (RFC 3261 §21.5.4).
-		if w, ok := readWire(raw); ok && w.method != "ACK" {
-			u.reject(w, 503, "Service Unavailable", transport, src, ul, sc, Header{"Retry-After", shedRetryAfter})
-			return
-		}
+	if u.shed(raw, transport, src, ul, sc) {
+		return
 	}
 	msg, err := u.parser.ParseSIP(raw)
 	if res, ok := msg.(*sip.Response); ok && err == nil {
@@ -488,18 +499,53 @@ func (u *UA) handleMessage(raw []byte, transport string, src *net.UDPAddr, ul *u
 	}
 	w, isReq := readWire(raw)
 	if err != nil {
-		source := ""
-		if src != nil {
-			source = src.String()
-		} else if sc != nil {
-			source = sc.conn.RemoteAddr().String()
-		}
-		u.parseErrs.Store(source, parseFailure{err: err.Error(), at: time.Now()})
-		u.log.WithFields(logrus.Fields{"src": source, "transport": transport, "err": err}).Debug("sip: unparsable message")
+		u.noteParseFailure(err, transport, src, sc)
 	}
 	if !isReq {
 		return
 	}
+	req, code, reason := checkRequest(w, msg, err)
+	if code != 0 {
+		u.reject(w, code, reason, transport, src, ul, sc)
+		return
+	}
+	if sc != nil {
+		sc.valid.Store(true)
+	}
+	u.handleRequest(req, w, raw, transport, src, ul, sc)
+}
+
+// shed answers 503 to a UDP request, before the costly parse, when every UDP handler slot is
+// taken, so that the readers keep up with a flood and responses to our own REGISTERs on the
+// same socket are still read (RFC 3261 §21.5.4); it reports whether it did.
+func (u *UA) shed(raw []byte, transport string, src *net.UDPAddr, ul *udpListener, sc *streamConn) bool {
+	if sc != nil || u.udpSlots == nil || len(u.udpSlots) != cap(u.udpSlots) || bytes.HasPrefix(raw, []byte("SIP/")) {
+		return false
+	}
+	if w, ok := readWire(raw); ok && w.method != "ACK" {
+		u.reject(w, 503, "Service Unavailable", transport, src, ul, sc, Header{"Retry-After", shedRetryAfter})
+		return true
+	}
+	return false
+}
+
+// noteParseFailure remembers that the peer sent something unparsable, so that a transaction
+// to it that times out can say so (timeoutError).
+func (u *UA) noteParseFailure(err error, transport string, src *net.UDPAddr, sc *streamConn) {
+	source := ""
+	if src != nil {
+		source = src.String()
+	} else if sc != nil {
+		source = sc.conn.RemoteAddr().String()
+	}
+	u.parseErrs.Store(source, parseFailure{err: err.Error(), at: time.Now()})
+	u.log.WithFields(logrus.Fields{"src": source, "transport": transport, "err": err}).Debug("sip: unparsable message")
+}
+
+// checkRequest returns the parsed request w is, or the code and reason of the answer that
+// rejects it: the text checks first (wireRequest.check), then the parser's error, then the
+// headers every request must have (RFC 3261 §8.1.1).
+func checkRequest(w *wireRequest, msg sip.Message, err error) (*sip.Request, int, string) {
 	code, reason := w.check()
 	switch {
 	case code != 0:
@@ -512,17 +558,10 @@ func (u *UA) handleMessage(raw []byte, transport string, src *net.UDPAddr, ul *u
 	if code == 0 && ok && (req.Via() == nil || req.CSeq() == nil || req.CallID() == nil || req.From() == nil || req.To() == nil) {
 		code, reason = 400, "Bad Request (missing Via, From, To, Call-ID or CSeq)" // RFC 3261 §8.1.1
 	}
-	if code != 0 || !ok {
-		if code == 0 {
-			code, reason = 400, "Bad Request"
-		}
-		u.reject(w, code, reason, transport, src, ul, sc)
-		return
+	if code == 0 && !ok {
+		code, reason = 400, "Bad Request"
 	}
-	if sc != nil {
-		sc.valid.Store(true)
-	}
-	u.handleRequest(req, w, raw, transport, src, ul, sc)
+	return req, code, reason
 }
 
 // tooLargeReason names the limit in the reason phrase of a 513 (RFC 3261 §21.5.11).
