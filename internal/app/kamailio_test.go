@@ -1,7 +1,6 @@
 package app
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -193,5 +192,4 @@ func TestKamailioRegistrationEngine(t *testing.T) {
 	}
 	a.Stop()
 	stopped = true
-	_ = context.Background
 }

@@ -17,8 +17,8 @@ type StatusCoder interface {
 	StatusCode() int
 }
 
-// Backend is everything the web server needs from the rest of sipis. The
-// lead's adapter in internal/app implements it over the instance manager
+// Backend is everything the web server needs from the rest of sipis.
+// internal/app implements it over the instance manager
 // and the store. Every method must be safe for concurrent use; methods with
 // a context must give up when it is done.
 type Backend interface {
