@@ -3,7 +3,9 @@ GO       ?= go
 PKG      := github.com/sipis/sipis
 VERSION  := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BUILD    := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
-DATE     := $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+# The commit's time, not the current one: an unchanged tree links to the same binary, so
+# `make build` and `make run` do not relink it.
+DATE     := $(shell TZ=UTC git log -1 --format=%cd --date=format-local:%Y-%m-%dT%H:%M:%SZ 2>/dev/null)
 LDFLAGS  := -X $(PKG)/internal/version.Version=$(VERSION) -X $(PKG)/internal/version.Build=$(BUILD) -X $(PKG)/internal/version.Date=$(DATE)
 SETTINGS ?= Settings.example.xml
 FUZZTIME ?= 10s

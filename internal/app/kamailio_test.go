@@ -1,7 +1,6 @@
 package app
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -132,6 +131,8 @@ func TestKamailioRegistrationEngine(t *testing.T) {
 		s, _ := a.Manager().Snapshot(sel(i))
 		cseq[i] = s.CSeq
 	}
+	// Real time on purpose: the behaviour under test is that a real Kamailio still holds the
+	// bindings after twice their expiry, so the wait cannot run on a fake clock.
 	time.Sleep(2 * expires * time.Second)
 	if ok, state := allBound(a, -1)(); !ok {
 		t.Fatalf("after %d s: %s", 2*expires, state)
@@ -166,6 +167,8 @@ func TestKamailioRegistrationEngine(t *testing.T) {
 	if got := a.Manager().Len(); got != n+1 {
 		t.Fatalf("%d instances after restart, want %d", got, n+1)
 	}
+	// Real time on purpose: the behaviour under test is that a real Kamailio still holds the
+	// bindings after twice their expiry, so the wait cannot run on a fake clock.
 	time.Sleep(2 * expires * time.Second)
 	if ok, state := allBound(a, 7)(); !ok {
 		t.Fatalf("after a restart: %s", state)
@@ -176,7 +179,7 @@ func TestKamailioRegistrationEngine(t *testing.T) {
 	k.Stop()
 	before := a.Manager().Stats().Registers.Load()
 	const outage = 8 * time.Second
-	time.Sleep(outage)
+	time.Sleep(outage) // real time on purpose: the outage is the behaviour under test
 	during := a.Manager().Stats().Registers.Load() - before
 	k.Start()
 	waitAll(t, "recovered after the outage", 40*time.Second, allBound(a, 7))
@@ -193,5 +196,4 @@ func TestKamailioRegistrationEngine(t *testing.T) {
 	}
 	a.Stop()
 	stopped = true
-	_ = context.Background
 }

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/sipis/sipis/internal/push/pushtest"
 	"github.com/sipis/sipis/internal/siptest"
@@ -76,5 +75,4 @@ func TestTestPushThroughAPNsAndMetrics(t *testing.T) {
 	if t.Failed() {
 		t.Logf("status %d\n%s", resp.StatusCode, body[:min(len(body), 600)])
 	}
-	_ = time.Second
 }

@@ -2,13 +2,8 @@ package call
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"math/big"
 	"net"
 	"strings"
 	"testing"
@@ -17,6 +12,7 @@ import (
 	"github.com/sipis/sipis/internal/siptest"
 	"github.com/sipis/sipis/internal/sipua"
 	"github.com/sipis/sipis/internal/store"
+	"github.com/sipis/sipis/internal/testutil"
 )
 
 // quiet is how long a test watches for a message that must not come. It outlasts the first
@@ -262,28 +258,8 @@ func TestRelayReferNeverActedOn(t *testing.T) {
 
 // selfSigned returns a server certificate for 127.0.0.1 and a pool that trusts it.
 func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sipis test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
+	c := testutil.SelfSigned(t, "sipis test", x509.ExtKeyUsageServerAuth, "127.0.0.1")
+	return c.TLS, c.Pool
 }
 
 // TestRelayOverTLS: a device that reaches the TLS listener (certificate checked) claims the

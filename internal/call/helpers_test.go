@@ -9,7 +9,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -21,40 +20,12 @@ import (
 	"github.com/sipis/sipis/internal/siptest"
 	"github.com/sipis/sipis/internal/sipua"
 	"github.com/sipis/sipis/internal/store"
+	"github.com/sipis/sipis/internal/testutil"
 )
 
 // TestMain fails the run if a test left goroutines of this package, sipua or the store behind.
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		if leak := leakedGoroutines(); leak != "" {
-			fmt.Fprintf(os.Stderr, "leaked goroutines:\n%s\n", leak)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-func leakedGoroutines() string {
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		var leaks []string
-		for _, g := range strings.Split(string(buf), "\n\n") {
-			if strings.Contains(g, "leakedGoroutines") {
-				continue
-			}
-			if strings.Contains(g, "internal/call.") || strings.Contains(g, "internal/sipua.") ||
-				strings.Contains(g, "database/sql.") {
-				leaks = append(leaks, g)
-			}
-		}
-		if len(leaks) == 0 || time.Now().After(deadline) {
-			return strings.Join(leaks, "\n\n")
-		}
-		time.Sleep(10 * time.Millisecond) // only while other goroutines finish exiting
-	}
+	os.Exit(testutil.CheckLeaks(m, testutil.Matching("internal/call.", "internal/sipua.", "database/sql.")))
 }
 
 // fakeClock is a manual clock: timers fire only in Advance.

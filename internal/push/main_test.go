@@ -2,52 +2,19 @@ package push_test
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"runtime"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/sipis/sipis/internal/push"
+	"github.com/sipis/sipis/internal/testutil"
 )
 
-// TestMain fails the run when goroutines started by the tests (HTTP/2
-// connections, servers, timers) outlive them.
+// TestMain fails the run when goroutines started by the tests (HTTP/2 connections, servers,
+// timers) outlive them.
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		if leaked := leakedGoroutines(5 * time.Second); leaked != "" {
-			fmt.Fprintf(os.Stderr, "goroutines leaked by the tests:\n%s\n", leaked)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-// leakedGoroutines waits up to limit for every goroutine but the test
-// runner's to end, and returns the stacks of those that do not.
-func leakedGoroutines(limit time.Duration) string {
-	deadline := time.Now().Add(limit)
-	for {
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		var left []string
-		for _, g := range strings.Split(string(buf), "\n\n") {
-			if g = strings.TrimSpace(g); g == "" || strings.Contains(g, "leakedGoroutines") {
-				continue
-			}
-			left = append(left, g)
-		}
-		if len(left) == 0 {
-			return ""
-		}
-		if time.Now().After(deadline) {
-			return strings.Join(left, "\n\n")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	os.Exit(testutil.CheckLeaks(m, testutil.Every))
 }
 
 // fakeClock is a settable clock shared by a notifier and a fake service.

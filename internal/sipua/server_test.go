@@ -210,7 +210,13 @@ func TestCloseWhileInFlight(t *testing.T) {
 		_, err := u.Options(context.Background(), "sip:"+silent.LocalAddr().String(), "udp")
 		done <- err
 	}()
-	time.Sleep(50 * time.Millisecond) // let the request go out; Close must end it either way
+	// Close while the request is in flight: once the silent peer has received it.
+	if err := silent.SetReadDeadline(time.Now().Add(3 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := silent.ReadFrom(make([]byte, 65535)); err != nil {
+		t.Fatalf("the OPTIONS did not go out: %v", err)
+	}
 	u.Close()
 	select {
 	case err := <-done:

@@ -6,6 +6,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 	"github.com/sirupsen/logrus"
+	logrusslog "github.com/sirupsen/logrus/hooks/slog"
 )
 
 // SetLibraryLogger sends the log lines of the SIP library (sipgo logs
@@ -16,30 +17,25 @@ func SetLibraryLogger(l logrus.FieldLogger) {
 }
 
 // NewSlogHandler returns a slog.Handler that forwards records to a logrus
-// logger, keeping attributes as fields; nil means discard.
+// logger, keeping attributes and the fields of l as fields; nil means
+// discard. It is logrus's own bridge (logrus/hooks/slog) with two
+// settings of sipis: slog's levels map as below, and an attribute named
+// "error" becomes the field "err", as every sipis log line names it.
 func NewSlogHandler(l logrus.FieldLogger) slog.Handler {
-	return &slogHandler{l: l}
+	if l == nil {
+		return slog.DiscardHandler
+	}
+	e := l.WithFields(nil) // any FieldLogger: its logger and its fields
+	h := logrusslog.NewHandler(e.Logger, &logrusslog.HandlerOptions{LevelMapper: toLogrus})
+	attrs := make([]slog.Attr, 0, len(e.Data))
+	for k, v := range e.Data {
+		attrs = append(attrs, slog.Any(k, v))
+	}
+	return errField{h.WithAttrs(attrs)}
 }
 
-type slogHandler struct {
-	l      logrus.FieldLogger
-	fields logrus.Fields
-	group  string
-}
-
-func (h *slogHandler) Enabled(_ context.Context, lvl slog.Level) bool {
-	if h.l == nil {
-		return false
-	}
-	if lg, ok := h.l.(interface{ IsLevelEnabled(logrus.Level) bool }); ok {
-		return lg.IsLevelEnabled(toLogrus(lvl))
-	}
-	if e, ok := h.l.(*logrus.Entry); ok {
-		return e.Logger.IsLevelEnabled(toLogrus(lvl))
-	}
-	return true
-}
-
+// toLogrus maps slog's levels to logrus's: below Info is Debug (sipgo logs
+// no finer), and nothing maps to Fatal or Panic.
 func toLogrus(l slog.Level) logrus.Level {
 	switch {
 	case l >= slog.LevelError:
@@ -52,58 +48,43 @@ func toLogrus(l slog.Level) logrus.Level {
 	return logrus.DebugLevel
 }
 
-func (h *slogHandler) Handle(_ context.Context, r slog.Record) error {
-	if h.l == nil {
-		return nil
-	}
-	f := make(logrus.Fields, len(h.fields)+r.NumAttrs())
-	for k, v := range h.fields {
-		f[k] = v
-	}
+// errField renames the attributes named "error", also inside groups, to
+// "err" before they reach the wrapped handler.
+type errField struct{ slog.Handler }
+
+func (h errField) Handle(ctx context.Context, r slog.Record) error {
+	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
 	r.Attrs(func(a slog.Attr) bool {
-		h.add(f, h.group, a)
+		out.AddAttrs(renameErr(a))
 		return true
 	})
-	h.l.WithFields(f).Log(toLogrus(r.Level), r.Message)
-	return nil
+	return h.Handler.Handle(ctx, out)
 }
 
-func (h *slogHandler) add(f logrus.Fields, prefix string, a slog.Attr) {
-	a.Value = a.Value.Resolve()
-	key := a.Key
-	if key == "error" {
-		key = "err"
+func (h errField) WithAttrs(as []slog.Attr) slog.Handler {
+	out := make([]slog.Attr, len(as))
+	for i, a := range as {
+		out[i] = renameErr(a)
 	}
-	if prefix != "" {
-		key = prefix + "." + key
+	return errField{h.Handler.WithAttrs(out)}
+}
+
+func (h errField) WithGroup(name string) slog.Handler {
+	return errField{h.Handler.WithGroup(name)}
+}
+
+func renameErr(a slog.Attr) slog.Attr {
+	a.Value = a.Value.Resolve()
+	if a.Key == "error" {
+		a.Key = "err"
 	}
 	if a.Value.Kind() == slog.KindGroup {
-		for _, g := range a.Value.Group() {
-			h.add(f, key, g)
+		g := a.Value.Group()
+		out := make([]slog.Attr, len(g))
+		for i, x := range g {
+			out[i] = renameErr(x)
 		}
-		return
+		a.Value = slog.GroupValue(out...)
 	}
-	f[key] = a.Value.Any()
-}
-
-func (h *slogHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	n := &slogHandler{l: h.l, group: h.group, fields: make(logrus.Fields, len(h.fields)+len(as))}
-	for k, v := range h.fields {
-		n.fields[k] = v
-	}
-	for _, a := range as {
-		h.add(n.fields, h.group, a)
-	}
-	return n
-}
-
-func (h *slogHandler) WithGroup(name string) slog.Handler {
-	if name == "" {
-		return h
-	}
-	g := name
-	if h.group != "" {
-		g = h.group + "." + name
-	}
-	return &slogHandler{l: h.l, fields: h.fields, group: g}
+	return a
 }

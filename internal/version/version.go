@@ -10,7 +10,8 @@ var (
 	Version = "dev"
 	// Build is the commit the binary was built from.
 	Build = "unknown"
-	// Date is when the binary was built (RFC 3339, UTC).
+	// Date is the commit time of Build (RFC 3339, UTC), so that rebuilding an unchanged
+	// tree gives the same binary.
 	Date = ""
 )
 

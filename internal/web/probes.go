@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// ProbeSource gives the state of the OPTIONS probes (Options.Probes); the lead's adapter
+// ProbeSource gives the state of the OPTIONS probes (Options.Probes); internal/app
 // implements it over the prober. Without one the probe pages say probing is off.
 type ProbeSource interface {
 	Probes() []ProbeRow

@@ -130,7 +130,6 @@ func TestRetryAfterIsCapped(t *testing.T) {
 		if n := len(h.reg.callsFor("month")); n < 3 {
 			t.Errorf("%d attempts in 3 h: a 30-day Retry-After was obeyed", n)
 		}
-		_ = context.Background
 	})
 }
 
