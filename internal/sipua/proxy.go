@@ -17,6 +17,11 @@ import (
 // proxy and a woken device: requests are forwarded with our Via and Record-Route, responses
 // are relayed back with our Via removed. The decisions (which device, which response wins)
 // belong to the caller of Forward.
+//
+// It lives in sipua rather than in a package of its own because it edits sipgo messages
+// (Clone, Route, Via, Max-Forwards, Record-Route) and uses the transport's paths, flows and
+// server transactions directly; a package beside sipua would need all of that exported, or
+// would have to import sipgo itself.
 
 // ErrTooManyHops is returned by Forward for a request whose Max-Forwards is 0; answer it 483
 // (RFC 3261 §16.3 item 3).
