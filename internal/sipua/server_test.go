@@ -138,7 +138,12 @@ func TestHandlerAndRetransmission(t *testing.T) {
 	if got := p.read(); !strings.HasPrefix(got, "SIP/2.0 200") {
 		t.Fatalf("OPTIONS: %s", got)
 	}
+	// The counters move after the write returns, so the peer may read the answer first:
+	// wait (bounded) for the third answer to be counted.
 	tr := u.Traffic()
+	for deadline := time.Now().Add(3 * time.Second); tr.MessagesOut < 3 && time.Now().Before(deadline); tr = u.Traffic() {
+		time.Sleep(time.Millisecond)
+	}
 	if tr.MessagesIn != 3 || tr.MessagesOut != 3 || tr.BytesIn < int64(2*len(msg)) {
 		t.Errorf("traffic %+v", tr)
 	}
