@@ -100,28 +100,9 @@ func (m *Manager) Apply(ctx context.Context, reg *registration.Registration) err
 			return err
 		}
 	}
-	switch {
-	case hasAccount:
-		si.Account = store.Account(reg.Account)
-		if inst != nil && si.Account.Password == "" {
-			// An app need not send its password again to release or refresh its account, but
-			// the stored password only ever goes to the registrar it was given for.
-			if !sameIdentity(old, si.Account) {
-				m.stats.Rejected.Add(1)
-				return refuse(errs.Invalid, nil, "the account's user, domain, proxy, port or transport changed: send its password")
-			}
-			si.Account.Password = old.Password
-		}
-	case inst != nil:
-		si.Account = old // this registration carries no account: keep the stored one
-	}
-	switch {
-	case inst == nil:
-		si.State, si.Status = Idle.Key(), NotRegistered.String()
-	case active && hasAccount && !sameIdentity(old, si.Account):
-		// Another account: what is stored must not claim it is registered, so that a
-		// restart before the worker acts registers it at once.
-		si.State, si.Status = Registering.Key(), StatusRegistering.String()
+	if err := merge(si, reg, inst != nil, old, active, hasAccount); err != nil {
+		m.stats.Rejected.Add(1)
+		return err
 	}
 	dev := &store.Device{
 		Selector: reg.Selector, ID: reg.Device.ID, Platform: reg.Device.Platform, PushToken: reg.Device.PushToken,
@@ -173,6 +154,52 @@ func (m *Manager) Apply(ctx context.Context, reg *registration.Registration) err
 			return fmt.Errorf("instance: store registration: %w", err)
 		}
 	}
+	attach(inst, si, reg, hasAccount, len(devices), now)
+	inst.mu.Unlock()
+
+	ev := map[registration.Mode]Event{
+		registration.ModeBackground: EvBackground,
+		registration.ModeForeground: EvForeground,
+		registration.ModeOff:        EvForget,
+	}[reg.Mode]
+	m.instanceLog(inst).WithFields(logrus.Fields{"mode": reg.Mode, "device": reg.Device.ID}).Info("registration accepted")
+	return m.post(ctx, inst, ev)
+}
+
+// merge fills the stored row si with the account and state the registration reg leaves: reg's
+// account, with the held one's password if reg sends none for the same identity, or the held
+// account old if reg carries none. held says whether the manager holds the selector, active
+// whether its instance is registered or registering. A refusal changes nothing stored.
+func merge(si *store.Instance, reg *registration.Registration, held bool, old store.Account, active, hasAccount bool) error {
+	switch {
+	case hasAccount:
+		si.Account = store.Account(reg.Account)
+		if held && si.Account.Password == "" {
+			// An app need not send its password again to release or refresh its account, but
+			// the stored password only ever goes to the registrar it was given for.
+			if !sameIdentity(old, si.Account) {
+				return refuse(errs.Invalid, nil, "the account's user, domain, proxy, port or transport changed: send its password")
+			}
+			si.Account.Password = old.Password
+		}
+	case held:
+		si.Account = old // this registration carries no account: keep the stored one
+	}
+	switch {
+	case !held:
+		si.State, si.Status = Idle.Key(), NotRegistered.String()
+	case active && hasAccount && !sameIdentity(old, si.Account):
+		// Another account: what is stored must not claim it is registered, so that a
+		// restart before the worker acts registers it at once.
+		si.State, si.Status = Registering.Key(), StatusRegistering.String()
+	}
+	return nil
+}
+
+// attach gives the held instance what the stored registration si changed: its account (the
+// old binding is kept to be removed first when the identity changed), activity, device count
+// and background flag. The caller holds inst.mu.
+func attach(inst *Instance, si *store.Instance, reg *registration.Registration, hasAccount bool, devices int, now time.Time) {
 	if hasAccount {
 		if inst.account.User != si.Account.User || inst.account.Domain != si.Account.Domain {
 			inst.minExpires = 0
@@ -185,19 +212,10 @@ func (m *Manager) Apply(ctx context.Context, reg *registration.Registration) err
 		inst.account = si.Account
 	}
 	inst.lastActivity = now.UnixNano()
-	inst.devices = int32(len(devices))
+	inst.devices = int32(devices)
 	if reg.Mode != registration.ModeOff {
 		inst.background = reg.Mode == registration.ModeBackground
 	}
-	inst.mu.Unlock()
-
-	ev := map[registration.Mode]Event{
-		registration.ModeBackground: EvBackground,
-		registration.ModeForeground: EvForeground,
-		registration.ModeOff:        EvForget,
-	}[reg.Mode]
-	m.instanceLog(inst).WithFields(logrus.Fields{"mode": reg.Mode, "device": reg.Device.ID}).Info("registration accepted")
-	return m.post(ctx, inst, ev)
 }
 
 // authorize checks that a registration for a held selector comes from its owner: the secret
