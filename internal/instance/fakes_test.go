@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sipis/sipis/internal/errs"
 	"github.com/sipis/sipis/internal/sipua"
 	"github.com/sipis/sipis/internal/store"
 )
@@ -235,4 +236,10 @@ func (s *memStore) CheckDeviceSecret(_ context.Context, sel, id, secret string) 
 		return store.ErrSecret
 	}
 	return nil
+}
+
+// statusOf is the HTTP status internal/web answers a refusal of Apply or Register with (its
+// errorStatus maps the kinds the same way), 0 for an error that is not a refusal.
+func statusOf(err error) int {
+	return map[string]int{errs.Invalid: 400, errs.Conflict: 409, errs.Forbidden: 403, errs.NotFound: 404}[errs.ErrorCode(err)]
 }

@@ -6,38 +6,29 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/sipis/sipis/internal/errs"
 	"github.com/sipis/sipis/internal/push"
 	"github.com/sipis/sipis/internal/store"
 	"github.com/sipis/sipis/pkg/registration"
 )
 
-// RequestError is a registration refused for a reason the app can fix; StatusCode is the HTTP
-// status to answer with and Error a one-line reason that never contains a secret.
-type RequestError struct {
-	Code   int
-	Reason string
-	Err    error
-}
-
-func (e *RequestError) Error() string   { return e.Reason }
-func (e *RequestError) Unwrap() error   { return e.Err }
-func (e *RequestError) StatusCode() int { return e.Code }
-
-func refuse(code int, err error, format string, args ...any) error {
-	return &RequestError{Code: code, Reason: fmt.Sprintf(format, args...), Err: err}
+// refuse returns a registration refused for a reason the app can fix: an *errs.Error of kind
+// code (errs.Invalid, errs.Conflict, errs.Forbidden) whose message is one line that never
+// contains a secret. The web package turns the kind into the HTTP status.
+func refuse(code string, err error, format string, args ...any) error {
+	return errs.Wrap(code, err, format, args...)
 }
 
 // ErrUnknownSelector is returned for a selector the manager does not hold.
 var ErrUnknownSelector = errors.New("instance: unknown selector")
 
 // Register opens a sealed registration as posted by an app and applies it. A bad request
-// returns a *RequestError and changes nothing.
+// returns an *errs.Error (see refuse) and changes nothing.
 func (m *Manager) Register(ctx context.Context, sealed []byte) error {
 	if m.opts.PublicKey == nil || m.opts.PrivateKey == nil {
 		return errors.New("instance: no server key configured")
@@ -48,13 +39,13 @@ func (m *Manager) Register(ctx context.Context, sealed []byte) error {
 		var ve *registration.ValidationError
 		switch {
 		case errors.As(err, &ve):
-			return refuse(http.StatusBadRequest, err, "%s", ve.Error())
+			return refuse(errs.Invalid, err, "%s", ve.Error())
 		case errors.Is(err, registration.ErrNotOurs):
-			return refuse(http.StatusBadRequest, err, "registration cannot be opened: not sealed to this server's key, or corrupted")
+			return refuse(errs.Invalid, err, "registration cannot be opened: not sealed to this server's key, or corrupted")
 		case errors.Is(err, registration.ErrTruncated):
-			return refuse(http.StatusBadRequest, err, "registration is truncated")
+			return refuse(errs.Invalid, err, "registration is truncated")
 		default:
-			return refuse(http.StatusBadRequest, err, "%s", oneLine(err.Error()))
+			return refuse(errs.Invalid, err, "%s", oneLine(err.Error()))
 		}
 	}
 	return m.Apply(ctx, reg)
@@ -69,12 +60,12 @@ func (m *Manager) Register(ctx context.Context, sealed []byte) error {
 func (m *Manager) Apply(ctx context.Context, reg *registration.Registration) error {
 	if err := reg.Validate(); err != nil {
 		m.stats.Rejected.Add(1)
-		return refuse(http.StatusBadRequest, err, "%s", err.Error())
+		return refuse(errs.Invalid, err, "%s", err.Error())
 	}
 	now := time.Now()
 	if skew := now.Sub(reg.Timestamp); skew > m.opts.MaxClockSkew || -skew > m.opts.MaxClockSkew {
 		m.stats.Rejected.Add(1)
-		return refuse(http.StatusBadRequest, nil, "registration timestamp %s is more than %s away from the server's clock",
+		return refuse(errs.Invalid, nil, "registration timestamp %s is more than %s away from the server's clock",
 			reg.Timestamp.UTC().Format(time.RFC3339), m.opts.MaxClockSkew)
 	}
 
@@ -88,7 +79,7 @@ func (m *Manager) Apply(ctx context.Context, reg *registration.Registration) err
 	if hasAccount {
 		if err := reg.Account.Validate(); err != nil {
 			m.stats.Rejected.Add(1)
-			return refuse(http.StatusBadRequest, err, "%s", err.Error())
+			return refuse(errs.Invalid, err, "%s", err.Error())
 		}
 	}
 
@@ -109,28 +100,9 @@ func (m *Manager) Apply(ctx context.Context, reg *registration.Registration) err
 			return err
 		}
 	}
-	switch {
-	case hasAccount:
-		si.Account = store.Account(reg.Account)
-		if inst != nil && si.Account.Password == "" {
-			// An app need not send its password again to release or refresh its account, but
-			// the stored password only ever goes to the registrar it was given for.
-			if !sameIdentity(old, si.Account) {
-				m.stats.Rejected.Add(1)
-				return refuse(http.StatusBadRequest, nil, "the account's user, domain, proxy, port or transport changed: send its password")
-			}
-			si.Account.Password = old.Password
-		}
-	case inst != nil:
-		si.Account = old // this registration carries no account: keep the stored one
-	}
-	switch {
-	case inst == nil:
-		si.State, si.Status = Idle.Key(), NotRegistered.String()
-	case active && hasAccount && !sameIdentity(old, si.Account):
-		// Another account: what is stored must not claim it is registered, so that a
-		// restart before the worker acts registers it at once.
-		si.State, si.Status = Registering.Key(), StatusRegistering.String()
+	if err := merge(si, reg, inst != nil, old, active, hasAccount); err != nil {
+		m.stats.Rejected.Add(1)
+		return err
 	}
 	dev := &store.Device{
 		Selector: reg.Selector, ID: reg.Device.ID, Platform: reg.Device.Platform, PushToken: reg.Device.PushToken,
@@ -140,10 +112,10 @@ func (m *Manager) Apply(ctx context.Context, reg *registration.Registration) err
 	if err := m.opts.Store.PutRegistration(ctx, si, dev, reg.Nonce, reg.Timestamp); err != nil {
 		m.stats.Rejected.Add(1)
 		if errors.Is(err, store.ErrReplay) {
-			return refuse(http.StatusConflict, err, "registration replayed: this nonce was already used")
+			return refuse(errs.Conflict, err, "registration replayed: this nonce was already used")
 		}
 		if errors.Is(err, store.ErrInvalid) {
-			return refuse(http.StatusBadRequest, err, "%s", oneLine(err.Error()))
+			return refuse(errs.Invalid, err, "%s", oneLine(err.Error()))
 		}
 		return fmt.Errorf("instance: store registration: %w", err)
 	}
@@ -182,6 +154,52 @@ func (m *Manager) Apply(ctx context.Context, reg *registration.Registration) err
 			return fmt.Errorf("instance: store registration: %w", err)
 		}
 	}
+	attach(inst, si, reg, hasAccount, len(devices), now)
+	inst.mu.Unlock()
+
+	ev := map[registration.Mode]Event{
+		registration.ModeBackground: EvBackground,
+		registration.ModeForeground: EvForeground,
+		registration.ModeOff:        EvForget,
+	}[reg.Mode]
+	m.instanceLog(inst).WithFields(logrus.Fields{"mode": reg.Mode, "device": reg.Device.ID}).Info("registration accepted")
+	return m.post(ctx, inst, ev)
+}
+
+// merge fills the stored row si with the account and state the registration reg leaves: reg's
+// account, with the held one's password if reg sends none for the same identity, or the held
+// account old if reg carries none. held says whether the manager holds the selector, active
+// whether its instance is registered or registering. A refusal changes nothing stored.
+func merge(si *store.Instance, reg *registration.Registration, held bool, old store.Account, active, hasAccount bool) error {
+	switch {
+	case hasAccount:
+		si.Account = store.Account(reg.Account)
+		if held && si.Account.Password == "" {
+			// An app need not send its password again to release or refresh its account, but
+			// the stored password only ever goes to the registrar it was given for.
+			if !sameIdentity(old, si.Account) {
+				return refuse(errs.Invalid, nil, "the account's user, domain, proxy, port or transport changed: send its password")
+			}
+			si.Account.Password = old.Password
+		}
+	case held:
+		si.Account = old // this registration carries no account: keep the stored one
+	}
+	switch {
+	case !held:
+		si.State, si.Status = Idle.Key(), NotRegistered.String()
+	case active && hasAccount && !sameIdentity(old, si.Account):
+		// Another account: what is stored must not claim it is registered, so that a
+		// restart before the worker acts registers it at once.
+		si.State, si.Status = Registering.Key(), StatusRegistering.String()
+	}
+	return nil
+}
+
+// attach gives the held instance what the stored registration si changed: its account (the
+// old binding is kept to be removed first when the identity changed), activity, device count
+// and background flag. The caller holds inst.mu.
+func attach(inst *Instance, si *store.Instance, reg *registration.Registration, hasAccount bool, devices int, now time.Time) {
 	if hasAccount {
 		if inst.account.User != si.Account.User || inst.account.Domain != si.Account.Domain {
 			inst.minExpires = 0
@@ -194,19 +212,10 @@ func (m *Manager) Apply(ctx context.Context, reg *registration.Registration) err
 		inst.account = si.Account
 	}
 	inst.lastActivity = now.UnixNano()
-	inst.devices = int32(len(devices))
+	inst.devices = int32(devices)
 	if reg.Mode != registration.ModeOff {
 		inst.background = reg.Mode == registration.ModeBackground
 	}
-	inst.mu.Unlock()
-
-	ev := map[registration.Mode]Event{
-		registration.ModeBackground: EvBackground,
-		registration.ModeForeground: EvForeground,
-		registration.ModeOff:        EvForget,
-	}[reg.Mode]
-	m.instanceLog(inst).WithFields(logrus.Fields{"mode": reg.Mode, "device": reg.Device.ID}).Info("registration accepted")
-	return m.post(ctx, inst, ev)
 }
 
 // authorize checks that a registration for a held selector comes from its owner: the secret
@@ -226,7 +235,7 @@ func (m *Manager) authorize(ctx context.Context, reg *registration.Registration,
 		subtle.ConstantTimeCompare([]byte(p), []byte(storedPassword)) == 1 {
 		return nil
 	}
-	return refuse(http.StatusForbidden, nil,
+	return refuse(errs.Forbidden, nil,
 		"this selector is held for another device: prove it is yours with the device's secret or the account's password")
 }
 

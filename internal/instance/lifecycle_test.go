@@ -144,12 +144,7 @@ func TestTakeoverRefused(t *testing.T) {
 			t.Fatal(err)
 		}
 		synctest.Wait()
-		code := func(err error) int {
-			if re, ok := err.(*RequestError); ok {
-				return re.StatusCode()
-			}
-			return 0
-		}
+		code := statusOf
 		evil := func(mut func(r *registration.Registration)) error {
 			r := regFor("e5000001", "victim", registration.ModeBackground)
 			r.Account.Password, r.Account.Proxy = "", "203.0.113.66"

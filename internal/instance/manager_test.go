@@ -376,13 +376,7 @@ func TestRegistrationRefusals(t *testing.T) {
 		snapshot := h.st.get("ff000001")
 		saves := h.st.saves
 
-		code := func(err error) int {
-			var re *RequestError
-			if errors.As(err, &re) {
-				return re.StatusCode()
-			}
-			return 0
-		}
+		code := statusOf
 		if err := h.send(good); code(err) != 409 {
 			t.Errorf("replay: %v", err)
 		}

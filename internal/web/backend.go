@@ -10,7 +10,7 @@ import (
 var ErrNotFound = errors.New("not found")
 
 // StatusCoder is implemented by errors that carry the HTTP status the web
-// server should answer with (Backend.Register uses it for 4xx answers). The
+// server should answer with (refusals of a kind use internal/errs instead). The
 // error's message, first line only, is sent as the reason.
 type StatusCoder interface {
 	StatusCode() int

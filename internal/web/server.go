@@ -62,6 +62,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sirupsen/logrus"
+
+	"github.com/sipis/sipis/internal/errs"
 )
 
 // Defaults for Options fields left zero.
@@ -421,6 +423,14 @@ func badRequest(format string, args ...any) error {
 	return &httpError{code: http.StatusBadRequest, msg: fmt.Sprintf(format, args...)}
 }
 
+// kindStatus is the HTTP status of each kind of refusal in internal/errs.
+var kindStatus = map[string]int{
+	errs.Invalid:   http.StatusBadRequest,
+	errs.Conflict:  http.StatusConflict,
+	errs.Forbidden: http.StatusForbidden,
+	errs.NotFound:  http.StatusNotFound,
+}
+
 // errorStatus maps an error to the status code and the message shown.
 // Messages of unknown errors are never shown: they may hold internals.
 func errorStatus(err error) (int, string) {
@@ -428,6 +438,9 @@ func errorStatus(err error) (int, string) {
 	switch {
 	case errors.Is(err, ErrNotFound):
 		return http.StatusNotFound, err.Error()
+	case kindStatus[errs.ErrorCode(err)] != 0:
+		// A refusal of a kind (internal/errs): its message is safe to show.
+		return kindStatus[errs.ErrorCode(err)], oneLine(errs.ErrorMessage(err))
 	case errors.As(err, &sc) && sc.StatusCode() >= 400 && sc.StatusCode() < 600:
 		code := sc.StatusCode()
 		if code >= 500 {
