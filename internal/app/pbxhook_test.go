@@ -247,9 +247,6 @@ type testPhone struct {
 	k    *siptest.Kamailio
 	user string
 	in   chan *phoneMsg
-
-	mu    sync.Mutex
-	pushN int // APNs pushes seen before this phone slept
 }
 
 type phoneMsg struct {
