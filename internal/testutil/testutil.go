@@ -1,5 +1,6 @@
 // Package testutil holds what the tests of several packages share: a self-signed certificate
-// and the goroutine-leak check of their TestMain. Only _test.go files may import it; it must
+// and the goroutine-leak check of their TestMain. Only _test.go files and the test harness in
+// internal/siptest may import it; it must
 // not import any sipis package, so that every package's tests can use it.
 package testutil
 
