@@ -2,75 +2,13 @@ package app
 
 import (
 	"context"
-	"encoding/base64"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/cdp"
-	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+	"github.com/sipis/sipis/internal/testutil/browser"
 )
-
-// chromium starts headless Chromium sending the admin's credentials, or skips the test when
-// there is none (fails with SIPIS_REQUIRE_CHROMIUM=1).
-func chromium(t *testing.T) context.Context {
-	t.Helper()
-	path := os.Getenv("SIPIS_CHROMIUM")
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if path == "" {
-			path, _ = exec.LookPath(name)
-		}
-	}
-	if path == "" {
-		if os.Getenv("SIPIS_REQUIRE_CHROMIUM") == "1" {
-			t.Fatal("no chromium found and SIPIS_REQUIRE_CHROMIUM=1")
-		}
-		t.Skip("no chromium found (set SIPIS_CHROMIUM to its path)")
-	}
-	if testing.Short() {
-		t.Skip("short")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	t.Cleanup(cancel)
-	alloc, cancelAlloc := chromedp.NewExecAllocator(ctx, chromedp.ExecPath(path), chromedp.Headless, chromedp.NoSandbox,
-		chromedp.DisableGPU, chromedp.NoFirstRun, chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.Flag("disable-background-networking", true), chromedp.WindowSize(1400, 1000), chromedp.UserDataDir(t.TempDir()))
-	t.Cleanup(cancelAlloc)
-	bctx, cancelBrowser := chromedp.NewContext(alloc)
-	t.Cleanup(cancelBrowser)
-	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte("admin:secret-admin"))
-	if err := chromedp.Do(bctx, chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-		if _, err := cdp.Call(ctx, tg, network.Enable, network.EnableParams{}); err != nil {
-			return err
-		}
-		_, err := cdp.Call(ctx, tg, network.SetExtraHTTPHeaders,
-			network.SetExtraHTTPHeadersParams{Headers: network.Headers{"Authorization": auth}})
-		return err
-	})); err != nil {
-		t.Fatal(err)
-	}
-	return bctx
-}
-
-func shoot(t *testing.T, bctx context.Context, name string) {
-	t.Helper()
-	png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	if d := os.Getenv("SIPIS_SCREENSHOT_DIR"); d != "" {
-		dir = d
-	}
-	if err := os.WriteFile(filepath.Join(dir, name), png, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("screenshot: %s", filepath.Join(dir, name))
-}
 
 func js[T any](t *testing.T, bctx context.Context, expr string) T {
 	t.Helper()
@@ -85,14 +23,14 @@ func js[T any](t *testing.T, bctx context.Context, expr string) T {
 // cancelled and messaged, with a day of synthetic trend history: Chromium draws /debug's ladder
 // and /stats's charts, takes screenshots, and the test checks the elements as drawn.
 func TestBrowserPicturesOfARealServer(t *testing.T) {
-	bctx := chromium(t)
+	bctx := browser.Start(t, 90*time.Second, "admin", "secret-admin")
 	a, sel := picturesInstance(t)
 	fillTrends(a, time.Now())
 
 	if err := chromedp.Do(bctx, chromedp.Navigate(a.HTTPURL()+"/debug?s="+sel), chromedp.WaitVisible(chromedp.CSS("#call-1"))); err != nil {
 		t.Fatalf("load /debug: %v", err)
 	}
-	shoot(t, bctx, "debug-real-instance.png")
+	browser.Screenshot(t, bctx, "debug-real-instance.png")
 	arrows := js[string](t, bctx, `[...document.querySelectorAll('#call-1 + svg g.arrow text.label')].map(e => e.textContent).join('|')`)
 	for _, want := range []string{"INVITE from 127.0.0.1:", "180 Ringing Alerting-Device", "call push to iphone (APNs, topic com.example.softphone.voip)",
 		"180 Ringing Push-Notification-Sent", "CANCEL from", "200 OK (CANCEL)", "487 Request Terminated", "missed-call push to iphone"} {
@@ -114,7 +52,7 @@ func TestBrowserPicturesOfARealServer(t *testing.T) {
 	if err := chromedp.Do(bctx, chromedp.Navigate(a.HTTPURL()+"/stats"), chromedp.WaitVisible(chromedp.CSS("#chart-probes"))); err != nil {
 		t.Fatalf("load /stats: %v", err)
 	}
-	shoot(t, bctx, "stats-real-server.png")
+	browser.Screenshot(t, bctx, "stats-real-server.png")
 	if got := js[string](t, bctx, `[...document.querySelectorAll('figure.chart')].map(f => f.id + ':' + f.querySelectorAll('g.series').length).join(',')`); got !=
 		"chart-instances:5,chart-register:2,chart-calls:3,chart-push:2,chart-probes:2" {
 		t.Errorf("charts and their series: %s", got)
@@ -129,7 +67,7 @@ func TestBrowserPicturesOfARealServer(t *testing.T) {
 	if err := chromedp.Do(bctx, chromedp.Navigate(a.HTTPURL()+"/stats?window=24h"), chromedp.WaitVisible(chromedp.CSS("#chart-probes"))); err != nil {
 		t.Fatalf("load /stats?window=24h: %v", err)
 	}
-	shoot(t, bctx, "stats-real-server-24h.png")
+	browser.Screenshot(t, bctx, "stats-real-server-24h.png")
 	if n := js[int](t, bctx, `document.querySelector('#chart-register polyline').getAttribute('points').split(' ').length`); n < 280 || n > 290 {
 		t.Errorf("24 h line has %d points, want one per 5 minutes", n)
 	}

@@ -2,74 +2,13 @@ package web
 
 import (
 	"context"
-	"encoding/base64"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/cdp"
-	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+	"github.com/sipis/sipis/internal/testutil/browser"
 )
-
-// browse starts headless Chromium sending the admin's Basic credentials, or skips the test
-// when there is none (fails with SIPIS_REQUIRE_CHROMIUM=1).
-func browse(t *testing.T) context.Context {
-	t.Helper()
-	browser := findChromium()
-	if browser == "" {
-		if os.Getenv("SIPIS_REQUIRE_CHROMIUM") == "1" {
-			t.Fatal("no chromium found and SIPIS_REQUIRE_CHROMIUM=1")
-		}
-		t.Skip("no chromium found (set SIPIS_CHROMIUM to its path)")
-	}
-	if testing.Short() {
-		t.Skip("short")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	t.Cleanup(cancel)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx,
-		chromedp.ExecPath(browser), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
-		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true), chromedp.WindowSize(1400, 1000), chromedp.UserDataDir(t.TempDir()),
-	)
-	t.Cleanup(cancelAlloc)
-	bctx, cancelBrowser := chromedp.NewContext(allocCtx)
-	t.Cleanup(cancelBrowser)
-	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte("admin:s3cret"))
-	if err := chromedp.Do(bctx, chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-		if _, err := cdp.Call(ctx, tg, network.Enable, network.EnableParams{}); err != nil {
-			return err
-		}
-		_, err := cdp.Call(ctx, tg, network.SetExtraHTTPHeaders,
-			network.SetExtraHTTPHeadersParams{Headers: network.Headers{"Authorization": auth}})
-		return err
-	})); err != nil {
-		t.Fatal(err)
-	}
-	return bctx
-}
-
-// screenshot saves a full-page PNG as name in $SIPIS_SCREENSHOT_DIR (else a temporary folder).
-func screenshot(t *testing.T, bctx context.Context, name string) {
-	t.Helper()
-	shot, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
-	if err != nil {
-		t.Fatalf("screenshot: %v", err)
-	}
-	dir := t.TempDir()
-	if d := os.Getenv("SIPIS_SCREENSHOT_DIR"); d != "" {
-		dir = d
-	}
-	path := filepath.Join(dir, name)
-	if err := os.WriteFile(path, shot, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("screenshot: %s", path)
-}
 
 func evalInt(t *testing.T, bctx context.Context, js string) int {
 	t.Helper()
@@ -100,11 +39,11 @@ func TestBrowserTrendCharts(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	bctx := browse(t)
+	bctx := browser.Start(t, 60*time.Second, "admin", "s3cret")
 	if err := chromedp.Do(bctx, chromedp.Navigate(s.URL()+"/stats"), chromedp.WaitVisible(chromedp.CSS("#chart-probes svg"))); err != nil {
 		t.Fatalf("load /stats: %v", err)
 	}
-	screenshot(t, bctx, "stats-trends.png")
+	browser.Screenshot(t, bctx, "stats-trends.png")
 	if n := evalInt(t, bctx, `document.querySelectorAll('figure.chart').length`); n != 5 {
 		t.Errorf("%d charts, want 5", n)
 	}
@@ -148,11 +87,11 @@ func TestBrowserLadder(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	bctx := browse(t)
+	bctx := browser.Start(t, 60*time.Second, "admin", "s3cret")
 	if err := chromedp.Do(bctx, chromedp.Navigate(s.URL()+"/debug?s=0a"), chromedp.WaitVisible(chromedp.CSS("#call-1"))); err != nil {
 		t.Fatalf("load /debug: %v", err)
 	}
-	screenshot(t, bctx, "debug-ladder.png")
+	browser.Screenshot(t, bctx, "debug-ladder.png")
 	if got := evalString(t, bctx, `[...document.querySelectorAll('svg.ladder')[0].querySelectorAll('text.col')].map(e => e.textContent).join('|')`); got != "proxy|sipis|device iphone|device pixel|push service" {
 		t.Errorf("columns %q", got)
 	}

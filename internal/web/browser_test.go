@@ -1,48 +1,21 @@
 package web
 
 import (
-	"context"
-	"encoding/base64"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/cdp"
-	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+	"github.com/sipis/sipis/internal/testutil/browser"
 )
-
-// findChromium returns the browser to drive: $SIPIS_CHROMIUM, else the
-// first of chromium, chromium-browser, google-chrome on $PATH.
-func findChromium() string {
-	if p := os.Getenv("SIPIS_CHROMIUM"); p != "" {
-		return p
-	}
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	return ""
-}
 
 // TestBrowserStats loads /stats as the administrator in headless Chromium,
 // checks the MAD colours as the browser computes them and the Lock of the
 // turn-off-all button, then turns off all instances through the page.
 func TestBrowserStats(t *testing.T) {
-	browser := findChromium()
-	if browser == "" {
-		if os.Getenv("SIPIS_REQUIRE_CHROMIUM") == "1" {
-			t.Fatal("no chromium found and SIPIS_REQUIRE_CHROMIUM=1")
-		}
-		t.Skip("no chromium found (set SIPIS_CHROMIUM to its path)")
-	}
-	if testing.Short() {
-		t.Skip("short")
-	}
+	bctx := browser.Start(t, 30*time.Second, "admin", "s3cret")
 
 	f := newFake()
 	f.add(
@@ -61,36 +34,7 @@ func TestBrowserStats(t *testing.T) {
 	}
 	defer s.Close()
 
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx,
-		chromedp.ExecPath(browser),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.WindowSize(1400, 1000),
-		chromedp.UserDataDir(t.TempDir()),
-	)
-	defer cancelAlloc()
-	bctx, cancelBrowser := chromedp.NewContext(allocCtx)
-	defer cancelBrowser()
-
-	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte("admin:s3cret"))
 	err := chromedp.Do(bctx,
-		chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-			if _, err := cdp.Call(ctx, tg, network.Enable, network.EnableParams{}); err != nil {
-				return err
-			}
-			_, err := cdp.Call(ctx, tg, network.SetExtraHTTPHeaders,
-				network.SetExtraHTTPHeadersParams{Headers: network.Headers{"Authorization": auth}})
-			return err
-		}),
 		chromedp.Navigate(s.URL()+"/stats"),
 		chromedp.WaitVisible(chromedp.CSS("#instances-table")),
 	)
