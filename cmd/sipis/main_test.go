@@ -2,9 +2,7 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/base64"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -12,10 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sirupsen/logrus"
-
-	"github.com/sipis/sipis/internal/app"
-	"github.com/sipis/sipis/internal/config"
 	"github.com/sipis/sipis/internal/siptest"
 	"github.com/sipis/sipis/pkg/registration"
 )
@@ -89,21 +83,7 @@ func TestVersionCheckKeygen(t *testing.T) {
 func TestRegisterPostsToServer(t *testing.T) {
 	dir := t.TempDir()
 	reg := siptest.NewRegistrar(t)
-	s, err := config.Parse([]byte(`<Sipis><Server Address="127.0.0.1" Port="0"/><Sip><Listener Transport="udp" Address="127.0.0.1" Port="0"/></Sip>
-		<HttpServer Address="127.0.0.1" Port="0"/><Log Stdio="None"/><Probe Enabled="No"/></Sipis>`), dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := logrus.New()
-	l.SetOutput(io.Discard)
-	a, err := app.New(s, app.WithLogger(l))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer a.Stop()
+	a, s := startServer(t)
 	pw := filepath.Join(dir, "pw")
 	os.WriteFile(pw, []byte("pw-carol\n"), 0o600)
 	out, _, err := runCmd("register", "-url", a.HTTPURL()+"/sipis/register", "-pubkey", s.Keys.PublicKeyFile,

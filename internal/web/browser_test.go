@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
 	"github.com/sipis/sipis/internal/testutil/browser"
 )
 
