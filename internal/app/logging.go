@@ -17,6 +17,7 @@ import (
 
 	"github.com/sipis/sipis"
 	"github.com/sipis/sipis/internal/config"
+	"github.com/sipis/sipis/internal/web"
 )
 
 var changelog = sipis.Changelog
@@ -148,16 +149,16 @@ func newAccessLog(c config.HTTPLog, base *logrus.Logger) func(http.Handler) http
 					body = describeBody(r.Header.Get("Content-Type"), buf)
 				}
 			}
-			aw := &accessWriter{ResponseWriter: w}
+			aw := &web.StatusWriter{ResponseWriter: w}
 			next.ServeHTTP(aw, r)
-			if aw.status == 0 {
-				aw.status = http.StatusOK
+			if aw.Status == 0 {
+				aw.Status = http.StatusOK
 			}
-			if skip[aw.status] {
+			if skip[aw.Status] {
 				return
 			}
 			f := logrus.Fields{
-				"method": r.Method, "path": r.URL.Path, "status": aw.status, "bytes": aw.bytes,
+				"method": r.Method, "path": r.URL.Path, "status": aw.Status, "bytes": aw.Bytes,
 				"duration": time.Since(start).Round(time.Microsecond), "client": r.RemoteAddr,
 			}
 			if r.URL.RawQuery != "" {
@@ -175,32 +176,6 @@ type readCloser struct {
 	io.Reader
 	io.Closer
 }
-
-// accessWriter records the status and size of a response.
-type accessWriter struct {
-	http.ResponseWriter
-	status int
-	bytes  int64
-}
-
-func (w *accessWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *accessWriter) Write(p []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	n, err := w.ResponseWriter.Write(p)
-	w.bytes += int64(n)
-	return n, err
-}
-
-// Unwrap lets http.ResponseController reach the connection (flushing streamed documents).
-func (w *accessWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // secretName reports whether a form field, query parameter or JSON key may hold a secret.
 func secretName(k string) bool {

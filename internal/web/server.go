@@ -547,31 +547,36 @@ func nonceFrom(r *http.Request) string {
 	return "none"
 }
 
-// statusWriter records the status for the request log. It unwraps for
-// http.ResponseController (flushing streamed documents).
-type statusWriter struct {
+// StatusWriter wraps a ResponseWriter and records the status and size of the response, for
+// the request logs and the device throttle (and internal/app's access log). Status stays 0
+// until the handler writes. It unwraps for http.ResponseController (flushing streamed
+// documents).
+type StatusWriter struct {
 	http.ResponseWriter
-	status int
-	bytes  int64
+	Status int   // the status written, 0 before the handler wrote anything
+	Bytes  int64 // body bytes written
 }
 
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
+// WriteHeader records the first status and passes it on.
+func (w *StatusWriter) WriteHeader(code int) {
+	if w.Status == 0 {
+		w.Status = code
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
-func (w *statusWriter) Write(p []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
+// Write records an implicit 200 and the size, and passes the bytes on.
+func (w *StatusWriter) Write(p []byte) (int, error) {
+	if w.Status == 0 {
+		w.Status = http.StatusOK
 	}
 	n, err := w.ResponseWriter.Write(p)
-	w.bytes += int64(n)
+	w.Bytes += int64(n)
 	return n, err
 }
 
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+// Unwrap returns the wrapped ResponseWriter, for http.ResponseController.
+func (w *StatusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // logRequests logs each request at debug level (never the query's or
 // headers' secrets: only method, path, status, size and duration) and gives
@@ -582,11 +587,11 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		nb := make([]byte, 16)
 		_, _ = rand.Read(nb)
 		r = r.WithContext(context.WithValue(r.Context(), nonceKey, base64.RawURLEncoding.EncodeToString(nb))) // URL-safe: html/template would escape a "+" in the attribute and break the match
-		sw := &statusWriter{ResponseWriter: w}
+		sw := &StatusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r)
 		s.log.WithFields(logrus.Fields{
-			"method": r.Method, "path": r.URL.Path, "status": sw.status,
-			"bytes": sw.bytes, "duration": time.Since(start),
+			"method": r.Method, "path": r.URL.Path, "status": sw.Status,
+			"bytes": sw.Bytes, "duration": time.Since(start),
 		}).Debug("http request")
 	})
 }

@@ -245,13 +245,13 @@ func (s *Server) throttleDevices(next http.Handler) http.Handler {
 			return
 		}
 		defer a.done(neutral) // a panicking handler counts as nothing
-		sw := &statusWriter{ResponseWriter: w}
+		sw := &StatusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r)
 		switch {
-		case sw.status == http.StatusUnauthorized || sw.status == http.StatusForbidden:
+		case sw.Status == http.StatusUnauthorized || sw.Status == http.StatusForbidden:
 			a.done(failed)
 			s.log.WithField("remote", s.clientAddr(r)).WithField("path", r.URL.Path).Info("device secret or token refused")
-		case sw.status >= 200 && sw.status < 300:
+		case sw.Status >= 200 && sw.Status < 300:
 			a.done(succeeded)
 		}
 	})
