@@ -220,42 +220,19 @@ const maxDuration = 100 * 365 * 24 * time.Hour
 // Hours, Minutes and Seconds attributes, whole non-negative numbers.
 func (e *elem) duration(name string, dst *time.Duration) {
 	e.child(name, func(c *elem) {
-		var total time.Duration
-		var any, bad bool
-		for _, u := range []struct {
-			attr string
-			unit time.Duration
-		}{{"Days", 24 * time.Hour}, {"Hours", time.Hour}, {"Minutes", time.Minute}, {"Seconds", time.Second}} {
-			v, ok := c.attr(u.attr)
-			if !ok {
-				continue
-			}
-			any = true
-			v = strings.TrimSpace(v)
-			n, err := strconv.ParseUint(v, 10, 64)
-			switch {
-			case strings.HasPrefix(v, "-"):
-				c.fail(u.attr, "must not be negative")
-				bad = true
-			case err != nil:
-				c.fail(u.attr, "not a whole number")
-				bad = true
-			case n > uint64(maxDuration/u.unit) || total+time.Duration(n)*u.unit > maxDuration:
-				c.fail(u.attr, "longer than 100 years")
-				bad = true
-			default:
-				total += time.Duration(n) * u.unit
-			}
-		}
+		total, any, bad := c.sumUnits(durationAttrs, int64(maxDuration), 64, "longer than 100 years")
 		if !any {
 			c.fail("", "a duration needs Days, Hours, Minutes or Seconds")
 			return
 		}
 		if !bad {
-			*dst = total
+			*dst = time.Duration(total)
 		}
 	})
 }
+
+// durationAttrs are the attributes of a duration element.
+var durationAttrs = []unitAttr{{"Days", int64(24 * time.Hour)}, {"Hours", int64(time.Hour)}, {"Minutes", int64(time.Minute)}, {"Seconds", int64(time.Second)}}
 
 // children returns the child elements called name and marks name accepted.
 func (e *elem) children(name string) []*node {

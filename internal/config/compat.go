@@ -32,30 +32,7 @@ func (e *elem) fileAlias(name, alias string, dst *string) {
 // each multiplied by its unit; at least one must be given.
 func (e *elem) unitSum(name string, dst *int64, max int64, units []unitAttr) {
 	e.child(name, func(c *elem) {
-		var total int64
-		var any, bad bool
-		for _, u := range units {
-			v, ok := c.attr(u.attr)
-			if !ok {
-				continue
-			}
-			any = true
-			v = strings.TrimSpace(v)
-			n, err := strconv.ParseUint(v, 10, 63)
-			switch {
-			case strings.HasPrefix(v, "-"):
-				c.fail(u.attr, "must not be negative")
-				bad = true
-			case err != nil:
-				c.fail(u.attr, "not a whole number")
-				bad = true
-			case n > uint64(max/u.unit) || total+int64(n)*u.unit > max:
-				c.fail(u.attr, "too large")
-				bad = true
-			default:
-				total += int64(n) * u.unit
-			}
-		}
+		total, any, bad := c.sumUnits(units, max, 63, "too large")
 		if !any {
 			names := make([]string, len(units))
 			for i, u := range units {
@@ -68,6 +45,35 @@ func (e *elem) unitSum(name string, dst *int64, max int64, units []unitAttr) {
 			*dst = total
 		}
 	})
+}
+
+// sumUnits adds up e's whole-number attributes of units, each times its unit, parsed with
+// bits bits; a negative, non-numeric or over-max value fails with its reason (tooLarge for
+// the last) and sets bad. any says whether any of the attributes was given.
+func (e *elem) sumUnits(units []unitAttr, max int64, bits int, tooLarge string) (total int64, any, bad bool) {
+	for _, u := range units {
+		v, ok := e.attr(u.attr)
+		if !ok {
+			continue
+		}
+		any = true
+		v = strings.TrimSpace(v)
+		n, err := strconv.ParseUint(v, 10, bits)
+		switch {
+		case strings.HasPrefix(v, "-"):
+			e.fail(u.attr, "must not be negative")
+			bad = true
+		case err != nil:
+			e.fail(u.attr, "not a whole number")
+			bad = true
+		case n > uint64(max/u.unit) || total+int64(n)*u.unit > max:
+			e.fail(u.attr, tooLarge)
+			bad = true
+		default:
+			total += int64(n) * u.unit
+		}
+	}
+	return total, any, bad
 }
 
 type unitAttr struct {
