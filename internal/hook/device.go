@@ -29,23 +29,13 @@ func platformOf(name string) string {
 // handleDevice is POST (register or update) and DELETE {platform}-device/.
 func (h *Hook) handleDevice(w http.ResponseWriter, r *http.Request) {
 	platform := platformOf(mux.Vars(r)["platform"])
-	p, err := readParams(w, r)
-	if err != nil {
-		h.writeError(w, r, err)
-		return
-	}
 	d := store.HookDevice{Platform: platform}
-	if d.SipUserID, err = p.sipUserID(); err == nil {
-		if d.Token, err = p.word("token", true, 4096); err == nil {
-			d.App, err = p.word("app", true, maxText)
-		}
-	}
-	if err != nil {
-		h.writeError(w, r, err)
-		return
-	}
-	if err := h.authorize(r, d.SipUserID); err != nil {
-		h.writeError(w, r, err)
+	var f *fields
+	if !h.readAuthorized(w, r, func(rf *fields) string {
+		f = rf
+		d.SipUserID, d.Token, d.App = f.sipUserID(), f.word("token", true, 4096), f.word("app", true, maxText)
+		return d.SipUserID
+	}) {
 		return
 	}
 	log := h.log.WithFields(logrus.Fields{"sip_user_id": d.SipUserID, "platform": platform, "app": d.App,
@@ -62,18 +52,11 @@ func (h *Hook) handleDevice(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	for _, f := range []struct {
-		name string
-		dst  *string
-	}{{"name", &d.Name}, {"os_version", &d.OSVersion}, {"client_version", &d.ClientVersion},
-		{"remote_logging_id", &d.RemoteLoggingID}} {
-		if *f.dst, err = p.text(f.name, false, maxText); err != nil {
-			h.writeError(w, r, err)
-			return
-		}
-	}
-	if d.Sandbox, err = p.boolean("sandbox", false); err != nil {
-		h.writeError(w, r, err)
+	d.Name, d.OSVersion = f.text("name", false, maxText), f.text("os_version", false, maxText)
+	d.ClientVersion, d.RemoteLoggingID = f.text("client_version", false, maxText), f.text("remote_logging_id", false, maxText)
+	d.Sandbox = f.boolean("sandbox", false)
+	if f.err != nil {
+		h.writeError(w, r, f.err)
 		return
 	}
 	created, err := h.opts.Store.PutHookDevice(r.Context(), &d)
@@ -97,22 +80,11 @@ func (h *Hook) handleDevice(w http.ResponseWriter, r *http.Request) {
 // handleCheckIn is POST check-in/: sip_user_id and, optionally, the device's token; it
 // updates the last-seen time of the account's devices (or of that one).
 func (h *Hook) handleCheckIn(w http.ResponseWriter, r *http.Request) {
-	p, err := readParams(w, r)
-	if err != nil {
-		h.writeError(w, r, err)
-		return
-	}
-	user, err := p.sipUserID()
-	var token string
-	if err == nil {
-		token, err = p.word("token", false, 4096)
-	}
-	if err != nil {
-		h.writeError(w, r, err)
-		return
-	}
-	if err := h.authorize(r, user); err != nil {
-		h.writeError(w, r, err)
+	var user, token string
+	if !h.readAuthorized(w, r, func(f *fields) string {
+		user, token = f.sipUserID(), f.word("token", false, 4096)
+		return user
+	}) {
 		return
 	}
 	switch _, err := h.opts.Store.CheckInHookDevices(r.Context(), user, token); {
@@ -127,24 +99,11 @@ func (h *Hook) handleCheckIn(w http.ResponseWriter, r *http.Request) {
 
 // handleHangupReason is POST hangup-reason/: why the app did not take the call of unique_key.
 func (h *Hook) handleHangupReason(w http.ResponseWriter, r *http.Request) {
-	p, err := readParams(w, r)
-	if err != nil {
-		h.writeError(w, r, err)
-		return
-	}
-	user, err := p.sipUserID()
-	var key, reason string
-	if err == nil {
-		if key, err = p.word("unique_key", true, maxText); err == nil {
-			reason, err = p.text("reason", true, maxText)
-		}
-	}
-	if err != nil {
-		h.writeError(w, r, err)
-		return
-	}
-	if err := h.authorize(r, user); err != nil {
-		h.writeError(w, r, err)
+	var user, key, reason string
+	if !h.readAuthorized(w, r, func(f *fields) string {
+		user, key, reason = f.sipUserID(), f.word("unique_key", true, maxText), f.text("reason", true, maxText)
+		return user
+	}) {
 		return
 	}
 	switch err := h.opts.Store.SetHookHangupReason(r.Context(), user, keyHash(key), reason); {
@@ -162,50 +121,25 @@ func (h *Hook) handleHangupReason(w http.ResponseWriter, r *http.Request) {
 // field names (sip_user_id, os, app_version, network, direction, call_setup_successful,
 // failed_reason) and time_to_initial_response in milliseconds.
 func (h *Hook) handleLogMetrics(w http.ResponseWriter, r *http.Request) {
-	p, err := readParams(w, r)
-	if err != nil {
-		h.writeError(w, r, err)
-		return
-	}
 	m := store.HookMetric{ReceivedAt: time.Now()}
-	if m.SipUserID, err = p.sipUserID(); err != nil {
-		h.writeError(w, r, err)
-		return
-	}
-	for _, f := range []struct {
-		name string
-		dst  *string
-	}{{"os", &m.OS}, {"app_version", &m.AppVersion}, {"network", &m.Network}, {"direction", &m.Direction},
-		{"failed_reason", &m.FailedReason}} {
-		if *f.dst, err = p.text(f.name, false, maxText); err != nil {
-			h.writeError(w, r, err)
-			return
+	if !h.readAuthorized(w, r, func(f *fields) string {
+		m.SipUserID = f.sipUserID()
+		m.OS, m.AppVersion = f.text("os", false, maxText), f.text("app_version", false, maxText)
+		m.Network, m.Direction = f.text("network", false, maxText), f.text("direction", false, maxText)
+		m.FailedReason = f.text("failed_reason", false, maxText)
+		switch m.SetupResult = f.word("call_setup_successful", false, 16); m.SetupResult {
+		case "", "true", "false", "declined":
+		default:
+			f.check(bad("call_setup_successful: must be true, false or declined"))
 		}
-	}
-	if m.SetupResult, err = p.word("call_setup_successful", false, 16); err != nil {
-		h.writeError(w, r, err)
-		return
-	}
-	switch m.SetupResult {
-	case "", "true", "false", "declined":
-	default:
-		h.writeError(w, r, bad("call_setup_successful: must be true, false or declined"))
-		return
-	}
-	ms, ok, err := p.number("time_to_initial_response", false)
-	if err != nil {
-		h.writeError(w, r, err)
-		return
-	}
-	if ok {
-		if ms < 0 || ms > float64(time.Hour/time.Millisecond) {
-			h.writeError(w, r, bad("time_to_initial_response: must be 0 to 3600000 milliseconds"))
-			return
+		if ms, ok := f.number("time_to_initial_response", false); ok {
+			if ms < 0 || ms > float64(time.Hour/time.Millisecond) {
+				f.check(bad("time_to_initial_response: must be 0 to 3600000 milliseconds"))
+			}
+			m.FirstResponse = time.Duration(ms * float64(time.Millisecond))
 		}
-		m.FirstResponse = time.Duration(ms * float64(time.Millisecond))
-	}
-	if err := h.authorize(r, m.SipUserID); err != nil {
-		h.writeError(w, r, err)
+		return m.SipUserID
+	}) {
 		return
 	}
 	if err := h.opts.Store.AddHookMetric(r.Context(), &m); err != nil {

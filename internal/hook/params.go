@@ -184,3 +184,85 @@ func (h *Hook) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		writeText(w, http.StatusInternalServerError, "internal error\n")
 	}
 }
+
+// fields reads a request's parameters one after another and keeps the first error, so that a
+// handler lists the fields it needs and checks once (the "errors are values" pattern): after an
+// error every further read returns the zero value and leaves err as it is.
+type fields struct {
+	p   params
+	err error
+}
+
+func (f *fields) text(name string, required bool, max int) string {
+	return keep(f, func() (string, error) { return f.p.text(name, required, max) })
+}
+
+func (f *fields) word(name string, required bool, max int) string {
+	return keep(f, func() (string, error) { return f.p.word(name, required, max) })
+}
+
+func (f *fields) sipUserID() string { return keep(f, f.p.sipUserID) }
+
+func (f *fields) boolean(name string, def bool) bool {
+	return keep(f, func() (bool, error) { return f.p.boolean(name, def) })
+}
+
+// number returns the value and whether the field was present.
+func (f *fields) number(name string, required bool) (float64, bool) {
+	if f.err != nil {
+		return 0, false
+	}
+	v, ok, err := f.p.number(name, required)
+	f.err = err
+	return v, ok
+}
+
+// check records err (a badRequest made with bad) unless an earlier read already failed.
+func (f *fields) check(err error) {
+	if f.err == nil {
+		f.err = err
+	}
+}
+
+// keep runs read unless f already failed, and records its error.
+func keep[T any](f *fields, read func() (T, error)) T {
+	var zero T
+	if f.err != nil {
+		return zero
+	}
+	v, err := read()
+	f.err = err
+	return v
+}
+
+// readFields reads r's parameters and then the fields read asks for. On an error it has
+// answered the request, and returns nil.
+func (h *Hook) readFields(w http.ResponseWriter, r *http.Request, read func(f *fields)) *fields {
+	p, err := readParams(w, r)
+	if err != nil {
+		h.writeError(w, r, err)
+		return nil
+	}
+	f := &fields{p: p}
+	read(f)
+	if f.err != nil {
+		h.writeError(w, r, f.err)
+		return nil
+	}
+	return f
+}
+
+// readAuthorized is readFields followed by the account's credentials check (the app's HTTP
+// Basic login for sip_user_id, see authorize): read returns the sip_user_id the request acts
+// for. It returns false, having answered the request, when any step fails.
+func (h *Hook) readAuthorized(w http.ResponseWriter, r *http.Request, read func(f *fields) (sipUserID string)) bool {
+	var user string
+	if h.readFields(w, r, func(f *fields) { user = read(f) }) == nil {
+		return false
+	}
+	if err := h.authorize(r, user); err != nil {
+		h.writeError(w, r, err)
+		return false
+	}
+	return true
+}

@@ -111,15 +111,11 @@ func (h *Hook) handleIncomingCall(w http.ResponseWriter, r *http.Request) {
 	}
 	c := &call{answer: make(chan response, 1), failed: make(chan struct{})}
 	c.rec.ReceivedAt = time.Now()
-	if c.rec.SipUserID, err = p.sipUserID(); err == nil {
-		if c.rec.CallerID, err = p.text("caller_id", false, maxText); err == nil {
-			if c.rec.PhoneNumber, err = p.text("phonenumber", true, 32); err == nil {
-				c.rec.CallID, err = p.text("call_id", false, maxText)
-			}
-		}
-	}
-	if err != nil {
-		h.writeError(w, r, err)
+	f := &fields{p: p}
+	c.rec.SipUserID, c.rec.CallerID = f.sipUserID(), f.text("caller_id", false, maxText)
+	c.rec.PhoneNumber, c.rec.CallID = f.text("phonenumber", true, 32), f.text("call_id", false, maxText)
+	if f.err != nil {
+		h.writeError(w, r, f.err)
 		return
 	}
 	log := h.log.WithFields(logrus.Fields{"sip_user_id": c.rec.SipUserID, "call_id": c.rec.CallID})
@@ -216,8 +212,10 @@ func (h *Hook) release(c *call) {
 	h.mu.Unlock()
 }
 
-// finish answers the PBX, then counts and stores the call.
+// finish counts the call's outcome, answers the PBX, then stores the record. The count comes
+// first so that whoever sees the PBX's answer also sees the call counted.
 func (h *Hook) finish(w http.ResponseWriter, c *call, outcome, reason string, log logrus.FieldLogger) {
+	h.count(outcome, reason)
 	if outcome == store.OutcomeAccepted {
 		writeText(w, http.StatusOK, "status=ACK")
 	} else {
@@ -229,7 +227,6 @@ func (h *Hook) finish(w http.ResponseWriter, c *call, outcome, reason string, lo
 	c.rec.EndedAt = time.Now()
 	c.rec.Outcome, c.rec.Reason = outcome, reason
 	c.rec.Pushes = int(c.pushes.Load())
-	h.count(outcome, reason)
 	log.WithFields(logrus.Fields{"outcome": outcome, "reason": reason, "devices": c.rec.Devices,
 		"pushes": c.rec.Pushes, "ms": c.rec.EndedAt.Sub(c.rec.ReceivedAt).Milliseconds()}).Info("PBX-hook incoming call answered")
 	if c.rec.KeyHash == "" {
@@ -314,21 +311,13 @@ func (h *Hook) send(j pushJob) {
 // message_start_time and available. It is the path the PBX waits on, so it does nothing
 // slow: a map lookup under a mutex and a send on a buffered channel.
 func (h *Hook) handleCallResponse(w http.ResponseWriter, r *http.Request) {
-	p, err := readParams(w, r)
-	if err != nil {
-		h.writeError(w, r, err)
-		return
-	}
-	key, err := p.word("unique_key", true, maxText)
-	if err == nil {
-		_, _, err = p.number("message_start_time", true)
-	}
+	var key string
 	var available bool
-	if err == nil {
-		available, err = p.boolean("available", true)
-	}
-	if err != nil {
-		h.writeError(w, r, err)
+	if h.readFields(w, r, func(f *fields) {
+		key = f.word("unique_key", true, maxText)
+		f.number("message_start_time", true)
+		available = f.boolean("available", true)
+	}) == nil {
 		return
 	}
 	h.mu.Lock()
