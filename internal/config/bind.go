@@ -469,23 +469,7 @@ func bindRoot(e *elem, s *Settings) {
 		c.duration("DeviceProgressMaxAge", &ic.DeviceProgressMaxAge)
 		c.duration("DialogMaxAge", &ic.DialogMaxAge)
 		enum(c, "OnNoResponseFromDevice", &ic.OnNoResponseFromDevice, Reject480, Reject408)
-		c.child("AllowedSources", func(c *elem) {
-			ic.AllowedSources = nil
-			list(c, "Source", &ic.AllowedSources, func() netip.Prefix { return netip.Prefix{} },
-				func(c *elem, p *netip.Prefix) {
-					v, ok := c.attr("Address")
-					if !ok {
-						c.fail("", "needs an Address")
-						return
-					}
-					pr, err := parsePrefix(v)
-					if err != nil {
-						c.fail("Address", "not a CIDR network or IP address")
-						return
-					}
-					*p = pr
-				})
-		})
+		c.child("AllowedSources", func(c *elem) { prefixes(c, "Source", &ic.AllowedSources) })
 	})
 	e.child("IncomingTextMessage", func(c *elem) {
 		tm := &s.IncomingTextMessage
@@ -501,52 +485,50 @@ func bindRoot(e *elem, s *Settings) {
 func bindPbxHook(c *elem, ph *PbxHook) {
 	c.boolean("Enabled", &ph.Enabled)
 	c.str("Prefix", &ph.Prefix)
-	ms := func(name string, dst *time.Duration) {
-		v, ok := c.attr(name)
-		if !ok {
-			return
-		}
-		n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 31)
-		if err != nil {
-			c.fail(name, "not a whole number of milliseconds")
-			return
-		}
-		*dst = time.Duration(n) * time.Millisecond
-	}
-	ms("WaitMilliseconds", &ph.Wait)
-	ms("ResendIntervalMilliseconds", &ph.ResendInterval)
+	c.units("WaitMilliseconds", time.Millisecond, "milliseconds", &ph.Wait)
+	c.units("ResendIntervalMilliseconds", time.Millisecond, "milliseconds", &ph.ResendInterval)
 	c.secret("Secret", "SecretFile", &ph.Secret, &ph.SecretFile)
 	c.integer("PushWorkers", &ph.PushWorkers)
 	c.integer("MaxWaits", &ph.MaxWaits)
 	c.duration("Retention", &ph.Retention)
-	c.child("PbxNetworks", func(c *elem) {
-		ph.PbxNetworks = nil
-		list(c, "Network", &ph.PbxNetworks, func() netip.Prefix { return netip.Prefix{} },
-			func(c *elem, p *netip.Prefix) {
-				v, ok := c.attr("Address")
-				if !ok {
-					c.fail("", "needs an Address")
-					return
-				}
-				pr, err := parsePrefix(v)
-				if err != nil {
-					c.fail("Address", "not a CIDR network or IP address")
-					return
-				}
-				*p = pr
-			})
-	})
+	c.child("PbxNetworks", func(c *elem) { prefixes(c, "Network", &ph.PbxNetworks) })
 	c.child("DeviceVerifier", func(c *elem) {
 		c.str("Url", &ph.VerifierURL)
-		if v, ok := c.attr("CacheSeconds"); ok {
-			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 31)
-			if err != nil {
-				c.fail("CacheSeconds", "not a whole number of seconds")
-				return
-			}
-			ph.VerifierCache = time.Duration(n) * time.Second
-		}
+		c.units("CacheSeconds", time.Second, "seconds", &ph.VerifierCache)
 	})
+}
+
+// prefixes binds a list of <item Address="CIDR or IP"/> children, replacing the default list.
+func prefixes(c *elem, item string, dst *[]netip.Prefix) {
+	*dst = nil
+	list(c, item, dst, func() netip.Prefix { return netip.Prefix{} }, func(c *elem, p *netip.Prefix) {
+		v, ok := c.attr("Address")
+		if !ok {
+			c.fail("", "needs an Address")
+			return
+		}
+		pr, err := parsePrefix(v)
+		if err != nil {
+			c.fail("Address", "not a CIDR network or IP address")
+			return
+		}
+		*p = pr
+	})
+}
+
+// units binds attribute name, a whole number of unit (the original's "...Milliseconds" and
+// "...Seconds" attributes), to dst; unitName words the error.
+func (e *elem) units(name string, unit time.Duration, unitName string, dst *time.Duration) {
+	v, ok := e.attr(name)
+	if !ok {
+		return
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 31)
+	if err != nil {
+		e.fail(name, "not a whole number of "+unitName)
+		return
+	}
+	*dst = time.Duration(n) * unit
 }
 
 // parseTrustedProxies parses <HttpServer TrustedProxies>: addresses and
