@@ -177,6 +177,7 @@ type Server struct {
 	// device secrets on the device routes.
 	adminThrottle  *throttle
 	deviceThrottle *throttle
+	router         *mux.Router // every route; handler wraps it
 	handler        http.Handler
 
 	mu  sync.Mutex
@@ -261,6 +262,7 @@ func New(opts Options) *Server {
 	s.registerDeviceRoutes(r)
 	s.registerOpsRoutes(r)
 	s.registerExtraRoutes(r)
+	s.router = r
 	s.handler = s.recoverer(s.logRequests(s.throttleDevices(r)))
 	if opts.Middleware != nil {
 		s.handler = opts.Middleware(s.handler)
@@ -274,6 +276,11 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 // Handler returns the server's routes, for tests and for mounting.
 func (s *Server) Handler() http.Handler { return s.handler }
+
+// Walk calls fn for every route the server mounts (gorilla/mux's Router.Walk), the
+// PBX-hook, device and admin routes given in Options included. The test that keeps
+// docs/http.md complete walks the router this way.
+func (s *Server) Walk(fn mux.WalkFunc) error { return s.router.Walk(fn) }
 
 // Open binds the listen address and serves in the background.
 func (s *Server) Open() error {
