@@ -1,11 +1,13 @@
 // Package web is sipis's HTTP interface: the operator pages (/about,
 // /stats, /debug, /log, /selectors, /settings), the machine-readable
 // instance and summary documents (JSON and XML), /metrics, /healthz and the
-// app-facing POST /sipis/register. It follows the contract in
-// SIPIS-HTTP.md.
+// app-facing POST /sipis/register. docs/http.md is the contract: every
+// route with its auth, parameters and fields (internal/app's
+// TestRoutesDocumented fails when a mounted route is missing there).
 //
 // Routes:
 //
+//	GET  /                         redirects to /stats
 //	GET  /about                    server info and the CHANGELOG
 //	GET  /stats[?s=&page=&n=]      server, call outcomes, push tests, instances
 //	GET  /stats/instances/json|xml every instance, streamed (?s= for one)
@@ -24,6 +26,7 @@
 //	GET  /sipis/messages?s=        a device: its waiting messages (X-Sipis-Device, X-Sipis-Secret)
 //	POST /sipis/messages/ack?s=    a device: delete fetched messages
 //	GET  /sipis/calls?s=           admin: the instance's call records (Options.AdminGET)
+//	GET  /probes, /probes/json     the OPTIONS probe targets and their states
 //	GET  /metrics, /healthz        Prometheus (when a Gatherer is given), liveness
 //	GET  /debug/pprof/...          admin: the Go runtime's profiles
 //
