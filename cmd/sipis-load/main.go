@@ -9,6 +9,8 @@
 //	(d) the time to resume every instance from the store.
 //
 // All traffic goes to 127.0.0.1; every phase is bounded in time and the tool stops by itself.
+// It must never be pointed at a real proxy (it has no flag to do so), and it must not measure
+// through the web server or push services: it times the engine alone.
 package main
 
 import (

@@ -3,10 +3,16 @@
 //
 //	sipis [-settings FILE]            run the server (same as "sipis serve")
 //	sipis serve [-settings FILE]      run the server
+//	sipis check [-settings FILE]      read the settings and open every file they name
 //	sipis keygen -private F -public F write a new server key pair
 //	sipis register [flags]            seal a registration and post it (or print it)
 //	sipis status -selector S          show one instance as /stats/instances/json has it
 //	sipis version                     print the version
+//
+// It owns the flags, the signals and the sub-commands' output. It must not hold server logic:
+// serving is config.Load, app.New, Start, a signal, Stop; check is app.Check; register and
+// status use pkg/registration and HTTP like any outside program would. docs/operators.md
+// documents the sub-commands.
 package main
 
 import (

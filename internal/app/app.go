@@ -1,6 +1,15 @@
 // Package app wires sipis together: settings -> logging -> lock -> keys -> store -> SIP user
-// agent -> instance manager -> push, probes -> web server. main calls New, Start and Stop;
-// whole-server tests do the same with settings parsed from an XML string.
+// agent -> instance manager -> push -> calls -> probes -> PBX hook -> web server. main calls New,
+// Start and Stop; whole-server tests do the same with settings parsed from an XML string.
+//
+// It owns the order of start and stop, the adapters that give each package the small
+// interfaces it declares (instance.Registrar over sipua, call.Instances over the instance
+// manager, web's sources over the manager and the store), the Prometheus registry, the log
+// outputs (server, instance, access and e-mail logs), the key files and the lock file.
+//
+// It is the only package that imports every other, and nothing but cmd/sipis imports it. It
+// must not implement SIP, storage, push protocols or page rendering itself: those live in the
+// packages it wires, and an adapter here only translates between their types.
 package app
 
 import (

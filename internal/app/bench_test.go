@@ -14,7 +14,7 @@ import (
 	"github.com/sipis/sipis/internal/store"
 )
 
-// BenchmarkPages100k times the pages of SIPIS-HTTP.md through the whole server (manager,
+// BenchmarkPages100k times the pages of docs/http.md through the whole server (manager,
 // store, web) with 100,000 instances in the store: /stats/instances/json streamed to the
 // end, /stats (first page) and /stats/summary/json.
 func BenchmarkPages100k(b *testing.B) {

@@ -323,7 +323,7 @@ func (p *pictures) recordPush(n push.Notification, start time.Time, res push.Res
 }
 
 // pushTopic is where the push goes at its provider: the APNs topic (the app id, with ".voip"
-// for call pushes, see DESIGN.md "Push kinds"), or the app id of an FCM device.
+// for call pushes, see docs/app-protocol.md "Push kinds and payloads"), or the app id of an FCM device.
 func pushTopic(n push.Notification) string {
 	switch n.Device.Platform {
 	case push.PlatformAPNs:

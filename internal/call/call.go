@@ -12,8 +12,17 @@
 // No-Response-From-Device.
 //
 // A Manager implements sipua.Handler for the requests to our Contact users and serves the
-// device-facing HTTP calls (Routes). It depends on the rest of sipis through small interfaces
-// (Instances, Store, Pusher) that internal/app adapts.
+// device-facing HTTP calls (the handlers of http.go). It depends on the rest of sipis through
+// small interfaces (Instances, Store, Pusher, Forwarder) that internal/app adapts.
+//
+// It owns the calls in progress, T1/T2 and Timer C, the call tokens and proofs, the relay of a
+// call's dialog to the woken devices (relay.go), CANCEL matching, the call records and the
+// outcome counts, the waiting messages and the device HTTP handlers' decoding.
+//
+// It must not change an instance's registration or state (it only reads accounts through
+// Instances), import internal/instance or sipgo (SIP goes through internal/sipua's types), route
+// HTTP (internal/web mounts the handlers and throttles them), or follow a 3xx or REFER on a
+// user's behalf: it relays them and nothing more.
 package call
 
 import (

@@ -12,6 +12,12 @@
 // resolves relative paths against the folder of the file that named them, and
 // finally validates. Unknown elements or attributes and bad values are errors
 // of type *Error that name the file, line, element and attribute.
+//
+// It owns the Settings types, their defaults, the compatibility with the original product's
+// files (compat.go) and the list of settings accepted without effect (Warnings). It must not
+// import any other package of sipis, open sockets or start anything, and it must not log:
+// problems are returned as errors and warnings for the caller to report. A Secret never
+// prints its value.
 package config
 
 import (

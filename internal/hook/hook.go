@@ -21,6 +21,11 @@
 // push, so 1,000 waiting calls cost 1,000 parked handlers and nothing per second. An answer is
 // handed over through a buffered channel found in a map, so the PBX's response is written
 // within microseconds of the app's call-response/.
+//
+// It owns the API's routes under its prefix, its decoding and answers, the waits, its devices
+// and call records in the store (the unique_key only as its SHA-256) and its outcome counts.
+// It must not touch SIP, the instances of the relay or their registrations; it reaches the
+// store and the push dispatcher only through the interfaces in Options.
 package hook
 
 import (

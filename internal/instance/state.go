@@ -5,6 +5,15 @@
 // answer), write-behind persistence of the latest state of every instance, and the intake of
 // registrations sent by apps. Nothing waits for the store or the network while holding an
 // instance's lock, except the deletion of a forgotten instance.
+//
+// It owns the instances' in-memory state (the only writer of their phase, CSeq, Contact and
+// timers), who may claim a selector, the expiry of silent instances and their reminders.
+//
+// It must not speak HTTP (a refused registration is an internal/errs kind that internal/web
+// maps to a status), import sipgo (REGISTERs go through the Registrar interface, which
+// internal/sipua implements), handle INVITEs or MESSAGEs (internal/call does), or drop a state
+// update: a failed write goes back into the dirty set and is written again (at stop, retried
+// for up to two minutes, then logged). docs/design.md draws the state machine.
 package instance
 
 import "fmt"

@@ -15,6 +15,9 @@
 // about 10 MiB (TestMemoryBudget measures it). A watched instance with calls adds at most
 // MaxCalls*MaxMessages arrows; bodies (MaxBody each) only for the few instances whose log an
 // administrator turned on.
+//
+// It imports nothing of sipis: internal/app records into it and internal/web draws it. It must
+// not keep anything unbounded, nor a credential.
 package ladder
 
 import (

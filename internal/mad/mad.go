@@ -13,6 +13,9 @@
 // zero. Only when every value equals the median (mean absolute deviation
 // also zero) is nothing coloured. Classify itself never colours anything
 // when given a spread of zero or less.
+//
+// It is pure arithmetic: it imports nothing of sipis and must not keep state or know what
+// the values measure.
 package mad
 
 import (

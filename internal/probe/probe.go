@@ -10,9 +10,11 @@
 // unresolvable host) counts as a failure.
 //
 // State changes are recorded through a History and handed asynchronously to
-// Alerters (see Mailer and Webhook); alerting never blocks probing. The
-// package does not know the SIP stack or the store: the application wires a
-// Pinger and a History to them.
+// Alerters (see Mailer and Webhook); alerting never blocks probing.
+//
+// It owns the targets' states, the probe schedule and the alert senders (SMTP mail, signed
+// webhooks). It must not import the SIP stack or the store: the application wires a Pinger
+// (internal/sipua's OPTIONS) and a History (the store's probe_events) to it.
 package probe
 
 import (

@@ -10,6 +10,12 @@
 // [Result.TokenInvalid] and [ErrTokenInvalid] and is never retried, so the
 // caller can forget that device.
 //
+// It owns the push providers' protocols, the push kinds and their payloads, topics,
+// priorities and expirations per platform, and the push texts. It must not know instances,
+// calls or the store (the caller marks a dead token), and must never send a VoIP push for
+// anything but a new call: Apple stops delivering VoIP pushes to an app that does not report
+// each one to CallKit as a call.
+//
 // Nothing in this package logs a full push token, a key, a password or the
 // text of a message: tokens are shortened with [ShortToken].
 package push
@@ -30,7 +36,8 @@ import (
 )
 
 // Kind says why a notification is sent; it selects the token, topic, push
-// type, priority and lifetime used on the wire (see the README's app protocol).
+// type, priority and lifetime used on the wire (see docs/app-protocol.md,
+// "Push kinds and payloads").
 type Kind string
 
 // The kinds of notification sipis sends. Only KindCall is a VoIP push on

@@ -163,7 +163,7 @@ func (d *Device) Next(method string, response bool, timeout time.Duration) (*Dev
 	}
 }
 
-// Register claims a call as a woken app does (README, app protocol step 4): REGISTER with
+// Register claims a call as a woken app does (docs/app-protocol.md, step 4): REGISTER with
 // X-Sipis-Token, X-Sipis-Device (when deviceID is not empty) and X-Sipis-Proof, the
 // registration.CallProof of secret (none when secret is empty). It returns the final
 // response's status.

@@ -6,6 +6,10 @@
 // It does not import sipgo (internal/sipua is its only importer): the fake
 // parses the little SIP it needs itself, which also keeps it cheap enough
 // to serve thousands of REGISTER transactions per second in benchmarks.
+//
+// It owns the harnesses that start real peers (Kamailio, SIPp, stunnel) and the fake caller
+// and device. Only tests and cmd/sipis-load (its registrar) import it; it must not be imported
+// by the server, must listen on loopback only, and must bound every wait.
 package siptest
 
 import (

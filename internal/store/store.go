@@ -10,6 +10,12 @@
 // gives ErrDataKey instead of garbage.
 //
 // Times are stored as UTC unix nanoseconds (0 means "no time") and read back in UTC.
+//
+// It owns the schema, the SQL (one method per query) and the sealing of secrets. It must not
+// import internal/instance, internal/call, internal/web or internal/sipua, nor decide policy
+// (when to register, who may claim a selector, what a call's outcome is): callers decide and the
+// store keeps what they decided. Bad input is ErrInvalid and changes nothing.
+// docs/design.md lists the tables.
 package store
 
 import (

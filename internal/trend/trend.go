@@ -3,6 +3,10 @@
 // for the charts on /stats: 24 hours in memory, the last hour also in the store so that the
 // charts survive a restart. It marks changes of state on the way: a level that rises or falls
 // (a probe going down) and a burst of failures (a count per minute well above its recent mean).
+//
+// It owns the series and their marks. It uses only internal/store's sample types, through its
+// own Store interface; it must not read the instances, calls or probes itself (internal/app
+// feeds it readings) and must keep its memory bounded to 24 hours of minutes.
 package trend
 
 import (

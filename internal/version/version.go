@@ -1,5 +1,6 @@
 // Package version holds the build's version, stamped from git by the Makefile through
-// -ldflags "-X"; a plain `go build` says "dev".
+// -ldflags "-X"; a plain `go build` says "dev". It imports nothing of sipis and holds no logic
+// beyond formatting the stamp.
 package version
 
 import "strings"

@@ -22,8 +22,8 @@ func (s *Server) registerAppRoutes(r *mux.Router) {
 	r.HandleFunc("/sipis/register", s.handleRegister).Methods(http.MethodPost)
 }
 
-// handleRegister takes the app's sealed registration (DESIGN.md, "The
-// registration API"). The body is capped (413 beyond); the backend opens
+// handleRegister takes the app's sealed registration (docs/app-protocol.md,
+// "Sealing"). The body is capped (413 beyond); the backend opens
 // and applies it, and its 4xx errors are passed on with their reason.
 func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxRegisterBody))

@@ -1,11 +1,13 @@
 // Package web is sipis's HTTP interface: the operator pages (/about,
 // /stats, /debug, /log, /selectors, /settings), the machine-readable
 // instance and summary documents (JSON and XML), /metrics, /healthz and the
-// app-facing POST /sipis/register. It follows the contract in
-// SIPIS-HTTP.md.
+// app-facing POST /sipis/register. docs/http.md is the contract: every
+// route with its auth, parameters and fields (internal/app's
+// TestRoutesDocumented fails when a mounted route is missing there).
 //
 // Routes:
 //
+//	GET  /                         redirects to /stats
 //	GET  /about                    server info and the CHANGELOG
 //	GET  /stats[?s=&page=&n=]      server, call outcomes, push tests, instances
 //	GET  /stats/instances/json|xml every instance, streamed (?s= for one)
@@ -24,6 +26,7 @@
 //	GET  /sipis/messages?s=        a device: its waiting messages (X-Sipis-Device, X-Sipis-Secret)
 //	POST /sipis/messages/ack?s=    a device: delete fetched messages
 //	GET  /sipis/calls?s=           admin: the instance's call records (Options.AdminGET)
+//	GET  /probes, /probes/json     the OPTIONS probe targets and their states
 //	GET  /metrics, /healthz        Prometheus (when a Gatherer is given), liveness
 //	GET  /debug/pprof/...          admin: the Go runtime's profiles
 //
@@ -177,6 +180,7 @@ type Server struct {
 	// device secrets on the device routes.
 	adminThrottle  *throttle
 	deviceThrottle *throttle
+	router         *mux.Router // every route; handler wraps it
 	handler        http.Handler
 
 	mu  sync.Mutex
@@ -261,6 +265,7 @@ func New(opts Options) *Server {
 	s.registerDeviceRoutes(r)
 	s.registerOpsRoutes(r)
 	s.registerExtraRoutes(r)
+	s.router = r
 	s.handler = s.recoverer(s.logRequests(s.throttleDevices(r)))
 	if opts.Middleware != nil {
 		s.handler = opts.Middleware(s.handler)
@@ -274,6 +279,11 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 // Handler returns the server's routes, for tests and for mounting.
 func (s *Server) Handler() http.Handler { return s.handler }
+
+// Walk calls fn for every route the server mounts (gorilla/mux's Router.Walk), the
+// PBX-hook, device and admin routes given in Options included. The test that keeps
+// docs/http.md complete walks the router this way.
+func (s *Server) Walk(fn mux.WalkFunc) error { return s.router.Walk(fn) }
 
 // Open binds the listen address and serves in the background.
 func (s *Server) Open() error {

@@ -5,6 +5,11 @@
 // The plaintext is a small versioned JSON document. It is sealed with an anonymous NaCl box
 // (golang.org/x/crypto/nacl/box SealAnonymous), so that the TLS proxy in front of sipis never
 // sees SIP passwords: only the holder of the server's private key can open it.
+//
+// It also holds the key files' format and CallProof, the proof a woken device sends to take a
+// call. It is public API for programs outside sipis (docs/app-protocol.md describes the
+// protocol): it must not import anything of internal/, and must not change what a field of a
+// published Version means (Open refuses unknown fields, so a new field needs care both ways).
 package registration
 
 import (

@@ -8,6 +8,9 @@
 // reasons), records what it received, and answers per device token from a
 // script. The well-known tokens below are scripted in every fake; any other
 // token is accepted unless scripted with [Reply] values.
+//
+// Only tests import it. It must not import any package of sipis (it checks the wire, not our
+// types), nor listen anywhere but on loopback.
 package pushtest
 
 import (
