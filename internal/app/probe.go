@@ -22,12 +22,22 @@ func (p pinger) Options(ctx context.Context, uri, transport string) (int, string
 	return res.Status, res.Reason, res.RTT, err
 }
 
-// probeHistory stores every change of a target's state.
+// probeEventRetention is how long a probe state change is kept. The /stats page shows the recent
+// ones; a flapping upstream can write thousands a day, so older ones go.
+const probeEventRetention = 90 * 24 * time.Hour
+
+// probeHistory stores every change of a target's state, and with each one deletes the changes
+// older than probeEventRetention, so the table stays bounded without a timer of its own (state
+// changes are rare: the delete costs little beside the insert).
 type probeHistory struct{ db *store.DB }
 
 func (h probeHistory) AddProbeEvent(ctx context.Context, ev probe.Event) error {
-	return h.db.AddProbeEvent(ctx, store.ProbeEvent{Target: ev.Target, OldState: ev.OldState.String(),
-		NewState: ev.NewState.String(), LastError: ev.LastError, Code: ev.Code, RTT: ev.RTT, At: ev.At})
+	if err := h.db.AddProbeEvent(ctx, store.ProbeEvent{Target: ev.Target, OldState: ev.OldState.String(),
+		NewState: ev.NewState.String(), LastError: ev.LastError, Code: ev.Code, RTT: ev.RTT, At: ev.At}); err != nil {
+		return err
+	}
+	_, err := h.db.PruneProbeEvents(ctx, ev.At.Add(-probeEventRetention))
+	return err
 }
 
 // startProbes starts the OPTIONS prober with the alerters of <Probe><Alerts>, and keeps its

@@ -565,7 +565,7 @@ type Smtp struct {
 	From         string // sender address
 }
 
-// AlertWebhook is <Probe><Alerts><Webhook>; Secret, when set, signs the POST.
+// AlertWebhook is <Probe><Alerts><Webhook>; Secret (required) signs the POST.
 type AlertWebhook struct {
 	URL        string // Url
 	Secret     Secret // inline or read from SecretFile

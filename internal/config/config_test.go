@@ -298,7 +298,7 @@ func TestGood(t *testing.T) {
 				EmailTo: []string{"ops@example.com", "Dev Team <dev@example.com>"},
 				Webhooks: []AlertWebhook{
 					{URL: "https://alerts.example.com/a", Secret: NewSecret("hook-secret"), SecretFile: p("secrets/alert-hook.txt")},
-					{URL: "http://127.0.0.1:9000/b"},
+					{URL: "http://127.0.0.1:9000/b", Secret: NewSecret("alert-b")},
 				},
 			},
 		},
@@ -467,6 +467,7 @@ func TestBad(t *testing.T) {
 		{"wrong-root.xml", 2, []string{"<Settings>", "root element must be <Sipis>"}},
 		{"bad-uri.xml", 3, []string{`<Target Uri="proxy.example.com">`, "sip: or sips:"}},
 		{"bad-url.xml", 3, []string{`<Webhook Url="ftp://push.example.com">`, "not an http:// or https:// URL"}},
+		{"alert-webhook-no-secret.xml", 4, []string{`<Webhook SecretFile="">`, "needs Secret or SecretFile"}},
 		{"bad-bool.xml", 2, []string{`<Probe Enabled="maybe">`, "Yes or No"}},
 		{"duplicate-element.xml", 3, []string{"<HttpServer>", "given twice", "line 2"}},
 		{"both-secret.xml", 2, []string{"<Administrator PasswordFile=", "not both"}},

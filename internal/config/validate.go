@@ -544,7 +544,14 @@ func validateProbe(c *checker, s *Settings) {
 		m.required("From", p.Alerts.Smtp.From)
 	}
 	for i, w := range p.Alerts.Webhooks {
-		al.item("Webhook", i).url("Url", w.URL, true)
+		it := al.item("Webhook", i)
+		it.url("Url", w.URL, true)
+		if w.Secret.IsEmpty() {
+			// internal/probe signs every alert (X-Sipis-Signature) so the receiver can tell
+			// sipis's alerts from forged ones; an unsigned alert webhook is refused here, at
+			// load time, rather than by app.Start.
+			it.fail("SecretFile", "", "an alert <Webhook> signs its POSTs: it needs Secret or SecretFile")
+		}
 	}
 }
 
