@@ -151,7 +151,7 @@ type DebugSection struct {
 	Text   string
 }
 
-// CallOutcomes counts incoming calls since start.
+// CallOutcomes counts incoming calls from the stored call records (they survive restarts).
 type CallOutcomes struct {
 	Total            int
 	Accepted         int

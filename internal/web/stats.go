@@ -33,7 +33,7 @@ type StatsSource interface {
 	// instance (in any order), each computed as BitRate of the instance's
 	// byte counters, for the median/MAD colouring.
 	TrafficRates(ctx context.Context) ([]float64, error)
-	// CallOutcomes counts incoming calls since start.
+	// CallOutcomes counts incoming calls from the stored call records (they survive restarts).
 	CallOutcomes() CallOutcomes
 	// PushTestOutcomes counts test pushes since start: platform (e.g.
 	// "APNs", "FCM", "Webhook") -> outcome -> count.
