@@ -162,6 +162,8 @@ type Manager struct {
 	persistWake chan struct{} // a full batch is waiting
 	persistStop chan struct{} // closed by Stop once no worker runs
 	persistDone chan struct{}
+	flushReq    chan chan struct{} // Flush's requests to the persister
+	persistLost atomic.Bool        // Stop gave up writing states to a failing store
 
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -199,6 +201,8 @@ func New(opts Options) (*Manager, error) {
 		dirty:       make(map[string]store.StateUpdate),
 		persistWake: make(chan struct{}, 1),
 		persistStop: make(chan struct{}),
+		persistDone: make(chan struct{}),
+		flushReq:    make(chan chan struct{}),
 	}
 	m.sched = newScheduler(m.fireTimer, m.probeDue)
 	m.remind.init(&m.opts.Reminders)
@@ -269,7 +273,6 @@ func (m *Manager) Start(ctx context.Context) error {
 	for range m.opts.Workers {
 		go func() { defer m.wg.Done(); m.worker() }()
 	}
-	m.persistDone = make(chan struct{})
 	go func() { defer close(m.persistDone); m.persistLoop() }()
 	if len(release) > 0 {
 		m.wg.Add(1)
@@ -720,11 +723,17 @@ const stopFlushFor = 2 * time.Minute
 // 20 ms or as soon as a batch is full, so that thousands of refreshes per second cost a few
 // commits. A batch whose write fails goes back into the set (unless a newer state of the
 // selector arrived meanwhile) and is written again with the next round: never dropped.
+//
+// A Flush request is answered once a round that started after it emptied the set; while the
+// store fails, requests wait for the round that succeeds.
 func (m *Manager) persistLoop() {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
+	var flushes []chan struct{} // Flush calls waiting for a round that empties the set
 	for {
 		select {
+		case done := <-m.flushReq:
+			flushes = append(flushes, done)
 		case <-m.persistStop:
 			// Every worker has returned: nothing changes any more. Write what is left,
 			// retrying a failing store for a while rather than losing it.
@@ -735,6 +744,7 @@ func (m *Manager) persistLoop() {
 					n := len(m.dirty)
 					m.persistMu.Unlock()
 					m.log.WithField("updates", n).Error("the store kept failing: instance states not written at stop")
+					m.persistLost.Store(true)
 					return
 				}
 				time.Sleep(wait)
@@ -743,8 +753,48 @@ func (m *Manager) persistLoop() {
 		case <-tick.C:
 		case <-m.persistWake:
 		}
-		m.flushDirty()
+		if m.flushDirty() {
+			for _, done := range flushes {
+				close(done)
+			}
+			flushes = flushes[:0]
+		}
 	}
+}
+
+// Flush waits until every instance state changed before the call is written to the store (a
+// committed transaction), or ctx ends. Only one goroutine writes states, so a round of the
+// persister that starts after the request and ends with an empty dirty set has written, or
+// found already written, everything that was dirty at the call. After Stop it returns what
+// Stop's last writes came to.
+func (m *Manager) Flush(ctx context.Context) error {
+	if !m.started.Load() {
+		return errors.New("instance: manager not started")
+	}
+	done := make(chan struct{})
+	select {
+	case m.flushReq <- done:
+	case <-m.persistDone:
+		return m.stopFlushErr()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-done:
+		return nil
+	case <-m.persistDone:
+		return m.stopFlushErr()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// stopFlushErr says whether Stop left instance states unwritten.
+func (m *Manager) stopFlushErr() error {
+	if m.persistLost.Load() {
+		return errors.New("instance: the store kept failing at stop: instance states not written")
+	}
+	return nil
 }
 
 // flushDirty writes the dirty set batch by batch; it reports whether the set is empty.
