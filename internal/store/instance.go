@@ -131,24 +131,17 @@ func (db *DB) PutRegistration(ctx context.Context, inst *Instance, dev *Device, 
 }
 
 // PutRegistrationCounted is PutRegistration that also returns how many devices the instance has
-// once the registration is stored.
+// once the registration is stored. Concurrent calls are committed together (batch.go); each
+// returns only once its own registration is committed, or with the error that kept it out.
 func (db *DB) PutRegistrationCounted(ctx context.Context, inst *Instance, dev *Device, nonce string, nonceTime time.Time) (devices int, err error) {
 	w, err := db.prepareRegistration(inst, dev, nonce, nonceTime)
 	if err != nil {
 		return 0, err
 	}
-	tx, err := db.write.BeginTx(ctx, nil)
-	if err != nil {
-		return 0, fmt.Errorf("store: put registration: %w", err)
-	}
-	defer tx.Rollback()
-	if err := w.exec(ctx, tx); err != nil {
+	// Written with the registrations of other callers in one transaction (batch.go).
+	if err := db.commitRegistration(ctx, w); err != nil {
 		return 0, err
 	}
-	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("store: put registration %s: %w", inst.Selector, err)
-	}
-	w.apply()
 	return w.devices, nil
 }
 
@@ -162,6 +155,10 @@ type regWrite struct {
 	nonce           string
 	nonceTime, at   time.Time
 	password, devSc []byte // sealed
+
+	// Set by commitRegistration: the caller's context and where it waits for the answer.
+	ctx  context.Context
+	done chan error
 
 	// Set by exec.
 	cur     Instance
