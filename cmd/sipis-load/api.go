@@ -58,6 +58,7 @@ type clientResult struct {
 	Seconds    float64
 }
 
+// runAPI runs the API hand-over measurement: registrar child, server, client child, figures.
 func runAPI(ctx context.Context, n, concurrency int, mode, cpuProfile string, asJSON bool) error {
 	if mode != string(registration.ModeForeground) && mode != string(registration.ModeBackground) {
 		return fmt.Errorf("-api-mode must be foreground or background, not %q", mode)
@@ -73,27 +74,8 @@ func runAPI(ctx context.Context, n, concurrency int, mode, cpuProfile string, as
 		return err
 	}
 	defer os.RemoveAll(dir)
-	s, err := config.Parse([]byte(`<Sipis>
-  <Server Name="load" Address="127.0.0.1" Port="0"/>
-  <Sip><Listener Transport="udp" Address="127.0.0.1" Port="0"/></Sip>
-  <HttpServer Address="127.0.0.1" Port="0"/>
-  <Administrator UserName="admin" Password="load-admin"/>
-  <Database OpenString="load.db"/>
-  <Lock FileName="load.lock"/>
-  <Log Stdio="None" Level="Warning" InstanceFileName="logs/{selector}.log"/>
-  <Probe Enabled="No"/>
-</Sipis>`), dir)
+	a, err := startAPIServer(ctx, dir)
 	if err != nil {
-		return err
-	}
-	log := logrus.New()
-	log.SetOutput(io.Discard)
-	log.SetLevel(logrus.WarnLevel)
-	a, err := app.New(s, app.WithLogger(log))
-	if err != nil {
-		return err
-	}
-	if err := a.Start(ctx); err != nil {
 		return err
 	}
 	defer a.Stop()
@@ -166,6 +148,11 @@ func runAPI(ctx context.Context, n, concurrency int, mode, cpuProfile string, as
 	if int64(stored) != res.OK {
 		return fmt.Errorf("%d registrations acknowledged but %d instances stored", res.OK, stored)
 	}
+	return printAPI(f, asJSON)
+}
+
+// printAPI prints one run's figures, as JSON or as text.
+func printAPI(f apiFigures, asJSON bool) error {
 	if asJSON {
 		return json.NewEncoder(os.Stdout).Encode(f)
 	}
@@ -176,6 +163,35 @@ func runAPI(ctx context.Context, n, concurrency int, mode, cpuProfile string, as
 		fmt.Printf("first failure                     %s\n", f.FirstFailure)
 	}
 	return nil
+}
+
+// startAPIServer starts a whole sipis server with its data in dir, listening on loopback,
+// logging at the default level (Warning) to nowhere.
+func startAPIServer(ctx context.Context, dir string) (*app.App, error) {
+	s, err := config.Parse([]byte(`<Sipis>
+  <Server Name="load" Address="127.0.0.1" Port="0"/>
+  <Sip><Listener Transport="udp" Address="127.0.0.1" Port="0"/></Sip>
+  <HttpServer Address="127.0.0.1" Port="0"/>
+  <Administrator UserName="admin" Password="load-admin"/>
+  <Database OpenString="load.db"/>
+  <Lock FileName="load.lock"/>
+  <Log Stdio="None" Level="Warning" InstanceFileName="logs/{selector}.log"/>
+  <Probe Enabled="No"/>
+</Sipis>`), dir)
+	if err != nil {
+		return nil, err
+	}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	log.SetLevel(logrus.WarnLevel)
+	a, err := app.New(s, app.WithLogger(log))
+	if err != nil {
+		return nil, err
+	}
+	if err := a.Start(ctx); err != nil {
+		return nil, err
+	}
+	return a, nil
 }
 
 // runAPIClient is the client child: it seals n registrations, says "ready", waits for "go" on
