@@ -39,6 +39,7 @@ bench: build ## Go benchmarks (medians of BENCHCOUNT runs) and the registration 
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count $(BENCHCOUNT) ./internal/... ./pkg/... | tee bench.out
 	./bin/sipis-load -n 10000
 	./bin/sipis-load -n 100000
+	./bin/sipis-load -api -n 10000 -concurrency 64
 
 load: build ## the registration load tool alone: make load N=100000
 	./bin/sipis-load -n $(or $(N),10000)

@@ -8,6 +8,8 @@
 //	(c) CPU time per 1,000 refreshes,
 //	(d) the time to resume every instance from the store.
 //
+// With -api it measures the registration API instead (api.go).
+//
 // All traffic goes to 127.0.0.1; every phase is bounded in time and the tool stops by itself.
 // It must never be pointed at a real proxy (it has no flag to do so), and it must not measure
 // through the web server or push services: it times the engine alone.
@@ -72,14 +74,28 @@ func run() error {
 	timeout := flag.Duration("timeout", 10*time.Minute, "give up after this long")
 	asJSON := flag.Bool("json", false, "print the figures as JSON")
 	child := flag.Bool("registrar-child", false, "internal: run the loopback registrar and print its address")
+	api := flag.Bool("api", false, "measure the registration API instead: -n sealed registrations POSTed by -concurrency clients (api.go)")
+	concurrency := flag.Int("concurrency", 64, "with -api: clients posting at once")
+	apiMode := flag.String("api-mode", "foreground", "with -api: the registrations' mode, foreground (intake only) or background (each also REGISTERs)")
+	cpuProfile := flag.String("cpuprofile", "", "with -api: write a CPU profile of the posting phase to this file")
+	apiClient := flag.Bool("api-client-child", false, "internal: run the API clients")
+	apiURL := flag.String("api-url", "", "internal: where the API clients post")
+	apiPub := flag.String("api-pub", "", "internal: the server's public key, base64")
+	apiProxy := flag.String("api-proxy", "", "internal: the registrar's host:port for the accounts")
 	flag.Parse()
 	if *child {
 		return serveRegistrar(*expires)
+	}
+	if *apiClient {
+		return runAPIClient(*n, *concurrency, *apiMode, *apiURL, *apiPub, *apiProxy)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *api {
+		return runAPI(ctx, *n, *concurrency, *apiMode, *cpuProfile, *asJSON)
+	}
 
 	addr, kill, err := startRegistrarChild(*expires)
 	if err != nil {

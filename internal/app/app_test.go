@@ -99,6 +99,34 @@ func waitPhase(t testing.TB, a *App, sel string, want instance.Phase) instance.S
 	}
 }
 
+// waitRegisteredSince waits until sel's last REGISTER, sent after since, registered it. The
+// snapshot is taken under the instance's lock, which the worker holds from the REGISTER's answer
+// until it has marked every resulting state for the store, so Flush after this writes them all.
+func waitRegisteredSince(t testing.TB, a *App, sel string, since time.Time) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s, ok := a.Manager().Snapshot(sel)
+		if ok && s.Phase.Status == instance.Registered && s.LastRegisterAt.After(since) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: phase %v, last REGISTER at %v (last error %q); want registered after %v", sel, s.Phase, s.LastRegisterAt, s.LastError, since)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// flush waits until the instance manager has written every changed state to the store.
+func flush(t testing.TB, a *App) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.Manager().Flush(ctx); err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+}
+
 // fileSums hashes the database files that hold data (the -shm index is rebuilt at will).
 func fileSums(t *testing.T, dir string) string {
 	t.Helper()
@@ -136,18 +164,21 @@ func TestRegistrationRoundTripAndRestart(t *testing.T) {
 		t.Fatalf("stored %+v %v", stored, err)
 	}
 
-	// Same registration again (same content, new nonce): idempotent.
+	// Same registration again (same content, new nonce): idempotent. It registers again
+	// with the (same) account: wait for that REGISTER's outcome, then for its state to be
+	// written, so that the database stays as it is from here on.
 	r2 := *r
 	r2.Nonce, r2.Timestamp = registration.NewNonce(), time.Now().UTC()
 	sealed2, _ := registration.Seal(&r2, a.PublicKey())
+	posted := time.Now()
 	if code, body := post(t, a.HTTPURL(), sealed2); code != 200 {
 		t.Fatalf("second register: %d %s", code, body)
 	}
-	waitPhase(t, a, r.Selector, instance.Phase{State: instance.RegisterLoop, Status: instance.Registered})
+	waitRegisteredSince(t, a, r.Selector, posted)
 	if n := a.Manager().Len(); n != 1 {
 		t.Fatalf("%d instances", n)
 	}
-	time.Sleep(200 * time.Millisecond) // let the write-behind settle
+	flush(t, a)
 	before := fileSums(t, dir)
 
 	// Every bad input: 4xx, a reason, and the database unchanged.
@@ -190,7 +221,7 @@ func TestRegistrationRoundTripAndRestart(t *testing.T) {
 			t.Errorf("%s: password in the answer", tc.name)
 		}
 	}
-	time.Sleep(100 * time.Millisecond)
+	flush(t, a) // a state a bad input changed in memory would be written now
 	if after := fileSums(t, dir); after != before {
 		t.Errorf("bad input changed the database:\n%s\n%s", before, after)
 	}

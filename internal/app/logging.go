@@ -22,11 +22,29 @@ import (
 
 var changelog = sipis.Changelog
 
+// logrusLevel maps a Settings.xml log level to logrus's: Warning is logrus's Warn; the rest
+// have the same names. config keeps its own type so that it does not depend on the logger.
+func logrusLevel(l config.Level) logrus.Level {
+	switch l {
+	case config.LevelFatal:
+		return logrus.FatalLevel
+	case config.LevelError:
+		return logrus.ErrorLevel
+	case config.LevelWarning:
+		return logrus.WarnLevel
+	case config.LevelInfo:
+		return logrus.InfoLevel
+	case config.LevelDebug:
+		return logrus.DebugLevel
+	}
+	return logrus.TraceLevel
+}
+
 // newLogger builds the server's logger from <Log>: level, text or JSON, to a standard stream,
 // a file, both or neither.
 func newLogger(c config.Log) (*logrus.Logger, *os.File, error) {
 	l := logrus.New()
-	l.SetLevel(c.Level)
+	l.SetLevel(logrusLevel(c.Level))
 	if c.Format == config.FormatJSON {
 		l.SetFormatter(&logrus.JSONFormatter{})
 	} else {

@@ -89,9 +89,9 @@ func (m *logMailer) Fire(e *logrus.Entry) error {
 // included applies <Excerpt><Filter>: entries at Level or more severe, then each enabled rule
 // matching the entry's level in order, the last one deciding.
 func (m *logMailer) included(l logrus.Level) bool {
-	in := l <= m.cfg.Level
+	in := l <= logrusLevel(m.cfg.Level)
 	for _, r := range m.cfg.Excerpt.Filter {
-		if r.Enabled && l <= r.Severity {
+		if r.Enabled && l <= logrusLevel(r.Severity) {
 			in = r.Include
 		}
 	}

@@ -49,9 +49,9 @@ func logMailConfig() config.LogEmail {
 	c.To, c.From = "ops@example.com", "sipis@example.com"
 	c.Excerpt.MinPeriod = time.Hour
 	c.Excerpt.Filter = []config.LogFilterRule{
-		{Include: false, Severity: logrus.TraceLevel, Enabled: true},
-		{Include: true, Severity: logrus.WarnLevel, Enabled: true},
-		{Include: false, Severity: logrus.FatalLevel, Enabled: false}, // disabled: no effect
+		{Include: false, Severity: config.LevelTrace, Enabled: true},
+		{Include: true, Severity: config.LevelWarning, Enabled: true},
+		{Include: false, Severity: config.LevelFatal, Enabled: false}, // disabled: no effect
 	}
 	c.Summary = config.LogSummary{Enabled: true, Period: 24 * time.Hour, StartingAt: 6*time.Hour + 30*time.Minute}
 	return c
@@ -242,6 +242,20 @@ func TestLogMailThroughSMTP(t *testing.T) {
 	for _, want := range []string{"From: <sipis-log@example.com>", "To: <ops@example.com>", "Subject: [sipis] test-node: 1 log entries", "selector=3D0abc"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("e-mail lacks %q:\n%s", want, msg)
+		}
+	}
+}
+
+// TestLogrusLevel checks that every Settings.xml level maps to logrus's level of that name.
+func TestLogrusLevel(t *testing.T) {
+	want := map[config.Level]logrus.Level{
+		config.LevelFatal: logrus.FatalLevel, config.LevelError: logrus.ErrorLevel,
+		config.LevelWarning: logrus.WarnLevel, config.LevelInfo: logrus.InfoLevel,
+		config.LevelDebug: logrus.DebugLevel, config.LevelTrace: logrus.TraceLevel,
+	}
+	for l, w := range want {
+		if got := logrusLevel(l); got != w {
+			t.Errorf("logrusLevel(%v) = %v, want %v", l, got, w)
 		}
 	}
 }

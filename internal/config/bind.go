@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 	"unicode"
-
-	"github.com/sirupsen/logrus"
 )
 
 // binder decodes one document's element tree over a Settings.
@@ -140,29 +138,17 @@ func (e *elem) boolean(name string, dst *bool) {
 	}
 }
 
-// levelNames are the accepted log levels, in the case shown in messages.
-var levelNames = []string{"Trace", "Debug", "Info", "Warning", "Error", "Fatal"}
-
-func (e *elem) level(name string, dst *logrus.Level) {
+func (e *elem) level(name string, dst *Level) {
 	v, ok := e.attr(name)
 	if !ok {
 		return
 	}
-	l, err := parseLevel(v)
+	l, err := ParseLevel(v)
 	if err != nil {
 		e.fail(name, err.Error())
 		return
 	}
 	*dst = l
-}
-
-func parseLevel(v string) (logrus.Level, error) {
-	for _, n := range levelNames {
-		if strings.EqualFold(strings.TrimSpace(v), n) {
-			return logrus.ParseLevel(n)
-		}
-	}
-	return 0, errorString("must be one of " + strings.Join(levelNames, ", "))
 }
 
 type errorString string

@@ -5,8 +5,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/sirupsen/logrus"
 )
 
 // This file binds the elements of the original product's settings files
@@ -111,7 +109,7 @@ func bindLogEmail(c *elem, m *LogEmail) {
 				if k.name != "Include" && k.name != "Exclude" {
 					continue
 				}
-				r := LogFilterRule{Include: k.name == "Include", Severity: logrus.TraceLevel, Enabled: true}
+				r := LogFilterRule{Include: k.name == "Include", Severity: LevelTrace, Enabled: true}
 				ke := c.b.elem(k, append(c.path[:len(c.path):len(c.path)], k.name), c.key+"/"+k.name+"["+strconv.Itoa(i)+"]")
 				ke.level("Severity", &r.Severity)
 				ke.boolean("Enabled", &r.Enabled)

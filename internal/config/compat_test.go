@@ -6,8 +6,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/sirupsen/logrus"
 )
 
 // originalFile is a settings file in the original product's layout, with
@@ -29,11 +27,11 @@ func TestOriginalFile(t *testing.T) {
 	if p := s.Log.ProblematicInstancesAutomatically; p == nil || *p {
 		t.Errorf("ProblematicInstancesAutomatically = %v, want No", p)
 	}
-	wantMail := LogEmail{To: "ops@example.com", From: "sipis@example.com", Level: logrus.ErrorLevel,
+	wantMail := LogEmail{To: "ops@example.com", From: "sipis@example.com", Level: LevelError,
 		Summary: LogSummary{Enabled: true, Period: 24 * time.Hour, StartingAt: 6*time.Hour + 30*time.Minute},
 		Excerpt: LogExcerpt{Enabled: true, MinPeriod: time.Hour, MaxSize: 512 << 10, Filter: []LogFilterRule{
-			{Include: false, Severity: logrus.TraceLevel, Enabled: true},
-			{Include: true, Severity: logrus.WarnLevel, Enabled: true},
+			{Include: false, Severity: LevelTrace, Enabled: true},
+			{Include: true, Severity: LevelWarning, Enabled: true},
 		}}}
 	if !reflect.DeepEqual(s.Log.Email, wantMail) {
 		t.Errorf("Log.Email = %+v\nwant %+v", s.Log.Email, wantMail)

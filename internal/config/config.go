@@ -24,8 +24,6 @@ import (
 	"crypto/tls"
 	"net/netip"
 	"time"
-
-	"github.com/sirupsen/logrus"
 )
 
 // Settings is everything read from Settings.xml. Paths are resolved against
@@ -221,7 +219,7 @@ type Log struct {
 	InstanceFileName string
 	// Level is one of Trace, Debug, Info, Warning, Error, Fatal.
 	// Default Warning.
-	Level logrus.Level
+	Level Level
 	// Stdio is Stdout, Stderr or None. Default Stdout.
 	Stdio LogStdio
 	// Format is text or json. Default text.
@@ -245,9 +243,9 @@ const NoInstanceLog = "/dev/null"
 // LogEmail is <Log><Email To From Level>: warnings and errors of the server
 // log by e-mail, through the SMTP server of <Probe><Alerts><Smtp>.
 type LogEmail struct {
-	To    string       // recipients, comma-separated; empty means off
-	From  string       // sender address; empty means <Smtp From>
-	Level logrus.Level // least severe level e-mailed; default Error
+	To    string // recipients, comma-separated; empty means off
+	From  string // sender address; empty means <Smtp From>
+	Level Level  // least severe level e-mailed; default Error
 	// Summary is <Summary>: a periodic e-mail counting the warnings and
 	// errors logged since the last one.
 	Summary LogSummary
@@ -285,7 +283,7 @@ type LogFilterRule struct {
 	Include bool // <Include>; false is <Exclude>
 	// Severity is the least severe level the rule matches; left out, it is
 	// Trace, which matches every level.
-	Severity logrus.Level
+	Severity Level
 	Enabled  bool // default Yes
 }
 
@@ -638,10 +636,10 @@ func Default() *Settings {
 		},
 		Log: Log{
 			InstanceFileName: "logs/instance-{selector}.log",
-			Level:            logrus.WarnLevel,
+			Level:            LevelWarning,
 			Stdio:            StdioStdout,
 			Format:           FormatText,
-			Email: LogEmail{Level: logrus.ErrorLevel,
+			Email: LogEmail{Level: LevelError,
 				Summary: LogSummary{Period: 24 * time.Hour},
 				Excerpt: LogExcerpt{Enabled: true, MinPeriod: 5 * time.Minute, MaxSize: 256 << 10}},
 		},

@@ -13,8 +13,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/sirupsen/logrus"
 )
 
 const examplePath = "../../Settings.example.xml"
@@ -212,15 +210,15 @@ func TestGood(t *testing.T) {
 		Log: Log{
 			FileName:         p("log/sipis.log"),
 			InstanceFileName: p("log/{selector}.log"),
-			Level:            logrus.DebugLevel,
+			Level:            LevelDebug,
 			Stdio:            StdioStderr,
 			Format:           FormatJSON,
-			Email: LogEmail{To: "ops@example.com, dev@example.com", From: "sipis@example.com", Level: logrus.WarnLevel,
+			Email: LogEmail{To: "ops@example.com, dev@example.com", From: "sipis@example.com", Level: LevelWarning,
 				Summary: LogSummary{Enabled: true, Period: 12 * time.Hour, StartingAt: 6*time.Hour + 30*time.Minute + 15*time.Second},
 				Excerpt: LogExcerpt{Enabled: false, MinPeriod: 30 * time.Minute, MaxSize: 1<<20 + 2<<10 + 3, Filter: []LogFilterRule{
-					{Include: false, Severity: logrus.TraceLevel, Enabled: true},
-					{Include: true, Severity: logrus.ErrorLevel, Enabled: true},
-					{Include: false, Severity: logrus.FatalLevel, Enabled: false},
+					{Include: false, Severity: LevelTrace, Enabled: true},
+					{Include: true, Severity: LevelError, Enabled: true},
+					{Include: false, Severity: LevelFatal, Enabled: false},
 				}}},
 			HTTP:                              HTTPLog{Enabled: true, RequestBody: true, Exclude: []HTTPLogExclude{{200, true}, {304, false}}},
 			ProblematicInstancesAutomatically: &yes,

@@ -16,7 +16,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sirupsen/logrus"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -408,8 +407,6 @@ func validateTCPPorts(c *checker, s *Settings) {
 	}
 }
 
-func validLevel(l logrus.Level) bool { return l >= logrus.FatalLevel && l <= logrus.TraceLevel }
-
 func validateLog(c *checker, s *Settings) {
 	a := c.at("Log")
 	l := s.Log
@@ -419,22 +416,22 @@ func validateLog(c *checker, s *Settings) {
 	for i, x := range l.HTTP.Exclude {
 		a.el("Http").el("Filter").item("Exclude", i).intRange("Response", x.Response, 100, 599)
 	}
-	if !validLevel(l.Level) {
-		a.fail("Level", l.Level.String(), "must be one of "+strings.Join(levelNames, ", "))
+	if !l.Level.Valid() {
+		a.fail("Level", l.Level.String(), "must be one of "+levelList())
 	}
 	oneOf(a, "Stdio", l.Stdio, StdioStdout, StdioStderr, StdioNone)
 	oneOf(a, "Format", l.Format, FormatText, FormatJSON)
 	e := a.el("Email")
-	if !validLevel(l.Email.Level) {
-		e.fail("Level", l.Email.Level.String(), "must be one of "+strings.Join(levelNames, ", "))
+	if !l.Email.Level.Valid() {
+		e.fail("Level", l.Email.Level.String(), "must be one of "+levelList())
 	}
 	for i, r := range l.Email.Excerpt.Filter {
-		if !validLevel(r.Severity) {
+		if !r.Severity.Valid() {
 			name := "Exclude"
 			if r.Include {
 				name = "Include"
 			}
-			e.el("Excerpt").el("Filter").item(name, i).fail("Severity", r.Severity.String(), "must be one of "+strings.Join(levelNames, ", "))
+			e.el("Excerpt").el("Filter").item(name, i).fail("Severity", r.Severity.String(), "must be one of "+levelList())
 		}
 	}
 	if l.Email.To == "" {

@@ -25,12 +25,12 @@ func newMemStore() *memStore {
 	return &memStore{insts: map[string]*store.Instance{}, devs: map[string]map[string]store.Device{}, nonces: map[string]time.Time{}}
 }
 
-func (s *memStore) PutRegistration(_ context.Context, in *store.Instance, d *store.Device, nonce string, at time.Time) error {
+func (s *memStore) PutRegistrationCounted(_ context.Context, in *store.Instance, d *store.Device, nonce string, at time.Time) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	key := in.Selector + "/" + nonce
 	if _, ok := s.nonces[key]; ok {
-		return store.ErrReplay
+		return 0, store.ErrReplay
 	}
 	s.nonces[key] = at
 	cp := *in
@@ -44,7 +44,7 @@ func (s *memStore) PutRegistration(_ context.Context, in *store.Instance, d *sto
 		s.devs[in.Selector] = map[string]store.Device{}
 	}
 	s.devs[in.Selector][d.ID] = *d
-	return nil
+	return len(s.devs[in.Selector]), nil
 }
 
 func (s *memStore) SaveStates(_ context.Context, ups []store.StateUpdate) error {

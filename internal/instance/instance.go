@@ -37,6 +37,8 @@ type Instance struct {
 	gone        bool   // removed: forgotten by its app or for its silence
 	deferrals   uint8  // consecutive REGISTERs put off because the proxy was busy
 	pending     Event  // an app/admin event that arrived while busy
+	pendingRegs uint32 // the registration count the pending event was posted at
+	regs        uint32 // registrations attached so far; a forget posted before the last one is void
 	gen         uint64 // bumps on every (re)schedule; older timer entries are stale
 	logging     bool   // detailed per-instance logging turned on from /log
 
@@ -55,6 +57,13 @@ type Instance struct {
 
 	recent [recentEvents]EventRecord
 	nrec   uint8 // number of records written (wraps)
+}
+
+// regCount returns how many registrations were attached to inst so far.
+func (inst *Instance) regCount() uint32 {
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	return inst.regs
 }
 
 // EventRecord is one remembered transition.

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -57,113 +56,117 @@ func (m *Manager) Register(ctx context.Context, sealed []byte) error {
 // Sealing proves nothing about who sends a registration (every app has the server's public
 // key), so a registration for a selector we already hold must prove it comes from its owner:
 // the stored secret of the device it names, or the account's current password.
+//
+// The steps are authorize, merge, persist and attach, under the selector's lock (locks.go):
+// registrations of one selector, and the removal of its forgotten instance, happen one after
+// the other. Only the event for the state machine is posted after the lock is released.
 func (m *Manager) Apply(ctx context.Context, reg *registration.Registration) error {
-	if err := reg.Validate(); err != nil {
-		m.stats.Rejected.Add(1)
-		return refuse(errs.Invalid, err, "%s", err.Error())
-	}
 	now := time.Now()
-	if skew := now.Sub(reg.Timestamp); skew > m.opts.MaxClockSkew || -skew > m.opts.MaxClockSkew {
-		m.stats.Rejected.Add(1)
-		return refuse(errs.Invalid, nil, "registration timestamp %s is more than %s away from the server's clock",
-			reg.Timestamp.UTC().Format(time.RFC3339), m.opts.MaxClockSkew)
-	}
-
-	inst := m.lookup(reg.Selector)
-	hasAccount := reg.Account.User != "" && reg.Account.Domain != ""
-	if inst == nil && (reg.Mode == registration.ModeOff || !hasAccount) {
-		// Forgetting, or releasing without an account, an instance we do not hold: there is
-		// nothing to do, and storing it would create it.
-		return nil
-	}
-	if hasAccount {
-		if err := reg.Account.Validate(); err != nil {
-			m.stats.Rejected.Add(1)
-			return refuse(errs.Invalid, err, "%s", err.Error())
-		}
-	}
-
-	si := &store.Instance{
-		Selector: reg.Selector, Node: m.opts.Node, Mode: string(reg.Mode), LastActivity: now,
-		Settings: maskedSettings(reg),
-		// Used only if this creates the row: the store keeps a stored instance's identity.
-		ContactUser: randomToken(16), CallID: randomToken(16), CreatedAt: now,
-	}
-	var old store.Account
-	active := false
-	if inst != nil {
-		inst.mu.Lock()
-		old, active = inst.account, inst.phase.State != Idle || inst.expiresAt > now.UnixNano()
-		inst.mu.Unlock()
-		if err := m.authorize(ctx, reg, old.Password); err != nil {
-			m.stats.Rejected.Add(1)
-			return err
-		}
-	}
-	if err := merge(si, reg, inst != nil, old, active, hasAccount); err != nil {
+	if err := m.checkFresh(reg, now); err != nil {
 		m.stats.Rejected.Add(1)
 		return err
 	}
-	dev := &store.Device{
-		Selector: reg.Selector, ID: reg.Device.ID, Platform: reg.Device.Platform, PushToken: reg.Device.PushToken,
-		AlertToken: reg.Device.AlertToken, AppID: reg.Device.AppID, Sandbox: reg.Device.Sandbox, AppVersion: reg.Device.AppVersion,
-		Locale: reg.Device.Locale, Secret: reg.Device.Secret, LastSeen: now,
-	}
-	if err := m.opts.Store.PutRegistration(ctx, si, dev, reg.Nonce, reg.Timestamp); err != nil {
-		m.stats.Rejected.Add(1)
-		if errors.Is(err, store.ErrReplay) {
-			return refuse(errs.Conflict, err, "registration replayed: this nonce was already used")
-		}
-		if errors.Is(err, store.ErrInvalid) {
-			return refuse(errs.Invalid, err, "%s", oneLine(err.Error()))
-		}
-		return fmt.Errorf("instance: store registration: %w", err)
-	}
-	m.noteApp(reg.Selector, reg.Device.AppID) // renewed: the expiry reminders start over
-	devices, err := m.opts.Store.Devices(ctx, reg.Selector)
+	mu := m.locks.of(reg.Selector)
+	mu.Lock()
+	inst, regs, err := m.intake(ctx, reg, now)
+	mu.Unlock()
 	if err != nil {
-		return fmt.Errorf("instance: load devices: %w", err)
+		m.stats.Rejected.Add(1)
+		return err
+	}
+	if inst == nil {
+		return nil
 	}
 	m.stats.Registrations.Add(1)
-
-	for attempt := 0; ; attempt++ {
-		var created bool
-		inst, created = m.lookupOrAdd(si, now)
-		if created {
-			// The instance was forgotten (the store first, then memory) around our write:
-			// make sure our row is there, or write it again.
-			if _, err := m.opts.Store.Instance(ctx, si.Selector); errors.Is(err, store.ErrNotFound) {
-				if err := m.opts.Store.PutRegistration(ctx, si, dev, reg.Nonce+"/again", now); err != nil {
-					return fmt.Errorf("instance: store registration: %w", err)
-				}
-			}
-		}
-		inst.mu.Lock()
-		if !inst.gone {
-			break
-		}
-		// Forgotten while we stored this registration: its row was deleted after our write.
-		// Store the registration again (the nonce is spent, so under a derived one) and
-		// hold a new instance.
-		inst.mu.Unlock()
-		if attempt == 2 {
-			return errors.New("instance: the instance was forgotten while it registered; try again")
-		}
-		si.ContactUser, si.CallID, si.State, si.Status = randomToken(16), randomToken(16), Idle.Key(), NotRegistered.String()
-		if err := m.opts.Store.PutRegistration(ctx, si, dev, reg.Nonce+"/again"+strconv.Itoa(attempt), now); err != nil {
-			return fmt.Errorf("instance: store registration: %w", err)
-		}
-	}
-	attach(inst, si, reg, hasAccount, len(devices), now)
-	inst.mu.Unlock()
-
 	ev := map[registration.Mode]Event{
 		registration.ModeBackground: EvBackground,
 		registration.ModeForeground: EvForeground,
 		registration.ModeOff:        EvForget,
 	}[reg.Mode]
 	m.instanceLog(inst).WithFields(logrus.Fields{"mode": reg.Mode, "device": reg.Device.ID}).Info("registration accepted")
-	return m.post(ctx, inst, ev)
+	return m.postWish(ctx, inst, ev, regs)
+}
+
+// checkFresh checks what needs neither the store nor the selector's lock: the registration's
+// fields and its timestamp.
+func (m *Manager) checkFresh(reg *registration.Registration, now time.Time) error {
+	if err := reg.Validate(); err != nil {
+		return refuse(errs.Invalid, err, "%s", err.Error())
+	}
+	if skew := now.Sub(reg.Timestamp); skew > m.opts.MaxClockSkew || -skew > m.opts.MaxClockSkew {
+		return refuse(errs.Invalid, nil, "registration timestamp %s is more than %s away from the server's clock",
+			reg.Timestamp.UTC().Format(time.RFC3339), m.opts.MaxClockSkew)
+	}
+	if reg.Account.User != "" && reg.Account.Domain != "" {
+		if err := reg.Account.Validate(); err != nil {
+			return refuse(errs.Invalid, err, "%s", err.Error())
+		}
+	}
+	return nil
+}
+
+// intake authorizes, merges, persists and attaches one registration; the caller holds the
+// selector's lock. It returns the held instance (nil when there was nothing to do) and its
+// registration count after this one, which the posted wish carries.
+func (m *Manager) intake(ctx context.Context, reg *registration.Registration, now time.Time) (*Instance, uint32, error) {
+	held := m.lookup(reg.Selector)
+	hasAccount := reg.Account.User != "" && reg.Account.Domain != ""
+	if held == nil && (reg.Mode == registration.ModeOff || !hasAccount) {
+		// Forgetting, or releasing without an account, an instance we do not hold: there is
+		// nothing to do, and storing it would create it.
+		return nil, 0, nil
+	}
+	var old store.Account
+	active := false
+	if held != nil {
+		held.mu.Lock()
+		old, active = held.account, held.phase.State != Idle || held.expiresAt > now.UnixNano()
+		held.mu.Unlock()
+		if err := m.authorize(ctx, reg, old.Password); err != nil {
+			return nil, 0, err
+		}
+	}
+	si := &store.Instance{
+		Selector: reg.Selector, Node: m.opts.Node, Mode: string(reg.Mode), LastActivity: now,
+		Settings: maskedSettings(reg),
+		// Used only if this creates the row: the store keeps a stored instance's identity.
+		ContactUser: randomToken(16), CallID: randomToken(16), CreatedAt: now,
+	}
+	if err := merge(si, reg, held != nil, old, active, hasAccount); err != nil {
+		return nil, 0, err
+	}
+	devices, err := m.persist(ctx, si, reg, now)
+	if err != nil {
+		return nil, 0, err
+	}
+	m.noteApp(reg.Selector, reg.Device.AppID) // renewed: the expiry reminders start over
+	inst, _ := m.lookupOrAdd(si, now)
+	inst.mu.Lock()
+	attach(inst, si, reg, hasAccount, devices, now)
+	regs := inst.regs
+	inst.mu.Unlock()
+	return inst, regs, nil
+}
+
+// persist stores the merged row si and the registration's device with its nonce, and returns
+// how many devices the instance has. A replayed nonce or a row the store refuses is the app's
+// error; anything else is the server's.
+func (m *Manager) persist(ctx context.Context, si *store.Instance, reg *registration.Registration, now time.Time) (int, error) {
+	dev := &store.Device{
+		Selector: reg.Selector, ID: reg.Device.ID, Platform: reg.Device.Platform, PushToken: reg.Device.PushToken,
+		AlertToken: reg.Device.AlertToken, AppID: reg.Device.AppID, Sandbox: reg.Device.Sandbox, AppVersion: reg.Device.AppVersion,
+		Locale: reg.Device.Locale, Secret: reg.Device.Secret, LastSeen: now,
+	}
+	devices, err := m.opts.Store.PutRegistrationCounted(ctx, si, dev, reg.Nonce, reg.Timestamp)
+	switch {
+	case errors.Is(err, store.ErrReplay):
+		return 0, refuse(errs.Conflict, err, "registration replayed: this nonce was already used")
+	case errors.Is(err, store.ErrInvalid):
+		return 0, refuse(errs.Invalid, err, "%s", oneLine(err.Error()))
+	case err != nil:
+		return 0, fmt.Errorf("instance: store registration: %w", err)
+	}
+	return devices, nil
 }
 
 // merge fills the stored row si with the account and state the registration reg leaves: reg's
@@ -198,8 +201,9 @@ func merge(si *store.Instance, reg *registration.Registration, held bool, old st
 
 // attach gives the held instance what the stored registration si changed: its account (the
 // old binding is kept to be removed first when the identity changed), activity, device count
-// and background flag. The caller holds inst.mu.
+// and background flag, and counts the registration. The caller holds inst.mu.
 func attach(inst *Instance, si *store.Instance, reg *registration.Registration, hasAccount bool, devices int, now time.Time) {
+	inst.regs++
 	if hasAccount {
 		if inst.account.User != si.Account.User || inst.account.Domain != si.Account.Domain {
 			inst.minExpires = 0
@@ -245,7 +249,9 @@ func sameIdentity(a, b store.Account) bool {
 		a.Proxy == b.Proxy && a.Port == b.Port && a.Transport == b.Transport
 }
 
-// lookup returns the instance of a selector, nil if there is none or it was forgotten.
+// lookup returns the instance of a selector, nil if there is none or it was forgotten. Under the
+// selector's lock a forgotten instance is never found: remove takes it out of the map under
+// that lock.
 func (m *Manager) lookup(sel string) *Instance {
 	inst := m.get(sel)
 	if inst == nil {
@@ -261,12 +267,12 @@ func (m *Manager) lookup(sel string) *Instance {
 }
 
 // lookupOrAdd returns the held instance of si's selector, or holds a new one made from the
-// stored row si (which PutRegistration filled in).
+// stored row si (which PutRegistration filled in). The caller holds the selector's lock.
 func (m *Manager) lookupOrAdd(si *store.Instance, now time.Time) (inst *Instance, created bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if inst := m.instances[si.Selector]; inst != nil {
-		return inst, false // if it is gone, the caller sees it under the instance's lock
+		return inst, false
 	}
 	inst = &Instance{selector: si.Selector, contactUser: si.ContactUser, callID: si.CallID, cseq: si.CSeq,
 		created: si.CreatedAt.UnixNano(), phase: Phase{Idle, NotRegistered}, account: si.Account}
@@ -339,7 +345,7 @@ func (m *Manager) Forget(ctx context.Context, selector string) error {
 	if inst == nil {
 		return ErrUnknownSelector
 	}
-	return m.post(ctx, inst, EvForget)
+	return m.postWish(ctx, inst, EvForget, inst.regCount())
 }
 
 // sweepLoop forgets silent instances and prunes old nonces, now and every SweepInterval.
@@ -388,7 +394,7 @@ func (m *Manager) sweep(now time.Time) {
 		}
 		// Expire, not Forget: the worker checks the silence again, so a registration that
 		// comes in between keeps the instance.
-		if err := m.post(ctx, inst, EvExpire); err != nil {
+		if err := m.postWish(ctx, inst, EvExpire, inst.regCount()); err != nil {
 			return
 		}
 	}

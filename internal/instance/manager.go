@@ -29,7 +29,7 @@ type Registrar interface {
 
 // Store is what the manager needs from the database.
 type Store interface {
-	PutRegistration(ctx context.Context, inst *store.Instance, dev *store.Device, nonce string, nonceTime time.Time) error
+	PutRegistrationCounted(ctx context.Context, inst *store.Instance, dev *store.Device, nonce string, nonceTime time.Time) (devices int, err error)
 	SaveStates(ctx context.Context, ups []store.StateUpdate) error
 	ForEachInstance(ctx context.Context, fn func(*store.Instance) error) error
 	Instance(ctx context.Context, selector string) (*store.Instance, error)
@@ -138,6 +138,9 @@ type item struct {
 	inst *Instance
 	ev   Event
 	gen  uint64 // for EvTimer: the schedule generation it belongs to
+	// regs is, for EvForget and EvExpire, the instance's registration count when the event
+	// was posted: a registration attached after it wins over the forget (see remove).
+	regs uint32
 }
 
 // Manager owns every instance of this node.
@@ -162,6 +165,10 @@ type Manager struct {
 	persistWake chan struct{} // a full batch is waiting
 	persistStop chan struct{} // closed by Stop once no worker runs
 	persistDone chan struct{}
+	flushReq    chan chan struct{} // Flush's requests to the persister
+	persistLost atomic.Bool        // Stop gave up writing states to a failing store
+
+	locks *selectorLocks // per-selector serialisation of registrations and removal (locks.go)
 
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -199,6 +206,9 @@ func New(opts Options) (*Manager, error) {
 		dirty:       make(map[string]store.StateUpdate),
 		persistWake: make(chan struct{}, 1),
 		persistStop: make(chan struct{}),
+		persistDone: make(chan struct{}),
+		flushReq:    make(chan chan struct{}),
+		locks:       newSelectorLocks(),
 	}
 	m.sched = newScheduler(m.fireTimer, m.probeDue)
 	m.remind.init(&m.opts.Reminders)
@@ -269,7 +279,6 @@ func (m *Manager) Start(ctx context.Context) error {
 	for range m.opts.Workers {
 		go func() { defer m.wg.Done(); m.worker() }()
 	}
-	m.persistDone = make(chan struct{})
 	go func() { defer close(m.persistDone); m.persistLoop() }()
 	if len(release) > 0 {
 		m.wg.Add(1)
@@ -325,8 +334,14 @@ func (m *Manager) fireTimer(inst *Instance, gen uint64) {
 
 // post puts an app or admin event on the message loop.
 func (m *Manager) post(ctx context.Context, inst *Instance, ev Event) error {
+	return m.postWish(ctx, inst, ev, 0)
+}
+
+// postWish puts an app or admin event on the message loop with the instance's registration
+// count regs at the time it was decided (it matters for EvForget and EvExpire only).
+func (m *Manager) postWish(ctx context.Context, inst *Instance, ev Event, regs uint32) error {
 	select {
-	case m.queue <- item{inst: inst, ev: ev}:
+	case m.queue <- item{inst: inst, ev: ev, regs: regs}:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -357,11 +372,11 @@ func (m *Manager) handle(it item) {
 	}
 	if inst.busy {
 		if it.ev != EvTimer {
-			inst.pending = it.ev // the latest app or admin wish wins
+			inst.pending, inst.pendingRegs = it.ev, it.regs // the latest app or admin wish wins
 		}
 		return
 	}
-	ev := it.ev
+	ev, regs := it.ev, it.regs
 	for ev != EvNone {
 		if ev == EvExpire && !m.stillSilent(inst, time.Now()) {
 			ev = EvNone // heard from since the sweep decided
@@ -369,21 +384,22 @@ func (m *Manager) handle(it item) {
 			if ev == EvExpire {
 				m.offBeforeExpire(inst) // the devices are deleted with the instance
 			}
-			ev = m.step(inst, ev)
+			ev = m.step(inst, ev, regs)
 		}
 		if inst.gone {
-			inst.pending = EvNone // a registration after the forget made a new instance
+			inst.pending = EvNone // a registration after the forget makes a new instance
 			return
 		}
 		if ev == EvNone && inst.pending != EvNone {
-			ev, inst.pending = inst.pending, EvNone
+			ev, regs, inst.pending = inst.pending, inst.pendingRegs, EvNone
 		}
 	}
 }
 
 // step applies one event; it returns the event produced by a SIP transaction, if any.
-// The caller holds inst.mu; step releases it while the transaction is in flight.
-func (m *Manager) step(inst *Instance, ev Event) Event {
+// The caller holds inst.mu; step releases it while the transaction is in flight. regs is the
+// registration count an EvForget or EvExpire was posted at.
+func (m *Manager) step(inst *Instance, ev Event, regs uint32) Event {
 	from := inst.phase
 	to, act := Transition(from, ev)
 	now := time.Now()
@@ -433,36 +449,22 @@ func (m *Manager) step(inst *Instance, ev Event) Event {
 			next, note = EvIntervalTooBrief, "behind a NAT: Contact moved to "+inst.contactAddr
 		}
 	case ActUnregister, ActUnregisterGone:
+		acct, bound := inst.account, inst.expiresAt > now.UnixNano()
+		if act == ActUnregisterGone {
+			// Gone first (database and memory), so that the next registration makes a new
+			// instance instead of updating this one; then unREGISTER with what it had.
+			if !m.remove(inst, regs) {
+				inst.phase = from // a registration came after the forget was asked for: it wins
+				return EvNone
+			}
+			m.instanceLog(inst).WithField("event", ev).Info("instance forgotten")
+		}
 		inst.gen++ // cancel any refresh or retry
 		inst.nextAt, inst.failures, inst.lastError = 0, 0, ""
 		if ev == EvTurnOff {
 			inst.off = true
 		}
-		acct, bound := inst.account, inst.expiresAt > now.UnixNano()
-		if act == ActUnregisterGone {
-			// Gone first (database and memory), so a registration arriving meanwhile makes
-			// a new instance instead of updating this one; then unREGISTER with what it had.
-			m.remove(inst)
-			m.instanceLog(inst).WithField("event", ev).Info("instance forgotten")
-		}
-		if inst.oldAccount != nil {
-			m.dropOldBinding(inst) // the binding is at the old account's registrar
-		} else if bound {
-			var err error
-			if m.admitWait(inst, &acct) {
-				_, err = m.transact(inst, acct, 0, inst.contactAddr)
-			} else {
-				err = errNotAnswering
-			}
-			if err != nil {
-				// No answer: the binding may still be there. Keep its expiry, so a restart
-				// (or the next wish) tries again; it lapses by itself at the latest then.
-				note = "unregister: " + err.Error()
-			} else {
-				inst.expiresAt = 0
-			}
-			m.stats.Unregisters.Add(1)
-		}
+		note = m.unbind(inst, acct, bound)
 		if act == ActUnregisterGone {
 			inst.remember(now.UnixNano(), ev, from, to, act, note)
 			return EvNone
@@ -486,6 +488,31 @@ func (m *Manager) step(inst *Instance, ev Event) Event {
 	}
 	m.save(inst, now)
 	return next
+}
+
+// unbind removes the binding inst may hold for acct (bound: its expiry has not passed) with an
+// unREGISTER, or the one at the previous account's registrar; it returns a note for the event
+// record when the unREGISTER got no answer. The caller holds inst.mu.
+func (m *Manager) unbind(inst *Instance, acct store.Account, bound bool) (note string) {
+	if inst.oldAccount != nil {
+		m.dropOldBinding(inst) // the binding is at the old account's registrar
+		return ""
+	}
+	if !bound {
+		return ""
+	}
+	err := errNotAnswering
+	if m.admitWait(inst, &acct) {
+		_, err = m.transact(inst, acct, 0, inst.contactAddr)
+	}
+	m.stats.Unregisters.Add(1)
+	if err != nil {
+		// No answer: the binding may still be there. Keep its expiry, so a restart (or the
+		// next wish) tries again; it lapses by itself at the latest then.
+		return "unregister: " + err.Error()
+	}
+	inst.expiresAt = 0
+	return ""
 }
 
 // natMoved reports whether res shows the registrar saw us at another address than our
@@ -720,11 +747,17 @@ const stopFlushFor = 2 * time.Minute
 // 20 ms or as soon as a batch is full, so that thousands of refreshes per second cost a few
 // commits. A batch whose write fails goes back into the set (unless a newer state of the
 // selector arrived meanwhile) and is written again with the next round: never dropped.
+//
+// A Flush request is answered once a round that started after it emptied the set; while the
+// store fails, requests wait for the round that succeeds.
 func (m *Manager) persistLoop() {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
+	var flushes []chan struct{} // Flush calls waiting for a round that empties the set
 	for {
 		select {
+		case done := <-m.flushReq:
+			flushes = append(flushes, done)
 		case <-m.persistStop:
 			// Every worker has returned: nothing changes any more. Write what is left,
 			// retrying a failing store for a while rather than losing it.
@@ -735,6 +768,7 @@ func (m *Manager) persistLoop() {
 					n := len(m.dirty)
 					m.persistMu.Unlock()
 					m.log.WithField("updates", n).Error("the store kept failing: instance states not written at stop")
+					m.persistLost.Store(true)
 					return
 				}
 				time.Sleep(wait)
@@ -743,8 +777,48 @@ func (m *Manager) persistLoop() {
 		case <-tick.C:
 		case <-m.persistWake:
 		}
-		m.flushDirty()
+		if m.flushDirty() {
+			for _, done := range flushes {
+				close(done)
+			}
+			flushes = flushes[:0]
+		}
 	}
+}
+
+// Flush waits until every instance state changed before the call is written to the store (a
+// committed transaction), or ctx ends. Only one goroutine writes states, so a round of the
+// persister that starts after the request and ends with an empty dirty set has written, or
+// found already written, everything that was dirty at the call. After Stop it returns what
+// Stop's last writes came to.
+func (m *Manager) Flush(ctx context.Context) error {
+	if !m.started.Load() {
+		return errors.New("instance: manager not started")
+	}
+	done := make(chan struct{})
+	select {
+	case m.flushReq <- done:
+	case <-m.persistDone:
+		return m.stopFlushErr()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-done:
+		return nil
+	case <-m.persistDone:
+		return m.stopFlushErr()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// stopFlushErr says whether Stop left instance states unwritten.
+func (m *Manager) stopFlushErr() error {
+	if m.persistLost.Load() {
+		return errors.New("instance: the store kept failing at stop: instance states not written")
+	}
+	return nil
 }
 
 // flushDirty writes the dirty set batch by batch; it reports whether the set is empty.
@@ -821,10 +895,18 @@ func (m *Manager) stillSilent(inst *Instance, now time.Time) bool {
 		inst.lastActivity < now.Add(-m.opts.NotRegisteredMaxAge).UnixNano()
 }
 
-// remove deletes inst from the store, then from memory; the caller holds inst.mu. In that
-// order, a registration that does not find inst in memory any more knows that its own
-// write may have been deleted (and checks).
-func (m *Manager) remove(inst *Instance) {
+// remove deletes inst from the store, then from memory, unless a registration was attached
+// after the forget was posted at registration count regs (then it reports false and changes
+// nothing). The caller holds inst.mu; remove holds the selector's lock throughout, so that a
+// registration of the selector comes wholly before the removal (and is forgotten with it, or
+// voids it) or wholly after it (and makes a new instance): never is its stored row deleted
+// after it was acknowledged.
+func (m *Manager) remove(inst *Instance, regs uint32) bool {
+	lk := m.locks.lockHeld(inst)
+	defer lk.Unlock()
+	if inst.regs != regs || inst.gone {
+		return false
+	}
 	inst.gone = true
 	inst.gen++                 // its timer entries are stale now
 	inst.account.Password = "" // it may sit in the timer heap a while: keep no credentials
@@ -844,6 +926,7 @@ func (m *Manager) remove(inst *Instance) {
 		delete(m.byContact, inst.contactUser)
 	}
 	m.mu.Unlock()
+	return true
 }
 
 // cseqMargin is added to the stored CSeq on start: the last few write-behind updates may

@@ -240,3 +240,65 @@ func TestStopDuringStoreStallWritesEverything(t *testing.T) {
 		})
 	}
 }
+
+// Flush returns only once every state changed before the call is in the store: at once on a
+// healthy store, and only after the store recovers on one that fails every write for 10 s.
+func TestFlushWaitsUntilStatesAreWritten(t *testing.T) {
+	for _, fail := range []bool{false, true} {
+		name := map[bool]string{false: "healthy", true: "failing"}[fail]
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				st := &stallingStore{memStore: newMemStore(), fail: true, release: make(chan struct{})}
+				h := stallHarness(t, st, nil)
+				defer h.m.Stop()
+				if fail {
+					st.stallUntil(time.Now().Add(10 * time.Second))
+				}
+				for i := range 20 {
+					if err := h.send(regFor(fmt.Sprintf("a3%06d", i), fmt.Sprintf("f%d", i), registration.ModeBackground)); err != nil {
+						t.Fatal(err)
+					}
+				}
+				synctest.Wait() // every worker has registered its instance and is idle
+				start := time.Now()
+				if err := h.m.Flush(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				waited := time.Since(start)
+				if fail && waited < 10*time.Second {
+					t.Errorf("Flush returned after %v while the store failed for 10 s", waited)
+				}
+				if _, failed := st.calls(); fail && failed == 0 {
+					t.Fatal("no write failed: the failing store was not exercised")
+				}
+				for i := range 20 {
+					sel := fmt.Sprintf("a3%06d", i)
+					mem, _ := h.m.Snapshot(sel)
+					if got := h.st.get(sel); mem.Phase.Status != Registered || got.Status != Registered.String() || got.CSeq != mem.CSeq {
+						t.Errorf("%s after Flush: stored %s cseq %d, memory %v cseq %d", sel, got.Status, got.CSeq, mem.Phase, mem.CSeq)
+					}
+				}
+			})
+		})
+	}
+}
+
+// A Flush whose context ends first says so.
+func TestFlushHonoursContext(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := &stallingStore{memStore: newMemStore(), fail: true, release: make(chan struct{})}
+		h := stallHarness(t, st, nil)
+		defer h.m.Stop()
+		st.stallUntil(time.Now().Add(time.Hour))
+		if err := h.send(regFor("a4000001", "g", registration.ModeBackground)); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if err := h.m.Flush(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Flush on a store failing for an hour = %v, want the context's deadline", err)
+		}
+		st.stallUntil(time.Time{})
+	})
+}

@@ -126,14 +126,57 @@ type StateUpdate struct {
 // On success inst (and dev) are updated to what is now stored, so the caller learns the
 // ContactUser, CallID and CSeq to use. Invalid input returns an error wrapping ErrInvalid.
 func (db *DB) PutRegistration(ctx context.Context, inst *Instance, dev *Device, nonce string, nonceTime time.Time) error {
+	_, err := db.PutRegistrationCounted(ctx, inst, dev, nonce, nonceTime)
+	return err
+}
+
+// PutRegistrationCounted is PutRegistration that also returns how many devices the instance has
+// once the registration is stored. Concurrent calls are committed together (batch.go); each
+// returns only once its own registration is committed, or with the error that kept it out.
+func (db *DB) PutRegistrationCounted(ctx context.Context, inst *Instance, dev *Device, nonce string, nonceTime time.Time) (devices int, err error) {
+	w, err := db.prepareRegistration(inst, dev, nonce, nonceTime)
+	if err != nil {
+		return 0, err
+	}
+	// Written with the registrations of other callers in one transaction (batch.go).
+	if err := db.commitRegistration(ctx, w); err != nil {
+		return 0, err
+	}
+	return w.devices, nil
+}
+
+// regWrite is one registration ready to be written: checked, its secrets sealed. exec writes it
+// within a transaction and keeps what it stored in cur; apply hands that to the caller's inst and
+// dev once the transaction committed (never before: a failed commit must change nothing).
+type regWrite struct {
+	db              *DB
+	inst            *Instance
+	dev             *Device
+	nonce           string
+	nonceTime, at   time.Time
+	password, devSc []byte // sealed
+
+	// Set by commitRegistration: the caller's context and where it waits for the answer.
+	ctx  context.Context
+	done chan error
+
+	// Set by exec.
+	cur     Instance
+	devSeen time.Time
+	devices int // the instance's devices
+}
+
+// prepareRegistration checks a registration and seals its secrets, outside any transaction
+// (sealing needs no lock).
+func (db *DB) prepareRegistration(inst *Instance, dev *Device, nonce string, nonceTime time.Time) (*regWrite, error) {
 	if inst == nil {
-		return fmt.Errorf("%w: instance is nil", ErrInvalid)
+		return nil, fmt.Errorf("%w: instance is nil", ErrInvalid)
 	}
 	if err := validateInstance(inst); err != nil {
-		return err
+		return nil, err
 	}
 	if nonce == "" || len(nonce) > 256 {
-		return fmt.Errorf("%w: nonce must be 1 to 256 bytes, got %d", ErrInvalid, len(nonce))
+		return nil, fmt.Errorf("%w: nonce must be 1 to 256 bytes, got %d", ErrInvalid, len(nonce))
 	}
 	sel := inst.Selector
 	if dev != nil {
@@ -141,38 +184,42 @@ func (db *DB) PutRegistration(ctx context.Context, inst *Instance, dev *Device, 
 			dev.Selector = sel
 		}
 		if err := validateDevice(dev, sel); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	at := inst.LastActivity
-	if at.IsZero() {
-		at = nonceTime
+	w := &regWrite{db: db, inst: inst, dev: dev, nonce: nonce, nonceTime: nonceTime, at: inst.LastActivity}
+	if w.at.IsZero() {
+		w.at = nonceTime
 	}
-	if at.IsZero() {
-		at = time.Now()
+	if w.at.IsZero() {
+		w.at = time.Now()
 	}
-	at = at.UTC()
-
-	// Seal outside the write transaction: it needs no lock.
-	password, err := db.seal.seal([]byte(inst.Account.Password), adPassword(sel))
-	if err != nil {
-		return err
+	w.at = w.at.UTC()
+	var err error
+	if w.password, err = db.seal.seal([]byte(inst.Account.Password), adPassword(sel)); err != nil {
+		return nil, err
 	}
-	var secret []byte
 	if dev != nil {
-		if secret, err = db.seal.seal([]byte(dev.Secret), adDeviceSecret(sel, dev.ID)); err != nil {
-			return err
+		if w.devSc, err = db.seal.seal([]byte(dev.Secret), adDeviceSecret(sel, dev.ID)); err != nil {
+			return nil, err
 		}
 	}
+	return w, nil
+}
 
-	tx, err := db.write.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("store: put registration: %w", err)
-	}
-	defer tx.Rollback()
+// execer is what exec needs of a transaction.
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
 
+// exec writes w in tx: the nonce (or ErrReplay, writing nothing), the instance row merged with
+// the stored one, the device. It may run more than once for one w (a batch that failed to commit
+// is written again one by one), so it computes everything it keeps from the database each time.
+func (w *regWrite) exec(ctx context.Context, tx execer) error {
+	db, sel := w.db, w.inst.Selector
 	res, err := tx.ExecContext(ctx, `INSERT INTO nonces (node, selector, nonce, seen_at) VALUES (?, ?, ?, ?)
-		ON CONFLICT DO NOTHING`, db.node, sel, nonce, nanos(nonceTime))
+		ON CONFLICT DO NOTHING`, db.node, sel, w.nonce, nanos(w.nonceTime))
 	if err != nil {
 		return fmt.Errorf("store: put registration %s: record nonce: %w", sel, err)
 	}
@@ -181,11 +228,40 @@ func (db *DB) PutRegistration(ctx context.Context, inst *Instance, dev *Device, 
 	} else if n == 0 {
 		return fmt.Errorf("%w (selector %s)", ErrReplay, sel)
 	}
+	if err := w.loadCurrent(ctx, tx); err != nil {
+		return err
+	}
+	cur, a := &w.cur, &w.inst.Account
+	_, err = tx.ExecContext(ctx, `INSERT INTO instances (node, selector, user_name, auth_user, password, domain,
+		proxy, port, transport, expires, display_name, mode, off, state, status, last_error, contact_user,
+		call_id, cseq, expires_at, settings, created_at, updated_at, last_activity)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (node, selector) DO UPDATE SET user_name = excluded.user_name,
+		auth_user = excluded.auth_user, password = excluded.password, domain = excluded.domain,
+		proxy = excluded.proxy, port = excluded.port, transport = excluded.transport,
+		expires = excluded.expires, display_name = excluded.display_name, mode = excluded.mode,
+		off = excluded.off, state = excluded.state, status = excluded.status,
+		last_error = excluded.last_error, contact_user = excluded.contact_user,
+		call_id = excluded.call_id, cseq = excluded.cseq, expires_at = excluded.expires_at,
+		settings = excluded.settings, created_at = excluded.created_at,
+		updated_at = excluded.updated_at, last_activity = excluded.last_activity`,
+		db.node, sel, a.User, a.AuthUser, w.password, a.Domain, a.Proxy, a.Port, a.Transport, a.Expires,
+		a.DisplayName, w.inst.Mode, cur.Off, cur.State, cur.Status, cur.LastError, cur.ContactUser,
+		cur.CallID, int64(cur.CSeq), nanos(cur.ExpiresAt), w.inst.Settings, nanos(cur.CreatedAt),
+		nanos(w.at), nanos(w.at))
+	if err != nil {
+		return fmt.Errorf("store: put registration %s: %w", sel, err)
+	}
+	return w.execDevice(ctx, tx)
+}
 
-	// Start from the stored row (if any), then apply what inst sets.
+// loadCurrent reads the stored row of w's selector (if any) into w.cur and applies what w.inst
+// sets over it.
+func (w *regWrite) loadCurrent(ctx context.Context, tx execer) error {
+	db, inst, sel := w.db, w.inst, w.inst.Selector
 	cur := Instance{State: StateIdle, Status: StatusNotRegistered, CreatedAt: inst.CreatedAt}
 	var cseq, expiresAt, createdAt int64
-	err = tx.QueryRowContext(ctx, `SELECT contact_user, call_id, cseq, state, status, last_error, expires_at, off, created_at
+	err := tx.QueryRowContext(ctx, `SELECT contact_user, call_id, cseq, state, status, last_error, expires_at, off, created_at
 		FROM instances WHERE node = ? AND selector = ?`, db.node, sel).
 		Scan(&cur.ContactUser, &cur.CallID, &cseq, &cur.State, &cur.Status, &cur.LastError, &expiresAt, &cur.Off, &createdAt)
 	exists := err == nil
@@ -195,9 +271,19 @@ func (db *DB) PutRegistration(ctx context.Context, inst *Instance, dev *Device, 
 	case !errors.Is(err, sql.ErrNoRows):
 		return fmt.Errorf("store: put registration %s: %w", sel, err)
 	}
+	if err := mergeStored(&cur, inst, exists, w.at); err != nil {
+		return err
+	}
+	w.cur = cur
+	return nil
+}
+
+// mergeStored applies over cur, the stored row (exists) or a new one, what inst sets.
+func mergeStored(cur, inst *Instance, exists bool, at time.Time) error {
 	// The Contact user part and the Call-ID of a stored instance never change: its binding
 	// at the registrar is keyed by them (RFC 3261 §10.2.4). The caller's values are used only
 	// for a new row, and generated when it gives none.
+	var err error
 	if !exists || cur.ContactUser == "" {
 		cur.ContactUser = inst.ContactUser
 	}
@@ -236,35 +322,18 @@ func (db *DB) PutRegistration(ctx context.Context, inst *Instance, dev *Device, 
 		cur.CreatedAt = at
 	}
 	cur.CreatedAt = cur.CreatedAt.UTC()
+	return nil
+}
 
-	a := &inst.Account
-	_, err = tx.ExecContext(ctx, `INSERT INTO instances (node, selector, user_name, auth_user, password, domain,
-		proxy, port, transport, expires, display_name, mode, off, state, status, last_error, contact_user,
-		call_id, cseq, expires_at, settings, created_at, updated_at, last_activity)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (node, selector) DO UPDATE SET user_name = excluded.user_name,
-		auth_user = excluded.auth_user, password = excluded.password, domain = excluded.domain,
-		proxy = excluded.proxy, port = excluded.port, transport = excluded.transport,
-		expires = excluded.expires, display_name = excluded.display_name, mode = excluded.mode,
-		off = excluded.off, state = excluded.state, status = excluded.status,
-		last_error = excluded.last_error, contact_user = excluded.contact_user,
-		call_id = excluded.call_id, cseq = excluded.cseq, expires_at = excluded.expires_at,
-		settings = excluded.settings, created_at = excluded.created_at,
-		updated_at = excluded.updated_at, last_activity = excluded.last_activity`,
-		db.node, sel, a.User, a.AuthUser, password, a.Domain, a.Proxy, a.Port, a.Transport, a.Expires,
-		a.DisplayName, inst.Mode, cur.Off, cur.State, cur.Status, cur.LastError, cur.ContactUser,
-		cur.CallID, int64(cur.CSeq), nanos(cur.ExpiresAt), inst.Settings, nanos(cur.CreatedAt),
-		nanos(at), nanos(at))
-	if err != nil {
-		return fmt.Errorf("store: put registration %s: %w", sel, err)
-	}
-
-	devSeen := at
+// execDevice upserts w's device (if any) and counts the devices the instance now has.
+func (w *regWrite) execDevice(ctx context.Context, tx execer) error {
+	db, sel, dev := w.db, w.inst.Selector, w.dev
+	w.devSeen = w.at
 	if dev != nil {
 		if !dev.LastSeen.IsZero() {
-			devSeen = dev.LastSeen.UTC()
+			w.devSeen = dev.LastSeen.UTC()
 		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO devices (node, selector, device_id, platform, push_token,
+		_, err := tx.ExecContext(ctx, `INSERT INTO devices (node, selector, device_id, platform, push_token,
 			app_id, sandbox, app_version, locale, secret, token_invalid, last_seen, alert_token,
 			alert_token_invalid)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -274,23 +343,29 @@ func (db *DB) PutRegistration(ctx context.Context, inst *Instance, dev *Device, 
 			token_invalid = excluded.token_invalid, last_seen = excluded.last_seen,
 			alert_token = excluded.alert_token, alert_token_invalid = excluded.alert_token_invalid`,
 			db.node, sel, dev.ID, dev.Platform, dev.PushToken, dev.AppID, dev.Sandbox, dev.AppVersion,
-			dev.Locale, secret, dev.TokenInvalid, nanos(devSeen), dev.AlertToken, dev.AlertTokenInvalid)
+			dev.Locale, w.devSc, dev.TokenInvalid, nanos(w.devSeen), dev.AlertToken, dev.AlertTokenInvalid)
 		if err != nil {
 			return fmt.Errorf("store: put registration %s: device %s: %w", sel, dev.ID, err)
 		}
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("store: put registration %s: %w", sel, err)
-	}
-
-	inst.Node = db.node
-	inst.Off, inst.State, inst.Status, inst.LastError = cur.Off, cur.State, cur.Status, cur.LastError
-	inst.ContactUser, inst.CallID, inst.CSeq, inst.ExpiresAt = cur.ContactUser, cur.CallID, cur.CSeq, cur.ExpiresAt
-	inst.CreatedAt, inst.UpdatedAt, inst.LastActivity = cur.CreatedAt, at, at
-	if dev != nil {
-		dev.LastSeen = devSeen
+	err := tx.QueryRowContext(ctx, "SELECT count(*) FROM devices WHERE node = ? AND selector = ?", db.node, sel).
+		Scan(&w.devices)
+	if err != nil {
+		return fmt.Errorf("store: put registration %s: count devices: %w", sel, err)
 	}
 	return nil
+}
+
+// apply hands what exec stored to the caller's inst and dev; call it only after the commit.
+func (w *regWrite) apply() {
+	inst, cur := w.inst, &w.cur
+	inst.Node = w.db.node
+	inst.Off, inst.State, inst.Status, inst.LastError = cur.Off, cur.State, cur.Status, cur.LastError
+	inst.ContactUser, inst.CallID, inst.CSeq, inst.ExpiresAt = cur.ContactUser, cur.CallID, cur.CSeq, cur.ExpiresAt
+	inst.CreatedAt, inst.UpdatedAt, inst.LastActivity = cur.CreatedAt, w.at, w.at
+	if w.dev != nil {
+		w.dev.LastSeen = w.devSeen
+	}
 }
 
 // SaveStates writes many state updates in ONE transaction (the engine batches them). All updates

@@ -91,6 +91,7 @@ type DB struct {
 	seal  *sealer
 	log   logrus.FieldLogger
 	path  string
+	regs  regBatcher // registrations waiting for a group commit (batch.go)
 }
 
 // Open opens (creating if needed) the database at opts.Path, applies pending migrations and checks

@@ -1,0 +1,275 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/sipis/sipis/internal/app"
+	"github.com/sipis/sipis/internal/config"
+	"github.com/sipis/sipis/pkg/registration"
+)
+
+// The API hand-over mode (-api) measures the registration API as apps use it: a whole sipis
+// server (internal/app, from a Settings.xml held in memory, SQLite in a temporary folder) takes
+// N sealed registrations, one new selector each, POSTed by -concurrency clients at once. The
+// clients run in a child process that seals every registration before the clock starts, so the
+// figures (registrations/s, sipis's CPU per registration) are the server's alone. A
+// registration counts once its 200 came back, which the server sends only after the
+// registration is committed to the database.
+//
+// -api-mode foreground hands accounts over without a SIP registration (the intake alone);
+// background makes each registration REGISTER at the loopback registrar too.
+
+// apiFigures are the results of one API run.
+type apiFigures struct {
+	Registrations   int     `json:"registrations"`
+	Concurrency     int     `json:"concurrency"`
+	Mode            string  `json:"mode"`
+	Seconds         float64 `json:"seconds"`
+	PerSecond       float64 `json:"registrationsPerSecond"`
+	CPUusPerReg     float64 `json:"cpuMicrosecondsPerRegistration"`
+	Failures        int64   `json:"failures"`
+	FirstFailure    string  `json:"firstFailure,omitempty"`
+	StoredInstances int     `json:"storedInstances"`
+}
+
+// clientResult is what the client child prints when it is done.
+type clientResult struct {
+	OK, Failed int64
+	First      string
+	Seconds    float64
+}
+
+// runAPI runs the API hand-over measurement: registrar child, server, client child, figures.
+func runAPI(ctx context.Context, n, concurrency int, mode, cpuProfile string, asJSON bool) error {
+	if mode != string(registration.ModeForeground) && mode != string(registration.ModeBackground) {
+		return fmt.Errorf("-api-mode must be foreground or background, not %q", mode)
+	}
+	regAddr, killReg, err := startRegistrarChild(3600)
+	if err != nil {
+		return err
+	}
+	defer killReg()
+
+	dir, err := os.MkdirTemp("", "sipis-load-api-*")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	a, err := startAPIServer(ctx, dir)
+	if err != nil {
+		return err
+	}
+	defer a.Stop()
+
+	host, port, _ := net.SplitHostPort(regAddr)
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	pub := base64.StdEncoding.EncodeToString(registration.EncodeKey(a.PublicKey()))
+	cmd := exec.CommandContext(ctx, exe, "-api-client-child", "-n", strconv.Itoa(n), "-concurrency", strconv.Itoa(concurrency),
+		"-api-mode", mode, "-api-url", a.HTTPURL()+"/sipis/register", "-api-pub", pub, "-api-proxy", net.JoinHostPort(host, port))
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	defer cmd.Wait()
+	defer stdin.Close()
+	out := bufio.NewReader(stdout)
+	fmt.Fprintf(os.Stderr, "sealing %d registrations...\n", n)
+	if line, err := out.ReadString('\n'); err != nil || strings.TrimSpace(line) != "ready" {
+		return fmt.Errorf("the client child did not get ready: %q %v", line, err)
+	}
+
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	fmt.Fprintf(os.Stderr, "posting with %d clients...\n", concurrency)
+	c0 := cpuTime()
+	if _, err := io.WriteString(stdin, "go\n"); err != nil {
+		return err
+	}
+	line, err := out.ReadString('\n')
+	c1 := cpuTime()
+	if err != nil {
+		return fmt.Errorf("the client child gave no result: %v", err)
+	}
+	var res clientResult
+	if err := json.Unmarshal([]byte(line), &res); err != nil {
+		return fmt.Errorf("the client child's result %q: %v", line, err)
+	}
+	stored, err := a.Store().CountInstances(ctx)
+	if err != nil {
+		return err
+	}
+	f := apiFigures{Registrations: n, Concurrency: concurrency, Mode: mode, Seconds: res.Seconds,
+		Failures: res.Failed, FirstFailure: res.First, StoredInstances: stored}
+	if res.Seconds > 0 {
+		f.PerSecond = float64(res.OK) / res.Seconds
+	}
+	if res.OK > 0 {
+		f.CPUusPerReg = float64((c1 - c0).Microseconds()) / float64(res.OK)
+	}
+	if int64(stored) != res.OK {
+		return fmt.Errorf("%d registrations acknowledged but %d instances stored", res.OK, stored)
+	}
+	return printAPI(f, asJSON)
+}
+
+// printAPI prints one run's figures, as JSON or as text.
+func printAPI(f apiFigures, asJSON bool) error {
+	if asJSON {
+		return json.NewEncoder(os.Stdout).Encode(f)
+	}
+	fmt.Printf("registrations (%s)            %d by %d concurrent clients, %d failed\n", f.Mode, f.Registrations, f.Concurrency, f.Failures)
+	fmt.Printf("registrations/s                   %.0f  (%.2f s)\n", f.PerSecond, f.Seconds)
+	fmt.Printf("sipis CPU per registration        %.0f µs\n", f.CPUusPerReg)
+	if f.FirstFailure != "" {
+		fmt.Printf("first failure                     %s\n", f.FirstFailure)
+	}
+	return nil
+}
+
+// startAPIServer starts a whole sipis server with its data in dir, listening on loopback,
+// logging at the default level (Warning) to nowhere.
+func startAPIServer(ctx context.Context, dir string) (*app.App, error) {
+	s, err := config.Parse([]byte(`<Sipis>
+  <Server Name="load" Address="127.0.0.1" Port="0"/>
+  <Sip><Listener Transport="udp" Address="127.0.0.1" Port="0"/></Sip>
+  <HttpServer Address="127.0.0.1" Port="0"/>
+  <Administrator UserName="admin" Password="load-admin"/>
+  <Database OpenString="load.db"/>
+  <Lock FileName="load.lock"/>
+  <Log Stdio="None" Level="Warning" InstanceFileName="logs/{selector}.log"/>
+  <Probe Enabled="No"/>
+</Sipis>`), dir)
+	if err != nil {
+		return nil, err
+	}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	log.SetLevel(logrus.WarnLevel)
+	a, err := app.New(s, app.WithLogger(log))
+	if err != nil {
+		return nil, err
+	}
+	if err := a.Start(ctx); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// runAPIClient is the client child: it seals n registrations, says "ready", waits for "go" on
+// stdin, posts them from concurrency goroutines and prints a clientResult.
+func runAPIClient(n, concurrency int, mode, url, pubB64, proxy string) error {
+	raw, err := base64.StdEncoding.DecodeString(pubB64)
+	if err != nil {
+		return err
+	}
+	pub, err := registration.DecodeKey(raw)
+	if err != nil {
+		return err
+	}
+	host, portStr, err := net.SplitHostPort(proxy)
+	if err != nil {
+		return err
+	}
+	port, _ := strconv.Atoi(portStr)
+	sealed := make([][]byte, n)
+	now := time.Now().UTC()
+	for i := range n {
+		user := fmt.Sprintf("api%07d", i)
+		r := &registration.Registration{
+			Version: registration.Version, Selector: fmt.Sprintf("%016x", 0xa000000000000000+uint64(i)),
+			Mode: registration.Mode(mode),
+			Account: registration.Account{User: user, Password: "pw-" + user, Domain: "sipis.test", Proxy: host, Port: port,
+				Transport: "udp", Expires: 3600},
+			Device:    registration.Device{ID: "phone", Platform: "none", Secret: "secret-" + user},
+			Timestamp: now, Nonce: registration.NewNonce(),
+		}
+		if sealed[i], err = registration.Seal(r, pub); err != nil {
+			return err
+		}
+	}
+	fmt.Println("ready")
+	in := bufio.NewReader(os.Stdin)
+	if line, err := in.ReadString('\n'); err != nil || strings.TrimSpace(line) != "go" {
+		return errors.New("no go from the parent")
+	}
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		MaxIdleConns: concurrency, MaxIdleConnsPerHost: concurrency, DisableCompression: true}}
+	var next, ok, failed atomic.Int64
+	var first sync.Once
+	var firstErr string
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				if err := postOne(client, url, sealed[i]); err != nil {
+					failed.Add(1)
+					first.Do(func() { firstErr = err.Error() })
+					continue
+				}
+				ok.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	res := clientResult{OK: ok.Load(), Failed: failed.Load(), First: firstErr, Seconds: time.Since(start).Seconds()}
+	return json.NewEncoder(os.Stdout).Encode(res)
+}
+
+func postOne(c *http.Client, url string, body []byte) error {
+	resp, err := c.Post(url, "application/octet-stream", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%d %s", resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	return nil
+}
