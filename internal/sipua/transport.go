@@ -52,6 +52,9 @@ func (l *udpListener) serve() {
 			}
 			continue
 		}
+		if tap := l.ua.cfg.Wiretap; tap != nil {
+			tap(false, "udp", buf[:n])
+		}
 		l.ua.countIn(n)
 		l.ua.budget.received(sourceKey(src.IP), n)
 		raw := make([]byte, n)
@@ -64,6 +67,9 @@ func (l *udpListener) writeTo(b []byte, dst *net.UDPAddr) error {
 	_, err := l.conn.WriteToUDP(b, dst)
 	if err != nil {
 		return err
+	}
+	if tap := l.ua.cfg.Wiretap; tap != nil {
+		tap(true, "udp", b)
 	}
 	l.ua.countOut(len(b))
 	return nil
@@ -313,6 +319,9 @@ func (sc *streamConn) serve() {
 			sc.settle()
 			return
 		}
+		if tap := sc.ua.cfg.Wiretap; tap != nil {
+			tap(false, sc.transport, raw)
+		}
 		sc.ua.msgsIn.Add(1)
 		sc.ua.handleMessage(raw, sc.transport, nil, nil, sc)
 	}
@@ -351,6 +360,9 @@ func (sc *streamConn) write(b []byte) error {
 	if _, err := sc.conn.Write(b); err != nil {
 		sc.close()
 		return err
+	}
+	if tap := sc.ua.cfg.Wiretap; tap != nil {
+		tap(true, sc.transport, b)
 	}
 	sc.ua.countOut(len(b))
 	return nil

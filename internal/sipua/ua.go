@@ -125,6 +125,12 @@ type Config struct {
 	MaxUDPInFlight int
 	// Logger receives the UA's log lines; nil discards them.
 	Logger logrus.FieldLogger
+	// Wiretap, when set, is told of every UDP datagram and stream message right after it is
+	// read from its socket (out false) and right after it is written to it (out true), on
+	// the goroutine that read or wrote it; it must return at once and must not keep b. It
+	// lets a benchmark time sipis's own part of a transaction at the socket (e.g. INVITE in
+	// to first 180 out); production leaves it nil.
+	Wiretap func(out bool, transport string, b []byte)
 }
 
 // Defaults of the connection limits of Config.
