@@ -84,6 +84,10 @@ type Account struct {
 	// Active is true when sipis holds the registration: the instance is neither Idle (the app
 	// registers itself) nor turned off.
 	Active bool
+	// Devices is how many devices the instance has, as held in memory. When it is not 0 the
+	// first 180 is sent before the store is read for their push tokens; 0 (also: not known)
+	// reads the store first.
+	Devices int
 }
 
 // Instances maps our Contact user parts to selectors and describes the instances.
