@@ -36,7 +36,8 @@ import (
 //
 // The order of the two 180s is checked at both ends: sipis-reordered counts calls whose 180s
 // left sipis's socket out of order (the benchmark fails on any), caller-reordered those whose
-// Push-Notification-Sent reached SIPp first.
+// Push-Notification-Sent reached SIPp first. SIPIS_KAMAILIO_CHILDREN sets Kamailio's UDP
+// worker processes (default 2): with 1, Kamailio relays the datagrams in the order it got them.
 //
 // Run (30 s at 100 calls/s, three runs):
 //
@@ -53,7 +54,15 @@ func BenchmarkCallPathKamailio(b *testing.B) {
 		}
 		rate = n
 	}
-	k := siptest.StartKamailio(b, siptest.KamailioOptions{})
+	children := 0 // the harness's default, 2
+	if v := os.Getenv("SIPIS_KAMAILIO_CHILDREN"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 16 {
+			b.Fatalf("SIPIS_KAMAILIO_CHILDREN=%q is not a number of processes from 1 to 16", v)
+		}
+		children = n
+	}
+	k := siptest.StartKamailio(b, siptest.KamailioOptions{Children: children})
 	apns := pushtest.NewAPNs(b)
 	dir := b.TempDir()
 	s := apnsSettings(b, dir, apns, "")
