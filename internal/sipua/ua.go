@@ -321,6 +321,7 @@ func (u *UA) Start(ctx context.Context) error {
 			_ = uc.SetReadBuffer(udpBufferSize)
 			_ = uc.SetWriteBuffer(udpBufferSize)
 			ul := &udpListener{ua: u, conn: uc}
+			ul.addWriters(uc)
 			u.mu.Lock()
 			u.udp = append(u.udp, ul)
 			u.mu.Unlock()
@@ -416,7 +417,7 @@ func (u *UA) Close() error {
 	u.closed = true
 	close(u.done)
 	for _, ul := range u.udp {
-		ul.conn.Close()
+		ul.close()
 	}
 	for _, sl := range u.streamLns {
 		sl.ln.Close()
