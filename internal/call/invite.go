@@ -238,7 +238,13 @@ func (c *call) alert() {
 // No-Device after its 180. A call that ended meanwhile (CANCEL) pushes nothing. The second
 // 180 is sent when a push service accepts a push (pushDone): its order after the first is
 // kept by c.mu, under which both are sent, and by alert having sent the first before any
-// push starts.
+// push starts (TestWakeUp180sLeaveInOrder). They may still reach the caller the other way
+// round: provisional responses are not retransmitted nor ordered hop by hop (RFC 3261
+// §17.1.1, §16.7 step 5 forwards each as it comes), and a proxy whose UDP workers read one
+// socket in parallel, as Kamailio's children do, can relay two close 180s out of order
+// (BenchmarkCallPathKamailio counts it: never at sipis's socket, a few per thousand calls at
+// the caller with two Kamailio workers, none with one). Only reliable provisionals (RFC 3262,
+// RSeq) would order them end to end.
 func (c *call) start(usable []store.Device) {
 	m := c.m
 	if len(usable) == 0 {
