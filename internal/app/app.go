@@ -78,6 +78,10 @@ type App struct {
 	instLogs   map[string]*logrus.Logger
 
 	stopOnce sync.Once
+
+	// wiretap is the proxy-facing UA's sipua.Config.Wiretap; benchmarks set it to time
+	// sipis's own part of a call at the socket.
+	wiretap func(out bool, transport string, b []byte)
 }
 
 // Option changes how New builds an App (tests use them).
@@ -173,6 +177,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 		// limit is for the device listener, where unproven connections are the risk.
 		IdleTimeout: 10 * time.Minute,
 		Logger:      a.log.WithField("part", "sip"),
+		Wiretap:     a.wiretap,
 	}); err != nil {
 		return fmt.Errorf("sip: %w", err)
 	}

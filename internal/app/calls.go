@@ -26,7 +26,7 @@ func (c callInstances) Account(sel string) (call.Account, bool) {
 		return call.Account{}, false
 	}
 	return call.Account{Proxy: s.Proxy, Port: s.Port, Transport: s.Transport, Domain: s.Domain,
-		Active: !s.Off && s.Phase.State != instance.Idle}, true
+		Active: !s.Off && s.Phase.State != instance.Idle, Devices: s.Devices}, true
 }
 
 // startCalls builds the call manager and hands it the SIP requests to our contacts.

@@ -93,6 +93,10 @@ type Account struct {
 	// Active is true when sipis holds the registration: the instance is neither Idle (the app
 	// registers itself) nor turned off.
 	Active bool
+	// Devices is how many devices the instance has, as held in memory. When it is not 0 the
+	// first 180 is sent before the store is read for their push tokens; 0 (also: not known)
+	// reads the store first.
+	Devices int
 }
 
 // Instances maps our Contact user parts to selectors and describes the instances.
@@ -327,64 +331,14 @@ func (m *Manager) restartedCall(callID string) bool {
 
 // New checks opts and returns a Manager.
 func New(opts Options) (*Manager, error) {
-	if opts.Instances == nil || opts.Store == nil || opts.Push == nil {
-		return nil, errors.New("call: Options.Instances, Store and Push are required")
-	}
-	if opts.NoResponseTimeout < 0 || opts.ProgressTimeout < 0 || opts.PushTimeout < 0 || opts.MaxDialogAge < 0 || opts.TimerC < 0 {
-		return nil, errors.New("call: negative timeout in options")
-	}
-	if opts.MaxCalls < 0 || opts.MaxMessageSize < 0 {
-		return nil, errors.New("call: negative MaxCalls or MaxMessageSize")
-	}
-	if strings.ContainsAny(opts.RelayAddress, "\r\n") {
-		return nil, errors.New("call: RelayAddress contains a line break")
-	}
-	var prefixes []netip.Prefix
-	for _, s := range opts.AllowedSources {
-		p, err := netip.ParsePrefix(strings.TrimSpace(s))
-		if err != nil {
-			a, aerr := netip.ParseAddr(strings.TrimSpace(s))
-			if aerr != nil {
-				return nil, fmt.Errorf("call: allowed source %q is not a CIDR or an address", s)
-			}
-			p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
-		}
-		prefixes = append(prefixes, p.Masked())
-	}
-	if opts.Filters == nil {
-		opts.Filters = DefaultFilters
-	}
-	if err := checkFilters(opts.Filters); err != nil {
+	if err := opts.check(); err != nil {
 		return nil, err
 	}
-	switch opts.NoResponseAnswer {
-	case 0:
-		opts.NoResponseAnswer = 480
-	case 408, 480:
-	default:
-		return nil, fmt.Errorf("call: NoResponseAnswer must be 408 or 480, not %d", opts.NoResponseAnswer)
+	prefixes, err := allowedPrefixes(opts.AllowedSources)
+	if err != nil {
+		return nil, err
 	}
-	if opts.NoResponseTimeout == 0 {
-		opts.NoResponseTimeout = DefaultNoResponseTimeout
-	}
-	if opts.ProgressTimeout == 0 {
-		opts.ProgressTimeout = DefaultProgressTimeout
-	}
-	if opts.MaxCalls == 0 {
-		opts.MaxCalls = DefaultMaxCalls
-	}
-	if opts.MaxMessageSize == 0 {
-		opts.MaxMessageSize = DefaultMaxMessageSize
-	}
-	if opts.PushTimeout == 0 {
-		opts.PushTimeout = DefaultPushTimeout
-	}
-	if opts.MaxDialogAge == 0 {
-		opts.MaxDialogAge = DefaultMaxDialogAge
-	}
-	if opts.TimerC == 0 {
-		opts.TimerC = DefaultTimerC
-	}
+	opts.setDefaults()
 	m := &Manager{
 		opts:      opts,
 		log:       opts.Logger,
@@ -412,6 +366,73 @@ func New(opts Options) (*Manager, error) {
 	m.sources = newSources(prefixes, r, m.clock)
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	return m, nil
+}
+
+// check reports the first thing wrong with o; zero values are fine (setDefaults fills them).
+func (o *Options) check() error {
+	if o.Instances == nil || o.Store == nil || o.Push == nil {
+		return errors.New("call: Options.Instances, Store and Push are required")
+	}
+	if o.NoResponseTimeout < 0 || o.ProgressTimeout < 0 || o.PushTimeout < 0 || o.MaxDialogAge < 0 || o.TimerC < 0 {
+		return errors.New("call: negative timeout in options")
+	}
+	if o.MaxCalls < 0 || o.MaxMessageSize < 0 {
+		return errors.New("call: negative MaxCalls or MaxMessageSize")
+	}
+	if strings.ContainsAny(o.RelayAddress, "\r\n") {
+		return errors.New("call: RelayAddress contains a line break")
+	}
+	switch o.NoResponseAnswer {
+	case 0, 408, 480:
+	default:
+		return fmt.Errorf("call: NoResponseAnswer must be 408 or 480, not %d", o.NoResponseAnswer)
+	}
+	if o.Filters != nil {
+		return checkFilters(o.Filters)
+	}
+	return nil
+}
+
+// allowedPrefixes parses Options.AllowedSources: each a CIDR, or an address that stands for
+// itself alone.
+func allowedPrefixes(sources []string) ([]netip.Prefix, error) {
+	var prefixes []netip.Prefix
+	for _, s := range sources {
+		p, err := netip.ParsePrefix(strings.TrimSpace(s))
+		if err != nil {
+			a, aerr := netip.ParseAddr(strings.TrimSpace(s))
+			if aerr != nil {
+				return nil, fmt.Errorf("call: allowed source %q is not a CIDR or an address", s)
+			}
+			p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+		}
+		prefixes = append(prefixes, p.Masked())
+	}
+	return prefixes, nil
+}
+
+// setDefaults replaces the zero values of a checked o by the defaults.
+func (o *Options) setDefaults() {
+	if o.Filters == nil {
+		o.Filters = DefaultFilters
+	}
+	if o.NoResponseAnswer == 0 {
+		o.NoResponseAnswer = 480
+	}
+	setDefault(&o.NoResponseTimeout, DefaultNoResponseTimeout)
+	setDefault(&o.ProgressTimeout, DefaultProgressTimeout)
+	setDefault(&o.MaxCalls, DefaultMaxCalls)
+	setDefault(&o.MaxMessageSize, DefaultMaxMessageSize)
+	setDefault(&o.PushTimeout, DefaultPushTimeout)
+	setDefault(&o.MaxDialogAge, DefaultMaxDialogAge)
+	setDefault(&o.TimerC, DefaultTimerC)
+}
+
+// setDefault sets *v to def when it is zero.
+func setDefault[T int | time.Duration](v *T, def T) {
+	if *v == 0 {
+		*v = def
+	}
 }
 
 // closeByeWait bounds how long Close waits for the answers to its BYEs.

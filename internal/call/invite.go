@@ -133,25 +133,22 @@ func (m *Manager) handleInvite(user string, req *inbound, log logrus.FieldLogger
 		log.Info("call: the same INVITE reached this instance again (forked); not waking its devices twice")
 		return
 	}
-	devs, err := m.opts.Store.Devices(ctx, sel)
-	if err != nil {
-		log.WithField("err", err).Error("call: read devices")
-	}
+	// With devices known to the instance the first 180 leaves before the store is asked which
+	// of them can be pushed: the caller's side hears at once that the account is alive
+	// (RFC 3261 §13.3.1.1, §17.2.1: a provisional as soon as possible). Without any, the store
+	// is asked first, so that a call for no device gets its 480 alone.
 	var usable []store.Device
-	for _, d := range devs {
-		if d.PushToken != "" && !d.TokenInvalid {
-			usable = append(usable, d)
-			rec.Devices = append(rec.Devices, d.ID)
+	if acc.Devices == 0 {
+		if usable = m.usableDevices(ctx, sel, log); len(usable) == 0 {
+			refuse(480, "Temporarily Unavailable", ReasonNoDevice, sipua.Header{Name: "X-Sipis-Reason", Value: "No-Device"})
+			return
 		}
-	}
-	if len(usable) == 0 {
-		refuse(480, "Temporarily Unavailable", ReasonNoDevice, sipua.Header{Name: "X-Sipis-Reason", Value: "No-Device"})
-		return
+		rec.Devices = deviceIDs(usable) // in the record of a call refused as too many
 	}
 	token := randomHex(16)
 	c := &call{
 		m: m, sel: sel, pairing: rec.PairingID, key: inviteKey(req.callID, req.header("Via")), token: token,
-		tokenKey: sha256.Sum256([]byte(token)), respond: req.respond, devices: usable, inv: req.sip, callID: req.callID,
+		tokenKey: sha256.Sum256([]byte(token)), respond: req.respond, inv: req.sip, callID: req.callID,
 		acc: acc, source: req.source, log: log.WithField("pairing_id", rec.PairingID), rec: rec,
 	}
 	if req.sip != nil {
@@ -160,48 +157,116 @@ func (m *Manager) handleInvite(user string, req *inbound, log logrus.FieldLogger
 	}
 	c.rec.DialogState = store.DialogPending
 	c.ctx, c.cancel = context.WithCancel(m.ctx)
+	if !m.admit(c, reply, refuse) {
+		return
+	}
+	c.alert()
+	if usable == nil {
+		usable = m.usableDevices(ctx, sel, log)
+	}
+	c.start(usable)
+}
 
+// usableDevices returns the devices of sel that have a push token not known to be dead.
+func (m *Manager) usableDevices(ctx context.Context, sel string, log logrus.FieldLogger) []store.Device {
+	devs, err := m.opts.Store.Devices(ctx, sel)
+	if err != nil {
+		log.WithField("err", err).Error("call: read devices")
+	}
+	var usable []store.Device
+	for _, d := range devs {
+		if d.PushToken != "" && !d.TokenInvalid {
+			usable = append(usable, d)
+		}
+	}
+	return usable
+}
+
+// deviceIDs returns the IDs of devs, for a call record.
+func deviceIDs(devs []store.Device) []string {
+	ids := make([]string, len(devs))
+	for i, d := range devs {
+		ids[i] = d.ID
+	}
+	return ids
+}
+
+// admit makes c known to the Manager, unless it is closing (503), c's INVITE is already a
+// call (it answers for itself) or the instance has MaxCalls calls in progress (486, through
+// refuse); it reports whether it did.
+func (m *Manager) admit(c *call, reply func(int, string, ...sipua.Header), refuse func(code int, reason, why string, hs ...sipua.Header)) bool {
 	m.mu.Lock()
 	switch {
 	case m.closed:
 		m.mu.Unlock()
 		c.cancel()
 		reply(503, "Service Unavailable")
-		return
+		return false
 	case m.byKey[c.key] != nil:
 		// The same INVITE again outside its transaction (a new Via branch would give a new
 		// key): the call in progress answers for it.
 		m.mu.Unlock()
 		c.cancel()
-		return
-	case m.active[sel] >= m.opts.MaxCalls:
+		return false
+	case m.active[c.sel] >= m.opts.MaxCalls:
 		m.mu.Unlock()
 		c.cancel()
 		refuse(486, "Busy Here", ReasonTooManyCalls)
-		return
+		return false
 	}
 	m.byKey[c.key] = c
 	m.byToken[c.tokenKey] = c
 	// A forking proxy may send the same INVITE (same Call-ID, other Via branch) to several of
 	// our contacts: each is a call of its own, told apart by tags in the dialog (RFC 3261 §12).
 	m.byCallID[c.callID] = append(m.byCallID[c.callID], c)
-	m.active[sel]++
+	m.active[c.sel]++
 	m.mu.Unlock()
-	c.start()
+	return true
 }
 
-// start answers 180 Alerting-Device, starts T1 and pushes to every device.
-func (c *call) start() {
-	m := c.m
+// alert answers 180 Alerting-Device and starts T1.
+func (c *call) alert() {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.send(180, "Ringing", sipua.Header{Name: "X-Sipis-Push-Status", Value: StatusAlerting})
 	c.rec.DialogState = store.DialogEarly // our 180 carries a To tag (RFC 3261 §12.1.1)
-	c.timer = m.clock.AfterFunc(m.opts.NoResponseTimeout, func() { c.expire(ringing, ReasonNoResponse) })
-	c.pending = len(c.devices)
+	c.timer = c.m.clock.AfterFunc(c.m.opts.NoResponseTimeout, func() { c.expire(ringing, ReasonNoResponse) })
+}
+
+// start stores the record, then pushes to every device of usable; with none (the instance's
+// devices went, or lost their tokens, since it counted them) the call is rejected with 480
+// No-Device after its 180. A call that ended meanwhile (CANCEL) pushes nothing. The second
+// 180 is sent when a push service accepts a push (pushDone): its order after the first is
+// kept by c.mu, under which both are sent, and by alert having sent the first before any
+// push starts (TestWakeUp180sLeaveInOrder). They may still reach the caller the other way
+// round: provisional responses are not retransmitted nor ordered hop by hop (RFC 3261
+// §17.1.1, §16.7 step 5 forwards each as it comes), and a proxy whose UDP workers read one
+// socket in parallel, as Kamailio's children do, can relay two close 180s out of order
+// (BenchmarkCallPathKamailio counts it: never at sipis's socket, a few per thousand calls at
+// the caller with two Kamailio workers, none with one). Only reliable provisionals (RFC 3262,
+// RSeq) would order them end to end.
+func (c *call) start(usable []store.Device) {
+	m := c.m
+	if len(usable) == 0 {
+		c.end(ringing, 480, "Temporarily Unavailable", store.OutcomeRejected, ReasonNoDevice, false,
+			sipua.Header{Name: "X-Sipis-Reason", Value: "No-Device"})
+		return
+	}
+	c.mu.Lock()
+	if c.phase != ringing {
+		c.mu.Unlock()
+		return
+	}
+	// Written once, under mu while ringing and before any push: end (which reads it in
+	// notifyEnd) and a device's REGISTER (after its push) come later.
+	c.devices = usable
+	c.rec.Devices = deviceIDs(usable)
+	c.pending = len(usable)
 	c.mu.Unlock()
-	c.log.WithField("devices", len(c.devices)).Info("call: incoming call, alerting devices")
+	c.log.WithField("devices", len(usable)).Info("call: incoming call, alerting devices")
+	// Stored before the pushes go: whoever a push wakes (or a restart) finds the call's record.
 	c.save()
-	for _, d := range c.devices {
+	for _, d := range usable {
 		if !m.spawn(func() { c.pushCall(d) }) {
 			c.pushDone(d, push.Result{}, errors.New("call: shutting down"))
 		}

@@ -487,13 +487,29 @@ func (m *Manager) inDialog(req *inbound, reply func(int, string, ...sipua.Header
 	if req.sip == nil || req.method == "CANCEL" || req.sip.ToTag() == "" || m.opts.SIP == nil {
 		return false
 	}
+	c, b, fromDevice := m.dialogOf(req)
+	if c == nil {
+		return false
+	}
+	if !c.inDialogAllowed(req, fromDevice, reply) {
+		return true
+	}
+	o, bye := c.noteInDialog(req, b, fromDevice)
+	c.forwardInDialog(req, o, bye, reply)
+	return true
+}
+
+// dialogOf finds the call and branch of an in-dialog request (see inDialog for the matching),
+// and whether it comes from the device's side; c is nil when the request is of no relayed
+// dialog.
+func (m *Manager) dialogOf(req *inbound) (c *call, b *branch, fromDevice bool) {
 	m.mu.Lock()
 	calls := append([]*call(nil), m.byCallID[req.callID]...)
 	m.mu.Unlock()
 	flow := req.sip.Flow()
 	toTag, fromTag := req.sip.ToTag(), req.sip.FromTag()
-	var c, up *call
-	var b, upB *branch
+	var up *call
+	var upB *branch
 	for _, x := range calls {
 		x.mu.Lock()
 		for _, y := range x.branches {
@@ -512,49 +528,58 @@ func (m *Manager) inDialog(req *inbound, reply func(int, string, ...sipua.Header
 		}
 		x.mu.Unlock()
 		if c != nil {
-			break
+			return c, b, true
 		}
 	}
-	fromDevice := c != nil
-	if fromDevice && !c.upstreamTarget(req.sip.NextHop()) {
+	return up, upB, false
+}
+
+// inDialogAllowed checks where an in-dialog request goes (from a device) or comes from (from
+// upstream); a refused one is answered 403 (an ACK is dropped) and false returned.
+func (c *call) inDialogAllowed(req *inbound, fromDevice bool, reply func(int, string, ...sipua.Header)) bool {
+	switch {
+	case fromDevice && !c.upstreamTarget(req.sip.NextHop()):
 		// A device may only talk to the other side of its own dialog, never use sipis to
 		// reach an arbitrary host (RFC 3261 §16.4, §26.4.3 open relay).
 		c.log.WithFields(logrus.Fields{"method": req.method, "target": limit(req.sip.NextHop(), 128)}).Warn("call: device in-dialog request not addressed to the caller's side")
-		if req.method != "ACK" {
-			reply(403, "Forbidden")
-		}
+	case !fromDevice && !c.upstreamSource(req.source):
+		c.log.WithFields(logrus.Fields{"method": req.method, "src": req.source}).Warn("call: in-dialog request from a source that did not send the INVITE")
+	default:
 		return true
 	}
-	if !fromDevice {
-		if up == nil {
-			return false
-		}
-		c, b = up, upB
-		if !c.upstreamSource(req.source) {
-			c.log.WithFields(logrus.Fields{"method": req.method, "src": req.source}).Warn("call: in-dialog request from a source that did not send the INVITE")
-			if req.method != "ACK" {
-				reply(403, "Forbidden")
-			}
-			return true
-		}
+	if req.method != "ACK" {
+		reply(403, "Forbidden")
 	}
-	var o sipua.ForwardOptions
+	return false
+}
+
+// noteInDialog notes the CSeq each side has used (for a BYE of sipis's own, RFC 3261
+// §12.2.1.1) and a BYE of the answered dialog being relayed; it returns the options to
+// forward the request with (towards the device: on its branch's flow) and whether it is a BYE.
+func (c *call) noteInDialog(req *inbound, b *branch, fromDevice bool) (o sipua.ForwardOptions, bye bool) {
 	n := cseqNumber(req.header("CSeq"))
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if fromDevice {
 		c.downCSeq = max(c.downCSeq, n)
 	} else {
 		o.Flow = b.flow
 		c.upCSeq = max(c.upCSeq, n)
 	}
-	bye := req.method == "BYE"
+	bye = req.method == "BYE"
 	if bye && b == c.winner {
 		// From now on the BYE's final response (relayed, or the transaction's own 408/503)
 		// ends the dialog: a connection closing meanwhile must not end it a second time
 		// (RFC 3261 §15.1.2).
 		c.byeRelayed = true
 	}
-	c.mu.Unlock()
+	return o, bye
+}
+
+// forwardInDialog relays an in-dialog request and its responses back (a re-INVITE under its
+// own Timer C); when it cannot be relayed it is answered 483 or 480 (an ACK is dropped), and a
+// BYE ends the dialog either way.
+func (c *call) forwardInDialog(req *inbound, o sipua.ForwardOptions, bye bool, reply func(int, string, ...sipua.Header)) {
 	var tc *reinviteTimerC
 	if req.method == "INVITE" {
 		tc = &reinviteTimerC{c: c, reply: reply}
@@ -574,24 +599,24 @@ func (m *Manager) inDialog(req *inbound, reply func(int, string, ...sipua.Header
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), 10*time.Second)
 	defer cancel()
-	tx, err := m.opts.SIP.Forward(ctx, req.sip, o)
-	if tc != nil && err == nil {
-		tc.sent(tx)
-	}
-	if err != nil {
-		c.log.WithFields(logrus.Fields{"method": req.method, "err": err}).Info("call: cannot relay in-dialog request")
-		if req.method != "ACK" {
-			if errors.Is(err, sipua.ErrTooManyHops) {
-				reply(483, "Too Many Hops")
-			} else {
-				reply(480, "Temporarily Unavailable")
-			}
+	tx, err := c.m.opts.SIP.Forward(ctx, req.sip, o)
+	if err == nil {
+		if tc != nil {
+			tc.sent(tx)
 		}
-		if bye {
-			c.endDialog("")
+		return
+	}
+	c.log.WithFields(logrus.Fields{"method": req.method, "err": err}).Info("call: cannot relay in-dialog request")
+	if req.method != "ACK" {
+		if errors.Is(err, sipua.ErrTooManyHops) {
+			reply(483, "Too Many Hops")
+		} else {
+			reply(480, "Temporarily Unavailable")
 		}
 	}
-	return true
+	if bye {
+		c.endDialog("")
+	}
 }
 
 // reinviteTimerC is Timer C of a relayed re-INVITE (RFC 3261 §16.8): started by a

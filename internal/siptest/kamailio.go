@@ -29,6 +29,10 @@ type KamailioOptions struct {
 	MinExpires, MaxExpires int
 	// Debug is Kamailio's log level (default 2, warnings and notices).
 	Debug int
+	// Children is the number of UDP (and TCP) worker processes of kamailio.cfg.tmpl (default
+	// 2). Each worker reads the one UDP socket on its own, so two datagrams arriving close
+	// together may be relayed out of order; 1 keeps their order.
+	Children int
 	// Template is the configuration template's file name under testdata/kamailio (default
 	// "kamailio.cfg.tmpl", the registrar); "pbxhook.cfg.tmpl" is a PBX that asks sipis's
 	// PBX-hook API before relaying a call.
@@ -130,6 +134,9 @@ func StartKamailio(t testing.TB, opts KamailioOptions) *Kamailio {
 	if k.opts.Debug == 0 {
 		k.opts.Debug = 2
 	}
+	if k.opts.Children == 0 {
+		k.opts.Children = 2
+	}
 	if k.opts.Template == "" {
 		k.opts.Template = "kamailio.cfg.tmpl"
 	}
@@ -149,6 +156,7 @@ func StartKamailio(t testing.TB, opts KamailioOptions) *Kamailio {
 	vars := map[string]any{
 		"Port": k.port, "Domain": k.opts.Domain, "CtlSocket": k.ctl,
 		"MinExpires": k.opts.MinExpires, "MaxExpires": k.opts.MaxExpires, "Debug": k.opts.Debug,
+		"Children": k.opts.Children,
 	}
 	for name, v := range k.opts.Vars {
 		vars[name] = v

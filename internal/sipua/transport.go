@@ -24,6 +24,69 @@ import (
 type udpListener struct {
 	ua   *UA
 	conn packetConn
+	// writers are extra handles (dup'ed descriptors) of the same socket, taken by writeTo when
+	// one is free. Go serialises the writes of one handle under a lock held through the system
+	// call; on loopback sendto wakes the receiver at once, and the kernel may run it while our
+	// thread still holds that lock, stalling every other writer (the call path benchmark saw
+	// the first 180 of a call wait a third of a millisecond on average, and tens of
+	// milliseconds at worst, behind other responses). With several handles a stalled write
+	// holds up only itself. Every datagram still leaves from the one bound address.
+	writers chan *net.UDPConn
+	wmu     sync.Mutex // orders putWriter and close
+	shut    bool
+}
+
+// udpWriters is how many extra write handles a UDP listener keeps.
+const udpWriters = 4
+
+// addWriters gives l its extra write handles; without them (an error) every write uses
+// l.conn, as it does for a test's in-memory socket.
+func (l *udpListener) addWriters(uc *net.UDPConn) {
+	l.writers = make(chan *net.UDPConn, udpWriters)
+	for range udpWriters {
+		f, err := uc.File()
+		if err != nil {
+			return
+		}
+		pc, err := net.FilePacketConn(f)
+		f.Close()
+		if err != nil {
+			return
+		}
+		w, ok := pc.(*net.UDPConn)
+		if !ok {
+			pc.Close()
+			return
+		}
+		l.writers <- w
+	}
+}
+
+// putWriter gives a write handle back, or closes it once the listener is closed.
+func (l *udpListener) putWriter(w *net.UDPConn) {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	if l.shut {
+		w.Close()
+		return
+	}
+	l.writers <- w
+}
+
+// close closes the socket and its write handles (one in use is closed when it is given back).
+func (l *udpListener) close() {
+	l.conn.Close()
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	l.shut = true
+	for {
+		select {
+		case w := <-l.writers:
+			w.Close()
+		default:
+			return
+		}
+	}
 }
 
 // packetConn is the part of *net.UDPConn a udpListener uses; the transaction tests put an
@@ -52,6 +115,9 @@ func (l *udpListener) serve() {
 			}
 			continue
 		}
+		if tap := l.ua.cfg.Wiretap; tap != nil {
+			tap(false, "udp", buf[:n])
+		}
 		l.ua.countIn(n)
 		l.ua.budget.received(sourceKey(src.IP), n)
 		raw := make([]byte, n)
@@ -61,9 +127,19 @@ func (l *udpListener) serve() {
 }
 
 func (l *udpListener) writeTo(b []byte, dst *net.UDPAddr) error {
-	_, err := l.conn.WriteToUDP(b, dst)
+	var err error
+	select {
+	case w := <-l.writers: // a nil channel (no handles) is never ready
+		_, err = w.WriteToUDP(b, dst)
+		l.putWriter(w)
+	default:
+		_, err = l.conn.WriteToUDP(b, dst)
+	}
 	if err != nil {
 		return err
+	}
+	if tap := l.ua.cfg.Wiretap; tap != nil {
+		tap(true, "udp", b)
 	}
 	l.ua.countOut(len(b))
 	return nil
@@ -313,6 +389,9 @@ func (sc *streamConn) serve() {
 			sc.settle()
 			return
 		}
+		if tap := sc.ua.cfg.Wiretap; tap != nil {
+			tap(false, sc.transport, raw)
+		}
 		sc.ua.msgsIn.Add(1)
 		sc.ua.handleMessage(raw, sc.transport, nil, nil, sc)
 	}
@@ -351,6 +430,9 @@ func (sc *streamConn) write(b []byte) error {
 	if _, err := sc.conn.Write(b); err != nil {
 		sc.close()
 		return err
+	}
+	if tap := sc.ua.cfg.Wiretap; tap != nil {
+		tap(true, sc.transport, b)
 	}
 	sc.ua.countOut(len(b))
 	return nil

@@ -125,6 +125,12 @@ type Config struct {
 	MaxUDPInFlight int
 	// Logger receives the UA's log lines; nil discards them.
 	Logger logrus.FieldLogger
+	// Wiretap, when set, is told of every UDP datagram and stream message right after it is
+	// read from its socket (out false) and right after it is written to it (out true), on
+	// the goroutine that read or wrote it; it must return at once and must not keep b. It
+	// lets a benchmark time sipis's own part of a transaction at the socket (e.g. INVITE in
+	// to first 180 out); production leaves it nil.
+	Wiretap func(out bool, transport string, b []byte)
 }
 
 // Defaults of the connection limits of Config.
@@ -315,6 +321,7 @@ func (u *UA) Start(ctx context.Context) error {
 			_ = uc.SetReadBuffer(udpBufferSize)
 			_ = uc.SetWriteBuffer(udpBufferSize)
 			ul := &udpListener{ua: u, conn: uc}
+			ul.addWriters(uc)
 			u.mu.Lock()
 			u.udp = append(u.udp, ul)
 			u.mu.Unlock()
@@ -410,7 +417,7 @@ func (u *UA) Close() error {
 	u.closed = true
 	close(u.done)
 	for _, ul := range u.udp {
-		ul.conn.Close()
+		ul.close()
 	}
 	for _, sl := range u.streamLns {
 		sl.ln.Close()

@@ -1,0 +1,75 @@
+package sipua_test
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sipis/sipis/internal/sipua"
+)
+
+// TestUDPResponsesLeaveFromTheBoundAddress: the UDP listener writes through several handles
+// of its socket at once; every response, sent by many handlers together, still comes from the
+// listener's one address (RFC 3261 §18.2.2, RFC 3581: a proxy matches responses and keeps NAT
+// bindings by it), the Wiretap sees every one of them leave, and Close releases every handle.
+func TestUDPResponsesLeaveFromTheBoundAddress(t *testing.T) {
+	fdsBefore := openFDs(t)
+	var mu sync.Mutex
+	out := 0
+	u, err := sipua.New(sipua.Config{Listeners: []sipua.Listener{{Transport: "udp", Address: "127.0.0.1:0"}},
+		Wiretap: func(o bool, transport string, b []byte) {
+			if o && transport == "udp" && strings.HasPrefix(string(b), "SIP/2.0 200 ") {
+				mu.Lock()
+				out++
+				mu.Unlock()
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	addr := u.Addr("udp")
+	const n = 200
+	p := newRawPeer(t)
+	for i := range n {
+		p.send(addr, p.request("OPTIONS", "sip:someone@"+addr, fmt.Sprintf("z9hG4bK-writers-%d", i), "", ""))
+	}
+	buf := make([]byte, 65535)
+	for range n {
+		p.conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+		k, src, err := p.conn.ReadFromUDP(buf)
+		if err != nil {
+			t.Fatalf("response missing: %v", err)
+		}
+		if src.String() != addr || !strings.HasPrefix(string(buf[:k]), "SIP/2.0 200 ") {
+			t.Fatalf("response from %s, want %s:\n%s", src, addr, buf[:k])
+		}
+	}
+	u.Close() // waits for the readers, which answered (and told the Wiretap) after writing
+	mu.Lock()
+	if out != n {
+		t.Errorf("Wiretap saw %d responses leave, want %d", out, n)
+	}
+	mu.Unlock()
+	if fdsBefore >= 0 {
+		// The peer's socket is still open; the UA's socket and handles are not.
+		if after := openFDs(t); after > fdsBefore+1 {
+			t.Errorf("%d descriptors open after Close, %d before (plus the peer's)", after, fdsBefore)
+		}
+	}
+}
+
+// openFDs counts this process's open descriptors, or -1 where /proc does not list them.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	es, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return -1
+	}
+	return len(es)
+}
