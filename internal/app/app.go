@@ -139,9 +139,10 @@ func (a *App) Start(ctx context.Context) (err error) {
 		return err
 	}
 	if a.db, err = store.Open(ctx, store.Options{
-		Path: s.Database.OpenString, DataKey: dataKey, Node: s.Server.Name, Logger: a.log.WithField("part", "store"),
+		OpenString: s.Database.OpenString, DataKey: dataKey, Node: s.Server.Name, Logger: a.log.WithField("part", "store"),
 	}); err != nil {
-		return fmt.Errorf("open database %s: %w", s.Database.OpenString, err)
+		// Describe, not the OpenString: a PostgreSQL one may hold a password.
+		return fmt.Errorf("open database %s: %w", store.Describe(s.Database.OpenString), err)
 	}
 
 	clientTLS, clientCerts, err := a.clientTLS()

@@ -82,19 +82,43 @@ func BackendOf(openString string) Backend {
 }
 
 // CheckOpenString reports whether a PostgreSQL OpenString can be parsed, without connecting.
-// The error never contains the string (it may hold a password). A SQLite OpenString is always
-// accepted here; its file is checked when it is opened.
+// The error says what is wrong in words meant for a settings file's reader and never contains
+// the string (it may hold a password). A SQLite OpenString is always accepted here; its file is
+// checked when it is opened.
 func CheckOpenString(openString string) error {
 	if BackendOf(openString) != PostgreSQL {
 		return nil
 	}
-	_, err := parsePostgres(openString)
+	_, err := parsePostgresConfig(openString)
 	return err
 }
 
-// parsePostgres parses a PostgreSQL OpenString. Its error names what is wrong but never echoes
-// the string: pgx's own error quotes it with the password only redacted on a best-effort basis.
+// Describe names the database an OpenString selects, for logs and errors: the SQLite path as
+// given, or PostgreSQL's server, database and user. It never returns a password.
+func Describe(openString string) string {
+	if BackendOf(openString) != PostgreSQL {
+		return openString
+	}
+	cfg, err := parsePostgresConfig(openString)
+	if err != nil {
+		return "postgres (malformed OpenString)"
+	}
+	return describePostgres(cfg)
+}
+
+// parsePostgres parses a PostgreSQL OpenString; its error wraps ErrInvalid.
 func parsePostgres(openString string) (*pgx.ConnConfig, error) {
+	cfg, err := parsePostgresConfig(openString)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return cfg, nil
+}
+
+// parsePostgresConfig parses a PostgreSQL OpenString. Its error names what is wrong but never
+// echoes the string: pgx's own error quotes it with the password only redacted on a best-effort
+// basis.
+func parsePostgresConfig(openString string) (*pgx.ConnConfig, error) {
 	cfg, err := pgx.ParseConfig(strings.TrimSpace(openString))
 	if err != nil {
 		why := "it is neither a valid key=value list nor a valid postgres:// URL"
@@ -102,10 +126,10 @@ func parsePostgres(openString string) (*pgx.ConnConfig, error) {
 		if errors.As(err, &pe) && pe.Unwrap() != nil && !mayEcho(pe.Unwrap().Error()) {
 			why = pe.Unwrap().Error()
 		}
-		return nil, fmt.Errorf("%w: PostgreSQL OpenString cannot be parsed: %s", ErrInvalid, why)
+		return nil, fmt.Errorf("PostgreSQL OpenString cannot be parsed: %s", why)
 	}
 	if cfg.Database == "" {
-		return nil, fmt.Errorf("%w: PostgreSQL OpenString names no database (dbname=… or the URL's path)", ErrInvalid)
+		return nil, errors.New("PostgreSQL OpenString names no database (dbname=… or the URL's path)")
 	}
 	return cfg, nil
 }
