@@ -29,6 +29,9 @@ type dialect struct {
 	// lockMigrations, when set, runs first in each migration's transaction so that nodes
 	// starting together apply the migrations one after the other (SQLite: BEGIN IMMEDIATE).
 	lockMigrations string
+	// afterCopy, when set, runs in the transaction that copied table (Copy) with its columns:
+	// PostgreSQL moves an identity column's sequence past the copied ids.
+	afterCopy func(ctx context.Context, t *tx, table string, cols []string) error
 }
 
 // pool is a database/sql pool seen through the dialect: every query is written once, in the

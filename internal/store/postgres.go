@@ -43,6 +43,17 @@ var postgresDialect = &dialect{
 		return c == "40001" || c == "40P01" // serialization_failure, deadlock_detected
 	},
 	lockMigrations: fmt.Sprintf("SELECT pg_advisory_xact_lock(%d)", migrationLockKey),
+	afterCopy:      pgAfterCopy,
+}
+
+// pgAfterCopy moves the sequence of table's identity column id (if it has one) past the ids
+// Copy wrote explicitly, so that the next INSERT does not collide with a copied row.
+func pgAfterCopy(ctx context.Context, t *tx, table string, cols []string) error {
+	if !contains(cols, "id") {
+		return nil
+	}
+	_, err := t.ExecContext(ctx, `SELECT setval(pg_get_serial_sequence(?, 'id'), COALESCE(MAX(id), 0) + 1, false) FROM `+table, table)
+	return err
 }
 
 func pgCode(err error) string {
