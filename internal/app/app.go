@@ -396,6 +396,20 @@ func (a *App) dataKey() ([]byte, error) {
 	return decodeDataKey(data, k.DataKeyFile)
 }
 
+// ReadDataKey reads the data key s names (<Keys DataKey> or its DataKeyFile) as Start does,
+// but never creates one: for tools that work on an existing store (sipis migrate-store).
+func ReadDataKey(s *config.Settings) ([]byte, error) {
+	k := s.Keys
+	if !k.DataKey.IsEmpty() {
+		return decodeDataKey([]byte(k.DataKey.Value()), "DataKey")
+	}
+	data, err := os.ReadFile(k.DataKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("data key: %w", err)
+	}
+	return decodeDataKey(data, k.DataKeyFile)
+}
+
 func decodeDataKey(data []byte, where string) ([]byte, error) {
 	key, err := base64.StdEncoding.DecodeString(string(trimSpace(data)))
 	if err != nil || len(key) != 32 {

@@ -83,19 +83,19 @@ func Copy(ctx context.Context, opts CopyOptions) ([]TableCount, error) {
 		return nil, fmt.Errorf("store: copy: source: %w", err)
 	}
 	defer src.Close()
+	// The key is checked before the target is touched: a wrong key creates nothing.
+	if err := checkSealed(ctx, src, seal); err != nil {
+		return nil, err
+	}
+	if Describe(opts.To) == src.desc {
+		return nil, fmt.Errorf("%w: source and target are the same store (%s)", ErrInvalid, src.desc)
+	}
 	dst, err := openRaw(ctx, opts.To, log)
 	if err != nil {
 		return nil, fmt.Errorf("store: copy: target: %w", err)
 	}
 	defer dst.Close()
-	if src.desc == dst.desc {
-		return nil, fmt.Errorf("%w: source and target are the same store (%s)", ErrInvalid, src.desc)
-	}
-
 	if err := sameMigrations(ctx, src, dst); err != nil {
-		return nil, err
-	}
-	if err := checkSealed(ctx, src, seal); err != nil {
 		return nil, err
 	}
 	tables, err := copyTables(ctx, src, dst)
