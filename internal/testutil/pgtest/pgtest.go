@@ -287,6 +287,22 @@ func Skip(t testing.TB, err error) {
 	t.Fatalf("PostgreSQL test server: %v", err)
 }
 
+// New starts a server of t's own, stopped and removed when t ends: for a package without a
+// TestMain that calls StopShared. It skips t when PostgreSQL is missing (see Skip).
+func New(t testing.TB) *Server {
+	t.Helper()
+	s, err := Start(Options{})
+	if err != nil {
+		Skip(t, err)
+	}
+	t.Cleanup(func() {
+		if err := s.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	return s
+}
+
 var shared struct {
 	mu  sync.Mutex
 	srv *Server
