@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
+	"sync"
 	"time"
 )
 
@@ -313,31 +315,47 @@ func (db *DB) SaveStates(ctx context.Context, ups []StateUpdate) error {
 		}
 	}
 	now := time.Now()
+	// The last update of a selector wins, as if they were applied in order; the rows of one
+	// UPDATE … FROM (VALUES …) must name each selector once.
+	last := make(map[string]int, len(ups))
+	for i := range ups {
+		last[ups[i].Selector] = i
+	}
+	rows := make([]any, 0, len(last)*stateCols)
+	for i := range ups {
+		u := &ups[i]
+		if last[u.Selector] != i {
+			continue
+		}
+		at := u.At
+		if at.IsZero() {
+			at = now
+		}
+		rows = append(rows, u.Selector, u.State, u.Status, u.LastError, int64(u.CSeq), nanos(u.ExpiresAt),
+			u.Off, u.ContactAddr, nanos(at))
+	}
 	// inTx: on PostgreSQL two batches may lock the same rows in another order (a deadlock the
 	// server breaks by rolling one back); the batch is then simply written again.
 	missing := 0
 	err := db.write.inTx(ctx, func(tx *tx) error {
-		missing = 0
-		stmt, err := tx.PrepareContext(ctx, `UPDATE instances SET state = ?, status = ?, last_error = ?, cseq = ?,
-			expires_at = ?, off = ?, contact_addr = ?, updated_at = ? WHERE node = ? AND selector = ?`)
-		if err != nil {
-			return fmt.Errorf("store: save states: %w", err)
-		}
-		defer stmt.Close()
-		for i := range ups {
-			u := &ups[i]
-			at := u.At
-			if at.IsZero() {
-				at = now
+		missing = len(last)
+		// One statement per chunk instead of one per update: a round trip to a PostgreSQL
+		// server costs more than the update itself. Chunks are powers of two up to
+		// stateChunk rows, so that only a few query texts are ever prepared and cached.
+		for rest := rows; len(rest) > 0; {
+			n := stateChunk
+			for n*stateCols > len(rest) {
+				n /= 2
 			}
-			res, err := stmt.ExecContext(ctx, u.State, u.Status, u.LastError, int64(u.CSeq), nanos(u.ExpiresAt),
-				u.Off, u.ContactAddr, nanos(at), db.node, u.Selector)
+			args := append(rest[:n*stateCols:n*stateCols], db.node)
+			res, err := tx.ExecContext(ctx, saveStatesQuery(n), args...)
 			if err != nil {
-				return fmt.Errorf("state of %s: %w", u.Selector, err)
+				return err
 			}
-			if n, err := res.RowsAffected(); err == nil && n == 0 {
-				missing++
+			if k, err := res.RowsAffected(); err == nil {
+				missing -= int(k)
 			}
+			rest = rest[n*stateCols:]
 		}
 		return nil
 	})
@@ -348,6 +366,34 @@ func (db *DB) SaveStates(ctx context.Context, ups []StateUpdate) error {
 		db.log.WithField("missing", missing).Debug("store: state updates for instances no longer stored were skipped")
 	}
 	return nil
+}
+
+// stateCols is the number of values of one row of saveStatesQuery; stateChunk the most rows
+// one statement carries (9 × 512 parameters, well under SQLite's 32766 and PostgreSQL's 65535).
+const (
+	stateCols  = 9
+	stateChunk = 512
+)
+
+// saveStatesQueries caches saveStatesQuery's texts by row count.
+var saveStatesQueries sync.Map
+
+// saveStatesQuery returns the UPDATE of n instances' states, for SaveStates: the values are
+// a VALUES list joined on the selector (UPDATE … FROM, which both SQLite 3.33+ and PostgreSQL
+// accept; both name the list's columns column1, column2 …). Every value is CAST so that
+// PostgreSQL knows the parameters' types; the last parameter is the node.
+func saveStatesQuery(n int) string {
+	if q, ok := saveStatesQueries.Load(n); ok {
+		return q.(string)
+	}
+	const row = "(?, ?, ?, ?, CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT), ?, CAST(? AS BIGINT))"
+	q := `UPDATE instances SET state = v.column2, status = v.column3, last_error = v.column4,
+		cseq = v.column5, expires_at = v.column6, off = v.column7, contact_addr = v.column8,
+		updated_at = v.column9
+		FROM (VALUES ` + strings.TrimSuffix(strings.Repeat(row+", ", n), ", ") + `) AS v
+		WHERE instances.node = ? AND instances.selector = v.column1`
+	saveStatesQueries.Store(n, q)
+	return q
 }
 
 // instanceCols are the columns scanInstance reads, in order.

@@ -695,6 +695,22 @@ func testSaveStatesBatch(t *testing.T, b testBackend) {
 	if dump(t, db) != before {
 		t.Error("a refused batch changed rows")
 	}
+
+	// Two updates of one selector in a batch: the last wins, as if applied in order.
+	if err := db.SaveStates(ctx, []StateUpdate{
+		{Selector: "00000003", State: StateRegistering, Status: StatusRegistering, CSeq: 50, Off: true, ContactAddr: "192.0.2.1:5060"},
+		{Selector: "00000004", State: StateRegistering, Status: StatusRegistering, CSeq: 60, Off: true},
+		{Selector: "00000003", State: StateRegisterLoop, Status: StatusRegistered, CSeq: 51, ContactAddr: "192.0.2.2:5060"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	in, err := db.Instance(ctx, "00000003")
+	if err != nil || in.CSeq != 51 || in.Off || in.ContactAddr != "192.0.2.2:5060" || in.Status != StatusRegistered {
+		t.Errorf("after two updates of one selector: %+v, %v", in, err)
+	}
+	if in, err := db.Instance(ctx, "00000004"); err != nil || in.CSeq != 60 || !in.Off {
+		t.Errorf("the other update of that batch: %+v, %v", in, err)
+	}
 }
 
 func TestForEachInstanceStreams(t *testing.T) { forEachBackend(t, testForEachInstanceStreams) }
