@@ -133,6 +133,11 @@ func Copy(ctx context.Context, opts CopyOptions) ([]TableCount, error) {
 		}
 		log.WithFields(logrus.Fields{"table": t, "rows": n}).Info("store: table copied")
 	}
+	if dst.dialect.analyze != "" {
+		if _, err := dst.write.ExecContext(ctx, dst.dialect.analyze); err != nil {
+			return nil, fmt.Errorf("store: copy: %s: %w", dst.dialect.analyze, err)
+		}
+	}
 	// Verify: every table has as many rows in the target as in the source.
 	var bad []string
 	for _, t := range tables {

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -32,6 +33,10 @@ type dialect struct {
 	// afterCopy, when set, runs in the transaction that copied table (Copy) with its columns:
 	// PostgreSQL moves an identity column's sequence past the copied ids.
 	afterCopy func(ctx context.Context, t *tx, table string, cols []string) error
+	// analyze, when set, gathers the planner's statistics after Copy filled a store
+	// (PostgreSQL: until autovacuum's first ANALYZE the planner thinks the freshly filled
+	// tables are nearly empty, and SaveStates's join on the selector would scan them).
+	analyze string
 }
 
 // pool is a database/sql pool seen through the dialect: every query is written once, in the
@@ -41,9 +46,15 @@ type dialect struct {
 type pool struct {
 	db *sql.DB
 	d  *dialect
-	// rebound caches query text -> PostgreSQL text (only when d.dollar).
-	rebound sync.Map
+	// rebound caches query text -> PostgreSQL text (only when d.dollar), up to maxRebound
+	// entries: the store's queries are a fixed set, but a bug building query text from data
+	// must not grow it without end.
+	rebound  sync.Map
+	nRebound atomic.Int64
 }
+
+// maxRebound bounds the rebound cache.
+const maxRebound = 4096
 
 func newPool(db *sql.DB, d *dialect) *pool { return &pool{db: db, d: d} }
 
@@ -56,7 +67,11 @@ func (p *pool) q(query string) string {
 		return v.(string)
 	}
 	out := rebindDollar(query)
-	p.rebound.Store(query, out)
+	if p.nRebound.Load() < maxRebound {
+		if _, loaded := p.rebound.LoadOrStore(query, out); !loaded {
+			p.nRebound.Add(1)
+		}
+	}
 	return out
 }
 

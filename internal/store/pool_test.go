@@ -28,6 +28,23 @@ func TestRebindDollar(t *testing.T) {
 	}
 }
 
+// TestReboundCache: rebound texts are cached, and the cache stops growing at maxRebound.
+func TestReboundCache(t *testing.T) {
+	p := &pool{d: postgresDialect}
+	for i := 0; i < maxRebound+100; i++ {
+		q := fmt.Sprintf("SELECT ? + %d", i)
+		if got, want := p.q(q), fmt.Sprintf("SELECT $1 + %d", i); got != want || p.q(q) != want {
+			t.Fatalf("q(%q) = %q, want %q", q, got, want)
+		}
+	}
+	if n := p.nRebound.Load(); n != maxRebound {
+		t.Errorf("%d cached texts, want %d", n, maxRebound)
+	}
+	if s := (&pool{d: sqliteDialect}).q("SELECT ?"); s != "SELECT ?" {
+		t.Errorf("SQLite query rebound to %q", s)
+	}
+}
+
 func TestBackendOf(t *testing.T) {
 	for s, want := range map[string]Backend{
 		"sipis.db":                         SQLite,

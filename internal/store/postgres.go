@@ -44,6 +44,7 @@ var postgresDialect = &dialect{
 	},
 	lockMigrations: fmt.Sprintf("SELECT pg_advisory_xact_lock(%d)", migrationLockKey),
 	afterCopy:      pgAfterCopy,
+	analyze:        "ANALYZE",
 }
 
 // pgAfterCopy moves the sequence of table's identity column id (if it has one) past the ids

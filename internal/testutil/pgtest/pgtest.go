@@ -109,8 +109,14 @@ func Start(opts Options) (*Server, error) {
 		gid, _ := strconv.ParseUint(u.Gid, 10, 32)
 		s.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
 	}
-	// A short path: a unix socket's path is limited to about 100 bytes.
-	if s.dir, err = os.MkdirTemp("", "sipis-pg-"); err != nil {
+	// A short path: a unix socket's path is limited to about 100 bytes. The server's user
+	// must be able to reach it: as root, a TMPDIR whose folders others cannot enter is left
+	// for /tmp.
+	parent := os.TempDir()
+	if s.cred != nil && !othersCanEnter(parent) {
+		parent = "/tmp"
+	}
+	if s.dir, err = os.MkdirTemp(parent, "sipis-pg-"); err != nil {
 		return nil, err
 	}
 	if s.cred != nil {
@@ -149,6 +155,19 @@ func Start(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("%w\nserver log:\n%s", err, log)
 	}
 	return s, nil
+}
+
+// othersCanEnter reports whether every folder from / down to dir lets others through (o+x).
+func othersCanEnter(dir string) bool {
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil || fi.Mode().Perm()&0o001 == 0 {
+			return false
+		}
+		if d == filepath.Dir(d) {
+			return true
+		}
+	}
 }
 
 func (s *Server) data() string { return filepath.Join(s.dir, "data") }
