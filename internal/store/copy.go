@@ -269,11 +269,7 @@ func checkSealed(ctx context.Context, db *DB, seal *sealer) error {
 
 // listTables returns the tables of db but schema_migrations.
 func listTables(ctx context.Context, db *DB) (map[string]bool, error) {
-	q := "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-	if db.dialect == postgresDialect {
-		q = "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"
-	}
-	rows, err := db.read.QueryContext(ctx, q)
+	rows, err := db.read.QueryContext(ctx, db.dialect.listTables)
 	if err != nil {
 		return nil, fmt.Errorf("store: %s: list tables: %w", db.desc, err)
 	}

@@ -315,8 +315,61 @@ func (db *DB) SaveStates(ctx context.Context, ups []StateUpdate) error {
 		}
 	}
 	now := time.Now()
-	// The last update of a selector wins, as if they were applied in order; the rows of one
-	// UPDATE … FROM (VALUES …) must name each selector once.
+	// inTx: on PostgreSQL two batches may lock the same rows in another order (a deadlock the
+	// server breaks by rolling one back); the batch is then simply written again.
+	missing := 0
+	err := db.write.inTx(ctx, func(tx *tx) error {
+		var err error
+		if db.dialect.batchUpdates {
+			missing, err = db.saveStatesBatched(ctx, tx, ups, now)
+		} else {
+			missing, err = db.saveStatesEach(ctx, tx, ups, now)
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store: save states: %w", err)
+	}
+	if missing > 0 {
+		db.log.WithField("missing", missing).Debug("store: state updates for instances no longer stored were skipped")
+	}
+	return nil
+}
+
+// saveStatesEach writes ups one prepared UPDATE each, in order, and returns how many named no
+// stored instance. In-process SQLite runs a prepared statement faster than a large join.
+func (db *DB) saveStatesEach(ctx context.Context, tx *tx, ups []StateUpdate, now time.Time) (int, error) {
+	stmt, err := tx.PrepareContext(ctx, `UPDATE instances SET state = ?, status = ?, last_error = ?, cseq = ?,
+		expires_at = ?, off = ?, contact_addr = ?, updated_at = ? WHERE node = ? AND selector = ?`)
+	if err != nil {
+		return 0, err
+	}
+	defer stmt.Close()
+	missing := 0
+	for i := range ups {
+		u := &ups[i]
+		at := u.At
+		if at.IsZero() {
+			at = now
+		}
+		res, err := stmt.ExecContext(ctx, u.State, u.Status, u.LastError, int64(u.CSeq), nanos(u.ExpiresAt),
+			u.Off, u.ContactAddr, nanos(at), db.node, u.Selector)
+		if err != nil {
+			return 0, fmt.Errorf("state of %s: %w", u.Selector, err)
+		}
+		if n, err := res.RowsAffected(); err == nil && n == 0 {
+			missing++
+		}
+	}
+	return missing, nil
+}
+
+// saveStatesBatched writes ups with one statement per chunk of up to stateChunk rows (a round
+// trip to a PostgreSQL server costs more than the update itself) and returns how many selectors
+// named no stored instance. The last update of a selector wins, as if they were applied in
+// order: the rows of one UPDATE … FROM (VALUES …) must name each selector once. Chunks are
+// powers of two, so that only a few query texts are ever prepared and cached.
+func (db *DB) saveStatesBatched(ctx context.Context, tx *tx, ups []StateUpdate, now time.Time) (int, error) {
 	last := make(map[string]int, len(ups))
 	for i := range ups {
 		last[ups[i].Selector] = i
@@ -334,38 +387,23 @@ func (db *DB) SaveStates(ctx context.Context, ups []StateUpdate) error {
 		rows = append(rows, u.Selector, u.State, u.Status, u.LastError, int64(u.CSeq), nanos(u.ExpiresAt),
 			u.Off, u.ContactAddr, nanos(at))
 	}
-	// inTx: on PostgreSQL two batches may lock the same rows in another order (a deadlock the
-	// server breaks by rolling one back); the batch is then simply written again.
-	missing := 0
-	err := db.write.inTx(ctx, func(tx *tx) error {
-		missing = len(last)
-		// One statement per chunk instead of one per update: a round trip to a PostgreSQL
-		// server costs more than the update itself. Chunks are powers of two up to
-		// stateChunk rows, so that only a few query texts are ever prepared and cached.
-		for rest := rows; len(rest) > 0; {
-			n := stateChunk
-			for n*stateCols > len(rest) {
-				n /= 2
-			}
-			args := append(rest[:n*stateCols:n*stateCols], db.node)
-			res, err := tx.ExecContext(ctx, saveStatesQuery(n), args...)
-			if err != nil {
-				return err
-			}
-			if k, err := res.RowsAffected(); err == nil {
-				missing -= int(k)
-			}
-			rest = rest[n*stateCols:]
+	missing := len(last)
+	for rest := rows; len(rest) > 0; {
+		n := stateChunk
+		for n*stateCols > len(rest) {
+			n /= 2
 		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("store: save states: %w", err)
+		args := append(rest[:n*stateCols:n*stateCols], db.node)
+		res, err := tx.ExecContext(ctx, saveStatesQuery(n), args...)
+		if err != nil {
+			return 0, err
+		}
+		if k, err := res.RowsAffected(); err == nil {
+			missing -= int(k)
+		}
+		rest = rest[n*stateCols:]
 	}
-	if missing > 0 {
-		db.log.WithField("missing", missing).Debug("store: state updates for instances no longer stored were skipped")
-	}
-	return nil
+	return missing, nil
 }
 
 // stateCols is the number of values of one row of saveStatesQuery; stateChunk the most rows
@@ -378,9 +416,9 @@ const (
 // saveStatesQueries caches saveStatesQuery's texts by row count.
 var saveStatesQueries sync.Map
 
-// saveStatesQuery returns the UPDATE of n instances' states, for SaveStates: the values are
-// a VALUES list joined on the selector (UPDATE … FROM, which both SQLite 3.33+ and PostgreSQL
-// accept; both name the list's columns column1, column2 …). Every value is CAST so that
+// saveStatesQuery returns the UPDATE of n instances' states, for saveStatesBatched: the values
+// are a VALUES list joined on the selector (UPDATE … FROM, which both SQLite 3.33+ and
+// PostgreSQL accept; both name the list's columns column1, column2 …). Every value is CAST so that
 // PostgreSQL knows the parameters' types; the last parameter is the node.
 func saveStatesQuery(n int) string {
 	if q, ok := saveStatesQueries.Load(n); ok {

@@ -37,6 +37,12 @@ type dialect struct {
 	// (PostgreSQL: until autovacuum's first ANALYZE the planner thinks the freshly filled
 	// tables are nearly empty, and SaveStates's join on the selector would scan them).
 	analyze string
+	// batchUpdates makes SaveStates send a batch as a few large statements rather than one
+	// prepared statement per update: right for a server a round trip away (PostgreSQL),
+	// slower for in-process SQLite.
+	batchUpdates bool
+	// listTables lists the store's tables (one column, the name), for Copy.
+	listTables string
 }
 
 // pool is a database/sql pool seen through the dialect: every query is written once, in the

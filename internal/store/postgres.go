@@ -45,6 +45,9 @@ var postgresDialect = &dialect{
 	lockMigrations: fmt.Sprintf("SELECT pg_advisory_xact_lock(%d)", migrationLockKey),
 	afterCopy:      pgAfterCopy,
 	analyze:        "ANALYZE",
+	batchUpdates:   true,
+	listTables: `SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()
+		AND table_type = 'BASE TABLE'`,
 }
 
 // pgAfterCopy moves the sequence of table's identity column id (if it has one) past the ids

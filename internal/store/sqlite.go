@@ -22,6 +22,7 @@ const readConns = 4
 var sqliteDialect = &dialect{
 	name:       SQLite,
 	migrations: "migrations",
+	listTables: "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
 	isForeignKey: func(err error) bool {
 		var se sqlite3.Error
 		if errors.As(err, &se) {

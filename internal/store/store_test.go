@@ -139,11 +139,7 @@ func fileSums(tb testing.TB, path string) string {
 // dump returns every row of every table, in a stable order, as text.
 func dump(tb testing.TB, db *DB) string {
 	tb.Helper()
-	q := "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
-	if db.Backend() == PostgreSQL {
-		q = "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name"
-	}
-	rows, err := db.read.Query(q)
+	rows, err := db.read.Query(db.dialect.listTables)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -156,6 +152,7 @@ func dump(tb testing.TB, db *DB) string {
 		tables = append(tables, name)
 	}
 	rows.Close()
+	sort.Strings(tables)
 	var sb strings.Builder
 	for _, table := range tables {
 		rows, err := db.read.Query("SELECT * FROM " + table + " ORDER BY 1")
