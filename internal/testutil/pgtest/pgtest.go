@@ -110,11 +110,10 @@ func Start(opts Options) (*Server, error) {
 		s.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
 	}
 	// A short path: a unix socket's path is limited to about 100 bytes. The server's user
-	// must be able to reach it: as root, a TMPDIR whose folders others cannot enter is left
-	// for /tmp.
+	// must be able to reach it.
 	parent := os.TempDir()
 	if s.cred != nil && !othersCanEnter(parent) {
-		parent = "/tmp"
+		return nil, fmt.Errorf("pgtest: the postgres user cannot enter the temporary folder %s; set TMPDIR to one it can", parent)
 	}
 	if s.dir, err = os.MkdirTemp(parent, "sipis-pg-"); err != nil {
 		return nil, err
