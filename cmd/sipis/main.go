@@ -7,6 +7,7 @@
 //	sipis keygen -private F -public F write a new server key pair
 //	sipis register [flags]            seal a registration and post it (or print it)
 //	sipis status -selector S          show one instance as /stats/instances/json has it
+//	sipis migrate-store -from S -to S copy a store (SQLite <-> PostgreSQL)
 //	sipis version                     print the version
 //
 // It owns the flags, the signals and the sub-commands' output. It must not hold server logic:
@@ -40,6 +41,10 @@ const usage = `usage:
   sipis register [flags]              seal a registration to the server's public key and
                                       POST it; "sipis register -h" lists the flags
   sipis status -selector S [-url U]   show one instance (from /stats/instances/json)
+  sipis migrate-store -from OPENSTRING -to OPENSTRING [-force] [-data-key-file F]
+                                      copy every table of a store into another (SQLite
+                                      <-> PostgreSQL), secrets still sealed with the same
+                                      data key; stop the server first
   sipis version                       print the version
 `
 
@@ -70,6 +75,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return register(args, stdout, stderr)
 	case "status":
 		return status(args, stdout, stderr)
+	case "migrate-store":
+		return migrateStore(args, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "sipis %s (build %s %s)\n", version.Version, version.Build, version.Date)
 		return nil

@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
+	"sync"
 	"time"
 )
 
@@ -388,15 +390,34 @@ func (db *DB) SaveStates(ctx context.Context, ups []StateUpdate) error {
 		}
 	}
 	now := time.Now()
-	tx, err := db.write.BeginTx(ctx, nil)
+	// inTx: on PostgreSQL two batches may lock the same rows in another order (a deadlock the
+	// server breaks by rolling one back); the batch is then simply written again.
+	missing := 0
+	err := db.write.inTx(ctx, func(tx *tx) error {
+		var err error
+		if db.dialect.batchUpdates {
+			missing, err = db.saveStatesBatched(ctx, tx, ups, now)
+		} else {
+			missing, err = db.saveStatesEach(ctx, tx, ups, now)
+		}
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("store: save states: %w", err)
 	}
-	defer tx.Rollback()
+	if missing > 0 {
+		db.log.WithField("missing", missing).Debug("store: state updates for instances no longer stored were skipped")
+	}
+	return nil
+}
+
+// saveStatesEach writes ups one prepared UPDATE each, in order, and returns how many named no
+// stored instance. In-process SQLite runs a prepared statement faster than a large join.
+func (db *DB) saveStatesEach(ctx context.Context, tx *tx, ups []StateUpdate, now time.Time) (int, error) {
 	stmt, err := tx.PrepareContext(ctx, `UPDATE instances SET state = ?, status = ?, last_error = ?, cseq = ?,
 		expires_at = ?, off = ?, contact_addr = ?, updated_at = ? WHERE node = ? AND selector = ?`)
 	if err != nil {
-		return fmt.Errorf("store: save states: %w", err)
+		return 0, err
 	}
 	defer stmt.Close()
 	missing := 0
@@ -409,19 +430,83 @@ func (db *DB) SaveStates(ctx context.Context, ups []StateUpdate) error {
 		res, err := stmt.ExecContext(ctx, u.State, u.Status, u.LastError, int64(u.CSeq), nanos(u.ExpiresAt),
 			u.Off, u.ContactAddr, nanos(at), db.node, u.Selector)
 		if err != nil {
-			return fmt.Errorf("store: save state of %s: %w", u.Selector, err)
+			return 0, fmt.Errorf("state of %s: %w", u.Selector, err)
 		}
 		if n, err := res.RowsAffected(); err == nil && n == 0 {
 			missing++
 		}
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("store: save states: %w", err)
+	return missing, nil
+}
+
+// saveStatesBatched writes ups with one statement per chunk of up to stateChunk rows (a round
+// trip to a PostgreSQL server costs more than the update itself) and returns how many selectors
+// named no stored instance. The last update of a selector wins, as if they were applied in
+// order: the rows of one UPDATE … FROM (VALUES …) must name each selector once. Chunks are
+// powers of two, so that only a few query texts are ever prepared and cached.
+func (db *DB) saveStatesBatched(ctx context.Context, tx *tx, ups []StateUpdate, now time.Time) (int, error) {
+	last := make(map[string]int, len(ups))
+	for i := range ups {
+		last[ups[i].Selector] = i
 	}
-	if missing > 0 {
-		db.log.WithField("missing", missing).Debug("store: state updates for instances no longer stored were skipped")
+	rows := make([]any, 0, len(last)*stateCols)
+	for i := range ups {
+		u := &ups[i]
+		if last[u.Selector] != i {
+			continue
+		}
+		at := u.At
+		if at.IsZero() {
+			at = now
+		}
+		rows = append(rows, u.Selector, u.State, u.Status, u.LastError, int64(u.CSeq), nanos(u.ExpiresAt),
+			u.Off, u.ContactAddr, nanos(at))
 	}
-	return nil
+	missing := len(last)
+	for rest := rows; len(rest) > 0; {
+		n := stateChunk
+		for n*stateCols > len(rest) {
+			n /= 2
+		}
+		args := append(rest[:n*stateCols:n*stateCols], db.node)
+		res, err := tx.ExecContext(ctx, saveStatesQuery(n), args...)
+		if err != nil {
+			return 0, err
+		}
+		if k, err := res.RowsAffected(); err == nil {
+			missing -= int(k)
+		}
+		rest = rest[n*stateCols:]
+	}
+	return missing, nil
+}
+
+// stateCols is the number of values of one row of saveStatesQuery; stateChunk the most rows
+// one statement carries (9 × 512 parameters, well under SQLite's 32766 and PostgreSQL's 65535).
+const (
+	stateCols  = 9
+	stateChunk = 512
+)
+
+// saveStatesQueries caches saveStatesQuery's texts by row count.
+var saveStatesQueries sync.Map
+
+// saveStatesQuery returns the UPDATE of n instances' states, for saveStatesBatched: the values
+// are a VALUES list joined on the selector (UPDATE … FROM, which both SQLite 3.33+ and
+// PostgreSQL accept; both name the list's columns column1, column2 …). Every value is CAST so that
+// PostgreSQL knows the parameters' types; the last parameter is the node.
+func saveStatesQuery(n int) string {
+	if q, ok := saveStatesQueries.Load(n); ok {
+		return q.(string)
+	}
+	const row = "(?, ?, ?, ?, CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT), ?, CAST(? AS BIGINT))"
+	q := `UPDATE instances SET state = v.column2, status = v.column3, last_error = v.column4,
+		cseq = v.column5, expires_at = v.column6, off = v.column7, contact_addr = v.column8,
+		updated_at = v.column9
+		FROM (VALUES ` + strings.TrimSuffix(strings.Repeat(row+", ", n), ", ") + `) AS v
+		WHERE instances.node = ? AND instances.selector = v.column1`
+	saveStatesQueries.Store(n, q)
+	return q
 }
 
 // instanceCols are the columns scanInstance reads, in order.
@@ -658,8 +743,8 @@ func (db *DB) MarkTokenInvalid(ctx context.Context, selector, deviceID, token st
 		return fmt.Errorf("%w: no token to mark invalid", ErrInvalid)
 	}
 	res, err := db.write.ExecContext(ctx, `UPDATE devices SET
-		token_invalid = token_invalid OR push_token = ?1,
-		alert_token_invalid = alert_token_invalid OR alert_token = ?1
+		token_invalid = CASE WHEN push_token = ?1 THEN 1 ELSE token_invalid END,
+		alert_token_invalid = CASE WHEN alert_token = ?1 THEN 1 ELSE alert_token_invalid END
 		WHERE node = ?2 AND selector = ?3 AND device_id = ?4 AND (push_token = ?1 OR alert_token = ?1)`,
 		token, db.node, selector, deviceID)
 	if err != nil {
@@ -708,8 +793,8 @@ func (db *DB) Touch(ctx context.Context, selector, deviceID string, at time.Time
 		return fmt.Errorf("store: touch %s: %w", selector, err)
 	}
 	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, "UPDATE instances SET last_activity = max(last_activity, ?) WHERE node = ? AND selector = ?",
-		nanos(at), db.node, selector)
+	res, err := tx.ExecContext(ctx, `UPDATE instances SET last_activity = CASE WHEN last_activity > ? THEN last_activity ELSE ? END
+		WHERE node = ? AND selector = ?`, nanos(at), nanos(at), db.node, selector)
 	if err != nil {
 		return fmt.Errorf("store: touch %s: %w", selector, err)
 	}
@@ -717,8 +802,8 @@ func (db *DB) Touch(ctx context.Context, selector, deviceID string, at time.Time
 		return fmt.Errorf("%w: selector %s", ErrNotFound, selector)
 	}
 	if deviceID != "" {
-		res, err := tx.ExecContext(ctx, "UPDATE devices SET last_seen = max(last_seen, ?) WHERE node = ? AND selector = ? AND device_id = ?",
-			nanos(at), db.node, selector, deviceID)
+		res, err := tx.ExecContext(ctx, `UPDATE devices SET last_seen = CASE WHEN last_seen > ? THEN last_seen ELSE ? END
+			WHERE node = ? AND selector = ? AND device_id = ?`, nanos(at), nanos(at), db.node, selector, deviceID)
 		if err != nil {
 			return fmt.Errorf("store: touch %s: %w", selector, err)
 		}
