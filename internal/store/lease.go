@@ -61,8 +61,9 @@ type Node struct {
 	// Incarnation is random per process start.
 	Incarnation                        string
 	StartedAt, HeartbeatAt, LeaseUntil time.Time
-	// Instances is how many instances it held at its last renewal.
-	Instances int
+	// Instances is how many instances it held at its last renewal (for a dead node: when it
+	// died), Unclaimed how many of a dead node's the survivors have not claimed yet.
+	Instances, Unclaimed int
 }
 
 // Expired reports whether n's lease has passed at now.
@@ -201,7 +202,7 @@ func (db *DB) SetNodeState(ctx context.Context, incarnation, state string) error
 // Nodes returns every node ever joined, by name.
 func (db *DB) Nodes(ctx context.Context) ([]Node, error) {
 	rows, err := db.read.QueryContext(ctx, `SELECT name, address, http_url, state, incarnation, started_at,
-		heartbeat_at, lease_until, instances FROM nodes ORDER BY name`)
+		heartbeat_at, lease_until, instances, unclaimed FROM nodes ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("store: nodes: %w", err)
 	}
@@ -211,7 +212,7 @@ func (db *DB) Nodes(ctx context.Context) ([]Node, error) {
 		var n Node
 		var started, beat, until int64
 		if err := rows.Scan(&n.Name, &n.Address, &n.HTTPURL, &n.State, &n.Incarnation, &started, &beat, &until,
-			&n.Instances); err != nil {
+			&n.Instances, &n.Unclaimed); err != nil {
 			return nil, fmt.Errorf("store: nodes: %w", err)
 		}
 		n.StartedAt, n.HeartbeatAt, n.LeaseUntil = fromNanos(started), fromNanos(beat), fromNanos(until)
@@ -281,26 +282,32 @@ func (db *DB) ClaimFrom(ctx context.Context, from, incarnation string, max int, 
 		return nil, fmt.Errorf("store: claim from %s: %w", from, err)
 	}
 	defer tx.Rollback()
-	var fromAddr, fromState string
-	var fromUntil int64
-	err = tx.QueryRowContext(ctx, "SELECT address, state, lease_until FROM nodes WHERE name = ?", from).
-		Scan(&fromAddr, &fromState, &fromUntil)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		// A name that never joined (rows of a renamed single node): nobody renews it.
-	case err != nil:
-		return nil, fmt.Errorf("store: claim from %s: %w", from, err)
-	case fromState != NodeDead && fromUntil > nanos(now):
-		return nil, nil
-	}
 	if err := db.checkOwnLease(ctx, tx, incarnation, now); err != nil {
 		return nil, err
 	}
-	if fromState != NodeDead {
-		if _, err := tx.ExecContext(ctx, "UPDATE nodes SET state = ? WHERE name = ? AND lease_until <= ?",
-			NodeDead, from, nanos(now)); err != nil {
+	// Declare from dead first, by an UPDATE conditioned on its lease having passed: the row
+	// stays locked until this transaction ends, so a renewal racing with the claim either
+	// committed before (and the condition fails: nothing is claimed) or waits and then finds
+	// the node dead (ErrLeaseLost), on PostgreSQL as on SQLite.
+	res, err := tx.ExecContext(ctx, "UPDATE nodes SET state = ? WHERE name = ? AND (state = ? OR lease_until <= ?)",
+		NodeDead, from, NodeDead, nanos(now))
+	if err != nil {
+		return nil, fmt.Errorf("store: claim from %s: %w", from, err)
+	}
+	var fromAddr string
+	if n, err := res.RowsAffected(); err != nil {
+		return nil, fmt.Errorf("store: claim from %s: %w", from, err)
+	} else if n == 0 {
+		var live int
+		if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM nodes WHERE name = ?", from).Scan(&live); err != nil {
 			return nil, fmt.Errorf("store: claim from %s: %w", from, err)
 		}
+		if live > 0 {
+			return nil, nil // it renewed in time
+		}
+		// A name that never joined (the rows of a renamed single node): nobody renews it.
+	} else if err := tx.QueryRowContext(ctx, "SELECT address FROM nodes WHERE name = ?", from).Scan(&fromAddr); err != nil {
+		return nil, fmt.Errorf("store: claim from %s: %w", from, err)
 	}
 	rows, err := tx.QueryContext(ctx, "SELECT selector FROM instances WHERE node = ? ORDER BY selector LIMIT ?", from, max)
 	if err != nil {
@@ -322,6 +329,10 @@ func (db *DB) ClaimFrom(ctx context.Context, from, incarnation string, max int, 
 	}
 	claimed, err := db.move(ctx, tx, sels, from, db.node)
 	if err != nil {
+		return nil, fmt.Errorf("store: claim from %s: %w", from, err)
+	}
+	if _, err := tx.ExecContext(ctx, "UPDATE nodes SET unclaimed = (SELECT count(*) FROM instances WHERE node = ?) WHERE name = ?",
+		from, from); err != nil {
 		return nil, fmt.Errorf("store: claim from %s: %w", from, err)
 	}
 	if err := tx.Commit(); err != nil {

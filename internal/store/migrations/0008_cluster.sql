@@ -26,7 +26,9 @@ CREATE TABLE nodes (
     heartbeat_at INTEGER NOT NULL,
     lease_until  INTEGER NOT NULL,
     -- instances held at the last renewal (spreading a dead node's share, least-loaded choice).
-    instances    INTEGER NOT NULL DEFAULT 0
+    instances    INTEGER NOT NULL DEFAULT 0,
+    -- a dead node's instances not claimed yet (survivors stop scanning it at 0).
+    unclaimed    INTEGER NOT NULL DEFAULT 0
 );
 
 -- Work for an owner that arrived at another node: a registration stored for it, an admin

@@ -20,7 +20,8 @@ CREATE TABLE nodes (
     started_at   BIGINT  NOT NULL,
     heartbeat_at BIGINT  NOT NULL,
     lease_until  BIGINT  NOT NULL,
-    instances    BIGINT  NOT NULL DEFAULT 0
+    instances    BIGINT  NOT NULL DEFAULT 0,
+    unclaimed    BIGINT  NOT NULL DEFAULT 0
 );
 
 CREATE TABLE cluster_inbox (
