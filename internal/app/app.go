@@ -22,6 +22,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/sipis/sipis/internal/call"
+	"github.com/sipis/sipis/internal/cluster"
 	"github.com/sipis/sipis/internal/config"
 	"github.com/sipis/sipis/internal/hook"
 	"github.com/sipis/sipis/internal/instance"
@@ -47,6 +48,7 @@ type App struct {
 	db    *store.DB
 	ua    *sipua.UA
 	mgr   *instance.Manager
+	cl    *cluster.Cluster // several nodes on one database (cluster.go); nil when off
 	calls *call.Manager
 	hook  *hook.Hook // PBX-hook mode (hook.go); nil when off
 	devUA *sipua.UA  // the device-facing SIP listener (calls.go)
@@ -180,8 +182,12 @@ func (a *App) Start(ctx context.Context) (err error) {
 	if err := a.startPush(); err != nil {
 		return err
 	}
+	mgrStore, mgrRegistrar, err := a.startCluster(ctx, a.db, registrar{a.ua, a.pics})
+	if err != nil {
+		return err
+	}
 	if a.mgr, err = instance.New(instance.Options{
-		Store: a.db, Registrar: registrar{a.ua, a.pics}, Logger: a.log.WithField("part", "instances"), Node: s.Server.Name,
+		Store: mgrStore, Registrar: mgrRegistrar, Logger: a.log.WithField("part", "instances"), Node: s.Server.Name,
 		PublicKey: a.public, PrivateKey: a.private,
 		DefaultExpires: int(r.DefaultExpires / time.Second), MinExpires: int(r.MinExpires / time.Second),
 		MaxExpires: int(r.MaxExpires / time.Second), RefreshFraction: r.RefreshFraction, Jitter: jitter(r.Jitter),
@@ -198,6 +204,9 @@ func (a *App) Start(ctx context.Context) (err error) {
 	}
 	if err := a.mgr.Start(ctx); err != nil {
 		return err
+	}
+	if a.cl != nil {
+		a.cl.Run(a.mgr)
 	}
 
 	if err := a.startCalls(); err != nil {
@@ -259,6 +268,9 @@ func (a *App) Stop() {
 		a.bg.Wait()
 		if a.prober != nil {
 			a.prober.Stop()
+		}
+		if a.cl != nil {
+			a.cl.Stop()
 		}
 		if a.mgr != nil {
 			a.mgr.Stop()

@@ -1,0 +1,47 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"net"
+
+	"github.com/sipis/sipis/internal/cluster"
+	"github.com/sipis/sipis/internal/instance"
+)
+
+// startCluster joins the cluster when <Cluster Enabled="Yes">, before the instance manager
+// loads anything, so that a second node of the same name is refused before it sends. It
+// returns the store and registrar the manager must use: fenced by the node's lease.
+func (a *App) startCluster(ctx context.Context, st instance.Store, reg instance.Registrar) (instance.Store, instance.Registrar, error) {
+	s := a.settings.Cluster
+	if !s.Enabled {
+		return st, reg, nil
+	}
+	a.log.Warn("cluster: several nodes on one SQLite file are for tests only; run a cluster on PostgreSQL")
+	addr := s.Address
+	if addr == "" {
+		addr = a.ua.Addr("udp")
+		if addr == "" {
+			addr = a.ua.Addr("tcp")
+		}
+		if h := a.settings.Server.PublicAddress; h != "" && addr != "" {
+			_, port, _ := net.SplitHostPort(addr)
+			addr = net.JoinHostPort(h, port)
+		}
+	}
+	cl, err := cluster.New(cluster.Options{
+		Store: a.db, Address: addr, Lease: s.Lease, Renew: s.Renew, Margin: s.Margin, Scan: s.Scan,
+		Logger: a.log.WithField("part", "cluster"),
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := cl.Join(ctx); err != nil {
+		return nil, nil, fmt.Errorf("node %s: %w", a.settings.Server.Name, err)
+	}
+	a.cl = cl
+	return cl.FencedStore(st), instance.FencedRegistrar(reg, cl), nil
+}
+
+// Cluster returns the node's cluster membership, nil when <Cluster> is off.
+func (a *App) Cluster() *cluster.Cluster { return a.cl }
