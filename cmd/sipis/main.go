@@ -34,6 +34,9 @@ const usage = `usage:
   sipis register [flags]              seal a registration to the server's public key and
                                       POST it; "sipis register -h" lists the flags
   sipis status -selector S [-url U]   show one instance (from /stats/instances/json)
+  sipis drain [-url U] [-password-file F]
+                                      hand a cluster node's instances to the other nodes
+                                      and leave the cluster (then stop it)
   sipis version                       print the version
 `
 
@@ -64,6 +67,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return register(args, stdout, stderr)
 	case "status":
 		return status(args, stdout, stderr)
+	case "drain":
+		return drain(args, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "sipis %s (build %s %s)\n", version.Version, version.Build, version.Date)
 		return nil

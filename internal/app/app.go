@@ -229,6 +229,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 		HookRoutes:      a.hookRoutes(),
 		StatsSections:   a.hookStats,
 		AdminGET:        map[string]http.Handler{"/sipis/calls": a.calls.CallsHandler()},
+		AdminPOST:       map[string]http.Handler{"/sipis/cluster/drain": http.HandlerFunc(a.handleDrain)},
 		Logger:          a.log.WithField("part", "web"),
 		Changelog:       changelog,
 		MaxRegisterBody: int64(s.HTTPServer.MaxRegistrationBytes),

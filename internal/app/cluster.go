@@ -2,8 +2,12 @@ package app
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"time"
 
 	"github.com/sipis/sipis/internal/cluster"
 	"github.com/sipis/sipis/internal/instance"
@@ -45,3 +49,34 @@ func (a *App) startCluster(ctx context.Context, st instance.Store, reg instance.
 
 // Cluster returns the node's cluster membership, nil when <Cluster> is off.
 func (a *App) Cluster() *cluster.Cluster { return a.cl }
+
+// drainTimeout bounds one drain: hand-overs are database writes, the REGISTERs are the
+// receivers'.
+const drainTimeout = 10 * time.Minute
+
+// handleDrain is POST /sipis/cluster/drain (admin): hand this node's instances to the other live
+// nodes and leave the cluster. It answers when the drain is done, with how many moved; the node
+// then sends nothing and can be stopped.
+func (a *App) handleDrain(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	if a.cl == nil {
+		w.WriteHeader(http.StatusConflict)
+		json.NewEncoder(w).Encode(map[string]string{"error": "this node is not in a cluster (<Cluster Enabled=\"No\">)"})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), drainTimeout)
+	defer cancel()
+	moved, err := a.cl.Drain(ctx)
+	if err != nil {
+		code := http.StatusInternalServerError
+		if errors.Is(err, cluster.ErrNoSurvivor) {
+			code = http.StatusServiceUnavailable
+		}
+		a.log.WithField("err", err).WithField("moved", moved).Error("cluster: drain failed")
+		w.WriteHeader(code)
+		json.NewEncoder(w).Encode(map[string]any{"error": err.Error(), "moved": moved})
+		return
+	}
+	a.log.WithField("moved", moved).Warn("cluster: node drained; it can be stopped")
+	json.NewEncoder(w).Encode(map[string]any{"node": a.settings.Server.Name, "moved": moved, "state": "drained"})
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -196,4 +198,88 @@ func TestClusterTakeOverAtKamailio(t *testing.T) {
 		return false, fmt.Sprintf("%d pushes", len(apns.Pushes())-before)
 	})
 	inv.Cancel()
+}
+
+// TestClusterDrainAtKamailio: the admin drain action hands a node's instances to the other
+// node, which binds them at Kamailio with its own Contact; usrloc never shows an instance at
+// both; the drained node holds nothing afterwards. Wrong credentials change nothing.
+func TestClusterDrainAtKamailio(t *testing.T) {
+	if testing.Short() {
+		t.Skip("Kamailio suite skipped in -short mode")
+	}
+	const n = 20
+	k := siptest.StartKamailio(t, siptest.KamailioOptions{MinExpires: 10, MaxExpires: 3600})
+	apns := pushtest.NewAPNs(t)
+	shared := t.TempDir()
+	a := startApp(t, clusterSettings(t, shared, "node-a", apns))
+	defer a.Stop()
+	b := startApp(t, clusterSettings(t, shared, "node-b", apns))
+	defer b.Stop()
+	users := k.Users(n)
+	want := map[string]bool{}
+	for i := range n {
+		want[users[i].Name] = true
+		holdAtKamailio(t, a, k, apns, fmt.Sprintf("%016x", 0xd7a1000+i), users[i].Name, "secret")
+	}
+	drainURL := a.HTTPURL() + "/sipis/cluster/drain"
+	postDrain := func(user, password string) (int, string) {
+		req, _ := http.NewRequest(http.MethodPost, drainURL, nil)
+		req.SetBasicAuth(user, password)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	if code, _ := postDrain("admin", "wrong"); code != http.StatusUnauthorized {
+		t.Fatalf("drain with a wrong password: %d", code)
+	}
+	if a.Manager().Len() != n {
+		t.Fatalf("refused drain moved instances: %d left", a.Manager().Len())
+	}
+	var doubles atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for _, c := range contactsOf(t, k, want) {
+				if len(c) > 1 {
+					doubles.Add(1)
+				}
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	code, body := postDrain("admin", "secret-admin")
+	if code != 200 || !strings.Contains(body, `"moved":20`) {
+		t.Fatalf("drain: %d %s", code, body)
+	}
+	bPort := b.SIPAddr("udp")[strings.LastIndex(b.SIPAddr("udp"), ":"):]
+	waitAll(t, "node-b binds the drained instances", 15*time.Second, func() (bool, string) {
+		cs := contactsOf(t, k, want)
+		ok := 0
+		for _, c := range cs {
+			if len(c) == 1 && strings.Contains(c[0], bPort) {
+				ok++
+			}
+		}
+		return ok == n, fmt.Sprintf("%d of %d bound at node-b", ok, n)
+	})
+	close(stop)
+	wg.Wait()
+	if d := doubles.Load(); d > 0 {
+		t.Errorf("ul.dump showed an instance bound at both nodes %d times", d)
+	}
+	if a.Manager().Len() != 0 || b.Manager().Len() != n {
+		t.Errorf("after the drain: node-a holds %d, node-b %d", a.Manager().Len(), b.Manager().Len())
+	}
 }

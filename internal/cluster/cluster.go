@@ -121,6 +121,7 @@ type Cluster struct {
 	renewErr   string            // last renewal error, "" if it worked
 	epochs     map[string]uint64 // epoch of each instance held, as last known
 	draining   bool
+	left       bool // drained: the node sends, renews and claims nothing any more
 	claimedTot int
 
 	m      Manager
@@ -176,6 +177,12 @@ func (c *Cluster) self() store.Node {
 	return store.Node{Address: c.opts.Address, HTTPURL: c.opts.HTTPURL, Incarnation: c.incarnation}
 }
 
+func (c *Cluster) hasLeft() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.left
+}
+
 // SendUntil implements instance.Fence: this node may send for any instance it holds until its
 // local lease ends.
 func (c *Cluster) SendUntil(string) (time.Time, bool) {
@@ -190,7 +197,9 @@ func (c *Cluster) SendUntil(string) (time.Time, bool) {
 // Run starts the renewal, scan and inbox loops driving m; Stop ends them.
 func (c *Cluster) Run(m Manager) {
 	ctx, cancel := context.WithCancel(context.Background())
+	c.mu.Lock()
 	c.m, c.cancel = m, cancel
+	c.mu.Unlock()
 	c.wg.Add(3)
 	go func() { defer c.wg.Done(); c.loop(ctx, c.opts.Renew, c.renew) }()
 	go func() { defer c.wg.Done(); c.loop(ctx, c.opts.Scan, c.scan) }()
@@ -229,11 +238,17 @@ func (c *Cluster) loop(ctx context.Context, every time.Duration, fn func(context
 
 // renew extends the lease; after a gap it resynchronises before the fence opens again.
 func (c *Cluster) renew(ctx context.Context) {
+	if c.hasLeft() {
+		return
+	}
 	start := time.Now()
 	rctx, cancel := context.WithTimeout(ctx, c.opts.Renew)
 	defer cancel()
 	err := c.db.RenewLease(rctx, c.incarnation, start, start.Add(c.opts.Lease), c.m.Len())
 	if errors.Is(err, store.ErrLeaseLost) {
+		if c.hasLeft() {
+			return // a drain ended the lease meanwhile
+		}
 		c.shut("declared dead: joining again")
 		jctx, cancel := context.WithTimeout(ctx, c.opts.Lease-c.opts.Margin)
 		defer cancel()
@@ -429,7 +444,8 @@ func (c *Cluster) readInbox(ctx context.Context) {
 		ads = append(ads, instance.Adoption{Selector: it.Selector, OldContactAddr: addrs[it.Arg]})
 	}
 	if len(ads) > 0 {
-		if _, err := c.m.Adopt(ctx, ads, c.opts.AdoptWindow); err != nil {
+		// A drain paces its hand-overs and its binding is already gone: register at once.
+		if _, err := c.m.Adopt(ctx, ads, 0); err != nil {
 			c.log.WithField("err", err).Warn("cluster: adopting handed-over instances failed")
 			return // the items stay: read again
 		}
@@ -476,8 +492,11 @@ func (c *Cluster) forget(selectors []string) {
 // lostByWrite drops instances a fenced write found moved to another node.
 func (c *Cluster) lostByWrite(selectors []string) {
 	c.forget(selectors)
-	if c.m != nil {
-		c.m.Release(selectors)
+	c.mu.Lock()
+	m := c.m
+	c.mu.Unlock()
+	if m != nil {
+		m.Release(selectors)
 	}
 	c.log.WithField("instances", len(selectors)).Warn("cluster: state writes refused as stale: those instances belong to another node now; dropped")
 }

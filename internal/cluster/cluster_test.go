@@ -377,3 +377,53 @@ func TestSecondNodeOfSameNameRefused(t *testing.T) {
 		t.Fatal("refused node's fence is open")
 	}
 }
+
+// TestDrainHandsOver: a drained node hands every instance to the others and leaves; the
+// receivers bind them with their own Contact, the registrar never holds one at both nodes, and
+// the drained node holds and sends nothing more.
+func TestDrainHandsOver(t *testing.T) {
+	const n = 30
+	r := siptest.NewRegistrar(t, siptest.WithMaxExpires(30))
+	path := filepath.Join(t.TempDir(), "sipis.db")
+	seedNode(t, path, "a", r, 0, n)
+	a := startNode(t, path, "a")
+	waitFor(t, 10*time.Second, "a binds its instances", func() bool { return boundAt(r, n, a.contactPort()) == n })
+	if _, err := a.cl.Drain(context.Background()); !errors.Is(err, ErrNoSurvivor) {
+		t.Fatalf("drain with no other node: %v, want ErrNoSurvivor", err)
+	}
+	if a.m.Len() != n || a.cl.Draining() {
+		t.Fatalf("a failed drain changed the node: %d instances, draining %v", a.m.Len(), a.cl.Draining())
+	}
+	b := startNode(t, path, "b")
+	c := startNode(t, path, "c")
+	stop := make(chan struct{})
+	doubles := watchDoubles(r, n, stop)
+	moved, err := a.cl.Drain(context.Background())
+	if err != nil || moved != n {
+		t.Fatalf("Drain: %d moved, %v", moved, err)
+	}
+	drained := time.Now()
+	waitFor(t, 10*time.Second, "b and c bind a's instances", func() bool {
+		return boundAt(r, n, b.contactPort(), c.contactPort()) == n
+	})
+	close(stop)
+	if d := doubles.Load(); d != 0 {
+		t.Errorf("an instance was bound at two Contacts at once (%d samples)", d)
+	}
+	if a.m.Len() != 0 {
+		t.Errorf("drained node still holds %d instances", a.m.Len())
+	}
+	if got := a.sent.after(drained); got != 0 {
+		t.Errorf("drained node sent %d REGISTERs", got)
+	}
+	if _, ok := a.cl.SendUntil(""); ok {
+		t.Error("drained node's fence is open")
+	}
+	if b.m.Len()+c.m.Len() != n || b.m.Len() == 0 || c.m.Len() == 0 {
+		t.Errorf("receivers hold %d and %d", b.m.Len(), c.m.Len())
+	}
+	nodes, _ := b.db.Nodes(context.Background())
+	if nodes[0].Name != "a" || nodes[0].State != store.NodeDead {
+		t.Errorf("drained node's row: %+v", nodes[0])
+	}
+}

@@ -177,12 +177,31 @@ func (m *Manager) takeOn(inst *Instance, oldAddr string, window time.Duration) {
 	m.scheduleIn(inst, d)
 }
 
-// Release drops the given instances from this node without sending anything for them and
-// without touching their rows: another node owns them now (its lease is newer). A transaction
-// in flight for one ends under the fence; what it would store is refused as stale. It returns
-// how many it dropped.
+// releaseWait bounds how long Release waits for a REGISTER in flight.
+const releaseWait = 45 * time.Second
+
+// Release drops the given instances from this node without sending anything more for them and
+// without touching their rows: another node owns them now, or is about to (a drain). It waits
+// for the REGISTERs in flight for them to end (the fence cuts them short when the lease is
+// gone), so that none reaches the registrar after the new owner's; what they would store is
+// refused as stale. It returns how many it dropped.
 func (m *Manager) Release(selectors []string) int {
 	n := 0
+	var inFlight []*Instance
+	defer func() {
+		deadline := time.Now().Add(releaseWait)
+		for _, inst := range inFlight {
+			for {
+				inst.mu.Lock()
+				busy := inst.busy
+				inst.mu.Unlock()
+				if !busy || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+	}()
 	for _, sel := range selectors {
 		inst := m.get(sel)
 		if inst == nil {
@@ -195,6 +214,9 @@ func (m *Manager) Release(selectors []string) int {
 			inst.account.Password = ""
 			inst.lastRequest, inst.lastResponse = "", ""
 			n++
+		}
+		if inst.busy {
+			inFlight = append(inFlight, inst)
 		}
 		inst.mu.Unlock()
 		m.forgetDirty(sel)

@@ -24,6 +24,7 @@
 //	GET  /sipis/messages?s=        a device: its waiting messages (X-Sipis-Device, X-Sipis-Secret)
 //	POST /sipis/messages/ack?s=    a device: delete fetched messages
 //	GET  /sipis/calls?s=           admin: the instance's call records (Options.AdminGET)
+//	POST /sipis/cluster/drain      admin: hand this node's instances to the others (Options.AdminPOST)
 //	GET  /metrics, /healthz        Prometheus (when a Gatherer is given), liveness
 //	GET  /debug/pprof/...          admin: the Go runtime's profiles
 //
@@ -111,6 +112,10 @@ type Options struct {
 	// AdminGET are further read-only pages for the administrator (path -> handler), served
 	// behind the same authentication as /debug.
 	AdminGET map[string]http.Handler
+	// AdminPOST are further admin actions (path -> handler), served for POST to an
+	// administrator's Basic credentials (scripts and the CLI; no CSRF token, so browsers'
+	// cross-origin POSTs are refused by the Origin check).
+	AdminPOST map[string]http.Handler
 	// Probes gives the OPTIONS probes for /probes, /probes/json and /stats; nil means
 	// probing is off.
 	Probes ProbeSource
@@ -358,6 +363,20 @@ func (s *Server) registerExtraRoutes(r *mux.Router) {
 			}
 			h.ServeHTTP(w, req)
 		})).Methods(http.MethodGet, http.MethodHead)
+	}
+	for path, h := range s.opts.AdminPOST {
+		h := h
+		r.Handle(path, http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if !s.sameOrigin(req) {
+				s.error(w, req, errCrossOrigin)
+				return
+			}
+			if _, err := s.requireAdmin(req); err != nil {
+				s.error(w, req, err)
+				return
+			}
+			h.ServeHTTP(w, req)
+		})).Methods(http.MethodPost)
 	}
 }
 
