@@ -6,6 +6,7 @@
 //	sipis keygen -private F -public F write a new server key pair
 //	sipis register [flags]            seal a registration and post it (or print it)
 //	sipis status -selector S          show one instance as /stats/instances/json has it
+//	sipis migrate-store -from S -to S copy a store (SQLite <-> PostgreSQL)
 //	sipis version                     print the version
 package main
 
@@ -34,6 +35,10 @@ const usage = `usage:
   sipis register [flags]              seal a registration to the server's public key and
                                       POST it; "sipis register -h" lists the flags
   sipis status -selector S [-url U]   show one instance (from /stats/instances/json)
+  sipis migrate-store -from OPENSTRING -to OPENSTRING [-force] [-data-key-file F]
+                                      copy every table of a store into another (SQLite
+                                      <-> PostgreSQL), secrets still sealed with the same
+                                      data key; stop the server first
   sipis drain [-url U] [-password-file F]
                                       hand a cluster node's instances to the other nodes
                                       and leave the cluster (then stop it)
@@ -67,6 +72,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return register(args, stdout, stderr)
 	case "status":
 		return status(args, stdout, stderr)
+	case "migrate-store":
+		return migrateStore(args, stdout, stderr)
 	case "drain":
 		return drain(args, stdout, stderr)
 	case "version":

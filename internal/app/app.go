@@ -141,9 +141,10 @@ func (a *App) Start(ctx context.Context) (err error) {
 		return err
 	}
 	if a.db, err = store.Open(ctx, store.Options{
-		Path: s.Database.OpenString, DataKey: dataKey, Node: s.Server.Name, Logger: a.log.WithField("part", "store"),
+		OpenString: s.Database.OpenString, DataKey: dataKey, Node: s.Server.Name, Logger: a.log.WithField("part", "store"),
 	}); err != nil {
-		return fmt.Errorf("open database %s: %w", s.Database.OpenString, err)
+		// Describe, not the OpenString: a PostgreSQL one may hold a password.
+		return fmt.Errorf("open database %s: %w", store.Describe(s.Database.OpenString), err)
 	}
 
 	clientTLS, clientCerts, err := a.clientTLS()
@@ -402,6 +403,20 @@ func (a *App) dataKey() ([]byte, error) {
 		a.log.WithField("file", k.DataKeyFile).Warn("created a new data key; back it up: without it stored SIP passwords cannot be read")
 		return key, nil
 	}
+	if err != nil {
+		return nil, fmt.Errorf("data key: %w", err)
+	}
+	return decodeDataKey(data, k.DataKeyFile)
+}
+
+// ReadDataKey reads the data key s names (<Keys DataKey> or its DataKeyFile) as Start does,
+// but never creates one: for tools that work on an existing store (sipis migrate-store).
+func ReadDataKey(s *config.Settings) ([]byte, error) {
+	k := s.Keys
+	if !k.DataKey.IsEmpty() {
+		return decodeDataKey([]byte(k.DataKey.Value()), "DataKey")
+	}
+	data, err := os.ReadFile(k.DataKeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("data key: %w", err)
 	}

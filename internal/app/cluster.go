@@ -11,6 +11,7 @@ import (
 
 	"github.com/sipis/sipis/internal/cluster"
 	"github.com/sipis/sipis/internal/instance"
+	"github.com/sipis/sipis/internal/store"
 )
 
 // startCluster joins the cluster when <Cluster Enabled="Yes">, before the instance manager
@@ -21,7 +22,11 @@ func (a *App) startCluster(ctx context.Context, st instance.Store, reg instance.
 	if !s.Enabled {
 		return st, reg, nil
 	}
-	a.log.Warn("cluster: several nodes on one SQLite file are for tests only; run a cluster on PostgreSQL")
+	if a.db.Backend() != store.PostgreSQL {
+		// Allowed, so that the lease logic can be tested with processes on one machine, but
+		// the nodes of a real cluster are on several machines: they need a database server.
+		a.log.Warn("cluster: several nodes on one SQLite file are for tests only; run a cluster on PostgreSQL")
+	}
 	addr := s.Address
 	if addr == "" {
 		addr = a.ua.Addr("udp")

@@ -21,10 +21,21 @@ import (
 	"github.com/sipis/sipis/internal/sipua"
 	"github.com/sipis/sipis/internal/store"
 	"github.com/sipis/sipis/internal/testutil"
+	"github.com/sipis/sipis/internal/testutil/pgtest"
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(testutil.CheckLeaks(m, testutil.Matching("internal/cluster", "internal/instance", "database/sql.")))
+	os.Exit(pgtest.Main(func() int {
+		return testutil.CheckLeaks(m, testutil.Matching("internal/cluster", "internal/instance", "database/sql.", "jackc/pgx"))
+	}))
+}
+
+// forBackends runs f once on a fresh SQLite file (several handles on one file) and once on a
+// fresh PostgreSQL database (skipped when PostgreSQL is not installed, unless
+// SIPIS_REQUIRE_POSTGRES=1); target is the store's OpenString.
+func forBackends(t *testing.T, f func(t *testing.T, target string)) {
+	t.Run("sqlite", func(t *testing.T) { f(t, filepath.Join(t.TempDir(), "sipis.db")) })
+	t.Run("postgres", func(t *testing.T) { f(t, pgtest.NewDatabase(t)) })
 }
 
 // Short timings for the in-process tests; the defaults are checked by the take-over
@@ -126,7 +137,7 @@ func (n *node) Stop() {
 func startNode(t *testing.T, path, name string) *node {
 	t.Helper()
 	ctx := context.Background()
-	db, err := store.Open(ctx, store.Options{Path: path, DataKey: bytes.Repeat([]byte{7}, store.DataKeySize), Node: name})
+	db, err := store.Open(ctx, store.Options{OpenString: path, DataKey: bytes.Repeat([]byte{7}, store.DataKeySize), Node: name})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +260,7 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 // seedNode stores n instances for node name before it starts.
 func seedNode(t *testing.T, path, name string, r *siptest.Registrar, from, n int) {
 	t.Helper()
-	db, err := store.Open(context.Background(), store.Options{Path: path,
+	db, err := store.Open(context.Background(), store.Options{OpenString: path,
 		DataKey: bytes.Repeat([]byte{7}, store.DataKeySize), Node: name})
 	if err != nil {
 		t.Fatal(err)
@@ -262,9 +273,12 @@ func seedNode(t *testing.T, path, name string, r *siptest.Registrar, from, n int
 // left at the registrar); the two survivors split its instances, remove its bindings and
 // register their own, and the registrar never holds an instance at two Contacts.
 func TestTakeOverAfterDeath(t *testing.T) {
+	forBackends(t, testTakeOverAfterDeath)
+}
+
+func testTakeOverAfterDeath(t *testing.T, path string) {
 	const n = 60
 	r := siptest.NewRegistrar(t, siptest.WithMaxExpires(30))
-	path := filepath.Join(t.TempDir(), "sipis.db")
 	seedNode(t, path, "a", r, 0, n)
 	a := startNode(t, path, "a")
 	waitFor(t, 10*time.Second, "a binds its instances", func() bool { return boundAt(r, n, a.contactPort()) == n })
@@ -314,9 +328,12 @@ func TestTakeOverAfterDeath(t *testing.T) {
 // can no longer be proven; a survivor takes its instances over; when the connection comes back
 // the node learns it lost them and drops them without sending anything for them.
 func TestCutNodeStopsSending(t *testing.T) {
+	forBackends(t, testCutNodeStopsSending)
+}
+
+func testCutNodeStopsSending(t *testing.T, path string) {
 	const n = 20
 	r := siptest.NewRegistrar(t, siptest.WithMaxExpires(6))
-	path := filepath.Join(t.TempDir(), "sipis.db")
 	seedNode(t, path, "a", r, 0, n)
 	a := startNode(t, path, "a")
 	waitFor(t, 10*time.Second, "a binds its instances", func() bool { return boundAt(r, n, a.contactPort()) == n })
@@ -358,9 +375,12 @@ func TestCutNodeStopsSending(t *testing.T) {
 
 // TestSecondNodeOfSameNameRefused: Join fails while a live node holds the name.
 func TestSecondNodeOfSameNameRefused(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "sipis.db")
+	forBackends(t, testSecondNodeOfSameNameRefused)
+}
+
+func testSecondNodeOfSameNameRefused(t *testing.T, path string) {
 	startNode(t, path, "a")
-	db, err := store.Open(context.Background(), store.Options{Path: path,
+	db, err := store.Open(context.Background(), store.Options{OpenString: path,
 		DataKey: bytes.Repeat([]byte{7}, store.DataKeySize), Node: "a"})
 	if err != nil {
 		t.Fatal(err)
@@ -382,9 +402,12 @@ func TestSecondNodeOfSameNameRefused(t *testing.T) {
 // receivers bind them with their own Contact, the registrar never holds one at both nodes, and
 // the drained node holds and sends nothing more.
 func TestDrainHandsOver(t *testing.T) {
+	forBackends(t, testDrainHandsOver)
+}
+
+func testDrainHandsOver(t *testing.T, path string) {
 	const n = 30
 	r := siptest.NewRegistrar(t, siptest.WithMaxExpires(30))
-	path := filepath.Join(t.TempDir(), "sipis.db")
 	seedNode(t, path, "a", r, 0, n)
 	a := startNode(t, path, "a")
 	waitFor(t, 10*time.Second, "a binds its instances", func() bool { return boundAt(r, n, a.contactPort()) == n })

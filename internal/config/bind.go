@@ -12,6 +12,8 @@ import (
 	"unicode"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/sipis/sipis/internal/store"
 )
 
 // binder decodes one document's element tree over a Settings.
@@ -358,11 +360,9 @@ func resolveDB(dir, v string) string {
 	}
 }
 
-func isPostgres(v string) bool {
-	l := strings.ToLower(strings.TrimSpace(v))
-	return strings.HasPrefix(l, "postgres://") || strings.HasPrefix(l, "postgresql://") ||
-		strings.Contains(l, "host=") || strings.Contains(l, "dbname=")
-}
+// isPostgres reports whether v is a PostgreSQL OpenString (the store decides, so that both
+// read it the same way).
+func isPostgres(v string) bool { return store.BackendOf(v) == store.PostgreSQL }
 
 // resolvePaths resolves the relative default paths of s against dir.
 func resolvePaths(s *Settings, dir string) {

@@ -127,15 +127,31 @@ func TestApnsTopicOptional(t *testing.T) {
 	}
 }
 
-// TestPostgresKeyValue: the original's key=value connection string is one
-// error that does not show the password.
+// TestPostgresKeyValue: the original's key=value connection string and a
+// postgres:// URL are accepted as they are (not resolved as a file path); a
+// malformed one is one clear error that does not show the password.
 func TestPostgresKeyValue(t *testing.T) {
+	for _, open := range []string{
+		"host=dbsipis port=5432 dbname=sipis user=sipis password='hunter2'",
+		"host=dbsipis port=5432 dbname=sipis user=sipis password=hunter2",
+		"postgres://sipis:hunter2@db.example.com:5432/sipis?sslmode=require",
+		"postgresql://sipis@db.example.com/sipis",
+	} {
+		s, err := Parse([]byte(`<Sipis><Database OpenString="`+open+`"/></Sipis>`), "/etc/sipis/Settings.xml")
+		if err != nil {
+			t.Errorf("PostgreSQL OpenString %q refused: %v", open, err)
+			continue
+		}
+		if s.Database.OpenString != open {
+			t.Errorf("OpenString %q became %q", open, s.Database.OpenString)
+		}
+	}
 	_, err := Load("testdata/bad/postgres-keyvalue.xml")
 	if err == nil {
-		t.Fatal("PostgreSQL OpenString accepted")
+		t.Fatal("malformed PostgreSQL OpenString accepted")
 	}
 	msg := err.Error()
-	if strings.Count(msg, "\n") != 0 || !strings.Contains(msg, "PostgreSQL is not supported yet") {
+	if strings.Count(msg, "\n") != 0 || !strings.Contains(msg, "PostgreSQL OpenString cannot be parsed") {
 		t.Errorf("want one clear error, got %q", msg)
 	}
 	if strings.Contains(msg, "hunter2") {

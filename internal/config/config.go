@@ -166,9 +166,12 @@ type Administrator struct {
 
 // Database is <Database>.
 type Database struct {
-	// OpenString is the SQLite file path (or a file: URI), resolved against
-	// the settings file's folder. Default "sipis.db". PostgreSQL is not
-	// supported yet.
+	// OpenString selects the store: a SQLite file path (or a file: URI),
+	// resolved against the settings file's folder, or a PostgreSQL
+	// connection string, either libpq key/value (host=dbsipis port=5432
+	// dbname=sipis user=sipis password='…') or a postgres:// URL. Default
+	// "sipis.db". A PostgreSQL string may hold a password: it is a secret,
+	// never echoed in errors or logs.
 	OpenString string
 }
 

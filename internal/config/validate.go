@@ -19,6 +19,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/sipis/sipis/internal/store"
 )
 
 // Validate checks every value of s and returns an *Error per problem
@@ -213,9 +215,11 @@ func validate(s *Settings) []*Error {
 	case strings.TrimSpace(db) == "":
 		a.fail("OpenString", db, "must not be empty")
 	case isPostgres(db):
-		// The connection string may hold a password: do not echo it.
-		a.fail("OpenString", "", "PostgreSQL is not supported yet; give a SQLite file path")
-		a.c.errs[len(a.c.errs)-1].secret = true
+		// The connection string may hold a password: do not echo it (nor does the error).
+		if err := store.CheckOpenString(db); err != nil {
+			a.fail("OpenString", "", err.Error())
+			a.c.errs[len(a.c.errs)-1].secret = true
+		}
 	case db == ":memory:" || strings.HasPrefix(db, "file::memory:"):
 		a.fail("OpenString", db, "an in-memory database loses every instance on restart; give a file path")
 	}

@@ -112,12 +112,12 @@ func (db *DB) PutCall(ctx context.Context, c *Call) error {
 		dialog_state = excluded.dialog_state, outcome = excluded.outcome, reason = excluded.reason,
 		received_at = excluded.received_at, pushed_at = excluded.pushed_at, progress_at = excluded.progress_at,
 		answered_at = excluded.answered_at, ended_at = excluded.ended_at
-		WHERE selector = excluded.selector`,
+		WHERE calls.selector = excluded.selector`,
 		db.node, c.Selector, c.PairingID, c.CallID, c.CallerName, c.CallerURI, devices, c.DialogState,
 		c.Outcome, c.Reason, nanos(received), nanos(c.PushedAt), nanos(c.ProgressAt), nanos(c.AnsweredAt),
 		nanos(c.EndedAt))
 	if err != nil {
-		if isForeignKeyErr(err) {
+		if db.dialect.isForeignKey(err) {
 			return fmt.Errorf("%w: call %s: selector %s", ErrNotFound, c.PairingID, c.Selector)
 		}
 		return fmt.Errorf("store: put call %s: %w", c.PairingID, err)
@@ -206,17 +206,15 @@ func (db *DB) AddMessage(ctx context.Context, m *Message) error {
 	if err != nil {
 		return err
 	}
-	res, err := db.write.ExecContext(ctx, `INSERT INTO messages (node, selector, sender, content_type, body, size,
-		call_id, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-		db.node, m.Selector, m.From, m.ContentType, body, len(m.Body), m.CallID, nanos(at))
+	// RETURNING instead of LastInsertId: PostgreSQL's driver has no last insert id.
+	var id int64
+	err = db.write.QueryRowContext(ctx, `INSERT INTO messages (node, selector, sender, content_type, body, size,
+		call_id, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+		db.node, m.Selector, m.From, m.ContentType, body, len(m.Body), m.CallID, nanos(at)).Scan(&id)
 	if err != nil {
-		if isForeignKeyErr(err) {
+		if db.dialect.isForeignKey(err) {
 			return fmt.Errorf("%w: message to selector %s", ErrNotFound, m.Selector)
 		}
-		return fmt.Errorf("store: add message to %s: %w", m.Selector, err)
-	}
-	id, err := res.LastInsertId()
-	if err != nil {
 		return fmt.Errorf("store: add message to %s: %w", m.Selector, err)
 	}
 	m.ID, m.ReceivedAt = id, at.UTC()
@@ -342,11 +340,6 @@ func (db *DB) CheckDeviceProof(ctx context.Context, selector, deviceID string, v
 }
 
 func adMessage(selector string) []byte { return []byte("sipis message\x00" + selector) }
-
-// isForeignKeyErr reports whether err is SQLite's foreign key constraint failure.
-func isForeignKeyErr(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "FOREIGN KEY constraint failed")
-}
 
 // OutcomeCount is how many of this node's call records have one outcome and reason.
 type OutcomeCount struct {

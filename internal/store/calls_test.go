@@ -4,15 +4,16 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"os"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 )
 
-func TestCallRecords(t *testing.T) {
-	db, _ := openTest(t)
+func TestCallRecords(t *testing.T) { forEachBackend(t, testCallRecords) }
+
+func testCallRecords(t *testing.T, b testBackend) {
+	db, _ := b.openTest(t)
 	ctx := context.Background()
 	mustPut(t, db, sampleInstance("ca11"), sampleDevice("ca11"), "n1")
 
@@ -77,7 +78,11 @@ func TestCallRecords(t *testing.T) {
 }
 
 func TestMessagesSurviveReopenAndAck(t *testing.T) {
-	db, path := openTest(t)
+	forEachBackend(t, testMessagesSurviveReopenAndAck)
+}
+
+func testMessagesSurviveReopenAndAck(t *testing.T, b testBackend) {
+	db, path := b.openTest(t)
 	ctx := context.Background()
 	mustPut(t, db, sampleInstance("3e55"), sampleDevice("3e55"), "n1")
 	body := []byte("Secret-Hello-Wombat")
@@ -95,18 +100,15 @@ func TestMessagesSurviveReopenAndAck(t *testing.T) {
 	if err := db.AddMessage(ctx, &Message{Selector: "beef"}); !errors.Is(err, ErrNotFound) {
 		t.Errorf("AddMessage to unknown selector = %v, want ErrNotFound", err)
 	}
+	checkpoint(t, db)
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if bytes.Contains(raw, body) {
-		t.Error("message body found in plain text in the database file")
+	if found := scanFiles(t, b, path, map[string][]byte{"message body": body}); len(found) > 0 {
+		t.Errorf("message body found in plain text in the database files: %v", found)
 	}
 
-	db = openAt(t, path, testKey(1))
+	db = b.openAt(t, path, testKey(1))
 	got, err := db.Messages(ctx, "3e55", 100)
 	if err != nil {
 		t.Fatal(err)
@@ -130,8 +132,10 @@ func TestMessagesSurviveReopenAndAck(t *testing.T) {
 	}
 }
 
-func TestCheckDeviceSecret(t *testing.T) {
-	db, _ := openTest(t)
+func TestCheckDeviceSecret(t *testing.T) { forEachBackend(t, testCheckDeviceSecret) }
+
+func testCheckDeviceSecret(t *testing.T, b testBackend) {
+	db, _ := b.openTest(t)
 	ctx := context.Background()
 	dev := sampleDevice("5ec1")
 	mustPut(t, db, sampleInstance("5ec1"), dev, "n1")
@@ -158,8 +162,10 @@ func TestCheckDeviceSecret(t *testing.T) {
 // TestCloseOpenCallsAndOutcomes: the records a killed run left open are ended at start (a
 // ringing call missed, an answered one kept accepted, both terminated with the reason), the
 // ended ones are untouched, and CallOutcomes counts them all by outcome and reason.
-func TestCloseOpenCallsAndOutcomes(t *testing.T) {
-	db, _ := openTest(t)
+func TestCloseOpenCallsAndOutcomes(t *testing.T) { forEachBackend(t, testCloseOpenCallsAndOutcomes) }
+
+func testCloseOpenCallsAndOutcomes(t *testing.T, b testBackend) {
+	db, _ := b.openTest(t)
 	ctx := context.Background()
 	mustPut(t, db, sampleInstance("ca12"), sampleDevice("ca12"), "n1")
 	for _, c := range []*Call{

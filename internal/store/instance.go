@@ -313,34 +313,35 @@ func (db *DB) SaveStates(ctx context.Context, ups []StateUpdate) error {
 		}
 	}
 	now := time.Now()
-	tx, err := db.write.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("store: save states: %w", err)
-	}
-	defer tx.Rollback()
-	stmt, err := tx.PrepareContext(ctx, `UPDATE instances SET state = ?, status = ?, last_error = ?, cseq = ?,
-		expires_at = ?, off = ?, contact_addr = ?, updated_at = ? WHERE node = ? AND selector = ?`)
-	if err != nil {
-		return fmt.Errorf("store: save states: %w", err)
-	}
-	defer stmt.Close()
+	// inTx: on PostgreSQL two batches may lock the same rows in another order (a deadlock the
+	// server breaks by rolling one back); the batch is then simply written again.
 	missing := 0
-	for i := range ups {
-		u := &ups[i]
-		at := u.At
-		if at.IsZero() {
-			at = now
-		}
-		res, err := stmt.ExecContext(ctx, u.State, u.Status, u.LastError, int64(u.CSeq), nanos(u.ExpiresAt),
-			u.Off, u.ContactAddr, nanos(at), db.node, u.Selector)
+	err := db.write.inTx(ctx, func(tx *tx) error {
+		missing = 0
+		stmt, err := tx.PrepareContext(ctx, `UPDATE instances SET state = ?, status = ?, last_error = ?, cseq = ?,
+			expires_at = ?, off = ?, contact_addr = ?, updated_at = ? WHERE node = ? AND selector = ?`)
 		if err != nil {
-			return fmt.Errorf("store: save state of %s: %w", u.Selector, err)
+			return fmt.Errorf("store: save states: %w", err)
 		}
-		if n, err := res.RowsAffected(); err == nil && n == 0 {
-			missing++
+		defer stmt.Close()
+		for i := range ups {
+			u := &ups[i]
+			at := u.At
+			if at.IsZero() {
+				at = now
+			}
+			res, err := stmt.ExecContext(ctx, u.State, u.Status, u.LastError, int64(u.CSeq), nanos(u.ExpiresAt),
+				u.Off, u.ContactAddr, nanos(at), db.node, u.Selector)
+			if err != nil {
+				return fmt.Errorf("state of %s: %w", u.Selector, err)
+			}
+			if n, err := res.RowsAffected(); err == nil && n == 0 {
+				missing++
+			}
 		}
-	}
-	if err := tx.Commit(); err != nil {
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("store: save states: %w", err)
 	}
 	if missing > 0 {
@@ -583,8 +584,8 @@ func (db *DB) MarkTokenInvalid(ctx context.Context, selector, deviceID, token st
 		return fmt.Errorf("%w: no token to mark invalid", ErrInvalid)
 	}
 	res, err := db.write.ExecContext(ctx, `UPDATE devices SET
-		token_invalid = token_invalid OR push_token = ?1,
-		alert_token_invalid = alert_token_invalid OR alert_token = ?1
+		token_invalid = CASE WHEN push_token = ?1 THEN 1 ELSE token_invalid END,
+		alert_token_invalid = CASE WHEN alert_token = ?1 THEN 1 ELSE alert_token_invalid END
 		WHERE node = ?2 AND selector = ?3 AND device_id = ?4 AND (push_token = ?1 OR alert_token = ?1)`,
 		token, db.node, selector, deviceID)
 	if err != nil {
@@ -633,8 +634,8 @@ func (db *DB) Touch(ctx context.Context, selector, deviceID string, at time.Time
 		return fmt.Errorf("store: touch %s: %w", selector, err)
 	}
 	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, "UPDATE instances SET last_activity = max(last_activity, ?) WHERE node = ? AND selector = ?",
-		nanos(at), db.node, selector)
+	res, err := tx.ExecContext(ctx, `UPDATE instances SET last_activity = CASE WHEN last_activity > ? THEN last_activity ELSE ? END
+		WHERE node = ? AND selector = ?`, nanos(at), nanos(at), db.node, selector)
 	if err != nil {
 		return fmt.Errorf("store: touch %s: %w", selector, err)
 	}
@@ -642,8 +643,8 @@ func (db *DB) Touch(ctx context.Context, selector, deviceID string, at time.Time
 		return fmt.Errorf("%w: selector %s", ErrNotFound, selector)
 	}
 	if deviceID != "" {
-		res, err := tx.ExecContext(ctx, "UPDATE devices SET last_seen = max(last_seen, ?) WHERE node = ? AND selector = ? AND device_id = ?",
-			nanos(at), db.node, selector, deviceID)
+		res, err := tx.ExecContext(ctx, `UPDATE devices SET last_seen = CASE WHEN last_seen > ? THEN last_seen ELSE ? END
+			WHERE node = ? AND selector = ? AND device_id = ?`, nanos(at), nanos(at), db.node, selector, deviceID)
 		if err != nil {
 			return fmt.Errorf("store: touch %s: %w", selector, err)
 		}

@@ -151,7 +151,7 @@ func (db *DB) JoinCluster(ctx context.Context, n Node, now, leaseUntil time.Time
 	return nil
 }
 
-func countOwned(ctx context.Context, tx *sql.Tx, node string) (int, error) {
+func countOwned(ctx context.Context, tx *tx, node string) (int, error) {
 	var n int
 	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM instances WHERE node = ?", node).Scan(&n); err != nil {
 		return 0, fmt.Errorf("store: count instances of %s: %w", node, err)
@@ -388,7 +388,7 @@ func (db *DB) HandOver(ctx context.Context, selectors []string, to string, now t
 }
 
 // checkOwnLease returns ErrLeaseLost unless this incarnation holds a live lease at now.
-func (db *DB) checkOwnLease(ctx context.Context, tx *sql.Tx, incarnation string, now time.Time) error {
+func (db *DB) checkOwnLease(ctx context.Context, tx *tx, incarnation string, now time.Time) error {
 	var n int
 	err := tx.QueryRowContext(ctx, `SELECT count(*) FROM nodes WHERE name = ? AND incarnation = ? AND state = ?
 		AND lease_until > ?`, db.node, incarnation, NodeLive, nanos(now)).Scan(&n)
@@ -404,11 +404,15 @@ func (db *DB) checkOwnLease(ctx context.Context, tx *sql.Tx, incarnation string,
 // move rewrites the node column of sels' rows from from to to, in batches of one statement per
 // table, and increments the instances' epochs. The foreign keys of the child tables are checked
 // at commit (when parent and children agree again).
-func (db *DB) move(ctx context.Context, tx *sql.Tx, sels []string, from, to string) ([]Claimed, error) {
+func (db *DB) move(ctx context.Context, tx *tx, sels []string, from, to string) ([]Claimed, error) {
 	if len(sels) == 0 {
 		return nil, nil
 	}
-	if _, err := tx.ExecContext(ctx, "PRAGMA defer_foreign_keys = ON"); err != nil {
+	deferFKs := "PRAGMA defer_foreign_keys = ON" // SQLite: until this transaction ends
+	if db.dialect.name == PostgreSQL {
+		deferFKs = "SET CONSTRAINTS ALL DEFERRED" // the keys are DEFERRABLE (migration 0008)
+	}
+	if _, err := tx.ExecContext(ctx, deferFKs); err != nil {
 		return nil, err
 	}
 	var out []Claimed

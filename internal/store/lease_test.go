@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"sort"
 	"testing"
 	"time"
@@ -12,9 +11,9 @@ import (
 
 // openNode opens the database at path as node name (several nodes on one file: the test bed
 // of the lease logic; WAL and busy_timeout serialise the writers).
-func openNode(tb testing.TB, path, name string) *DB {
+func openNode(tb testing.TB, target, name string) *DB {
 	tb.Helper()
-	db, err := Open(context.Background(), Options{Path: path, DataKey: testKey(1), Node: name})
+	db, err := Open(context.Background(), Options{OpenString: target, DataKey: testKey(1), Node: name})
 	if err != nil {
 		tb.Fatalf("Open %s: %v", name, err)
 	}
@@ -31,7 +30,10 @@ func join(tb testing.TB, db *DB, inc string, now time.Time) {
 }
 
 func TestJoinRefusesSecondLiveNode(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "sipis.db")
+	forEachBackend(t, func(t *testing.T, be testBackend) { testJoinRefusesSecondLiveNode(t, be.newTarget(t)) })
+}
+
+func testJoinRefusesSecondLiveNode(t *testing.T, path string) {
 	a := openNode(t, path, "a")
 	a2 := openNode(t, path, "a")
 	ctx := context.Background()
@@ -61,7 +63,10 @@ func TestJoinRefusesSecondLiveNode(t *testing.T) {
 }
 
 func TestClaimOnlyAfterLeasePassed(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "sipis.db")
+	forEachBackend(t, func(t *testing.T, be testBackend) { testClaimOnlyAfterLeasePassed(t, be.newTarget(t)) })
+}
+
+func testClaimOnlyAfterLeasePassed(t *testing.T, path string) {
 	a := openNode(t, path, "a")
 	b := openNode(t, path, "b")
 	ctx := context.Background()
@@ -141,7 +146,10 @@ func mustPutDevice(tb testing.TB, db *DB, sel string, d *Device) {
 }
 
 func TestFencedWriteWithStaleEpochChangesNothing(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "sipis.db")
+	forEachBackend(t, func(t *testing.T, be testBackend) { testFencedWriteWithStaleEpochChangesNothing(t, be.newTarget(t)) })
+}
+
+func testFencedWriteWithStaleEpochChangesNothing(t *testing.T, path string) {
 	a := openNode(t, path, "a")
 	b := openNode(t, path, "b")
 	ctx := context.Background()
@@ -190,7 +198,10 @@ func TestFencedWriteWithStaleEpochChangesNothing(t *testing.T) {
 }
 
 func TestHandOverAndInbox(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "sipis.db")
+	forEachBackend(t, func(t *testing.T, be testBackend) { testHandOverAndInbox(t, be.newTarget(t)) })
+}
+
+func testHandOverAndInbox(t *testing.T, path string) {
 	a := openNode(t, path, "a")
 	b := openNode(t, path, "b")
 	ctx := context.Background()

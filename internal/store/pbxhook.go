@@ -105,15 +105,12 @@ func (db *DB) PutHookDevice(ctx context.Context, d *HookDevice) (created bool, e
 		db.node, d.SipUserID, d.App, d.Token).Scan(&id)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		res, err := tx.ExecContext(ctx, `INSERT INTO pbx_devices (node, sip_user_id, platform, app, token, sandbox,
+		err := tx.QueryRowContext(ctx, `INSERT INTO pbx_devices (node, sip_user_id, platform, app, token, sandbox,
 			name, os_version, client_version, remote_logging_id, token_invalid, created_at, last_seen)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)`,
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?) RETURNING id`,
 			db.node, d.SipUserID, d.Platform, d.App, d.Token, d.Sandbox, d.Name, d.OSVersion, d.ClientVersion,
-			d.RemoteLoggingID, nanos(now), nanos(now))
+			d.RemoteLoggingID, nanos(now), nanos(now)).Scan(&id)
 		if err != nil {
-			return false, fmt.Errorf("store: put hook device: %w", err)
-		}
-		if id, err = res.LastInsertId(); err != nil {
 			return false, fmt.Errorf("store: put hook device: %w", err)
 		}
 		created = true

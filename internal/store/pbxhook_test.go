@@ -8,8 +8,10 @@ import (
 	"time"
 )
 
-func TestHookDevices(t *testing.T) {
-	db, path := openTest(t)
+func TestHookDevices(t *testing.T) { forEachBackend(t, testHookDevices) }
+
+func testHookDevices(t *testing.T, b testBackend) {
+	db, path := b.openTest(t)
 	ctx := context.Background()
 	d := &HookDevice{SipUserID: "150010001", Platform: "apns", App: "com.example", Token: "tok-1", Sandbox: true, Name: "Phone"}
 	if created, err := db.PutHookDevice(ctx, d); err != nil || !created || d.ID == 0 {
@@ -50,7 +52,7 @@ func TestHookDevices(t *testing.T) {
 		t.Fatalf("check-in of nobody: %v", err)
 	}
 	// Another node on the same file sees none of it.
-	other, err := Open(ctx, Options{Path: path, DataKey: testKey(2), Node: "node2"})
+	other, err := Open(ctx, Options{OpenString: path, DataKey: testKey(2), Node: "node2"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,8 +71,10 @@ func TestHookDevices(t *testing.T) {
 	}
 }
 
-func TestHookCallsAndMetrics(t *testing.T) {
-	db, _ := openTest(t)
+func TestHookCallsAndMetrics(t *testing.T) { forEachBackend(t, testHookCallsAndMetrics) }
+
+func testHookCallsAndMetrics(t *testing.T, b testBackend) {
+	db, _ := b.openTest(t)
 	ctx := context.Background()
 	hash := strings.Repeat("ab", 32)
 	old := time.Now().Add(-48 * time.Hour)

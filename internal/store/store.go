@@ -1,7 +1,14 @@
-// Package store keeps sipis's instances, devices and history in SQLite (github.com/mattn/go-sqlite3).
+// Package store keeps sipis's instances, devices and history in SQLite (github.com/mattn/go-sqlite3,
+// the embedded default) or PostgreSQL (github.com/jackc/pgx/v5, for several nodes sharing one
+// database), chosen by the OpenString given to Open.
 //
-// A DB is opened with Open and closed with Close. The schema lives in migrations/*.sql, embedded in
-// the binary and applied in order, one transaction each, recorded in schema_migrations. Every row
+// A DB is opened with Open and closed with Close. The rest of the code sees only *DB: the SQL is
+// written once, with ? placeholders and syntax both backends accept (ON CONFLICT … DO UPDATE,
+// RETURNING), and a small dialect (pool.go) rebinds it for PostgreSQL. Everything specific to one
+// backend lives in its file, sqlite.go or postgres.go. The schema lives in migrations/*.sql
+// (SQLite) and migrations/postgres/*.sql (the same tables and meaning in PostgreSQL types),
+// embedded in the binary and applied in order, one transaction each, recorded in
+// schema_migrations. Every row
 // that belongs to a node carries the node's name, so that several nodes can later share one
 // database; a DB only ever reads and writes the rows of its own node (Options.Node).
 //
@@ -20,14 +27,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"path"
-	"path/filepath"
 	"sort"
 	"strings"
 	"time"
 
-	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
 	"github.com/sirupsen/logrus"
 )
 
@@ -48,17 +52,31 @@ var (
 // DataKeySize is the length in bytes of Options.DataKey.
 const DataKeySize = 32
 
-// readConns is the size of the reader pool. Readers never block the writer in WAL mode; four is
-// enough for the web pages and the engine's start-up scan on a small machine.
-const readConns = 4
+// Backend names one of the store's two backends.
+type Backend string
 
-//go:embed migrations/*.sql
+// The backends.
+const (
+	// SQLite is the embedded default: one file, one node.
+	SQLite Backend = "sqlite"
+	// PostgreSQL is a server several nodes can share.
+	PostgreSQL Backend = "postgres"
+)
+
+// Both backends' migrations are embedded; each backend applies its own folder.
+//
+//go:embed migrations/*.sql migrations/postgres/*.sql
 var migrationFS embed.FS
 
 // Options configures Open.
 type Options struct {
-	// Path is the SQLite database file. It and its folder are created if missing (mode 0600/0700:
-	// the file holds sealed credentials).
+	// OpenString is Settings.xml's <Database OpenString>; it selects the backend (BackendOf):
+	// a libpq key/value string (host=dbsipis port=5432 dbname=sipis user=sipis password='…') or
+	// a postgres:// / postgresql:// URL means PostgreSQL, anything else is a SQLite file path or
+	// file: URI. It may hold a password: errors and logs never show it.
+	OpenString string
+	// Path is the SQLite database file, used when OpenString is empty. It and its folder are
+	// created if missing (mode 0600/0700: the file holds sealed credentials).
 	Path string
 	// DataKey is the 32-byte key that seals passwords and device secrets at rest.
 	DataKey []byte
@@ -71,26 +89,28 @@ type Options struct {
 
 // DB is an open sipis database. It is safe for concurrent use.
 //
-// It holds two connection pools on the same file. All writes go through a single connection
-// (write), so writers in this process queue in Go instead of spinning on SQLITE_BUSY, and a write
-// transaction never has to upgrade a read lock (the classic WAL deadlock). That connection still
-// begins every transaction with BEGIN IMMEDIATE (_txlock=immediate) so that another process on the
-// same file waits busy_timeout for the write lock rather than failing mid-transaction. Reads use a
-// small pool of query-only connections (read), which in WAL mode run concurrently with the writer
-// and see every committed transaction.
+// It holds two connection pools, write and read; each backend decides what they are (see
+// openSQLite and openPostgres). The SQL is shared: the pools rebind it for the backend.
 type DB struct {
-	write *sql.DB
-	read  *sql.DB
-	node  string
-	seal  *sealer
-	log   logrus.FieldLogger
-	path  string
+	write   *pool
+	read    *pool
+	dialect *dialect
+	node    string
+	seal    *sealer
+	log     logrus.FieldLogger
+	// desc names the database in errors: the SQLite path, or PostgreSQL's server, database
+	// and user (never its password).
+	desc string
 }
 
-// Open opens (creating if needed) the database at opts.Path, applies pending migrations and checks
-// that opts.DataKey is the key this node's data was sealed with (ErrDataKey otherwise).
+// Open opens (creating if needed) the database opts selects, applies pending migrations and
+// checks that opts.DataKey is the key this node's data was sealed with (ErrDataKey otherwise).
 func Open(ctx context.Context, opts Options) (*DB, error) {
-	if opts.Path == "" {
+	target := opts.OpenString
+	if target == "" {
+		target = opts.Path
+	}
+	if strings.TrimSpace(target) == "" {
 		return nil, fmt.Errorf("%w: database path is empty", ErrInvalid)
 	}
 	if opts.Node == "" {
@@ -109,38 +129,17 @@ func Open(ctx context.Context, opts Options) (*DB, error) {
 		l.SetOutput(io.Discard)
 		log = l
 	}
-	if err := createFile(opts.Path); err != nil {
-		return nil, err
+	db := &DB{node: opts.Node, seal: seal, log: log}
+	if BackendOf(target) == PostgreSQL {
+		db.dialect = postgresDialect
+		err = openPostgres(ctx, db, target)
+	} else {
+		db.dialect, db.desc = sqliteDialect, target
+		err = openSQLite(ctx, db, target)
 	}
-	db := &DB{node: opts.Node, seal: seal, log: log, path: opts.Path}
-
-	db.write, err = sql.Open("sqlite3", dsn(opts.Path, false))
 	if err != nil {
-		return nil, fmt.Errorf("store: open %s: %w", opts.Path, err)
-	}
-	db.write.SetMaxOpenConns(1)
-	db.write.SetMaxIdleConns(1)
-	db.write.SetConnMaxLifetime(0)
-	db.write.SetConnMaxIdleTime(0)
-	if err := db.checkWAL(ctx); err != nil {
-		db.write.Close()
-		return nil, err
-	}
-	if err := db.migrate(ctx); err != nil {
-		db.write.Close()
-		return nil, err
-	}
-
-	db.read, err = sql.Open("sqlite3", dsn(opts.Path, true))
-	if err != nil {
-		db.write.Close()
-		return nil, fmt.Errorf("store: open %s: %w", opts.Path, err)
-	}
-	db.read.SetMaxOpenConns(readConns)
-	db.read.SetMaxIdleConns(readConns)
-	if err := db.read.PingContext(ctx); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("store: open %s for reading: %w", opts.Path, err)
+		return nil, err
 	}
 	if err := db.checkKey(ctx); err != nil {
 		db.Close()
@@ -149,81 +148,47 @@ func Open(ctx context.Context, opts Options) (*DB, error) {
 	return db, nil
 }
 
-// Close closes both connection pools. The last connection to close checkpoints the WAL.
+// Close closes the connection pools. On SQLite the last connection to close checkpoints the
+// WAL.
 func (db *DB) Close() error {
 	var errs []error
-	if db.read != nil {
+	if db.read != nil && db.read != db.write {
 		errs = append(errs, db.read.Close())
 	}
 	if db.write != nil {
 		errs = append(errs, db.write.Close())
 	}
+	db.read, db.write = nil, nil
 	return errors.Join(errs...)
 }
 
 // Node returns the node name this DB reads and writes.
 func (db *DB) Node() string { return db.node }
 
-// dsn builds the go-sqlite3 connection string. All pragmas are set here, in one place:
-//   - journal_mode=WAL: readers never block the writer and a commit is one append;
-//   - synchronous=NORMAL: in WAL mode a committed transaction survives a crash of the process;
-//     only an OS crash or power cut may lose the last transactions, never corrupt the file;
-//   - foreign_keys=ON: devices go with their instance (ON DELETE CASCADE);
-//   - busy_timeout=5000: wait up to 5 s for a lock held by another process;
-//   - secure_delete=ON (writer): deleted rows are overwritten with zeros, so a deleted instance's
-//     sealed credentials do not linger in free pages;
-//   - _txlock=immediate (writer): see DB;
-//   - query_only (readers): a bug cannot write through the reader pool;
-//   - _stmt_cache_size=32: each connection keeps its prepared statements; preparing the long
-//     upserts cost a third of PutRegistration's time.
-//
-// The path is passed as a file: URI so that '?' or '#' in it are not taken as parameters.
-func dsn(path string, readOnly bool) string {
-	r := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23")
-	s := "file:" + r.Replace(filepath.ToSlash(path)) +
-		"?_journal_mode=WAL&_synchronous=NORMAL&_foreign_keys=1&_busy_timeout=5000&_stmt_cache_size=32"
-	if readOnly {
-		return s + "&_query_only=1"
-	}
-	return s + "&_txlock=immediate&_secure_delete=on"
-}
+// Backend returns the backend this DB is stored in.
+func (db *DB) Backend() Backend { return db.dialect.name }
 
-// createFile creates the database file and its folder with owner-only permissions, so that the
-// -wal and -shm files SQLite creates next to it inherit them.
-func createFile(path string) error {
-	if dir := filepath.Dir(path); dir != "" {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return fmt.Errorf("store: create folder of database: %w", err)
-		}
-	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return fmt.Errorf("store: create database file: %w", err)
-	}
-	return f.Close()
-}
-
-// checkWAL verifies that the journal mode really is WAL (it cannot be on some file systems).
-func (db *DB) checkWAL(ctx context.Context) error {
-	var mode string
-	if err := db.write.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
-		return fmt.Errorf("store: open %s: %w", db.path, err)
-	}
-	if !strings.EqualFold(mode, "wal") {
-		return fmt.Errorf("store: open %s: journal mode is %q, want wal", db.path, mode)
-	}
-	return nil
-}
+// String names the database for logs and errors: the SQLite file, or the PostgreSQL server,
+// database and user. It never holds a password.
+func (db *DB) String() string { return db.desc }
 
 // migrate applies, in name order, every embedded migration not yet recorded in schema_migrations.
 // Each runs in its own transaction together with its record, so a failed migration leaves no trace
-// and a concurrent opener (BEGIN IMMEDIATE) waits and then sees it applied.
+// and a concurrent opener (SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory lock) waits and then
+// sees it applied.
 func (db *DB) migrate(ctx context.Context) error {
-	if _, err := db.write.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)`); err != nil {
-		return fmt.Errorf("store: create schema_migrations: %w", err)
+	err := db.write.inTx(ctx, func(tx *tx) error {
+		if err := db.lockMigrations(ctx, tx); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+			name TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)`)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store: create schema_migrations in %s: %w", db.desc, err)
 	}
-	names, err := fs.Glob(migrationFS, "migrations/*.sql")
+	names, err := fs.Glob(migrationFS, db.dialect.migrations+"/*.sql")
 	if err != nil {
 		return fmt.Errorf("store: list migrations: %w", err)
 	}
@@ -261,6 +226,9 @@ func (db *DB) migrateFile(ctx context.Context, file string) error {
 		return fmt.Errorf("store: migration %s: %w", name, err)
 	}
 	defer tx.Rollback()
+	if err := db.lockMigrations(ctx, tx); err != nil {
+		return fmt.Errorf("store: migration %s: %w", name, err)
+	}
 	var n int
 	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM schema_migrations WHERE name = ?", name).Scan(&n); err != nil {
 		return fmt.Errorf("store: migration %s: %w", name, err)
@@ -284,6 +252,15 @@ func (db *DB) migrateFile(ctx context.Context, file string) error {
 	}
 	db.log.WithField("migration", name).Info("store: migration applied")
 	return nil
+}
+
+// lockMigrations takes the backend's migration lock in tx, if it has one.
+func (db *DB) lockMigrations(ctx context.Context, tx *tx) error {
+	if db.dialect.lockMigrations == "" {
+		return nil
+	}
+	_, err := tx.ExecContext(ctx, db.dialect.lockMigrations)
+	return err
 }
 
 // keyCheckPlain is the known value sealed in key_check.
@@ -316,7 +293,7 @@ func (db *DB) checkKey(ctx context.Context) error {
 	}
 	plain, err := db.seal.open(sealed, adKeyCheck(db.node))
 	if err != nil || string(plain) != keyCheckPlain {
-		return fmt.Errorf("%w: the data of node %q in %s was sealed with another key", ErrDataKey, db.node, db.path)
+		return fmt.Errorf("%w: the data of node %q in %s was sealed with another key", ErrDataKey, db.node, db.desc)
 	}
 	return nil
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/sipis/sipis/internal/testutil"
+	"github.com/sipis/sipis/internal/testutil/pgtest"
 )
 
 // TestMain fails the run if a test left database goroutines behind (an unclosed DB or rows).
@@ -27,26 +28,17 @@ func TestMain(m *testing.M) {
 	if os.Getenv(crashChildEnv) != "" {
 		os.Exit(m.Run())
 	}
-	os.Exit(testutil.CheckLeaks(m, testutil.Matching("database/sql.", "go-sqlite3")))
+	code := pgtest.Main(func() int {
+		return testutil.CheckLeaks(m, testutil.Matching("database/sql.", "go-sqlite3", "jackc/pgx"))
+	})
+	if err := stopBenchPG(); err != nil && code == 0 {
+		fmt.Fprintln(os.Stderr, err)
+		code = 1
+	}
+	os.Exit(code)
 }
 
 func testKey(b byte) []byte { return bytes.Repeat([]byte{b}, DataKeySize) }
-
-func openAt(tb testing.TB, path string, key []byte) *DB {
-	tb.Helper()
-	db, err := Open(context.Background(), Options{Path: path, DataKey: key, Node: "node1"})
-	if err != nil {
-		tb.Fatalf("Open: %v", err)
-	}
-	tb.Cleanup(func() { db.Close() })
-	return db
-}
-
-func openTest(tb testing.TB) (*DB, string) {
-	tb.Helper()
-	path := filepath.Join(tb.TempDir(), "sipis.db")
-	return openAt(tb, path, testKey(1)), path
-}
 
 var t0 = time.Date(2025, 3, 1, 12, 0, 0, 123456789, time.UTC)
 
@@ -110,9 +102,17 @@ func fill(tb testing.TB, db *DB, n int) {
 	}
 }
 
-// checkpoint moves the whole WAL into the database file and truncates the WAL.
+// checkpoint writes everything committed to the database's files: on SQLite it moves the whole
+// WAL into the database file and truncates the WAL; on PostgreSQL (CHECKPOINT) it writes the WAL
+// and every changed page to disk.
 func checkpoint(tb testing.TB, db *DB) {
 	tb.Helper()
+	if db.Backend() == PostgreSQL {
+		if _, err := db.write.Exec("CHECKPOINT"); err != nil {
+			tb.Fatal(err)
+		}
+		return
+	}
 	var busy, logFrames, done int
 	if err := db.write.QueryRow("PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &logFrames, &done); err != nil {
 		tb.Fatal(err)
@@ -139,7 +139,11 @@ func fileSums(tb testing.TB, path string) string {
 // dump returns every row of every table, in a stable order, as text.
 func dump(tb testing.TB, db *DB) string {
 	tb.Helper()
-	rows, err := db.read.Query("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+	q := "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+	if db.Backend() == PostgreSQL {
+		q = "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name"
+	}
+	rows, err := db.read.Query(q)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -154,7 +158,7 @@ func dump(tb testing.TB, db *DB) string {
 	rows.Close()
 	var sb strings.Builder
 	for _, table := range tables {
-		rows, err := db.read.Query("SELECT * FROM " + table)
+		rows, err := db.read.Query("SELECT * FROM " + table + " ORDER BY 1")
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -170,7 +174,12 @@ func dump(tb testing.TB, db *DB) string {
 			if err := rows.Scan(ptrs...); err != nil {
 				tb.Fatal(err)
 			}
-			lines = append(lines, fmt.Sprintf("%#v\n", vals))
+			for i, v := range vals {
+				if b, ok := v.([]byte); ok { // readable, so that a plain secret would show
+					vals[i] = string(b)
+				}
+			}
+			lines = append(lines, fmt.Sprintf("%q\n", vals))
 		}
 		if err := rows.Err(); err != nil {
 			tb.Fatal(err)
@@ -182,22 +191,29 @@ func dump(tb testing.TB, db *DB) string {
 	return sb.String()
 }
 
-func TestOpenAppliesMigrationsOnce(t *testing.T) {
+func TestOpenAppliesMigrationsOnce(t *testing.T) { forEachBackend(t, testOpenAppliesMigrationsOnce) }
+
+func testOpenAppliesMigrationsOnce(t *testing.T, b testBackend) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "sub", "sipis.db")
+	path := b.newTarget(t)
+	if b.name == SQLite {
+		path = filepath.Join(filepath.Dir(path), "sub", "sipis.db") // a folder that does not exist yet
+	}
 	var logBuf bytes.Buffer
 	logger := logrus.New()
 	logger.SetOutput(&logBuf)
-	db, err := Open(ctx, Options{Path: path, DataKey: testKey(1), Node: "node1", Logger: logger})
+	db, err := Open(ctx, Options{OpenString: path, DataKey: testKey(1), Node: "node1", Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		t.Fatalf("database file not created: %v", err)
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		t.Errorf("database file mode %v, want no access for group and others", perm)
+	if b.name == SQLite {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatalf("database file not created: %v", err)
+		}
+		if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+			t.Errorf("database file mode %v, want no access for group and others", perm)
+		}
 	}
 	migrations := func(db *DB) map[string]int64 {
 		rows, err := db.read.Query("SELECT name, applied_at FROM schema_migrations")
@@ -217,7 +233,7 @@ func TestOpenAppliesMigrationsOnce(t *testing.T) {
 		return m
 	}
 	first := migrations(db)
-	files, _ := fs.Glob(migrationFS, "migrations/*.sql")
+	files, _ := fs.Glob(migrationFS, db.dialect.migrations+"/*.sql")
 	if len(first) != len(files) || len(files) < 3 {
 		t.Fatalf("applied migrations = %v, want every one of %v", first, files)
 	}
@@ -233,7 +249,7 @@ func TestOpenAppliesMigrationsOnce(t *testing.T) {
 	}
 
 	logBuf.Reset()
-	db = openAt(t, path, testKey(1))
+	db = b.openAt(t, path, testKey(1))
 	if again := migrations(db); !reflect.DeepEqual(first, again) {
 		t.Errorf("reopen changed schema_migrations: %v -> %v", first, again)
 	}
@@ -244,13 +260,15 @@ func TestOpenAppliesMigrationsOnce(t *testing.T) {
 	if in.Account.Password != "Zebra-Pa55word-7781" {
 		t.Errorf("password after reopen = %q", in.Account.Password)
 	}
-	var mode string
-	if err := db.read.QueryRow("PRAGMA journal_mode").Scan(&mode); err != nil || mode != "wal" {
-		t.Errorf("journal_mode = %q, %v; want wal", mode, err)
-	}
-	var fk int
-	if err := db.write.QueryRow("PRAGMA foreign_keys").Scan(&fk); err != nil || fk != 1 {
-		t.Errorf("foreign_keys = %d, %v; want 1", fk, err)
+	if b.name == SQLite {
+		var mode string
+		if err := db.read.QueryRow("PRAGMA journal_mode").Scan(&mode); err != nil || mode != "wal" {
+			t.Errorf("journal_mode = %q, %v; want wal", mode, err)
+		}
+		var fk int
+		if err := db.write.QueryRow("PRAGMA foreign_keys").Scan(&fk); err != nil || fk != 1 {
+			t.Errorf("foreign_keys = %d, %v; want 1", fk, err)
+		}
 	}
 
 	// A migration from a newer version is reported, not fatal.
@@ -258,7 +276,7 @@ func TestOpenAppliesMigrationsOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Close()
-	db, err = Open(ctx, Options{Path: path, DataKey: testKey(1), Node: "node1", Logger: logger})
+	db, err = Open(ctx, Options{OpenString: path, DataKey: testKey(1), Node: "node1", Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,9 +288,11 @@ func TestOpenAppliesMigrationsOnce(t *testing.T) {
 
 // TestConcurrentUse runs writers and readers at once: the single writer connection must queue
 // them without SQLITE_BUSY, and readers must never see a half-written registration.
-func TestConcurrentUse(t *testing.T) {
+func TestConcurrentUse(t *testing.T) { forEachBackend(t, testConcurrentUse) }
+
+func testConcurrentUse(t *testing.T, b testBackend) {
 	ctx := context.Background()
-	db, _ := openTest(t)
+	db, _ := b.openTest(t)
 	const workers, each = 6, 25
 	errs := make(chan error, workers*2)
 	var wg sync.WaitGroup
@@ -334,9 +354,9 @@ func TestOpenRejectsBadOptions(t *testing.T) {
 		want string
 	}{
 		{"empty path", Options{DataKey: testKey(1), Node: "n"}, "path"},
-		{"short key", Options{Path: path, DataKey: make([]byte, 16), Node: "n"}, "data key is 16 bytes"},
-		{"no key", Options{Path: path, Node: "n"}, "data key is 0 bytes"},
-		{"empty node", Options{Path: path, DataKey: testKey(1)}, "node"},
+		{"short key", Options{OpenString: path, DataKey: make([]byte, 16), Node: "n"}, "data key is 16 bytes"},
+		{"no key", Options{OpenString: path, Node: "n"}, "data key is 0 bytes"},
+		{"empty node", Options{OpenString: path, DataKey: testKey(1)}, "node"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -355,9 +375,11 @@ func TestOpenRejectsBadOptions(t *testing.T) {
 	}
 }
 
-func TestPutRegistrationRoundTrip(t *testing.T) {
+func TestPutRegistrationRoundTrip(t *testing.T) { forEachBackend(t, testPutRegistrationRoundTrip) }
+
+func testPutRegistrationRoundTrip(t *testing.T, b testBackend) {
 	ctx := context.Background()
-	db, _ := openTest(t)
+	db, _ := b.openTest(t)
 	inst, dev := sampleInstance("0a1b"), sampleDevice("0a1b")
 	mustPut(t, db, inst, dev, "nonce-1")
 	if len(inst.ContactUser) != 32 || len(inst.CallID) != 32 || inst.State != StateIdle || inst.Status != StatusNotRegistered {
@@ -433,8 +455,12 @@ func TestPutRegistrationRoundTrip(t *testing.T) {
 }
 
 func TestPutRegistrationKeepsEngineFields(t *testing.T) {
+	forEachBackend(t, testPutRegistrationKeepsEngineFields)
+}
+
+func testPutRegistrationKeepsEngineFields(t *testing.T, b testBackend) {
 	ctx := context.Background()
-	db, _ := openTest(t)
+	db, _ := b.openTest(t)
 	mustPut(t, db, sampleInstance("aa"), nil, "n1")
 	exp := t0.Add(10 * time.Minute)
 	if err := db.SaveStates(ctx, []StateUpdate{{Selector: "aa", State: StateRegisterLoop, Status: StatusRegistered,
@@ -475,12 +501,19 @@ func TestPutRegistrationKeepsEngineFields(t *testing.T) {
 	}
 }
 
-func TestReplayChangesNothing(t *testing.T) {
+func TestReplayChangesNothing(t *testing.T) { forEachBackend(t, testReplayChangesNothing) }
+
+func testReplayChangesNothing(t *testing.T, b testBackend) {
 	ctx := context.Background()
-	db, path := openTest(t)
+	db, path := b.openTest(t)
 	mustPut(t, db, sampleInstance("beef"), sampleDevice("beef"), "n1")
 	checkpoint(t, db)
-	sums, rows := fileSums(t, path), dump(t, db)
+	// The files are compared on SQLite only: PostgreSQL's files change by themselves (hint
+	// bits, its own statistics), so there the rows are compared.
+	sums, rows := "", dump(t, db)
+	if b.name == SQLite {
+		sums = fileSums(t, path)
+	}
 
 	changed := sampleInstance("beef")
 	changed.Account.Password = "attacker"
@@ -492,7 +525,8 @@ func TestReplayChangesNothing(t *testing.T) {
 		t.Fatalf("replayed nonce: err = %v, want ErrReplay", err)
 	}
 	checkpoint(t, db)
-	if got := fileSums(t, path); got != sums {
+	if b.name == SQLite && fileSums(t, path) != sums {
+		got := fileSums(t, path)
 		t.Errorf("replay changed the database files:\nbefore %s\nafter  %s", sums, got)
 	}
 	if got := dump(t, db); got != rows {
@@ -505,11 +539,20 @@ func TestReplayChangesNothing(t *testing.T) {
 	mustPut(t, db, sampleInstance("beef01"), nil, "n1")
 }
 
-// scanFiles returns which of needles occur in the bytes of the database, -wal and -shm files.
-func scanFiles(t *testing.T, path string, needles map[string][]byte) []string {
+// scanFiles returns which of needles occur in the bytes of the files that hold the database of
+// b at target: on SQLite the database, -wal and -shm files; on PostgreSQL the files of that
+// database under the test server's data folder and its WAL (pg_wal).
+func scanFiles(t *testing.T, b testBackend, target string, needles map[string][]byte) []string {
 	t.Helper()
+	files := []string{target, target + "-wal", target + "-shm"}
+	if b.name == PostgreSQL {
+		var err error
+		if files, err = pgtest.Shared(t).Files(context.Background(), target); err != nil {
+			t.Fatal(err)
+		}
+	}
 	var found []string
-	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+	for _, p := range files {
 		b, err := os.ReadFile(p)
 		if errors.Is(err, os.ErrNotExist) {
 			continue
@@ -526,8 +569,10 @@ func scanFiles(t *testing.T, path string, needles map[string][]byte) []string {
 	return found
 }
 
-func TestSecretsNotInFiles(t *testing.T) {
-	db, path := openTest(t)
+func TestSecretsNotInFiles(t *testing.T) { forEachBackend(t, testSecretsNotInFiles) }
+
+func testSecretsNotInFiles(t *testing.T, b testBackend) {
+	db, path := b.openTest(t)
 	inst, dev := sampleInstance("c0ffee"), sampleDevice("c0ffee")
 	mustPut(t, db, inst, dev, "n1")
 	dev.ID = "dev-2"
@@ -538,42 +583,44 @@ func TestSecretsNotInFiles(t *testing.T) {
 		"data key":      testKey(1),
 	}
 	// Before a checkpoint the data is in the WAL; after it in the main file.
-	if found := scanFiles(t, path, needles); len(found) > 0 {
+	if found := scanFiles(t, b, path, needles); len(found) > 0 {
 		t.Errorf("secrets readable in the files while open: %v", found)
 	}
-	if st, err := os.Stat(path + "-wal"); err != nil || st.Size() == 0 {
+	if st, err := os.Stat(path + "-wal"); b.name == SQLite && (err != nil || st.Size() == 0) {
 		t.Fatalf("expected a non-empty WAL to scan: %v", err)
 	}
 	checkpoint(t, db)
-	if found := scanFiles(t, path, needles); len(found) > 0 {
+	if found := scanFiles(t, b, path, needles); len(found) > 0 {
 		t.Errorf("secrets readable in the files after checkpoint: %v", found)
 	}
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if found := scanFiles(t, path, needles); len(found) > 0 {
+	if found := scanFiles(t, b, path, needles); len(found) > 0 {
 		t.Errorf("secrets readable in the files after Close: %v", found)
 	}
 	// Sanity: the scan does find what is stored in clear.
-	if found := scanFiles(t, path, map[string][]byte{"domain": []byte("sip.example.org")}); len(found) == 0 {
+	if found := scanFiles(t, b, path, map[string][]byte{"domain": []byte("sip.example.org")}); len(found) == 0 {
 		t.Error("scan did not find the proxy name, so it proves nothing")
 	}
 }
 
-func TestWrongDataKey(t *testing.T) {
+func TestWrongDataKey(t *testing.T) { forEachBackend(t, testWrongDataKey) }
+
+func testWrongDataKey(t *testing.T, b testBackend) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "sipis.db")
-	db := openAt(t, path, testKey(1))
+	path := b.newTarget(t)
+	db := b.openAt(t, path, testKey(1))
 	mustPut(t, db, sampleInstance("dd"), sampleDevice("dd"), "n1")
 	db.Close()
 
-	_, err := Open(ctx, Options{Path: path, DataKey: testKey(2), Node: "node1"})
+	_, err := Open(ctx, Options{OpenString: path, DataKey: testKey(2), Node: "node1"})
 	if !errors.Is(err, ErrDataKey) {
 		t.Fatalf("Open with wrong key: err = %v, want ErrDataKey", err)
 	}
 
 	// A value sealed under another key (or moved between rows) is refused on read too.
-	db = openAt(t, path, testKey(1))
+	db = b.openAt(t, path, testKey(1))
 	other, _ := newSealer(testKey(2))
 	forged, _ := other.seal([]byte("garbage"), adPassword("dd"))
 	if _, err := db.write.Exec("UPDATE instances SET password = ? WHERE selector = 'dd'", forged); err != nil {
@@ -592,7 +639,7 @@ func TestWrongDataKey(t *testing.T) {
 	if _, err := db.Instance(ctx, "dd"); !errors.Is(err, ErrDataKey) {
 		t.Errorf("Instance with swapped ciphertext: err = %v, want ErrDataKey", err)
 	}
-	if _, err := db.write.Exec("UPDATE devices SET secret = x'00' WHERE selector = 'dd'"); err != nil {
+	if _, err := db.write.Exec("UPDATE devices SET secret = ? WHERE selector = 'dd'", []byte{0}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.Devices(ctx, "dd"); !errors.Is(err, ErrDataKey) {
@@ -600,9 +647,11 @@ func TestWrongDataKey(t *testing.T) {
 	}
 }
 
-func TestSaveStatesBatch(t *testing.T) {
+func TestSaveStatesBatch(t *testing.T) { forEachBackend(t, testSaveStatesBatch) }
+
+func testSaveStatesBatch(t *testing.T, b testBackend) {
 	ctx := context.Background()
-	db, _ := openTest(t)
+	db, _ := b.openTest(t)
 	const n = 10000
 	fill(t, db, n)
 	ups := make([]StateUpdate, n)
@@ -648,9 +697,11 @@ func TestSaveStatesBatch(t *testing.T) {
 	}
 }
 
-func TestForEachInstanceStreams(t *testing.T) {
+func TestForEachInstanceStreams(t *testing.T) { forEachBackend(t, testForEachInstanceStreams) }
+
+func testForEachInstanceStreams(t *testing.T, b testBackend) {
 	ctx := context.Background()
-	db, _ := openTest(t)
+	db, _ := b.openTest(t)
 	const n = 20000
 	fill(t, db, n)
 	last := fmt.Sprintf("%08x", n-1)
@@ -713,9 +764,11 @@ func TestForEachInstanceStreams(t *testing.T) {
 	}
 }
 
-func TestDeleteInstance(t *testing.T) {
+func TestDeleteInstance(t *testing.T) { forEachBackend(t, testDeleteInstance) }
+
+func testDeleteInstance(t *testing.T, b testBackend) {
 	ctx := context.Background()
-	db, path := openTest(t)
+	db, path := b.openTest(t)
 	dev2 := sampleDevice("de1e7e")
 	dev2.ID = "dev-2"
 	mustPut(t, db, sampleInstance("de1e7e"), sampleDevice("de1e7e"), "n1")
@@ -756,16 +809,24 @@ func TestDeleteInstance(t *testing.T) {
 	if err := db.PutRegistration(ctx, sampleInstance("de1e7e"), nil, "n1", t0); !errors.Is(err, ErrReplay) {
 		t.Errorf("replay after delete: err = %v, want ErrReplay", err)
 	}
-	// The sealed password is gone from the file, not just unlinked (secure_delete).
+	// The sealed password is gone from the file, not just unlinked (secure_delete). PostgreSQL
+	// has no such thing: the dead row stays in the table's file until VACUUM reuses its space,
+	// and in the WAL until the segment is recycled. It is sealed, so useless without the data
+	// key (docs/store.md says so).
+	if b.name == PostgreSQL {
+		return
+	}
 	checkpoint(t, db)
-	if found := scanFiles(t, path, map[string][]byte{"sealed password": sealed}); len(found) > 0 {
+	if found := scanFiles(t, b, path, map[string][]byte{"sealed password": sealed}); len(found) > 0 {
 		t.Errorf("deleted credentials still in the file: %v", found)
 	}
 }
 
-func TestSilentInstancesAndTouch(t *testing.T) {
+func TestSilentInstancesAndTouch(t *testing.T) { forEachBackend(t, testSilentInstancesAndTouch) }
+
+func testSilentInstancesAndTouch(t *testing.T, b testBackend) {
 	ctx := context.Background()
-	db, _ := openTest(t)
+	db, _ := b.openTest(t)
 	for i, sel := range []string{"a1", "a2", "a3"} {
 		in := sampleInstance(sel)
 		in.LastActivity = t0.Add(time.Duration(i) * time.Hour)
@@ -804,9 +865,11 @@ func TestSilentInstancesAndTouch(t *testing.T) {
 	}
 }
 
-func TestPruneNonces(t *testing.T) {
+func TestPruneNonces(t *testing.T) { forEachBackend(t, testPruneNonces) }
+
+func testPruneNonces(t *testing.T, b testBackend) {
 	ctx := context.Background()
-	db, _ := openTest(t)
+	db, _ := b.openTest(t)
 	in := sampleInstance("ab")
 	for i := 0; i < 5; i++ {
 		if err := db.PutRegistration(ctx, in, nil, fmt.Sprint("n", i), t0.Add(time.Duration(i)*time.Minute)); err != nil {
@@ -826,9 +889,11 @@ func TestPruneNonces(t *testing.T) {
 	}
 }
 
-func TestMarkTokenInvalid(t *testing.T) {
+func TestMarkTokenInvalid(t *testing.T) { forEachBackend(t, testMarkTokenInvalid) }
+
+func testMarkTokenInvalid(t *testing.T, b testBackend) {
 	ctx := context.Background()
-	db, _ := openTest(t)
+	db, _ := b.openTest(t)
 	mustPut(t, db, sampleInstance("ab"), sampleDevice("ab"), "n1")
 	tok := sampleDevice("ab").PushToken
 	if err := db.MarkTokenInvalid(ctx, "ab", "dev-1", tok); err != nil {
@@ -866,9 +931,11 @@ func TestMarkTokenInvalid(t *testing.T) {
 }
 
 // An iPhone's two tokens die one at a time, and a token the device no longer has marks nothing.
-func TestMarkTokenInvalidOneOfTwo(t *testing.T) {
+func TestMarkTokenInvalidOneOfTwo(t *testing.T) { forEachBackend(t, testMarkTokenInvalidOneOfTwo) }
+
+func testMarkTokenInvalidOneOfTwo(t *testing.T, b testBackend) {
 	ctx := context.Background()
-	db, _ := openTest(t)
+	db, _ := b.openTest(t)
 	dev := sampleDevice("ab")
 	dev.AlertToken = "a1e47a1e47"
 	mustPut(t, db, sampleInstance("ab"), dev, "n1")
@@ -896,9 +963,11 @@ func TestMarkTokenInvalidOneOfTwo(t *testing.T) {
 	}
 }
 
-func TestPushTestCounts(t *testing.T) {
+func TestPushTestCounts(t *testing.T) { forEachBackend(t, testPushTestCounts) }
+
+func testPushTestCounts(t *testing.T, b testBackend) {
 	ctx := context.Background()
-	db, _ := openTest(t)
+	db, _ := b.openTest(t)
 	for _, pt := range []PushTest{
 		{Selector: "a1", Platform: "apns", Outcome: "sent"},
 		{Selector: "a1", Platform: "apns", Outcome: "sent"},
@@ -918,9 +987,11 @@ func TestPushTestCounts(t *testing.T) {
 	}
 }
 
-func TestProbeEvents(t *testing.T) {
+func TestProbeEvents(t *testing.T) { forEachBackend(t, testProbeEvents) }
+
+func testProbeEvents(t *testing.T, b testBackend) {
 	ctx := context.Background()
-	db, _ := openTest(t)
+	db, _ := b.openTest(t)
 	for i, ev := range []ProbeEvent{
 		{Target: "sip:a.example", OldState: "", NewState: "up", Code: 200, RTT: 12 * time.Millisecond},
 		{Target: "sip:a.example", OldState: "up", NewState: "down", LastError: "timeout"},
@@ -959,8 +1030,12 @@ func TestProbeEvents(t *testing.T) {
 }
 
 func TestPutRegistrationRejectsBadInput(t *testing.T) {
+	forEachBackend(t, testPutRegistrationRejectsBadInput)
+}
+
+func testPutRegistrationRejectsBadInput(t *testing.T, b testBackend) {
 	ctx := context.Background()
-	db, _ := openTest(t)
+	db, _ := b.openTest(t)
 	mustPut(t, db, sampleInstance("ab"), sampleDevice("ab"), "n0")
 	before := dump(t, db)
 	cases := []struct {
@@ -1011,7 +1086,7 @@ func TestPutRegistrationRejectsBadInput(t *testing.T) {
 // TestPathWithURICharacters checks that a path with URI syntax in it names a file, not parameters.
 func TestPathWithURICharacters(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "a?b#c%20d.db")
-	db := openAt(t, path, testKey(1))
+	db := testBackends[0].openAt(t, path, testKey(1)) // SQLite only: a file path
 	mustPut(t, db, sampleInstance("ab"), nil, "n")
 	if _, err := os.Stat(path); err != nil {
 		t.Errorf("database not at %q: %v", path, err)
@@ -1019,10 +1094,12 @@ func TestPathWithURICharacters(t *testing.T) {
 }
 
 // TestNodesAreSeparate checks that two nodes sharing a file see only their own rows.
-func TestNodesAreSeparate(t *testing.T) {
+func TestNodesAreSeparate(t *testing.T) { forEachBackend(t, testNodesAreSeparate) }
+
+func testNodesAreSeparate(t *testing.T, b testBackend) {
 	ctx := context.Background()
-	db1, path := openTest(t)
-	db2, err := Open(ctx, Options{Path: path, DataKey: testKey(1), Node: "node2"})
+	db1, path := b.openTest(t)
+	db2, err := Open(ctx, Options{OpenString: path, DataKey: testKey(1), Node: "node2"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1041,8 +1118,10 @@ func TestNodesAreSeparate(t *testing.T) {
 }
 
 // TestTrendRoundTrip stores trend samples and marks, prunes the old ones and reads the rest.
-func TestTrendRoundTrip(t *testing.T) {
-	db, _ := openTest(t)
+func TestTrendRoundTrip(t *testing.T) { forEachBackend(t, testTrendRoundTrip) }
+
+func testTrendRoundTrip(t *testing.T, b testBackend) {
+	db, _ := b.openTest(t)
 	ctx := context.Background()
 	t0 := time.Date(2026, 1, 1, 10, 0, 0, 0, time.UTC)
 	old := []TrendSample{{At: t0, Name: "calls.missed", Value: 3}}

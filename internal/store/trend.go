@@ -29,8 +29,9 @@ func (db *DB) PutTrend(ctx context.Context, samples []TrendSample, marks []Trend
 	}
 	defer tx.Rollback()
 	for _, s := range samples {
-		if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO trend_samples (node, at, name, gauge, value)
-			VALUES (?, ?, ?, ?, ?)`, db.node, nanos(s.At), s.Name, s.Gauge, s.Value); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO trend_samples (node, at, name, gauge, value)
+			VALUES (?, ?, ?, ?, ?) ON CONFLICT (node, at, name) DO UPDATE SET gauge = excluded.gauge,
+			value = excluded.value`, db.node, nanos(s.At), s.Name, s.Gauge, s.Value); err != nil {
 			return fmt.Errorf("store: put trend: %w", err)
 		}
 	}
