@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -13,9 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
 	"github.com/sipis/sipis/internal/config"
 	"github.com/sipis/sipis/internal/push/pushtest"
 	"github.com/sipis/sipis/internal/siptest"
+	"github.com/sipis/sipis/internal/testutil/pgtest"
 	"github.com/sipis/sipis/pkg/registration"
 )
 
@@ -23,19 +27,53 @@ import (
 // the issue's scale is -cluster-instances=3000.
 var clusterInstances = flag.Int("cluster-instances", 150, "instances in the three-node Kamailio test")
 
-// clusterSettings is node name's settings in a cluster whose nodes share the database and the
-// keys in shared; each node has its own folder (lock, logs) and SIP and HTTP ports.
-func clusterSettings(t *testing.T, shared, name string, apns *pushtest.APNs) *config.Settings {
+// clusterSettings is node name's settings in a cluster whose nodes share the database db (an
+// OpenString) and the keys in shared; each node has its own folder (lock, logs) and SIP and HTTP ports.
+func clusterSettings(t *testing.T, shared, db, name string, apns *pushtest.APNs) *config.Settings {
 	t.Helper()
 	s := apnsSettings(t, t.TempDir(), apns, `<Cluster Enabled="Yes"/>`)
 	s.Server.Name = name
-	s.Database.OpenString = filepath.Join(shared, "sipis.db")
+	s.Database.OpenString = db
 	s.Keys.PrivateKeyFile = filepath.Join(shared, "server.key")
 	s.Keys.PublicKeyFile = filepath.Join(shared, "server.pub")
 	s.Keys.DataKeyFile = filepath.Join(shared, "data.key")
 	s.Sip.Register.MinExpires = 10 * time.Second
 	s.Sip.Register.Workers = 64
 	return s
+}
+
+// startClusterApp is startApp with the cluster's log lines on stderr in a verbose run.
+func startClusterApp(t *testing.T, s *config.Settings) *App {
+	t.Helper()
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	if testing.Verbose() {
+		l.SetOutput(os.Stderr)
+		l.SetLevel(logrus.InfoLevel)
+	}
+	a, err := New(s, WithLogger(l))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// parseDump reads kamcmd ul.dump's output into user -> Contact URIs.
+func parseDump(out string) map[string][]string {
+	bindings := map[string][]string{}
+	aor := ""
+	for line := range strings.SplitSeq(out, "\n") {
+		line = strings.TrimSpace(line)
+		if v, ok := strings.CutPrefix(line, "AoR: "); ok {
+			aor, _, _ = strings.Cut(strings.TrimPrefix(v, "sip:"), "@")
+		} else if v, ok := strings.CutPrefix(line, "Address: "); ok && aor != "" {
+			bindings[aor] = append(bindings[aor], v)
+		}
+	}
+	return bindings
 }
 
 // contactsOf returns, per user, the Contact URIs Kamailio holds for the users in want.
@@ -60,13 +98,25 @@ func TestClusterTakeOverAtKamailio(t *testing.T) {
 	if testing.Short() {
 		t.Skip("Kamailio suite skipped in -short mode")
 	}
+	clusterBackends(t, testClusterTakeOverAtKamailio)
+}
+
+// clusterBackends runs f with the OpenString of a fresh SQLite file (nodes sharing one file:
+// a test bed only) and of a fresh PostgreSQL database (skipped when PostgreSQL is not
+// installed, unless SIPIS_REQUIRE_POSTGRES=1).
+func clusterBackends(t *testing.T, f func(t *testing.T, db string)) {
+	t.Run("sqlite", func(t *testing.T) { f(t, filepath.Join(t.TempDir(), "sipis.db")) })
+	t.Run("postgres", func(t *testing.T) { f(t, pgtest.NewDatabase(t)) })
+}
+
+func testClusterTakeOverAtKamailio(t *testing.T, db string) {
 	n := *clusterInstances
 	k := siptest.StartKamailio(t, siptest.KamailioOptions{MinExpires: 10, MaxExpires: 3600})
 	apns := pushtest.NewAPNs(t)
 	shared := t.TempDir()
 	nodes := make([]*App, 3)
 	for i, name := range []string{"node-a", "node-b", "node-c"} {
-		nodes[i] = startApp(t, clusterSettings(t, shared, name, apns))
+		nodes[i] = startClusterApp(t, clusterSettings(t, shared, db, name, apns))
 		defer nodes[i].Stop()
 	}
 	users := k.Users(n)
@@ -125,10 +175,14 @@ func TestClusterTakeOverAtKamailio(t *testing.T) {
 				return
 			default:
 			}
-			for user, c := range contactsOf(t, k, want) {
-				if len(c) > 1 {
+			out, err := k.RPC("ul.dump")
+			if err != nil {
+				continue // stopping
+			}
+			for aor, c := range parseDump(out) {
+				if len(c) > 1 && want[aor] {
 					if doubles.Add(1) == 1 {
-						firstDouble.Store(user + ": " + strings.Join(c, " "))
+						firstDouble.Store(aor + ": " + strings.Join(c, " "))
 					}
 				}
 			}
@@ -141,9 +195,27 @@ func TestClusterTakeOverAtKamailio(t *testing.T) {
 	dead.Stop() // nothing unregistered: like kill -9, the bindings stay and the lease runs out
 	died := time.Now()
 	b, c := nodes[1], nodes[2]
-	waitAll(t, "the survivors bind the dead node's instances", 30*time.Second, boundAt(func(i int, contact string) bool {
+	movedOK := func(i int, contact string) bool {
 		return !strings.Contains(contact, deadPort) && (strings.Contains(contact, port(b)) || strings.Contains(contact, port(c)))
-	}))
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for ok, _ := boundAt(movedOK)(); !ok; ok, _ = boundAt(movedOK)() {
+		if time.Now().After(deadline) {
+			close(stop)
+			wg.Wait()
+			cs := contactsOf(t, k, want)
+			for i := 0; i < n; i += 3 {
+				if got := cs[users[i].Name]; len(got) != 1 || !movedOK(i, got[0]) {
+					sb, _ := b.Manager().Snapshot(sel(i))
+					sc, _ := c.Manager().Snapshot(sel(i))
+					t.Fatalf("instance %d not bound at a survivor within 30 s: contacts %v; at node-b %v %q, at node-c %v %q",
+						i, got, sb.Phase, sb.LastError, sc.Phase, sc.LastError)
+				}
+			}
+			t.Fatal("not all bound within 30 s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	took := time.Since(died)
 	close(stop)
 	wg.Wait()
@@ -207,13 +279,17 @@ func TestClusterDrainAtKamailio(t *testing.T) {
 	if testing.Short() {
 		t.Skip("Kamailio suite skipped in -short mode")
 	}
+	clusterBackends(t, testClusterDrainAtKamailio)
+}
+
+func testClusterDrainAtKamailio(t *testing.T, db string) {
 	const n = 20
 	k := siptest.StartKamailio(t, siptest.KamailioOptions{MinExpires: 10, MaxExpires: 3600})
 	apns := pushtest.NewAPNs(t)
 	shared := t.TempDir()
-	a := startApp(t, clusterSettings(t, shared, "node-a", apns))
+	a := startApp(t, clusterSettings(t, shared, db, "node-a", apns))
 	defer a.Stop()
-	b := startApp(t, clusterSettings(t, shared, "node-b", apns))
+	b := startApp(t, clusterSettings(t, shared, db, "node-b", apns))
 	defer b.Stop()
 	users := k.Users(n)
 	want := map[string]bool{}

@@ -51,7 +51,7 @@ type Store interface {
 	Nodes(ctx context.Context) ([]store.Node, error)
 	Owned(ctx context.Context) (map[string]uint64, error)
 	OwnerOf(ctx context.Context, selector string) (string, uint64, error)
-	ClaimFrom(ctx context.Context, from, incarnation string, max int, now time.Time) ([]store.Claimed, error)
+	ClaimFrom(ctx context.Context, from, incarnation string, survivors int, now time.Time) ([]store.Claimed, error)
 	HandOver(ctx context.Context, selectors []string, to string, now time.Time) ([]store.Claimed, error)
 	SaveStatesFenced(ctx context.Context, ups []store.FencedUpdate) ([]string, error)
 	Inbox(ctx context.Context, max int) ([]store.InboxItem, error)
@@ -360,17 +360,14 @@ func (c *Cluster) scan(ctx context.Context) {
 		if !orphaned {
 			continue
 		}
-		share := max((n.Instances+max(live, 1)-1)/max(live, 1), 1)
-		if n.State == store.NodeDead && n.Unclaimed > 0 && n.Unclaimed < share {
-			share = n.Unclaimed
-		}
-		c.claim(ctx, n.Name, share, now)
+		c.claim(ctx, n.Name, live, now)
 	}
 }
 
-// claim takes up to share instances of the dead node from and adopts them.
-func (c *Cluster) claim(ctx context.Context, from string, share int, now time.Time) {
-	got, err := c.db.ClaimFrom(ctx, from, c.incarnation, share, now)
+// claim takes this node's share (among survivors) of the dead node from's instances and
+// adopts them.
+func (c *Cluster) claim(ctx context.Context, from string, survivors int, now time.Time) {
+	got, err := c.db.ClaimFrom(ctx, from, c.incarnation, survivors, now)
 	if err != nil {
 		c.log.WithField("err", err).WithField("from", from).Warn("cluster: claiming a dead node's instances failed")
 		return

@@ -101,6 +101,12 @@ func (m *Manager) Adopt(ctx context.Context, ads []Adoption, window time.Duratio
 		if err != nil {
 			return n, fmt.Errorf("instance: adopt %s: %w", ad.Selector, err)
 		}
+		// A slot first: an instance is held only once its take-on is sure to run.
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return n, ctx.Err()
+		}
 		inst := fromStore(si)
 		inst.devices = int32(len(devs))
 		oldAddr := ad.OldContactAddr
@@ -111,6 +117,7 @@ func (m *Manager) Adopt(ctx context.Context, ads []Adoption, window time.Duratio
 		m.mu.Lock()
 		if m.instances[inst.selector] != nil {
 			m.mu.Unlock()
+			<-sem
 			continue
 		}
 		m.instances[inst.selector] = inst
@@ -120,11 +127,6 @@ func (m *Manager) Adopt(ctx context.Context, ads []Adoption, window time.Duratio
 		m.sorted = nil
 		m.mu.Unlock()
 		n++
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			return n, ctx.Err()
-		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -263,20 +263,21 @@ func (db *DB) OwnerOf(ctx context.Context, selector string) (node string, epoch 
 	return node, uint64(e), nil
 }
 
-// ClaimFrom moves up to max instances of node from to this node, in selector order, and returns
-// them with their new epochs. It claims only while from's lease has passed at now and this
-// node's own lease (incarnation) is live at now, and returns nothing otherwise: a node that
-// renewed in time keeps its instances, and a node that is itself unsure of its lease takes
-// nothing. Each batch of instances moves in one statement per table, and the whole claim in
-// one transaction, so an instance is never half moved. A node that has passed its lease is
-// marked dead by its first claimant.
-func (db *DB) ClaimFrom(ctx context.Context, from, incarnation string, max int, now time.Time) ([]Claimed, error) {
+// ClaimFrom moves this node's share of the instances of the dead node from to this node, in
+// selector order, and returns them with their new epochs. The share is the number from held
+// when it died divided among survivors (the live nodes, this one included), rounded up, so
+// that the survivors spread the instances among themselves; the last claimant takes what is
+// left. It claims only while from's lease has passed at now and this node's own lease
+// (incarnation) is live at now, and returns nothing otherwise: a node that renewed in time
+// keeps its instances, and a node that is itself unsure of its lease takes nothing. Each batch
+// of instances moves in one statement per table, and the whole claim in one transaction, so an
+// instance is never half moved. A node whose lease has passed is marked dead by its first
+// claimant, which records how many instances it held then.
+func (db *DB) ClaimFrom(ctx context.Context, from, incarnation string, survivors int, now time.Time) ([]Claimed, error) {
 	if from == "" || from == db.node {
 		return nil, fmt.Errorf("%w: claim from %q", ErrInvalid, from)
 	}
-	if max <= 0 {
-		return nil, nil
-	}
+	survivors = max(survivors, 1)
 	tx, err := db.write.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("store: claim from %s: %w", from, err)
@@ -288,13 +289,17 @@ func (db *DB) ClaimFrom(ctx context.Context, from, incarnation string, max int, 
 	// Declare from dead first, by an UPDATE conditioned on its lease having passed: the row
 	// stays locked until this transaction ends, so a renewal racing with the claim either
 	// committed before (and the condition fails: nothing is claimed) or waits and then finds
-	// the node dead (ErrLeaseLost), on PostgreSQL as on SQLite.
-	res, err := tx.ExecContext(ctx, "UPDATE nodes SET state = ? WHERE name = ? AND (state = ? OR lease_until <= ?)",
-		NodeDead, from, NodeDead, nanos(now))
+	// the node dead (ErrLeaseLost), on PostgreSQL as on SQLite. The first claimant records the
+	// count at death (SET reads the row as it was).
+	res, err := tx.ExecContext(ctx, `UPDATE nodes SET instances = CASE WHEN state = ? THEN instances
+		ELSE (SELECT count(*) FROM instances WHERE node = ?) END, state = ?
+		WHERE name = ? AND (state = ? OR lease_until <= ?)`,
+		NodeDead, from, NodeDead, from, NodeDead, nanos(now))
 	if err != nil {
 		return nil, fmt.Errorf("store: claim from %s: %w", from, err)
 	}
 	var fromAddr string
+	var atDeath int
 	if n, err := res.RowsAffected(); err != nil {
 		return nil, fmt.Errorf("store: claim from %s: %w", from, err)
 	} else if n == 0 {
@@ -306,10 +311,15 @@ func (db *DB) ClaimFrom(ctx context.Context, from, incarnation string, max int, 
 			return nil, nil // it renewed in time
 		}
 		// A name that never joined (the rows of a renamed single node): nobody renews it.
-	} else if err := tx.QueryRowContext(ctx, "SELECT address FROM nodes WHERE name = ?", from).Scan(&fromAddr); err != nil {
+		if atDeath, err = countOwned(ctx, tx, from); err != nil {
+			return nil, err
+		}
+	} else if err := tx.QueryRowContext(ctx, "SELECT address, instances FROM nodes WHERE name = ?", from).
+		Scan(&fromAddr, &atDeath); err != nil {
 		return nil, fmt.Errorf("store: claim from %s: %w", from, err)
 	}
-	rows, err := tx.QueryContext(ctx, "SELECT selector FROM instances WHERE node = ? ORDER BY selector LIMIT ?", from, max)
+	share := max((atDeath+survivors-1)/survivors, 1)
+	rows, err := tx.QueryContext(ctx, "SELECT selector FROM instances WHERE node = ? ORDER BY selector LIMIT ?", from, share)
 	if err != nil {
 		return nil, fmt.Errorf("store: claim from %s: %w", from, err)
 	}

@@ -80,16 +80,16 @@ func testClaimOnlyAfterLeasePassed(t *testing.T, path string) {
 	join(t, b, "ib", t0)
 
 	// a's lease runs until t0+15s: nothing can be claimed before.
-	got, err := b.ClaimFrom(ctx, "a", "ib", 100, t0.Add(14*time.Second))
+	got, err := b.ClaimFrom(ctx, "a", "ib", 1, t0.Add(14*time.Second))
 	if err != nil || len(got) != 0 {
 		t.Fatalf("claim from a live node: %v, %v", got, err)
 	}
 	if err := b.RenewLease(ctx, "ib", t0.Add(10*time.Second), t0.Add(25*time.Second), 0); err != nil {
 		t.Fatal(err)
 	}
-	// After it: b takes a share (4), then the rest.
+	// After it: b takes its share of three survivors (ceil(10/3) = 4), then the rest.
 	now := t0.Add(16 * time.Second)
-	got, err = b.ClaimFrom(ctx, "a", "ib", 4, now)
+	got, err = b.ClaimFrom(ctx, "a", "ib", 3, now)
 	if err != nil || len(got) != 4 {
 		t.Fatalf("claim 4: %v, %v", got, err)
 	}
@@ -99,8 +99,8 @@ func testClaimOnlyAfterLeasePassed(t *testing.T, path string) {
 		}
 	}
 	nodes, _ := b.Nodes(ctx)
-	if nodes[0].Name != "a" || nodes[0].State != NodeDead {
-		t.Fatalf("a not marked dead after its lease passed: %+v", nodes[0])
+	if nodes[0].Name != "a" || nodes[0].State != NodeDead || nodes[0].Instances != 10 || nodes[0].Unclaimed != 6 {
+		t.Fatalf("a not marked dead with 10 instances at death, 6 unclaimed: %+v", nodes[0])
 	}
 	// The moved instances are b's with their devices and secrets; a sees only the others.
 	if n, _ := b.CountInstances(ctx); n != 4 {
@@ -116,14 +116,14 @@ func testClaimOnlyAfterLeasePassed(t *testing.T, path string) {
 	if err := b.CheckDeviceSecret(ctx, got[0].Selector, "dev-1", "Device-Secret-Quokka-4242"); err != nil {
 		t.Fatalf("moved device secret does not open: %v", err)
 	}
-	rest, err := b.ClaimFrom(ctx, "a", "ib", 100, now)
+	rest, err := b.ClaimFrom(ctx, "a", "ib", 1, now)
 	if err != nil || len(rest) != 6 {
 		t.Fatalf("claim the rest: %d, %v", len(rest), err)
 	}
 	// A node whose own lease has passed claims nothing.
 	fill2 := openNode(t, path, "c")
 	join(t, fill2, "ic", t0)
-	if _, err := b.ClaimFrom(ctx, "c", "ib", 100, t0.Add(40*time.Second)); !errors.Is(err, ErrLeaseLost) {
+	if _, err := b.ClaimFrom(ctx, "c", "ib", 1, t0.Add(40*time.Second)); !errors.Is(err, ErrLeaseLost) {
 		t.Fatalf("claim with an expired own lease: %v, want ErrLeaseLost", err)
 	}
 	owned, err := b.Owned(ctx)
@@ -167,7 +167,7 @@ func testFencedWriteWithStaleEpochChangesNothing(t *testing.T, path string) {
 	if err := b.RenewLease(ctx, "ib", t0.Add(10*time.Second), t0.Add(30*time.Second), 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.ClaimFrom(ctx, "a", "ib", 100, t0.Add(20*time.Second)); err != nil {
+	if _, err := b.ClaimFrom(ctx, "a", "ib", 1, t0.Add(20*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	// a, paused through the take-over, writes its old state: nothing changes, and it learns
@@ -242,7 +242,7 @@ func testHandOverAndInbox(t *testing.T, path string) {
 	if err := a.SetNodeState(ctx, "ia", NodeDead); err != nil {
 		t.Fatal(err)
 	}
-	got, err := b.ClaimFrom(ctx, "a", "ib", 10, t0.Add(2*time.Second))
+	got, err := b.ClaimFrom(ctx, "a", "ib", 1, t0.Add(2*time.Second))
 	if err != nil || len(got) != 2 {
 		t.Fatalf("claim from a node that left: %d, %v", len(got), err)
 	}
