@@ -235,10 +235,15 @@ func (a *App) Start(ctx context.Context) (err error) {
 		Changelog:       changelog,
 		MaxRegisterBody: int64(s.HTTPServer.MaxRegistrationBytes),
 		TrustedProxies:  s.HTTPServer.TrustedProxies,
-		Middleware:      newAccessLog(s.Log.HTTP, a.log),
+		Middleware:      forwardedMark(newAccessLog(s.Log.HTTP, a.log)),
 	})
 	if err := a.web.Open(); err != nil {
 		return fmt.Errorf("http server: %w", err)
+	}
+	if a.cl != nil {
+		if err := a.cl.SetHTTPURL(ctx, a.web.URL()); err != nil {
+			return err
+		}
 	}
 	a.pics.start(a.bgCtx)
 	a.warnUnused()

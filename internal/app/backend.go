@@ -264,6 +264,9 @@ func (b *backend) EnableInstanceLog(ctx context.Context, sel string) (string, er
 }
 
 func (b *backend) Register(ctx context.Context, body []byte) error {
+	if b.app.cl != nil {
+		return b.app.registerInCluster(ctx, body) // cluster.go: to the instance's owner
+	}
 	return b.app.mgr.Register(ctx, body)
 }
 

@@ -1,17 +1,21 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/sipis/sipis/internal/cluster"
 	"github.com/sipis/sipis/internal/instance"
 	"github.com/sipis/sipis/internal/store"
+	"github.com/sipis/sipis/pkg/registration"
 )
 
 // startCluster joins the cluster when <Cluster Enabled="Yes">, before the instance manager
@@ -84,4 +88,86 @@ func (a *App) handleDrain(w http.ResponseWriter, r *http.Request) {
 	}
 	a.log.WithField("moved", moved).Warn("cluster: node drained; it can be stopped")
 	json.NewEncoder(w).Encode(map[string]any{"node": a.settings.Server.Name, "moved": moved, "state": "drained"})
+}
+
+// forwardedHeader marks a registration one node forwarded to the node it placed it on; that node
+// stores a new instance itself instead of placing it again (no ping-pong between nodes whose
+// views of the load differ). A client that sets it only makes the node it talks to take a new
+// instance: an existing instance still goes to its owner.
+const forwardedHeader = "X-Sipis-Forwarded-By"
+
+type forwardedKey struct{}
+
+// forwardedMark wraps next (the access log middleware, or nil) so that the context of a request
+// carrying forwardedHeader says so.
+func forwardedMark(next func(http.Handler) http.Handler) func(http.Handler) http.Handler {
+	return func(h http.Handler) http.Handler {
+		if next != nil {
+			h = next(h)
+		}
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get(forwardedHeader) != "" {
+				r = r.WithContext(context.WithValue(r.Context(), forwardedKey{}, true))
+			}
+			h.ServeHTTP(w, r)
+		})
+	}
+}
+
+// forwardError is the answer of the node a registration was forwarded to, when it refused it
+// (web.StatusCoder: the status is passed on, the message of a 4xx too).
+type forwardError struct {
+	code int
+	msg  string
+}
+
+func (e *forwardError) Error() string   { return e.msg }
+func (e *forwardError) StatusCode() int { return e.code }
+
+// forwardTimeout bounds the forwarding of one registration.
+const forwardTimeout = 15 * time.Second
+
+// registerInCluster stores a registration posted to this node at the instance's owner: here, or
+// forwarded to the owner's HTTP server (which checks and stores it like any registration, so
+// the owner's state machine gets it at once); a new instance goes to the least-loaded live node.
+// A registration that cannot be opened is refused here, with the usual reasons. When the owner
+// is dead and not yet taken over, the app gets 503 and tries again.
+func (a *App) registerInCluster(ctx context.Context, body []byte) error {
+	reg, err := registration.Open(body, a.public, a.private)
+	if err != nil {
+		return a.mgr.Register(ctx, body) // refused there, with its messages
+	}
+	node, url, err := a.cl.Place(ctx, reg.Selector)
+	if err != nil {
+		return &forwardError{code: http.StatusServiceUnavailable, msg: err.Error()}
+	}
+	if node == a.settings.Server.Name || url == "" ||
+		ctx.Value(forwardedKey{}) != nil && !a.heldElsewhere(ctx, reg.Selector) {
+		return a.mgr.Register(ctx, body)
+	}
+	fctx, cancel := context.WithTimeout(ctx, forwardTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(fctx, http.MethodPost, strings.TrimRight(url, "/")+"/sipis/register", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	req.Header.Set(forwardedHeader, a.settings.Server.Name)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		a.log.WithField("node", node).WithField("err", err).Warn("cluster: forwarding a registration failed")
+		return &forwardError{code: http.StatusServiceUnavailable, msg: "the node holding this account is not reachable"}
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode/100 == 2 {
+		return nil
+	}
+	return &forwardError{code: resp.StatusCode, msg: strings.TrimSpace(string(msg))}
+}
+
+// heldElsewhere reports whether another node owns selector.
+func (a *App) heldElsewhere(ctx context.Context, selector string) bool {
+	owner, _, err := a.db.OwnerOf(ctx, selector)
+	return err == nil && owner != a.settings.Server.Name
 }

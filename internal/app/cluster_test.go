@@ -17,6 +17,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/sipis/sipis/internal/config"
+	"github.com/sipis/sipis/internal/instance"
 	"github.com/sipis/sipis/internal/push/pushtest"
 	"github.com/sipis/sipis/internal/siptest"
 	"github.com/sipis/sipis/internal/testutil/pgtest"
@@ -357,5 +358,77 @@ func testClusterDrainAtKamailio(t *testing.T, db string) {
 	}
 	if a.Manager().Len() != 0 || b.Manager().Len() != n {
 		t.Errorf("after the drain: node-a holds %d, node-b %d", a.Manager().Len(), b.Manager().Len())
+	}
+}
+
+// TestClusterAnyNodeTakesRegistrations: a registration posted to any node reaches the node that
+// owns the instance, and a new instance goes to the least-loaded live node.
+func TestClusterAnyNodeTakesRegistrations(t *testing.T) {
+	if testing.Short() {
+		t.Skip("Kamailio suite skipped in -short mode")
+	}
+	clusterBackends(t, testClusterAnyNodeTakesRegistrations)
+}
+
+func testClusterAnyNodeTakesRegistrations(t *testing.T, db string) {
+	k := siptest.StartKamailio(t, siptest.KamailioOptions{MinExpires: 10, MaxExpires: 3600})
+	apns := pushtest.NewAPNs(t)
+	shared := t.TempDir()
+	a := startApp(t, clusterSettings(t, shared, db, "node-a", apns))
+	defer a.Stop()
+	users := k.Users(3)
+	// Two instances on node-a while it is alone.
+	holdAtKamailio(t, a, k, apns, "a0a0a0a0a0a0a0a0", users[0].Name, "secret-0")
+	holdAtKamailio(t, a, k, apns, "a1a1a1a1a1a1a1a1", users[1].Name, "secret-1")
+	b := startApp(t, clusterSettings(t, shared, db, "node-b", apns))
+	defer b.Stop()
+
+	postTo := func(node *App, sel, user, secret string, mode registration.Mode) {
+		t.Helper()
+		r := &registration.Registration{Version: registration.Version, Selector: sel, Mode: mode,
+			Account: registration.Account{User: user, Password: siptest.KamailioPassword(user), Domain: k.Domain(),
+				Proxy: k.Host(), Port: k.Port(), Transport: "udp"},
+			Device:    registration.Device{ID: "iphone", Platform: "apns", PushToken: pushtest.TokenOK, AppID: apns.Topic, Secret: secret},
+			Timestamp: time.Now().UTC(), Nonce: registration.NewNonce()}
+		sealed, err := registration.Seal(r, node.PublicKey())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code, body := post(t, node.HTTPURL(), sealed); code != 200 {
+			t.Fatalf("register %s at %s: %d %s", sel, node.settings.Server.Name, code, body)
+		}
+	}
+	// A new instance posted to the loaded node goes to the idle one.
+	postTo(a, "b2b2b2b2b2b2b2b2", users[2].Name, "secret-2", registration.ModeBackground)
+	waitPhase(t, b, "b2b2b2b2b2b2b2b2", instance.Phase{State: instance.RegisterLoop, Status: instance.Registered})
+	if _, ok := a.Manager().Snapshot("b2b2b2b2b2b2b2b2"); ok {
+		t.Fatal("the new instance is held by the loaded node too")
+	}
+	// A registration posted to the node that does not own the instance reaches its owner: the
+	// app going to the foreground releases the binding at node-a.
+	postTo(b, "a0a0a0a0a0a0a0a0", users[0].Name, "secret-0", registration.ModeForeground)
+	waitPhase(t, a, "a0a0a0a0a0a0a0a0", instance.Phase{State: instance.Idle, Status: instance.NotRegistered})
+	if _, ok := b.Manager().Snapshot("a0a0a0a0a0a0a0a0"); ok {
+		t.Fatal("node-b made its own instance of node-a's selector")
+	}
+	// A forged forwarding mark does not make a node take another's instance.
+	r := &registration.Registration{Version: registration.Version, Selector: "a1a1a1a1a1a1a1a1", Mode: registration.ModeForeground,
+		Account:   registration.Account{User: users[1].Name, Password: siptest.KamailioPassword(users[1].Name), Domain: k.Domain(), Proxy: k.Host(), Port: k.Port(), Transport: "udp"},
+		Device:    registration.Device{ID: "iphone", Platform: "apns", PushToken: pushtest.TokenOK, AppID: apns.Topic, Secret: "secret-1"},
+		Timestamp: time.Now().UTC(), Nonce: registration.NewNonce()}
+	sealed, _ := registration.Seal(r, b.PublicKey())
+	req, _ := http.NewRequest(http.MethodPost, b.HTTPURL()+"/sipis/register", strings.NewReader(string(sealed)))
+	req.Header.Set(forwardedHeader, "node-x")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("forwarded-marked registration: %d", resp.StatusCode)
+	}
+	waitPhase(t, a, "a1a1a1a1a1a1a1a1", instance.Phase{State: instance.Idle, Status: instance.NotRegistered})
+	if _, ok := b.Manager().Snapshot("a1a1a1a1a1a1a1a1"); ok {
+		t.Fatal("a forged forwarding mark made node-b hold node-a's instance")
 	}
 }

@@ -48,6 +48,7 @@ type Store interface {
 	JoinCluster(ctx context.Context, n store.Node, now, leaseUntil time.Time) error
 	RenewLease(ctx context.Context, incarnation string, now, leaseUntil time.Time, instances int) error
 	SetNodeState(ctx context.Context, incarnation, state string) error
+	SetNodeHTTPURL(ctx context.Context, incarnation, url string) error
 	Nodes(ctx context.Context) ([]store.Node, error)
 	Owned(ctx context.Context) (map[string]uint64, error)
 	OwnerOf(ctx context.Context, selector string) (string, uint64, error)
@@ -496,4 +497,75 @@ func (c *Cluster) lostByWrite(selectors []string) {
 		m.Release(selectors)
 	}
 	c.log.WithField("instances", len(selectors)).Warn("cluster: state writes refused as stale: those instances belong to another node now; dropped")
+}
+
+// SetHTTPURL records where this node's HTTP server listens, for the other nodes.
+func (c *Cluster) SetHTTPURL(ctx context.Context, url string) error {
+	c.opts.HTTPURL = url
+	return c.db.SetNodeHTTPURL(ctx, c.incarnation, url)
+}
+
+// Place returns the node a registration for selector goes to: the instance's owner if it is
+// stored, else the least-loaded live node (this one when it is as loaded as any). url is that
+// node's HTTP base URL ("" for this node).
+func (c *Cluster) Place(ctx context.Context, selector string) (node, url string, err error) {
+	me := c.db.Node()
+	owner, _, err := c.db.OwnerOf(ctx, selector)
+	switch {
+	case err == nil && owner == me:
+		return me, "", nil
+	case err != nil && !errors.Is(err, store.ErrNotFound):
+		return "", "", err
+	}
+	nodes, err := c.db.Nodes(ctx)
+	if err != nil {
+		return "", "", err
+	}
+	now := time.Now()
+	if owner != "" {
+		for _, n := range nodes {
+			if n.Name == owner {
+				if n.State == store.NodeDead || n.Expired(now) || n.HTTPURL == "" {
+					return "", "", fmt.Errorf("cluster: the owner of %s, node %s, is not reachable now: try again shortly", selector, owner)
+				}
+				return owner, n.HTTPURL, nil
+			}
+		}
+		return "", "", fmt.Errorf("cluster: the owner of %s, node %s, is unknown", selector, owner)
+	}
+	if c.Draining() {
+		// Take nothing new while handing over: the least loaded other node gets it.
+		me = ""
+	}
+	best, bestURL, load := me, "", c.loadOf(nodes, me)
+	for _, n := range nodes {
+		if n.Name == c.db.Node() || n.State != store.NodeLive || n.Expired(now) || n.HTTPURL == "" {
+			continue
+		}
+		if best == "" || n.Instances < load {
+			best, bestURL, load = n.Name, n.HTTPURL, n.Instances
+		}
+	}
+	if best == "" {
+		return "", "", ErrNoSurvivor
+	}
+	return best, bestURL, nil
+}
+
+func (c *Cluster) loadOf(nodes []store.Node, name string) int {
+	if name == "" {
+		return 0
+	}
+	c.mu.Lock()
+	m := c.m
+	c.mu.Unlock()
+	if m != nil {
+		return m.Len()
+	}
+	for _, n := range nodes {
+		if n.Name == name {
+			return n.Instances
+		}
+	}
+	return 0
 }

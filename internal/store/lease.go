@@ -583,3 +583,17 @@ func (db *DB) As(node string) *DB {
 	c.node = node
 	return &c
 }
+
+// SetNodeHTTPURL records the base URL of this node's HTTP server (known once it listens), where
+// the other nodes forward registrations for this node's instances.
+func (db *DB) SetNodeHTTPURL(ctx context.Context, incarnation, url string) error {
+	res, err := db.write.ExecContext(ctx, "UPDATE nodes SET http_url = ? WHERE name = ? AND incarnation = ?",
+		url, db.node, incarnation)
+	if err != nil {
+		return fmt.Errorf("store: set node URL: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("%w (node %s)", ErrLeaseLost, db.node)
+	}
+	return nil
+}
