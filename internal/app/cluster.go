@@ -9,12 +9,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/sipis/sipis/internal/cluster"
 	"github.com/sipis/sipis/internal/instance"
 	"github.com/sipis/sipis/internal/store"
+	"github.com/sipis/sipis/internal/web"
 	"github.com/sipis/sipis/pkg/registration"
 )
 
@@ -170,4 +172,48 @@ func (a *App) registerInCluster(ctx context.Context, body []byte) error {
 func (a *App) heldElsewhere(ctx context.Context, selector string) bool {
 	owner, _, err := a.db.OwnerOf(ctx, selector)
 	return err == nil && owner != a.settings.Server.Name
+}
+
+// clusterInfo is the cluster block of /stats/summary; nil when the node is not in a cluster.
+func (a *App) clusterInfo(ctx context.Context) *web.ClusterInfo {
+	if a.cl == nil {
+		return nil
+	}
+	st, err := a.cl.Status(ctx)
+	if err != nil {
+		a.log.WithField("err", err).Warn("cluster: reading the nodes failed")
+	}
+	info := &web.ClusterInfo{Node: st.Node, LeaseValidForSeconds: st.SendFor.Round(time.Millisecond).Seconds(),
+		Nodes: []web.ClusterNode{}}
+	now := time.Now()
+	for _, n := range st.Nodes {
+		state := n.State
+		if state != store.NodeDead && n.Expired(now) {
+			state = "expired"
+		}
+		info.Nodes = append(info.Nodes, web.ClusterNode{Name: n.Name, State: state, Instances: n.Instances,
+			LeaseLeftSeconds: n.LeaseUntil.Sub(now).Round(time.Millisecond).Seconds(),
+			Heartbeat:        n.HeartbeatAt.UTC().Format(time.RFC3339), Address: n.Address})
+	}
+	return info
+}
+
+// statsSections are the further sections of /stats: the PBX-hook's, and the cluster's.
+func (a *App) statsSections(ctx context.Context) []web.DebugSection {
+	out := a.hookStats(ctx)
+	info := a.clusterInfo(ctx)
+	if info == nil {
+		return out
+	}
+	lease := "not proven: sending nothing"
+	if info.LeaseValidForSeconds > 0 {
+		lease = "valid for " + strconv.FormatFloat(info.LeaseValidForSeconds, 'f', 1, 64) + " s"
+	}
+	sec := web.DebugSection{Title: "Cluster", Fields: []web.Field{{Name: "This node", Value: info.Node},
+		{Name: "Lease", Value: lease}}}
+	for _, n := range info.Nodes {
+		sec.Fields = append(sec.Fields, web.Field{Name: "Node " + n.Name, Value: fmt.Sprintf(
+			"%s, %d instances, lease %+.1f s, heartbeat %s, SIP %s", n.State, n.Instances, n.LeaseLeftSeconds, n.Heartbeat, n.Address)})
+	}
+	return append(out, sec)
 }

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -430,5 +431,42 @@ func testClusterAnyNodeTakesRegistrations(t *testing.T, db string) {
 	waitPhase(t, a, "a1a1a1a1a1a1a1a1", instance.Phase{State: instance.Idle, Status: instance.NotRegistered})
 	if _, ok := b.Manager().Snapshot("a1a1a1a1a1a1a1a1"); ok {
 		t.Fatal("a forged forwarding mark made node-b hold node-a's instance")
+	}
+
+	// The summary keeps its fields for the node and adds the cluster block; /stats shows it.
+	resp, err = http.Get(b.HTTPURL() + "/stats/summary/json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum struct {
+		Server   struct{ Name string }
+		Instance struct{ Count int }
+		Cluster  *struct {
+			Node                 string
+			LeaseValidForSeconds float64
+			Nodes                []struct {
+				Name, State string
+				Instances   int
+			}
+		}
+	}
+	err = json.NewDecoder(resp.Body).Decode(&sum)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Server.Name != "node-b" || sum.Instance.Count != 1 || sum.Cluster == nil || sum.Cluster.Node != "node-b" ||
+		sum.Cluster.LeaseValidForSeconds <= 0 || len(sum.Cluster.Nodes) != 2 ||
+		sum.Cluster.Nodes[0].Name != "node-a" || sum.Cluster.Nodes[0].State != "live" {
+		t.Fatalf("summary of node-b: %+v cluster %+v", sum, sum.Cluster)
+	}
+	resp, err = http.Get(b.HTTPURL() + "/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(page), "Cluster") || !strings.Contains(string(page), "Node node-a") {
+		t.Fatalf("/stats has no cluster section")
 	}
 }

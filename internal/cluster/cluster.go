@@ -569,3 +569,29 @@ func (c *Cluster) loadOf(nodes []store.Node, name string) int {
 	}
 	return 0
 }
+
+// Status is this node's view of the cluster, for the pages.
+type Status struct {
+	Node string
+	// SendFor is how long this node may still send without renewing (0: not now).
+	SendFor   time.Duration
+	LastRenew time.Time
+	RenewErr  string
+	Draining  bool
+	// Claimed counts the instances this node took over from dead nodes since it started.
+	Claimed int
+	Nodes   []store.Node
+}
+
+// Status reads the nodes table and this node's lease state.
+func (c *Cluster) Status(ctx context.Context) (Status, error) {
+	c.mu.Lock()
+	st := Status{Node: c.db.Node(), LastRenew: c.lastRenew, RenewErr: c.renewErr, Draining: c.draining, Claimed: c.claimedTot}
+	if d := time.Until(c.sendUntil); !c.sendUntil.IsZero() && d > 0 {
+		st.SendFor = d
+	}
+	c.mu.Unlock()
+	nodes, err := c.db.Nodes(ctx)
+	st.Nodes = nodes
+	return st, err
+}

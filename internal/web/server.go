@@ -116,6 +116,8 @@ type Options struct {
 	// administrator's Basic credentials (scripts and the CLI; no CSRF token, so browsers'
 	// cross-origin POSTs are refused by the Origin check).
 	AdminPOST map[string]http.Handler
+	// Cluster, when set, gives the cluster block of /stats/summary (a node of a cluster).
+	Cluster func(ctx context.Context) *ClusterInfo
 	// Probes gives the OPTIONS probes for /probes, /probes/json and /stats; nil means
 	// probing is off.
 	Probes ProbeSource
