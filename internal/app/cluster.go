@@ -46,7 +46,7 @@ func (a *App) startCluster(ctx context.Context, st instance.Store, reg instance.
 	}
 	cl, err := cluster.New(cluster.Options{
 		Store: a.db, Address: addr, Lease: s.Lease, Renew: s.Renew, Margin: s.Margin, Scan: s.Scan,
-		Logger: a.log.WithField("part", "cluster"),
+		Handle: a.handleInbox, Logger: a.log.WithField("part", "cluster"),
 	})
 	if err != nil {
 		return nil, nil, err
@@ -216,4 +216,43 @@ func (a *App) statsSections(ctx context.Context) []web.DebugSection {
 			"%s, %d instances, lease %+.1f s, heartbeat %s, SIP %s", n.State, n.Instances, n.LeaseLeftSeconds, n.Heartbeat, n.Address)})
 	}
 	return append(out, sec)
+}
+
+// ownerView returns a view of the database as the node that owns sel, when this node is in a
+// cluster and another node owns it; nil otherwise.
+func (a *App) ownerView(ctx context.Context, sel string) *store.DB {
+	if a.cl == nil {
+		return nil
+	}
+	owner, _, err := a.db.OwnerOf(ctx, sel)
+	if err != nil || owner == a.settings.Server.Name {
+		return nil
+	}
+	return a.db.As(owner)
+}
+
+// turnOffElsewhere passes an administrator's "turn off" for an instance another node owns to
+// that node's inbox (it unregisters it within a second). ok is false when no other node owns it.
+func (a *App) turnOffElsewhere(ctx context.Context, sel string) (ok bool, err error) {
+	db := a.ownerView(ctx, sel)
+	if db == nil {
+		return false, nil
+	}
+	if err := a.db.Post(ctx, db.Node(), store.InboxItem{Selector: sel, Kind: store.InboxTurnOff}); err != nil {
+		return true, err
+	}
+	a.log.WithField("selector", sel).WithField("node", db.Node()).Info("cluster: turn-off passed to the instance's node")
+	return true, nil
+}
+
+// handleInbox applies what another node passed to this one.
+func (a *App) handleInbox(ctx context.Context, it store.InboxItem) error {
+	switch it.Kind {
+	case store.InboxTurnOff:
+		if err := a.mgr.TurnOff(ctx, it.Selector); err != nil && !errors.Is(err, instance.ErrUnknownSelector) {
+			return err
+		}
+		return nil
+	}
+	return fmt.Errorf("inbox item of kind %q not handled", it.Kind)
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -431,6 +432,35 @@ func testClusterAnyNodeTakesRegistrations(t *testing.T, db string) {
 	waitPhase(t, a, "a1a1a1a1a1a1a1a1", instance.Phase{State: instance.Idle, Status: instance.NotRegistered})
 	if _, ok := b.Manager().Snapshot("a1a1a1a1a1a1a1a1"); ok {
 		t.Fatal("a forged forwarding mark made node-b hold node-a's instance")
+	}
+
+	// Admin actions on node-a for node-b's instance: the test push goes out (from node-a, with
+	// node-b's devices), the turn-off reaches node-b's state machine.
+	action := func(node *App, path, sel string) (int, string) {
+		t.Helper()
+		form := url.Values{"s": {sel}, "user": {"admin"}, "password": {"secret-admin"}}
+		req, _ := http.NewRequest(http.MethodPost, node.HTTPURL()+path, strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Origin", node.HTTPURL())
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	// (The device has only a VoIP token: the test, an alert, reports that it cannot be sent.)
+	if code, page := action(a, "/stats/actions/testpush", "b2b2b2b2b2b2b2b2"); code != 200 ||
+		!strings.Contains(page, "iphone") || !strings.Contains(page, "alert token") {
+		t.Fatalf("test push at node-a for node-b's instance: %d %s", code, page)
+	}
+	if code, page := action(a, "/stats/actions/turnoff", "b2b2b2b2b2b2b2b2"); code != 200 && code != 303 {
+		t.Fatalf("turn off at node-a for node-b's instance: %d %s", code, page)
+	}
+	waitPhase(t, b, "b2b2b2b2b2b2b2b2", instance.Phase{State: instance.Idle, Status: instance.NotRegistered})
+	if s, _ := b.Manager().Snapshot("b2b2b2b2b2b2b2b2"); !s.Off {
+		t.Fatal("turned-off instance is not off at node-b")
 	}
 
 	// The summary keeps its fields for the node and adds the cluster block; /stats shows it.
