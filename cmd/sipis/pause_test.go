@@ -43,33 +43,38 @@ func TestPausedNodeChild(t *testing.T) {
 	os.Exit(0)
 }
 
+// shortCluster are cluster timings that make a pause test run in seconds.
+const shortCluster = `<Cluster Enabled="Yes"><Lease Seconds="6"/><Renew Seconds="2"/><Margin Seconds="2"/><Scan Seconds="1"/></Cluster>`
+
 // clusterXML is the settings of node name of a cluster on the SQLite file and keys in shared,
-// with short cluster timings so that the test runs in seconds.
-func clusterXML(shared, name string) string {
+// with the <Cluster> element cluster.
+func clusterXML(shared, name, cluster string) string {
 	return `<Sipis><Server Name="` + name + `" Address="127.0.0.1" Port="0"/>
 		<Sip><Listener Transport="udp" Address="127.0.0.1" Port="0"/><Register><MinExpires Seconds="10"/></Register></Sip>
 		<HttpServer Address="127.0.0.1" Port="0"/><Administrator UserName="admin" Password="pw-admin-7"/>
 		<Database OpenString="` + filepath.Join(shared, "sipis.db") + `"/>
 		<Keys PrivateKeyFile="` + filepath.Join(shared, "server.key") + `" PublicKeyFile="` + filepath.Join(shared, "server.pub") + `"
 			DataKeyFile="` + filepath.Join(shared, "data.key") + `"/>
-		<Log Stdio="None"/><Probe Enabled="No"/>
-		<Cluster Enabled="Yes"><Lease Seconds="6"/><Renew Seconds="2"/><Margin Seconds="2"/><Scan Seconds="1"/></Cluster></Sipis>`
+		<Log Stdio="None"/><Probe Enabled="No"/>` + cluster + `</Sipis>`
 }
 
-// TestPausedNodeSendsNothing: a real sipis process holds instances at Kamailio; it is stopped
-// (SIGSTOP) past its lease, a second node takes its instances over, and after SIGCONT the paused
-// node sends nothing for the instances it lost: `kamcmd ul.dump`, sampled throughout, never
-// shows an instance at two Contacts nor the paused node's Contact again, and the node drops the
-// instances and joins again.
-func TestPausedNodeSendsNothing(t *testing.T) {
-	if testing.Short() {
-		t.Skip("Kamailio suite skipped in -short mode")
-	}
-	const n = 30
-	k := siptest.StartKamailio(t, siptest.KamailioOptions{MinExpires: 10, MaxExpires: 3600})
-	shared := t.TempDir()
+// childNode is node-a, a real server process (this test binary as "sipis serve"), holding n
+// instances bound at k.
+type childNode struct {
+	cmd   *exec.Cmd
+	db    *store.DB // an observer's handle on the shared database
+	node  store.Node
+	port  string // ":port" of its Contact
+	want  map[string]bool
+	bound func(port string) func() bool
+}
+
+// startChildNode starts node-a on a cluster database in shared with the <Cluster> element
+// cluster, registers n instances through it and waits until Kamailio holds them.
+func startChildNode(t *testing.T, k *siptest.Kamailio, shared, cluster string, n int) *childNode {
+	t.Helper()
 	settings := filepath.Join(t.TempDir(), "Settings.xml")
-	if err := os.WriteFile(settings, []byte(clusterXML(shared, "node-a")), 0o600); err != nil {
+	if err := os.WriteFile(settings, []byte(clusterXML(shared, "node-a", cluster)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	child := exec.Command(os.Args[0], "-test.run=^TestPausedNodeChild$")
@@ -95,7 +100,7 @@ func TestPausedNodeSendsNothing(t *testing.T) {
 			if _, err := os.Stat(filepath.Join(shared, "data.key")); err != nil {
 				return false
 			}
-			s, err := config.Parse([]byte(clusterXML(shared, "observer")), shared)
+			s, err := config.Parse([]byte(clusterXML(shared, "observer", cluster)), shared)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -152,8 +157,27 @@ func TestPausedNodeSendsNothing(t *testing.T) {
 	}
 	waitUntil(t, 30*time.Second, "node-a binds its instances", bound(aPort))
 
+	return &childNode{cmd: child, db: db, node: nodeA, port: aPort, want: want, bound: bound}
+}
+
+// TestPausedNodeSendsNothing: a real sipis process holds instances at Kamailio; it is stopped
+// (SIGSTOP) past its lease, a second node takes its instances over, and after SIGCONT the paused
+// node sends nothing for the instances it lost: `kamcmd ul.dump`, sampled throughout, never
+// shows an instance at two Contacts nor the paused node's Contact again, and the node drops the
+// instances and joins again.
+func TestPausedNodeSendsNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("Kamailio suite skipped in -short mode")
+	}
+	const n = 30
+	k := siptest.StartKamailio(t, siptest.KamailioOptions{MinExpires: 10, MaxExpires: 3600})
+	shared := t.TempDir()
+	a := startChildNode(t, k, shared, shortCluster, n)
+	ctx := context.Background()
+	child, db, aPort, want, bound := a.cmd, a.db, a.port, a.want, a.bound
+
 	// Node b, in this process.
-	s, err := config.Parse([]byte(clusterXML(shared, "node-b")), t.TempDir())
+	s, err := config.Parse([]byte(clusterXML(shared, "node-b", shortCluster)), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,4 +307,69 @@ func postRegistration(t *testing.T, base string, sealed []byte) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// TestKilledNodeTakenOver: a real sipis process holding instances at Kamailio is killed
+// (SIGKILL, nothing unregistered); with the default cluster timings a second node holds every
+// one of them, at its own Contact and never two at once, within 30 s of the death.
+func TestKilledNodeTakenOver(t *testing.T) {
+	if testing.Short() {
+		t.Skip("Kamailio suite skipped in -short mode")
+	}
+	const n = 30
+	k := siptest.StartKamailio(t, siptest.KamailioOptions{MinExpires: 10, MaxExpires: 3600})
+	shared := t.TempDir()
+	const defaults = `<Cluster Enabled="Yes"/>`
+	a := startChildNode(t, k, shared, defaults, n)
+	s, err := config.Parse([]byte(clusterXML(shared, "node-b", defaults)), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	b, err := app.New(s, app.WithLogger(l))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Stop()
+	bAddr := b.SIPAddr("udp")
+	bPort := bAddr[strings.LastIndex(bAddr, ":"):]
+	var doubles atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for user, cs := range ulDump(t, k) {
+				if a.want[user] && len(cs) > 1 {
+					doubles.Add(1)
+				}
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	if err := a.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	died := time.Now()
+	waitUntil(t, 30*time.Second, "node-b binds the killed node's instances", a.bound(bPort))
+	t.Logf("take-over after kill -9 (default timings): %s", time.Since(died).Round(100*time.Millisecond))
+	close(stop)
+	wg.Wait()
+	if d := doubles.Load(); d > 0 {
+		t.Errorf("ul.dump showed an instance at two Contacts %d times", d)
+	}
+	owned, err := b.Store().Owned(context.Background())
+	if err != nil || len(owned) != n {
+		t.Errorf("node-b owns %d instances in the store, want %d (%v)", len(owned), n, err)
+	}
 }
