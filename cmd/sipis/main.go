@@ -45,6 +45,9 @@ const usage = `usage:
                                       copy every table of a store into another (SQLite
                                       <-> PostgreSQL), secrets still sealed with the same
                                       data key; stop the server first
+  sipis drain [-url U] [-password-file F]
+                                      hand a cluster node's instances to the other nodes
+                                      and leave the cluster (then stop it)
   sipis version                       print the version
 `
 
@@ -77,6 +80,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return status(args, stdout, stderr)
 	case "migrate-store":
 		return migrateStore(args, stdout, stderr)
+	case "drain":
+		return drain(args, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "sipis %s (build %s %s)\n", version.Version, version.Build, version.Date)
 		return nil

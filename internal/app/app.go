@@ -31,6 +31,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/sipis/sipis/internal/call"
+	"github.com/sipis/sipis/internal/cluster"
 	"github.com/sipis/sipis/internal/config"
 	"github.com/sipis/sipis/internal/hook"
 	"github.com/sipis/sipis/internal/instance"
@@ -56,6 +57,7 @@ type App struct {
 	db    *store.DB
 	ua    *sipua.UA
 	mgr   *instance.Manager
+	cl    *cluster.Cluster // several nodes on one database (cluster.go); nil when off
 	calls *call.Manager
 	hook  *hook.Hook // PBX-hook mode (hook.go); nil when off
 	devUA *sipua.UA  // the device-facing SIP listener (calls.go)
@@ -195,8 +197,12 @@ func (a *App) Start(ctx context.Context) (err error) {
 	if err := a.startPush(); err != nil {
 		return err
 	}
+	mgrStore, mgrRegistrar, err := a.startCluster(ctx, a.db, registrar{a.ua, a.pics})
+	if err != nil {
+		return err
+	}
 	if a.mgr, err = instance.New(instance.Options{
-		Store: a.db, Registrar: registrar{a.ua, a.pics}, Logger: a.log.WithField("part", "instances"), Node: s.Server.Name,
+		Store: mgrStore, Registrar: mgrRegistrar, Logger: a.log.WithField("part", "instances"), Node: s.Server.Name,
 		PublicKey: a.public, PrivateKey: a.private,
 		DefaultExpires: int(r.DefaultExpires / time.Second), MinExpires: int(r.MinExpires / time.Second),
 		MaxExpires: int(r.MaxExpires / time.Second), RefreshFraction: r.RefreshFraction, Jitter: jitter(r.Jitter),
@@ -213,6 +219,9 @@ func (a *App) Start(ctx context.Context) (err error) {
 	}
 	if err := a.mgr.Start(ctx); err != nil {
 		return err
+	}
+	if a.cl != nil {
+		a.cl.Run(a.mgr)
 	}
 
 	if err := a.startCalls(); err != nil {
@@ -233,16 +242,23 @@ func (a *App) Start(ctx context.Context) (err error) {
 		Devices: &web.DeviceHandlers{Progress: a.calls.ProgressHandler(), Decline: a.calls.DeclineHandler(),
 			Messages: a.calls.MessagesHandler(), Ack: a.calls.AckHandler()},
 		HookRoutes:      a.hookRoutes(),
-		StatsSections:   a.hookStats,
+		StatsSections:   a.statsSections,
+		Cluster:         a.clusterInfo,
 		AdminGET:        map[string]http.Handler{"/sipis/calls": a.calls.CallsHandler()},
+		AdminPOST:       map[string]http.Handler{"/sipis/cluster/drain": http.HandlerFunc(a.handleDrain)},
 		Logger:          a.log.WithField("part", "web"),
 		Changelog:       changelog,
 		MaxRegisterBody: int64(s.HTTPServer.MaxRegistrationBytes),
 		TrustedProxies:  s.HTTPServer.TrustedProxies,
-		Middleware:      newAccessLog(s.Log.HTTP, a.log),
+		Middleware:      forwardedMark(newAccessLog(s.Log.HTTP, a.log)),
 	})
 	if err := a.web.Open(); err != nil {
 		return fmt.Errorf("http server: %w", err)
+	}
+	if a.cl != nil {
+		if err := a.cl.SetHTTPURL(ctx, a.web.URL()); err != nil {
+			return err
+		}
 	}
 	a.pics.start(a.bgCtx)
 	a.warnUnused()
@@ -274,6 +290,9 @@ func (a *App) Stop() {
 		a.bg.Wait()
 		if a.prober != nil {
 			a.prober.Stop()
+		}
+		if a.cl != nil {
+			a.cl.Stop()
 		}
 		if a.mgr != nil {
 			a.mgr.Stop()

@@ -234,6 +234,9 @@ func (b *backend) PushTestOutcomes() map[string]web.Counts {
 
 func (b *backend) TestPush(ctx context.Context, sel string) ([]web.PushResult, error) {
 	if _, ok := b.app.mgr.Snapshot(sel); !ok {
+		if db := b.app.ownerView(ctx, sel); db != nil {
+			return b.app.testPushIn(ctx, db, sel) // cluster.go: another node holds it
+		}
 		return nil, notFound(sel)
 	}
 	return b.app.testPush(ctx, sel)
@@ -241,6 +244,9 @@ func (b *backend) TestPush(ctx context.Context, sel string) ([]web.PushResult, e
 
 func (b *backend) TurnOff(ctx context.Context, sel string) error {
 	if err := b.app.mgr.TurnOff(ctx, sel); errors.Is(err, instance.ErrUnknownSelector) {
+		if ok, err := b.app.turnOffElsewhere(ctx, sel); ok || err != nil {
+			return err // cluster.go: passed to the node that holds it
+		}
 		return notFound(sel)
 	} else {
 		return err
@@ -264,6 +270,9 @@ func (b *backend) EnableInstanceLog(ctx context.Context, sel string) (string, er
 }
 
 func (b *backend) Register(ctx context.Context, body []byte) error {
+	if b.app.cl != nil {
+		return b.app.registerInCluster(ctx, body) // cluster.go: to the instance's owner
+	}
 	return b.app.mgr.Register(ctx, body)
 }
 

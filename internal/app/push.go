@@ -151,6 +151,12 @@ const (
 // testPush sends a test push to every device of an instance, records each outcome for the
 // stats page and marks dead tokens.
 func (a *App) testPush(ctx context.Context, sel string) ([]web.PushResult, error) {
+	return a.testPushIn(ctx, a.db, sel)
+}
+
+// testPushIn is testPush of an instance whose rows db reads: this node's, or in a cluster the
+// owner's (a test push from any node; it sends no SIP).
+func (a *App) testPushIn(ctx context.Context, db *store.DB, sel string) ([]web.PushResult, error) {
 	minAge := a.settings.PushTest.MinAge
 	a.push.mu.Lock()
 	if last, ok := a.push.lastTest[sel]; ok && time.Since(last) < minAge {
@@ -160,7 +166,7 @@ func (a *App) testPush(ctx context.Context, sel string) ([]web.PushResult, error
 	a.push.lastTest[sel] = time.Now()
 	a.push.mu.Unlock()
 
-	devs, err := a.db.Devices(ctx, sel)
+	devs, err := db.Devices(ctx, sel)
 	if err != nil {
 		return nil, err
 	}
@@ -169,7 +175,7 @@ func (a *App) testPush(ctx context.Context, sel string) ([]web.PushResult, error
 		r := web.PushResult{Device: d.ID, Platform: platformName(d.Platform)}
 		// A test push is an alert: on iOS it goes to the alert token, never the VoIP one.
 		n := push.Notification{Kind: push.KindTest, Selector: sel, Device: call.PushDevice(d)}
-		if inst, err := a.db.Instance(ctx, sel); err == nil {
+		if inst, err := db.Instance(ctx, sel); err == nil {
 			n.User, n.Domain = inst.Account.User, inst.Account.Domain
 		}
 		switch {
@@ -188,7 +194,7 @@ func (a *App) testPush(ctx context.Context, sel string) ([]web.PushResult, error
 				r.Outcome = outcomeDelivered
 			case res.TokenInvalid || errors.Is(err, push.ErrTokenInvalid):
 				r.Outcome, r.Error = outcomeTokenInvalid, res.Reason
-				if err := call.MarkDeadToken(ctx, a.db, n); err != nil {
+				if err := call.MarkDeadToken(ctx, db, n); err != nil {
 					a.log.WithField("err", err).Warn("marking a push token invalid failed")
 				}
 			default:
@@ -200,7 +206,7 @@ func (a *App) testPush(ctx context.Context, sel string) ([]web.PushResult, error
 				}
 			}
 		}
-		if err := a.db.AddPushTest(ctx, store.PushTest{Selector: sel, DeviceID: d.ID, Platform: r.Platform,
+		if err := db.AddPushTest(ctx, store.PushTest{Selector: sel, DeviceID: d.ID, Platform: r.Platform,
 			Outcome: r.Outcome, Reason: r.Error, At: time.Now()}); err != nil {
 			a.log.WithField("err", err).Warn("recording a test push failed")
 		}

@@ -463,6 +463,14 @@ func bindRoot(e *elem, s *Settings) {
 		bindFilters(c, &tm.Filters)
 	})
 	e.child("PushTest", func(c *elem) { c.duration("MinAge", &s.PushTest.MinAge) })
+	e.child("Cluster", func(c *elem) {
+		c.boolean("Enabled", &s.Cluster.Enabled)
+		c.str("Address", &s.Cluster.Address)
+		c.duration("Lease", &s.Cluster.Lease)
+		c.duration("Renew", &s.Cluster.Renew)
+		c.duration("Margin", &s.Cluster.Margin)
+		c.duration("Scan", &s.Cluster.Scan)
+	})
 	e.child("Probe", func(c *elem) { bindProbe(c, &s.Probe) })
 	e.child("PbxHook", func(c *elem) { bindPbxHook(c, &s.PbxHook) })
 }

@@ -52,6 +52,7 @@ type Settings struct {
 	PushTexts             PushTexts           // <PushTexts>
 	Probe                 Probe               // <Probe>
 	PbxHook               PbxHook             // <PbxHook>
+	Cluster               Cluster             // <Cluster>
 }
 
 // Server is <Server>: this node's name and its device-facing SIP listener
@@ -522,6 +523,20 @@ type PushTest struct {
 	MinAge time.Duration
 }
 
+// Cluster is <Cluster>: several nodes sharing one database, each instance owned by one live
+// node through a lease (internal/cluster).
+type Cluster struct {
+	// Enabled turns the node into a cluster member. Default No.
+	Enabled bool
+	// Address is the host:port this node's Contact names, where a survivor removes its
+	// bindings after it died; empty means the first SIP listener (with PublicAddress).
+	Address string
+	// Lease is how long a renewal holds the node's instances (15 s); Renew how often it
+	// renews (5 s); Margin how long before the lease's end the node stops sending (5 s);
+	// Scan how often survivors look for dead nodes (2 s).
+	Lease, Renew, Margin, Scan time.Duration
+}
+
 // Probe is <Probe>: OPTIONS probing of upstream SIP servers and alerts.
 type Probe struct {
 	Enabled     bool          // default Yes
@@ -676,6 +691,7 @@ func Default() *Settings {
 			Filters:  []Filter{{ContentType: "application/im-iscomposing+xml", Action: FilterDrop}},
 		},
 		PushTest: PushTest{MinAge: 10 * time.Second},
+		Cluster:  Cluster{Lease: 15 * time.Second, Renew: 5 * time.Second, Margin: 5 * time.Second, Scan: 2 * time.Second},
 		PbxHook: PbxHook{Prefix: "/api/", Wait: 4000 * time.Millisecond, ResendInterval: 1000 * time.Millisecond,
 			VerifierCache: 300 * time.Second, PushWorkers: 32, MaxWaits: 10000, Retention: 30 * 24 * time.Hour},
 		Probe: Probe{

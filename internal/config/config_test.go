@@ -307,6 +307,8 @@ func TestGood(t *testing.T) {
 			VerifierURL: "https://pbx.example.com/verify", VerifierCache: time.Minute, PushWorkers: 4, MaxWaits: 100,
 			Retention: 3 * 24 * time.Hour,
 		},
+		Cluster: Cluster{Enabled: true, Address: "192.0.2.5:5060", Lease: 20 * time.Second, Renew: 4 * time.Second,
+			Margin: 6 * time.Second, Scan: 3 * time.Second},
 	}
 	compareFields(t, reflect.ValueOf(got).Elem(), reflect.ValueOf(want).Elem(), "Settings")
 	if !reflect.DeepEqual(got, want) {
@@ -484,6 +486,7 @@ func TestBad(t *testing.T) {
 		{"both-certificate-names.xml", 3, []string{`<Certificate FileName="b.pem">`, "give File or FileName, not both"}},
 		{"bad-maxsize.xml", 4, []string{`<MaxSize Gigabytes="1">`, "unknown attribute"}},
 		{"http-exclude-no-response.xml", 3, []string{"<Exclude>", "needs a Response status"}},
+		{"cluster-lease-too-short.xml", 4, []string{"<Lease>", "longer than Renew"}},
 	}
 	files, err := filepath.Glob("testdata/bad/*.xml")
 	if err != nil {

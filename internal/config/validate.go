@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/mail"
 	"net/netip"
 	"net/url"
@@ -290,6 +291,23 @@ func validate(s *Settings) []*Error {
 	}
 
 	c.at("PushTest").nonNegative("MinAge", s.PushTest.MinAge)
+
+	cl := c.at("Cluster")
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"Lease", s.Cluster.Lease}, {"Renew", s.Cluster.Renew}, {"Margin", s.Cluster.Margin}, {"Scan", s.Cluster.Scan}} {
+		cl.nonNegative(d.name, d.v)
+	}
+	if lease, renew, margin := orDefault(s.Cluster.Lease, 15*time.Second), orDefault(s.Cluster.Renew, 5*time.Second),
+		orDefault(s.Cluster.Margin, 5*time.Second); lease-margin <= renew {
+		cl.el("Lease").fail("", "", fmt.Sprintf("is %v: less the margin (%v) it must be longer than Renew (%v)", lease, margin, renew))
+	}
+	if s.Cluster.Address != "" {
+		if _, _, err := net.SplitHostPort(s.Cluster.Address); err != nil {
+			cl.fail("Address", s.Cluster.Address, "not host:port")
+		}
+	}
 
 	validateProbe(c, s)
 	validatePbxHook(c, &s.PbxHook)
@@ -700,4 +718,11 @@ func validateExpiryReminders(a at, in Instance) {
 			a.el("AboutToExpirePeriod").el(x.name).fail("", x.per.String(), "must be at least a minute")
 		}
 	}
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
 }

@@ -434,3 +434,19 @@ func TestRegisterThousandsInFlight(t *testing.T) {
 		t.Errorf("%d messages out", got)
 	}
 }
+
+// TestRegisterNotSentAfterDeadline: a REGISTER whose context's deadline has passed is not
+// sent at all (the cluster fence bounds the context by the node's lease; after a pause both the
+// retransmission timer and the deadline are due, and nothing may leave then).
+func TestRegisterNotSentAfterDeadline(t *testing.T) {
+	r := siptest.NewRegistrar(t)
+	u := newUA(t)
+	ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Millisecond))
+	defer cancel()
+	if _, err := u.Register(ctx, binding(r, "alice")); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Register after the deadline: err = %v, want DeadlineExceeded", err)
+	}
+	if n := r.Requests(); n != 0 {
+		t.Fatalf("registrar got %d requests sent after the deadline", n)
+	}
+}

@@ -142,6 +142,9 @@ func (u *UA) transact(ctx context.Context, p *path, branch, method string, req [
 	u.txs.add(branch, tx)
 	defer u.txs.remove(branch)
 
+	if err := sendable(ctx, method, p); err != nil {
+		return ex, err
+	}
 	if err := p.send(req); err != nil {
 		return ex, fmt.Errorf("sipua: send %s to %s/%s: %w", method, p.transport, p.remote, err)
 	}
@@ -184,6 +187,9 @@ func (u *UA) transact(ctx context.Context, p *path, branch, method string, req [
 				return ex, u.timeoutError(method, p, now)
 			}
 			if !nextE.IsZero() && !time.Now().Before(nextE) {
+				if err := sendable(ctx, method, p); err != nil {
+					return ex, err
+				}
 				if err := p.send(req); err != nil {
 					return ex, fmt.Errorf("sipua: resend %s to %s/%s: %w", method, p.transport, p.remote, err)
 				}
@@ -203,6 +209,20 @@ func (u *UA) transact(ctx context.Context, p *path, branch, method string, req [
 			return ex, fmt.Errorf("sipua: %s to %s/%s: %w", method, p.transport, p.remote, ctx.Err())
 		}
 	}
+}
+
+// sendable refuses a transmission once ctx has ended, checked by the clock itself rather
+// than by ctx.Done: after the process was paused (SIGSTOP), the retransmission timer and the
+// context's deadline are both due and select would pick either. A caller that may only send
+// while a lease holds (the cluster fence) bounds ctx by the lease, and nothing leaves after it.
+func sendable(ctx context.Context, method string, p *path) error {
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return fmt.Errorf("sipua: %s to %s/%s not sent: %w", method, p.transport, p.remote, context.DeadlineExceeded)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("sipua: %s to %s/%s not sent: %w", method, p.transport, p.remote, err)
+	}
+	return nil
 }
 
 func (u *UA) timeoutError(method string, p *path, since time.Time) error {

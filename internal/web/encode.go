@@ -72,6 +72,29 @@ type summaryDoc struct {
 	Instance         summaryInstance  `json:"Instance"`
 	CallOutcomes     CallOutcomes     `json:"CallOutcomes"`
 	PushTestOutcomes pushTestOutcomes `json:"PushTestOutcomes"`
+	// Cluster is there only on a node of a cluster (Options.Cluster).
+	Cluster *ClusterInfo `json:"Cluster,omitempty" xml:",omitempty"`
+}
+
+// ClusterInfo is the cluster block of /stats/summary: this node and every node of the
+// cluster, as the shared database has them.
+type ClusterInfo struct {
+	Node string `json:"Node"`
+	// LeaseValidForSeconds is how long this node may still send without renewing its lease
+	// (0: it may not send now).
+	LeaseValidForSeconds float64       `json:"LeaseValidForSeconds"`
+	Nodes                []ClusterNode `json:"Nodes" xml:"Nodes>Node"`
+}
+
+// ClusterNode is one node of ClusterInfo.
+type ClusterNode struct {
+	Name      string `json:"Name" xml:"Name,attr"`
+	State     string `json:"State"` // live, draining, dead; "expired" for a live one whose lease passed
+	Instances int    `json:"Instances"`
+	// LeaseLeftSeconds is how long the node's lease runs (negative: passed that long ago).
+	LeaseLeftSeconds float64 `json:"LeaseLeftSeconds"`
+	Heartbeat        string  `json:"Heartbeat"` // RFC 3339
+	Address          string  `json:"Address"`
 }
 
 type summaryServer struct {

@@ -27,6 +27,7 @@
 //	POST /sipis/messages/ack?s=    a device: delete fetched messages
 //	GET  /sipis/calls?s=           admin: the instance's call records (Options.AdminGET)
 //	GET  /probes, /probes/json     the OPTIONS probe targets and their states
+//	POST /sipis/cluster/drain      admin: hand this node's instances to the others (Options.AdminPOST)
 //	GET  /metrics, /healthz        Prometheus (when a Gatherer is given), liveness
 //	GET  /debug/pprof/...          admin: the Go runtime's profiles
 //
@@ -114,6 +115,12 @@ type Options struct {
 	// AdminGET are further read-only pages for the administrator (path -> handler), served
 	// behind the same authentication as /debug.
 	AdminGET map[string]http.Handler
+	// AdminPOST are further admin actions (path -> handler), served for POST to an
+	// administrator's Basic credentials (scripts and the CLI; no CSRF token, so browsers'
+	// cross-origin POSTs are refused by the Origin check).
+	AdminPOST map[string]http.Handler
+	// Cluster, when set, gives the cluster block of /stats/summary (a node of a cluster).
+	Cluster func(ctx context.Context) *ClusterInfo
 	// Probes gives the OPTIONS probes for /probes, /probes/json and /stats; nil means
 	// probing is off.
 	Probes ProbeSource
@@ -368,6 +375,20 @@ func (s *Server) registerExtraRoutes(r *mux.Router) {
 			}
 			h.ServeHTTP(w, req)
 		})).Methods(http.MethodGet, http.MethodHead)
+	}
+	for path, h := range s.opts.AdminPOST {
+		h := h
+		r.Handle(path, http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if !s.sameOrigin(req) {
+				s.error(w, req, errCrossOrigin)
+				return
+			}
+			if _, err := s.requireAdmin(req); err != nil {
+				s.error(w, req, err)
+				return
+			}
+			h.ServeHTTP(w, req)
+		})).Methods(http.MethodPost)
 	}
 }
 

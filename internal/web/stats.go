@@ -237,6 +237,7 @@ func (s *Server) summary(ctx context.Context) (*summaryDoc, error) {
 		},
 		CallOutcomes:     calls,
 		PushTestOutcomes: newPushTestOutcomes(s.stats.PushTestOutcomes()),
+		Cluster:          s.clusterInfo(ctx),
 	}, nil
 }
 
@@ -407,4 +408,11 @@ func (c *countWriter) Write(p []byte) (int, error) {
 
 func appendInt(b []byte, n int) []byte {
 	return strconv.AppendInt(b, int64(n), 10)
+}
+
+func (s *Server) clusterInfo(ctx context.Context) *ClusterInfo {
+	if s.opts.Cluster == nil {
+		return nil
+	}
+	return s.opts.Cluster(ctx)
 }
