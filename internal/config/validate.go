@@ -169,6 +169,11 @@ func oneOf[T ~string](a at, attr string, v T, allowed ...T) {
 var serverName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
 // validate checks s; see Validate.
+//
+// It reads as Settings.xml does, element by element in document order, each element's checks
+// flat under its c.at(...); its cyclomatic complexity (37) is the number of independent checks,
+// not nesting, and the larger groups already have their own functions (validateSip, validateLog,
+// ...). Split further, the order of the error list would no longer follow the file.
 func validate(s *Settings) []*Error {
 	c := &checker{}
 

@@ -54,19 +54,8 @@ var copyOrder = []string{"key_check", "instances", "devices", "nonces", "push_te
 // transaction of the target, opts.BatchSize rows per INSERT, so a failed copy leaves that table
 // as it was; the counts are compared at the end and returned.
 func Copy(ctx context.Context, opts CopyOptions) ([]TableCount, error) {
-	if opts.BatchSize <= 0 {
-		opts.BatchSize = 500
-	}
-	if len(opts.DataKey) != DataKeySize {
-		return nil, fmt.Errorf("%w: data key is %d bytes, want %d", ErrInvalid, len(opts.DataKey), DataKeySize)
-	}
-	if strings.TrimSpace(opts.From) == "" || strings.TrimSpace(opts.To) == "" {
-		return nil, fmt.Errorf("%w: give both the source and the target", ErrInvalid)
-	}
-	if BackendOf(opts.From) == SQLite {
-		if _, err := os.Stat(opts.From); err != nil && !strings.HasPrefix(opts.From, "file:") {
-			return nil, fmt.Errorf("store: copy: source %s: %w", opts.From, err)
-		}
+	if err := opts.check(); err != nil {
+		return nil, err
 	}
 	seal, err := newSealer(opts.DataKey)
 	if err != nil {
@@ -103,28 +92,8 @@ func Copy(ctx context.Context, opts CopyOptions) ([]TableCount, error) {
 		return nil, err
 	}
 	var counts []TableCount
-	for _, t := range tables {
-		n, err := countRows(ctx, dst, t)
-		if err != nil {
-			return nil, err
-		}
-		if n > 0 && !opts.Force {
-			return nil, fmt.Errorf("%w: %s has %d rows in table %s (-force empties it first)", ErrTargetNotEmpty, dst.desc, n, t)
-		}
-	}
-	if opts.Force {
-		// Children before parents, in one transaction: the target is emptied entirely or not at all.
-		err := dst.write.inTx(ctx, func(tx *tx) error {
-			for i := len(tables) - 1; i >= 0; i-- {
-				if _, err := tx.ExecContext(ctx, "DELETE FROM "+tables[i]); err != nil {
-					return fmt.Errorf("empty %s: %w", tables[i], err)
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, fmt.Errorf("store: copy: %w", err)
-		}
+	if err := prepareTarget(ctx, dst, tables, opts.Force); err != nil {
+		return nil, err
 	}
 	for _, t := range tables {
 		n, err := copyTable(ctx, src, dst, t, opts.BatchSize)
@@ -157,6 +126,55 @@ func Copy(ctx context.Context, opts CopyOptions) ([]TableCount, error) {
 		return counts, fmt.Errorf("store: copy: counts differ: %s", strings.Join(bad, "; "))
 	}
 	return counts, nil
+}
+
+// check fills CopyOptions' defaults and refuses what cannot be copied, before anything is opened.
+func (opts *CopyOptions) check() error {
+	if opts.BatchSize <= 0 {
+		opts.BatchSize = 500
+	}
+	if len(opts.DataKey) != DataKeySize {
+		return fmt.Errorf("%w: data key is %d bytes, want %d", ErrInvalid, len(opts.DataKey), DataKeySize)
+	}
+	if strings.TrimSpace(opts.From) == "" || strings.TrimSpace(opts.To) == "" {
+		return fmt.Errorf("%w: give both the source and the target", ErrInvalid)
+	}
+	if BackendOf(opts.From) == SQLite {
+		if _, err := os.Stat(opts.From); err != nil && !strings.HasPrefix(opts.From, "file:") {
+			return fmt.Errorf("store: copy: source %s: %w", opts.From, err)
+		}
+	}
+	return nil
+}
+
+// prepareTarget refuses a target with rows in any of tables (ErrTargetNotEmpty), or with
+// force empties them: children before parents, in one transaction, so the target is emptied
+// entirely or not at all.
+func prepareTarget(ctx context.Context, dst *DB, tables []string, force bool) error {
+	for _, t := range tables {
+		n, err := countRows(ctx, dst, t)
+		if err != nil {
+			return err
+		}
+		if n > 0 && !force {
+			return fmt.Errorf("%w: %s has %d rows in table %s (-force empties it first)", ErrTargetNotEmpty, dst.desc, n, t)
+		}
+	}
+	if !force {
+		return nil
+	}
+	err := dst.write.inTx(ctx, func(tx *tx) error {
+		for i := len(tables) - 1; i >= 0; i-- {
+			if _, err := tx.ExecContext(ctx, "DELETE FROM "+tables[i]); err != nil {
+				return fmt.Errorf("empty %s: %w", tables[i], err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: copy: %w", err)
+	}
+	return nil
 }
 
 // openRaw opens the store of openString and applies its migrations, without a node or a data

@@ -578,10 +578,12 @@ func (db *DB) DoneInbox(ctx context.Context, id int64) error {
 // As returns a DB that reads and writes the rows of node instead of this DB's node, sharing
 // this DB's connections (do not Close it). A node uses it to store a registration for an
 // instance another node owns, before posting to that node's inbox.
+//
+// The view has a group-commit queue of its own (batch.go): a batch is written for one node, so
+// the views never share one.
 func (db *DB) As(node string) *DB {
-	c := *db
-	c.node = node
-	return &c
+	return &DB{write: db.write, read: db.read, dialect: db.dialect, node: node, seal: db.seal,
+		log: db.log, desc: db.desc}
 }
 
 // SetNodeHTTPURL records the base URL of this node's HTTP server (known once it listens), where

@@ -200,6 +200,10 @@ func (s *APNs) serve(w http.ResponseWriter, r *http.Request) {
 
 // check validates the request as APNs does and fills p; it returns a
 // non-zero status and Apple's reason for a request APNs would refuse.
+//
+// It is a flat list of refusals (cyclomatic 34), one per rule of Apple's documentation the fake
+// enforces, each returning Apple's status and reason: the fake must refuse what APNs refuses,
+// and one list is where that can be read against Apple's table.
 func (s *APNs) check(r *http.Request, p *APNsPush) (int, string, string) {
 	if r.ProtoMajor != 2 {
 		return http.StatusBadRequest, "HTTP2Required", ""
