@@ -17,6 +17,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google"
+	"golang.org/x/oauth2/jwt"
 )
 
 // FCM defaults.
@@ -82,39 +83,13 @@ func NewFCM(o FCMOptions) (*FCM, error) {
 	if err != nil {
 		return nil, err
 	}
-	sa := o.ServiceAccountJSON
-	if len(sa) == 0 {
-		if o.ServiceAccountFile == "" {
-			return nil, errors.New("push: fcm: neither ServiceAccountJSON nor ServiceAccountFile is set")
-		}
-		if sa, err = os.ReadFile(o.ServiceAccountFile); err != nil {
-			return nil, fmt.Errorf("push: fcm: reading service account: %w", err)
-		}
-	}
-	var meta struct {
-		Type      string `json:"type"`
-		ProjectID string `json:"project_id"`
-	}
-	if err := json.Unmarshal(sa, &meta); err != nil {
-		return nil, fmt.Errorf("push: fcm: service account is not JSON: %w", err)
-	}
-	if meta.Type != "service_account" {
-		return nil, fmt.Errorf("push: fcm: credentials type is %q, want \"service_account\"", meta.Type)
-	}
-	conf, err := google.JWTConfigFromJSON(sa, FCMScope)
+	conf, saProject, err := fcmServiceAccount(o)
 	if err != nil {
-		return nil, fmt.Errorf("push: fcm: service account: %w", err)
-	}
-	if o.TokenURL != "" {
-		u, err := url.Parse(o.TokenURL)
-		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			return nil, fmt.Errorf("push: fcm: TokenURL %q is not an http(s) URL", o.TokenURL)
-		}
-		conf.TokenURL = o.TokenURL
+		return nil, err
 	}
 	project := o.ProjectID
 	if project == "" {
-		project = meta.ProjectID
+		project = saProject
 	}
 	if project == "" || strings.ContainsFunc(project, func(r rune) bool {
 		return !(r == '-' || r == '_' || r == '.' || r == ':' || '0' <= r && r <= '9' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z')
@@ -146,6 +121,43 @@ func NewFCM(o FCMOptions) (*FCM, error) {
 	}
 	f.ts = conf.TokenSource(f.tokenCtx)
 	return f, nil
+}
+
+// fcmServiceAccount reads the service account of o (inline or from its file), checks that it is
+// one, and returns its JWT configuration (with o.TokenURL when set) and its project id.
+func fcmServiceAccount(o FCMOptions) (*jwt.Config, string, error) {
+	var err error
+	sa := o.ServiceAccountJSON
+	if len(sa) == 0 {
+		if o.ServiceAccountFile == "" {
+			return nil, "", errors.New("push: fcm: neither ServiceAccountJSON nor ServiceAccountFile is set")
+		}
+		if sa, err = os.ReadFile(o.ServiceAccountFile); err != nil {
+			return nil, "", fmt.Errorf("push: fcm: reading service account: %w", err)
+		}
+	}
+	var meta struct {
+		Type      string `json:"type"`
+		ProjectID string `json:"project_id"`
+	}
+	if err := json.Unmarshal(sa, &meta); err != nil {
+		return nil, "", fmt.Errorf("push: fcm: service account is not JSON: %w", err)
+	}
+	if meta.Type != "service_account" {
+		return nil, "", fmt.Errorf("push: fcm: credentials type is %q, want \"service_account\"", meta.Type)
+	}
+	conf, err := google.JWTConfigFromJSON(sa, FCMScope)
+	if err != nil {
+		return nil, "", fmt.Errorf("push: fcm: service account: %w", err)
+	}
+	if o.TokenURL != "" {
+		u, err := url.Parse(o.TokenURL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return nil, "", fmt.Errorf("push: fcm: TokenURL %q is not an http(s) URL", o.TokenURL)
+		}
+		conf.TokenURL = o.TokenURL
+	}
+	return conf, meta.ProjectID, nil
 }
 
 // Close closes the idle connections of the notifier's HTTP client.
