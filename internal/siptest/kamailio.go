@@ -392,3 +392,32 @@ func SIPp(t testing.TB) string {
 	}
 	return path
 }
+
+// Usage returns the CPU time and memory used so far by Kamailio: its main process and every
+// worker it forked (they share its process group).
+func (k *Kamailio) Usage() (Usage, error) {
+	k.mu.Lock()
+	cmd := k.cmd
+	k.mu.Unlock()
+	if cmd == nil {
+		return Usage{}, errors.New("siptest: kamailio is not running")
+	}
+	return GroupUsage(cmd.Process.Pid)
+}
+
+// Stat returns one of Kamailio's statistics (`kamcmd stats.get_statistics name`), such as
+// "accepted_regs" (registrar) or "rcv_requests_register" (core).
+func (k *Kamailio) Stat(name string) (int64, error) {
+	out, err := k.RPC("stats.get_statistics", name)
+	if err != nil {
+		return 0, fmt.Errorf("siptest: kamcmd stats.get_statistics %s: %v: %s", name, err, out)
+	}
+	for line := range strings.SplitSeq(out, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), " = ")
+		if !ok || !strings.HasSuffix(k, ":"+name) && k != name {
+			continue
+		}
+		return strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	}
+	return 0, fmt.Errorf("siptest: no statistic %s in %q", name, out)
+}
