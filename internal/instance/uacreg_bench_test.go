@@ -208,6 +208,7 @@ func runUacReg(b *testing.B, reg *siptest.Kamailio, dbPath string, n int) peerRu
 	b.Helper()
 	a0, _ := registrarCounts(b, reg)
 	k := siptest.StartKamailio(b, siptest.KamailioOptions{Template: "uacreg.cfg.tmpl", Debug: 1,
+		SharedMB: 256, PrivateMB: 64,
 		Vars: map[string]any{"DBURL": "sqlite:///" + dbPath, "RegTimer": *uacRegTimer}})
 	defer k.Stop()
 	waitAccepted(b, reg, a0, n, 2*time.Minute, "uac_reg")

@@ -35,6 +35,9 @@ type KamailioOptions struct {
 	Template string
 	// Vars are further fields for Template (e.g. HookURL).
 	Vars map[string]any
+	// SharedMB and PrivateMB size Kamailio's shared and per-process memory (-m and -M;
+	// defaults 64 and 8). Loading ten thousand uacreg rows needs more private memory.
+	SharedMB, PrivateMB int
 }
 
 // User is a test account on the Kamailio registrar.
@@ -129,6 +132,12 @@ func StartKamailio(t testing.TB, opts KamailioOptions) *Kamailio {
 	}
 	if k.opts.Debug == 0 {
 		k.opts.Debug = 2
+	}
+	if k.opts.SharedMB == 0 {
+		k.opts.SharedMB = 64
+	}
+	if k.opts.PrivateMB == 0 {
+		k.opts.PrivateMB = 8
 	}
 	if k.opts.Template == "" {
 		k.opts.Template = "kamailio.cfg.tmpl"
@@ -256,7 +265,8 @@ func (k *Kamailio) Start() {
 		return
 	}
 	os.Remove(k.ctl)
-	cmd := exec.Command(k.bin, "-DD", "-E", "-f", k.cfg, "-Y", k.dir, "-w", k.dir, "-m", "64", "-M", "8")
+	cmd := exec.Command(k.bin, "-DD", "-E", "-f", k.cfg, "-Y", k.dir, "-w", k.dir,
+		"-m", strconv.Itoa(k.opts.SharedMB), "-M", strconv.Itoa(k.opts.PrivateMB))
 	cmd.Stdout, cmd.Stderr = k.log, k.log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
