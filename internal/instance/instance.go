@@ -4,6 +4,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sipis/sipis/internal/sipua"
 	"github.com/sipis/sipis/internal/store"
 )
 
@@ -46,6 +47,10 @@ type Instance struct {
 	nextAt       int64 // next refresh or retry; 0 if none
 	lastRegister int64
 
+	nonce *sipua.Nonce // the registrar's digest challenge, reused by the next REGISTER
+
+	// lastRequest and lastResponse are the text of the last REGISTER exchange, kept only
+	// while the instance is in error or its log is on (Manager.transact).
 	lastRequest, lastResponse string
 
 	bytesIn, bytesOut         int64

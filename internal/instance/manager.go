@@ -55,7 +55,7 @@ type Options struct {
 	DefaultExpires  int     // seconds asked for when the app asks for none (3600)
 	MinExpires      int     // lower bound on what we ask for (60)
 	MaxExpires      int     // upper bound on what we ask for (86400)
-	RefreshFraction float64 // refresh at this fraction of the granted expiry, less jitter (0.5)
+	RefreshFraction float64 // refresh at this fraction of the granted expiry at the latest, less jitter (0.9; see refreshIn)
 	Jitter          float64 // refreshes and slow retries come up to this fraction early (0.2; negative: none)
 
 	BackoffMin        time.Duration // first retry after a failure (5s)
@@ -114,7 +114,7 @@ func (o *Options) setDefaults() {
 	defDur(&o.MaxAge, 7*24*time.Hour)
 	defDur(&o.SweepInterval, 10*time.Minute)
 	if o.RefreshFraction <= 0 || o.RefreshFraction >= 1 {
-		o.RefreshFraction = 0.5
+		o.RefreshFraction = 0.9
 	}
 	switch {
 	case o.Jitter < 0:
@@ -157,8 +157,11 @@ type Manager struct {
 	// The write-behind persister's dirty set: the latest state of every selector that changed
 	// since it was last written. save only replaces an entry under persistMu (never waits),
 	// so a stalled store never blocks a worker holding an instance's lock.
-	persistMu   sync.Mutex
-	dirty       map[string]store.StateUpdate
+	persistMu sync.Mutex
+	dirty     map[string]store.StateUpdate
+	// refreshed holds the states of instances whose only change was a good refresh (a new
+	// expiry and CSeq): they are written once a second instead of every 20 ms (saveRefresh).
+	refreshed   map[string]store.StateUpdate
 	persistWake chan struct{} // a full batch is waiting
 	persistStop chan struct{} // closed by Stop once no worker runs
 	persistDone chan struct{}
@@ -197,6 +200,7 @@ func New(opts Options) (*Manager, error) {
 		byContact:   make(map[string]*Instance),
 		proxies:     make(map[string]*proxyState),
 		dirty:       make(map[string]store.StateUpdate),
+		refreshed:   make(map[string]store.StateUpdate),
 		persistWake: make(chan struct{}, 1),
 		persistStop: make(chan struct{}),
 	}
@@ -292,9 +296,8 @@ func (m *Manager) resumeTime(inst *Instance, now time.Time) time.Time {
 	window := m.opts.ResumeWindow
 	if inst.expiresAt > 0 && inst.phase.Status == Registered {
 		left := time.Duration(inst.expiresAt - now.UnixNano())
-		refreshIn := time.Duration(float64(left) * m.opts.RefreshFraction)
-		if refreshIn > window {
-			return now.Add(jitterDown(refreshIn, m.opts.Jitter))
+		if refreshIn := m.refreshIn(left); refreshIn > window {
+			return now.Add(refreshIn)
 		}
 		if left > 2*time.Second && left-2*time.Second < window {
 			window = left - 2*time.Second
@@ -484,7 +487,12 @@ func (m *Manager) step(inst *Instance, ev Event) Event {
 		inst.remember(now.UnixNano(), ev, from, to, act, note)
 		m.instanceLog(inst).WithFields(logrus.Fields{"event": ev, "from": from, "to": to, "action": act, "note": note}).Debug("transition")
 	}
-	m.save(inst, now)
+	if from == to && to == (Phase{RegisterLoop, Registered}) && (ev == EvTimer || ev == EvRegistered) &&
+		note == "" && inst.lastError == "" {
+		m.saveRefresh(inst, now)
+	} else {
+		m.save(inst, now)
+	}
 	return next
 }
 
@@ -550,6 +558,10 @@ func (m *Manager) transact(inst *Instance, acct store.Account, expires int, cont
 		Port: acct.Port, Transport: acct.Transport, DisplayName: acct.DisplayName,
 		ContactUser: inst.contactUser, ContactAddr: contactAddr, CallID: inst.callID, CSeq: inst.cseq, Expires: expires,
 	}
+	current := acct == inst.account // not the binding of an account the app has since changed
+	if current {
+		b.Nonce = inst.nonce
+	}
 	key := proxyKey(&acct)
 	probe := inst.probe
 	inst.probe = false
@@ -575,10 +587,20 @@ func (m *Manager) transact(inst *Instance, acct store.Account, expires int, cont
 		inst.lastTraffic = now
 	}
 	inst.lastRegister = now
-	if res.Request != "" {
-		inst.lastRequest = res.Request
+	if current && acct == inst.account {
+		inst.nonce = res.Nonce
 	}
-	inst.lastResponse = res.Response
+	// The text of the last exchange is kept only where someone may look at it: an instance
+	// whose REGISTER failed, or whose log is on. A node holds a million instances, and the
+	// two messages of a good refresh are a kilobyte each.
+	if err != nil || res.Status < 200 || res.Status >= 300 || inst.logging {
+		if res.Request != "" {
+			inst.lastRequest = res.Request
+		}
+		inst.lastResponse = res.Response
+	} else {
+		inst.lastRequest, inst.lastResponse = "", ""
+	}
 	if err != nil {
 		m.stats.RegisterFailures.Add(1)
 	}
@@ -641,15 +663,23 @@ func (m *Manager) requestExpires(inst *Instance) int {
 // registrar grants: a registrar granting a second must not make us loop.
 const minRefresh = 5 * time.Second
 
-// refreshIn is when to refresh a binding valid for granted: at RefreshFraction of it, less up
-// to Jitter (a fraction) so refreshes of instances registered together spread out, never later than
-// 2 seconds before expiry, and never sooner than minRefresh.
+// refreshLead is the least time before a binding expires at which its refresh starts: one
+// whole non-INVITE transaction, in which a lost request or response is retransmitted, may
+// last Timer F = 64·T1 = 32 s (RFC 3261 §17.1.2.2) and must end before the binding lapses,
+// plus a margin for a busy proxy's admission and the scheduler's batching (sched.go).
+const refreshLead = 32*time.Second + 4*time.Second
+
+// refreshIn is when to refresh a binding valid for granted. Good UAs refresh late, since
+// every refresh costs the registrar and us a transaction: at RefreshFraction of the grant
+// (0.9), but never later than refreshLead before expiry, so that a refresh whose first
+// datagram is lost still completes in time (uac_reg's few seconds before expiry do not allow
+// that). A grant too short for that lead is refreshed at a third of it at the latest. Then
+// up to Jitter (a fraction) earlier, so that refreshes of instances registered together
+// spread out over seconds; and never sooner than minRefresh.
 func (m *Manager) refreshIn(granted time.Duration) time.Duration {
-	d := jitterDown(time.Duration(float64(granted)*m.opts.RefreshFraction), m.opts.Jitter)
-	if limit := granted - 2*time.Second; d > limit {
-		d = limit
-	}
-	return max(d, minRefresh)
+	d := min(time.Duration(float64(granted)*m.opts.RefreshFraction), granted-refreshLead)
+	d = max(d, granted/3)
+	return max(jitterDown(d, m.opts.Jitter), minRefresh)
 }
 
 // backoff is the wait before retrying after a failure: exponential from BackoffMin to
@@ -693,12 +723,9 @@ func (m *Manager) scheduleIn(inst *Instance, d time.Duration) {
 // registrations carry on. Only the latest state of a selector matters: each update carries all
 // of the stored state fields.
 func (m *Manager) save(inst *Instance, now time.Time) {
-	up := store.StateUpdate{
-		Selector: inst.selector, State: inst.phase.State.Key(), Status: inst.phase.Status.String(),
-		LastError: inst.lastError, CSeq: inst.cseq, ExpiresAt: unixTime(inst.expiresAt), Off: inst.off, At: now,
-		ContactAddr: inst.contactAddr,
-	}
+	up := stateOf(inst, now)
 	m.persistMu.Lock()
+	delete(m.refreshed, up.Selector) // superseded
 	m.dirty[up.Selector] = up
 	full := len(m.dirty) >= persistBatch
 	m.persistMu.Unlock()
@@ -708,6 +735,47 @@ func (m *Manager) save(inst *Instance, now time.Time) {
 		default:
 		}
 	}
+}
+
+func stateOf(inst *Instance, now time.Time) store.StateUpdate {
+	return store.StateUpdate{
+		Selector: inst.selector, State: inst.phase.State.Key(), Status: inst.phase.Status.String(),
+		LastError: inst.lastError, CSeq: inst.cseq, ExpiresAt: unixTime(inst.expiresAt), Off: inst.off, At: now,
+		ContactAddr: inst.contactAddr,
+	}
+}
+
+// saveRefresh is save for a state whose only change is a good refresh: a later expiry and
+// CSeq. It is written within refreshedEvery instead of 20 ms, so that a node refreshing
+// thousands of bindings a second commits a few large batches instead of fifty small ones (each
+// commit costs more than the rows in it). A crash loses at most that second of refreshes,
+// which the store's state already covers: a restart adds cseqMargin to the stored CSeq, and
+// an expiry older than the true one only brings the next REGISTER forward. A pending update
+// of the selector that must be written soon stays in the dirty set, with the new state.
+func (m *Manager) saveRefresh(inst *Instance, now time.Time) {
+	up := stateOf(inst, now)
+	m.persistMu.Lock()
+	if _, soon := m.dirty[up.Selector]; soon {
+		m.dirty[up.Selector] = up
+	} else {
+		m.refreshed[up.Selector] = up
+	}
+	m.persistMu.Unlock()
+}
+
+// refreshedEvery is how often the states saved by saveRefresh are written.
+const refreshedEvery = time.Second
+
+// mergeRefreshed moves the refreshed states into the dirty set, to be written with it.
+func (m *Manager) mergeRefreshed() {
+	m.persistMu.Lock()
+	for sel, up := range m.refreshed {
+		if _, newer := m.dirty[sel]; !newer {
+			m.dirty[sel] = up
+		}
+	}
+	clear(m.refreshed)
+	m.persistMu.Unlock()
 }
 
 // persistBatch is the most state updates written in one transaction.
@@ -723,11 +791,13 @@ const stopFlushFor = 2 * time.Minute
 func (m *Manager) persistLoop() {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
+	lastRefreshed := time.Now()
 	for {
 		select {
 		case <-m.persistStop:
 			// Every worker has returned: nothing changes any more. Write what is left,
 			// retrying a failing store for a while rather than losing it.
+			m.mergeRefreshed()
 			deadline := time.Now().Add(stopFlushFor)
 			for wait := 100 * time.Millisecond; !m.flushDirty(); wait = min(2*wait, 5*time.Second) {
 				if time.Now().After(deadline) {
@@ -740,7 +810,11 @@ func (m *Manager) persistLoop() {
 				time.Sleep(wait)
 			}
 			return
-		case <-tick.C:
+		case now := <-tick.C:
+			if now.Sub(lastRefreshed) >= refreshedEvery {
+				lastRefreshed = now
+				m.mergeRefreshed()
+			}
 		case <-m.persistWake:
 		}
 		m.flushDirty()
@@ -800,6 +874,7 @@ func (m *Manager) writeStates(work []store.StateUpdate) bool {
 func (m *Manager) forgetDirty(selector string) {
 	m.persistMu.Lock()
 	delete(m.dirty, selector)
+	delete(m.refreshed, selector)
 	m.persistMu.Unlock()
 }
 
