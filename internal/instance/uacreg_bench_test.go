@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"testing"
 	"time"
@@ -28,6 +29,8 @@ var (
 	uacRegExpires  = flag.Int("uacreg.expires", 60, "expiry both peers ask for, in seconds")
 	uacRegRuns     = flag.Int("uacreg.runs", 3, "interleaved runs per peer")
 	uacRegTimer    = flag.Int("uacreg.timer", 5, "uac_reg's reg_timer_interval, in seconds")
+	uacRegProfile  = flag.String("uacreg.cpuprofile", "", "write a CPU profile of sipis's first window to this file")
+	uacRegSkipUac  = flag.Bool("uacreg.sipisonly", false, "measure sipis only (for profiling)")
 )
 
 // peerRun is one measured window of one peer.
@@ -68,9 +71,12 @@ func BenchmarkRefreshVsUacReg(b *testing.B) {
 
 	var uac, sip []peerRun
 	for run := range *uacRegRuns {
-		u := runUacReg(b, reg, dbPath, n)
+		u := peerRun{accepted: 1}
+		if !*uacRegSkipUac {
+			u = runUacReg(b, reg, dbPath, n)
+		}
 		uac = append(uac, u)
-		s := runSipis(b, reg, n, expires)
+		s := runSipis(b, reg, n, expires, run == 0)
 		sip = append(sip, s)
 		b.Logf("run %d: uac_reg %6.1f ms/1000 (%d accepted, %d received, CPU %v, PSS %.1f MiB) | "+
 			"sipis %6.1f ms/1000 (%d accepted, %d received, %d cycles, CPU %v, RSS %.1f MiB) | ratio %.2f",
@@ -217,7 +223,7 @@ func runUacReg(b *testing.B, reg *siptest.Kamailio, dbPath string, n int) peerRu
 
 // runSipis seeds a new store with the accounts, starts the manager and a UA, waits for the
 // first registration of every account and measures a window.
-func runSipis(b *testing.B, reg *siptest.Kamailio, n, expires int) peerRun {
+func runSipis(b *testing.B, reg *siptest.Kamailio, n, expires int, first bool) peerRun {
 	b.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -271,6 +277,17 @@ func runSipis(b *testing.B, reg *siptest.Kamailio, n, expires int) peerRun {
 	waitAccepted(b, reg, a0, n, 2*time.Minute, "sipis")
 	runtime.GC() // the seeding's garbage is not the refreshes' cost
 	c0 := m.Stats().Registers.Load()
+	if first && *uacRegProfile != "" {
+		f, err := os.Create(*uacRegProfile)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			b.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	r := measure(b, reg, func() (siptest.Usage, error) { return siptest.ProcessUsage(os.Getpid()) })
 	r.cycles = m.Stats().Registers.Load() - c0
 	if f := m.Stats().RegisterFailures.Load(); f > 0 {
