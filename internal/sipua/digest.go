@@ -10,7 +10,7 @@ import (
 	"hash"
 	"io"
 	"strings"
-	"sync"
+	"unique"
 
 	"github.com/emiago/sipgo/sip"
 )
@@ -126,19 +126,14 @@ type Nonce struct {
 	nc                              uint32 // the last nonce count sent with this nonce
 }
 
-// realms interns realm and algorithm strings: a node holds one nonce per instance, most of
-// them from a few registrars, and each would otherwise keep its own copy of the same realm.
-var realms sync.Map
-
+// intern returns the canonical copy of a realm or algorithm: a node holds one nonce per
+// instance, most of them from a few registrars, and each would otherwise keep its own copy
+// of the same realm. unique frees copies no one holds, so random realms cannot pile up.
 func intern(s string) string {
 	if s == "" {
 		return ""
 	}
-	if v, ok := realms.Load(s); ok {
-		return v.(string)
-	}
-	v, _ := realms.LoadOrStore(strings.Clone(s), strings.Clone(s))
-	return v.(string)
+	return unique.Make(s).Value()
 }
 
 // chooseChallenge picks the strongest digest challenge of a 401/407 we support: RFC 8760
@@ -178,7 +173,8 @@ func chooseChallenge(res *sip.Response) (*Nonce, error) {
 		}
 		return nil, fmt.Errorf("sipua: %d challenge: %w", res.StatusCode, lastErr)
 	}
-	return &Nonce{realm: intern(best.realm), nonce: best.nonce, opaque: best.opaque, algorithm: intern(best.algorithm),
+	// Clones: the parsed values point into the whole response, which the Nonce outlives.
+	return &Nonce{realm: intern(best.realm), nonce: strings.Clone(best.nonce), opaque: strings.Clone(best.opaque), algorithm: intern(best.algorithm),
 		qop: best.offersQOP("auth"), proxy: res.StatusCode == 407}, nil
 }
 

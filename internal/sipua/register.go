@@ -226,7 +226,7 @@ func (u *UA) Register(ctx context.Context, b Binding) (Result, error) {
 			res.Nonce = nil // credentials refused: the next cycle starts with a fresh challenge
 		case code >= 200 && code < 300 && auth != nil:
 			if nn := nextNonce(ex.res, auth.proxy); nn != "" {
-				auth.nonce, auth.nc = nn, 0
+				auth.nonce, auth.nc = strings.Clone(nn), 0
 			}
 			res.Nonce = auth
 		default:
