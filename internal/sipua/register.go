@@ -1,6 +1,7 @@
 package sipua
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -272,8 +273,7 @@ func (r *registerRequest) build(branch string, cseq uint32, auth string) []byte 
 	b := r.b
 	tp := strings.ToUpper(b.Transport)
 	aor := "sip:" + escapeUser(b.User) + "@" + b.Domain
-	var s strings.Builder
-	s.Grow(600 + len(auth))
+	s := bytes.NewBuffer(make([]byte, 0, 700+len(auth)+len(b.DisplayName)*2+len(r.ua))) // one allocation, returned as is
 	s.WriteString("REGISTER sip:")
 	s.WriteString(b.Domain)
 	s.WriteString(" SIP/2.0\r\nVia: SIP/2.0/")
@@ -324,7 +324,7 @@ func (r *registerRequest) build(branch string, cseq uint32, auth string) []byte 
 	s.WriteString("User-Agent: ")
 	s.WriteString(r.ua)
 	s.WriteString("\r\nAllow: INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, INFO, UPDATE, PRACK, NOTIFY\r\nContent-Length: 0\r\n\r\n")
-	return []byte(s.String())
+	return s.Bytes()
 }
 
 // escapeUser percent-encodes what RFC 3261 §25.1 does not allow unescaped
@@ -433,19 +433,18 @@ func grantedExpires(res *sip.Response, b *Binding) int {
 // Proxy-Authorization header of a request we built (so the header's exact
 // spelling is known). The password itself is never in a request.
 func redactAuth(req []byte) string {
-	s := string(req)
-	i := strings.Index(s, "Authorization: Digest ")
+	i := bytes.Index(req, []byte("Authorization: Digest "))
 	if i < 0 {
-		return s
+		return string(req)
 	}
-	eol := strings.Index(s[i:], "\r\n")
+	eol := bytes.Index(req[i:], []byte("\r\n"))
 	if eol < 0 {
-		eol = len(s) - i
+		eol = len(req) - i
 	}
-	line := s[i : i+eol]
-	j := strings.Index(line, "response=")
+	line := req[i : i+eol]
+	j := bytes.Index(line, []byte("response="))
 	if j < 0 {
-		return s
+		return string(req)
 	}
 	j += len("response=")
 	k := j
@@ -462,5 +461,12 @@ func redactAuth(req []byte) string {
 			k++
 		}
 	}
-	return s[:i+j] + `"[redacted]"` + s[i+k:]
+	// One allocation: this runs for every REGISTER.
+	const redacted = `"[redacted]"`
+	var out strings.Builder
+	out.Grow(len(req) - (k - j) + len(redacted))
+	out.Write(req[:i+j])
+	out.WriteString(redacted)
+	out.Write(req[i+k:])
+	return out.String()
 }
