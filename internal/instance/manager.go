@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unique"
 
 	"github.com/sirupsen/logrus"
 
@@ -727,13 +728,18 @@ func (m *Manager) save(inst *Instance, now time.Time) {
 	m.persistMu.Lock()
 	delete(m.refreshed, up.Selector) // superseded
 	m.dirty[up.Selector] = up
-	full := len(m.dirty) >= persistBatch
+	wake := len(m.dirty) == 1 || len(m.dirty) >= persistBatch // the first of a round, or a full batch
 	m.persistMu.Unlock()
-	if full {
-		select {
-		case m.persistWake <- struct{}{}:
-		default:
-		}
+	if wake {
+		m.wakePersister()
+	}
+}
+
+// wakePersister tells the persister that its sets changed (it sleeps while they are empty).
+func (m *Manager) wakePersister() {
+	select {
+	case m.persistWake <- struct{}{}:
+	default:
 	}
 }
 
@@ -755,12 +761,17 @@ func stateOf(inst *Instance, now time.Time) store.StateUpdate {
 func (m *Manager) saveRefresh(inst *Instance, now time.Time) {
 	up := stateOf(inst, now)
 	m.persistMu.Lock()
+	wake := false
 	if _, soon := m.dirty[up.Selector]; soon {
 		m.dirty[up.Selector] = up
 	} else {
 		m.refreshed[up.Selector] = up
+		wake = len(m.refreshed) == 1
 	}
 	m.persistMu.Unlock()
+	if wake {
+		m.wakePersister()
+	}
 }
 
 // refreshedEvery is how often the states saved by saveRefresh are written.
@@ -784,15 +795,26 @@ const persistBatch = 512
 // stopFlushFor bounds how long Stop keeps retrying the last writes on a failing store.
 const stopFlushFor = 2 * time.Minute
 
-// persistLoop writes the dirty set in transactions of at most persistBatch updates, every
-// 20 ms or as soon as a batch is full, so that thousands of refreshes per second cost a few
-// commits. A batch whose write fails goes back into the set (unless a newer state of the
-// selector arrived meanwhile) and is written again with the next round: never dropped.
+// persistLoop writes the dirty set in transactions of at most persistBatch updates, 20 ms
+// after its first update arrived or as soon as a batch is full, so that thousands of changes
+// per second cost a few commits; the refreshed set is merged into it a second after its first
+// update. With both sets empty it sleeps: an idle node does not wake 50 times a second. A
+// batch whose write fails goes back into the set (unless a newer state of the selector arrived
+// meanwhile) and is written again 20 ms later: never dropped.
 func (m *Manager) persistLoop() {
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	lastRefreshed := time.Now()
+	const gather = 20 * time.Millisecond
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	var flushAt, mergeAt time.Time // zero: nothing pending
 	for {
+		wait := time.Hour
+		now := time.Now()
+		for _, at := range []time.Time{flushAt, mergeAt} {
+			if !at.IsZero() {
+				wait = min(wait, max(at.Sub(now), 0))
+			}
+		}
+		timer.Reset(wait)
 		select {
 		case <-m.persistStop:
 			// Every worker has returned: nothing changes any more. Write what is left,
@@ -810,14 +832,32 @@ func (m *Manager) persistLoop() {
 				time.Sleep(wait)
 			}
 			return
-		case now := <-tick.C:
-			if now.Sub(lastRefreshed) >= refreshedEvery {
-				lastRefreshed = now
-				m.mergeRefreshed()
-			}
+		case <-timer.C:
 		case <-m.persistWake:
 		}
-		m.flushDirty()
+		now = time.Now()
+		m.persistMu.Lock()
+		dirty, refreshed := len(m.dirty), len(m.refreshed)
+		m.persistMu.Unlock()
+		switch {
+		case dirty >= persistBatch:
+			flushAt = now
+		case dirty > 0 && flushAt.IsZero():
+			flushAt = now.Add(gather)
+		}
+		if refreshed > 0 && mergeAt.IsZero() {
+			mergeAt = now.Add(refreshedEvery)
+		}
+		if !mergeAt.IsZero() && !now.Before(mergeAt) {
+			m.mergeRefreshed()
+			mergeAt, flushAt = time.Time{}, now
+		}
+		if !flushAt.IsZero() && !now.Before(flushAt) {
+			flushAt = time.Time{}
+			if !m.flushDirty() {
+				flushAt = now.Add(gather)
+			}
+		}
 	}
 }
 
@@ -932,8 +972,11 @@ func fromStore(si *store.Instance) *Instance {
 	if !ok {
 		st, ss = Idle, NotRegistered
 	}
+	acct := si.Account
+	// Most instances share a few registrars: one copy of each name, not one per instance.
+	acct.Domain, acct.Proxy, acct.Transport = intern(acct.Domain), intern(acct.Proxy), intern(acct.Transport)
 	inst := &Instance{
-		selector: si.Selector, account: si.Account, off: si.Off, phase: Phase{st, ss},
+		selector: si.Selector, account: acct, off: si.Off, phase: Phase{st, ss},
 		background: si.Mode == string(registration.ModeBackground),
 		lastError:  si.LastError, contactUser: si.ContactUser, contactAddr: si.ContactAddr, callID: si.CallID,
 		cseq:    si.CSeq + cseqMargin,
@@ -943,6 +986,14 @@ func fromStore(si *store.Instance) *Instance {
 		inst.expiresAt = si.ExpiresAt.UnixNano()
 	}
 	return inst
+}
+
+// intern returns the canonical copy of s (unique.Make: copies no one uses any more are freed).
+func intern(s string) string {
+	if s == "" {
+		return ""
+	}
+	return unique.Make(s).Value()
 }
 
 // randomToken returns n random bytes as hex: Contact user parts and Call-IDs.
