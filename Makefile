@@ -35,11 +35,13 @@ test: ## the whole test suite, with the race detector (Kamailio, SIPp and Chromi
 test-short: ## quick tests only (no Kamailio, no browser)
 	$(GO) test -short -count=1 ./...
 
-bench: build ## Go benchmarks (medians of BENCHCOUNT runs) and the registration load tool
+bench: build ## Go benchmarks (medians of BENCHCOUNT runs), sipis vs Kamailio uac_reg (when installed) and the registration load tool
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count $(BENCHCOUNT) ./internal/... ./pkg/... | tee bench.out
+	$(GO) test -run '^$$' -bench '^BenchmarkRefreshVsUacReg$$' -benchtime 1x -count 1 -timeout 60m ./internal/instance -args -uacreg | tee -a bench.out
 	./bin/sipis-load -n 10000
 	./bin/sipis-load -n 100000
 	./bin/sipis-load -api -n 10000 -concurrency 64
+	$(GO) test -run '^$$' -bench '^BenchmarkCallPathKamailio$$' -benchtime 3000x -count 3 ./internal/app | tee -a bench.out
 
 load: build ## the registration load tool alone: make load N=100000
 	./bin/sipis-load -n $(or $(N),10000)

@@ -5,7 +5,7 @@
 //
 //	(a) full REGISTER cycles per second (401 challenge + authenticated REGISTER + 200),
 //	(b) resident memory per held instance,
-//	(c) CPU time per 1,000 refreshes,
+//	(c) CPU time per 1,000 refreshes (one REGISTER and its 200 each: the nonce is reused),
 //	(d) the time to resume every instance from the store.
 //
 // With -api it measures the registration API instead (api.go).
@@ -67,7 +67,7 @@ type figures struct {
 
 func run() error {
 	n := flag.Int("n", 10000, "instances")
-	expires := flag.Int("expires", 60, "expiry the registrar grants, in seconds (refresh at about half)")
+	expires := flag.Int("expires", 60, "expiry the registrar grants, in seconds (refreshed 36 s before it, or at 0.9 of it)")
 	window := flag.Duration("window", 30*time.Second, "how long to count refreshes for the CPU figure")
 	workers := flag.Int("workers", 256, "manager workers (REGISTERs in flight at most)")
 	inflight := flag.Int("inflight", 256, "REGISTERs in flight per proxy at most")
@@ -180,7 +180,10 @@ func run() error {
 	f.HeapPerInstance = float64(int64(msAfter.HeapAlloc)-int64(msBefore.HeapAlloc)) / float64(*n)
 
 	// Refreshes: count cycles and our CPU time over the window, once the first refreshes are due.
-	wait := time.Duration(float64(*expires)*0.4) * time.Second
+	// The first refreshes come at 0.9 of the expiry but 36 s before it at the latest, less
+	// up to 20 % jitter (instance.Manager.refreshIn).
+	lead := min(0.9*float64(*expires), float64(*expires)-36)
+	wait := time.Duration(max(lead*0.8, float64(*expires)/3*0.8, 5) * float64(time.Second))
 	fmt.Fprintf(os.Stderr, "waiting %v for refreshes to start, then counting for %v...\n", wait, *window)
 	select {
 	case <-time.After(wait):

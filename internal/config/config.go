@@ -110,7 +110,9 @@ type Listener struct {
 // Register is <Sip><Register>: how registrations are refreshed and retried.
 type Register struct {
 	// RefreshFraction: re-REGISTER at this fraction of the granted expiry
-	// (RFC 3261 §10.2.4 leaves the margin to the client). Default 0.5.
+	// (RFC 3261 §10.2.4 leaves the margin to the client), but never later
+	// than 36 s before expiry (a whole transaction, Timer F = 32 s, must fit
+	// before the binding lapses). Default 0.9.
 	RefreshFraction float64
 	// Jitter spreads refreshes and slow retries: each comes up to this
 	// fraction of its delay early (never late, so a binding never lapses),
@@ -629,7 +631,7 @@ func Default() *Settings {
 			Listeners: []Listener{defaultListener()},
 			UserAgent: "sipis",
 			Register: Register{
-				RefreshFraction:     0.5,
+				RefreshFraction:     0.9,
 				Jitter:              0.1,
 				DefaultExpires:      3600 * time.Second,
 				MinExpires:          60 * time.Second,

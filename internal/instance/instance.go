@@ -4,6 +4,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sipis/sipis/internal/sipua"
 	"github.com/sipis/sipis/internal/store"
 )
 
@@ -48,6 +49,10 @@ type Instance struct {
 	nextAt       int64 // next refresh or retry; 0 if none
 	lastRegister int64
 
+	nonce *sipua.Nonce // the registrar's digest challenge, reused by the next REGISTER
+
+	// lastRequest and lastResponse are the text of the last REGISTER exchange, kept only
+	// while the instance is in error or its log is on (Manager.transact).
 	lastRequest, lastResponse string
 
 	bytesIn, bytesOut         int64
@@ -55,7 +60,7 @@ type Instance struct {
 
 	devices, calls, messages int32
 
-	recent [recentEvents]EventRecord
+	recent [recentEvents]eventRec
 	nrec   uint8 // number of records written (wraps)
 }
 
@@ -76,10 +81,22 @@ type EventRecord struct {
 	Note   string
 }
 
+// eventRec is an EventRecord as an instance keeps it: 32 bytes instead of 80, since every
+// instance keeps recentEvents of them.
+type eventRec struct {
+	at       int64
+	note     string
+	ev       Event
+	act      Action
+	from, to Phase
+}
+
+func (r eventRec) record() EventRecord {
+	return EventRecord{At: time.Unix(0, r.at), Event: r.ev.String(), From: r.from, To: r.to, Action: r.act.String(), Note: r.note}
+}
+
 func (inst *Instance) remember(at int64, ev Event, from, to Phase, act Action, note string) {
-	inst.recent[int(inst.nrec)%recentEvents] = EventRecord{
-		At: time.Unix(0, at), Event: ev.String(), From: from, To: to, Action: act.String(), Note: note,
-	}
+	inst.recent[int(inst.nrec)%recentEvents] = eventRec{at: at, ev: ev, from: from, to: to, act: act, note: note}
 	inst.nrec++
 	if inst.nrec >= 2*recentEvents {
 		inst.nrec -= recentEvents
@@ -156,7 +173,7 @@ func (inst *Instance) snapshot(detail bool) Snapshot {
 			start = n - recentEvents
 		}
 		for i := start; i < n; i++ {
-			s.Recent = append(s.Recent, inst.recent[i%recentEvents])
+			s.Recent = append(s.Recent, inst.recent[i%recentEvents].record())
 		}
 	}
 	return s

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unique"
 
 	"github.com/sirupsen/logrus"
 
@@ -55,7 +56,7 @@ type Options struct {
 	DefaultExpires  int     // seconds asked for when the app asks for none (3600)
 	MinExpires      int     // lower bound on what we ask for (60)
 	MaxExpires      int     // upper bound on what we ask for (86400)
-	RefreshFraction float64 // refresh at this fraction of the granted expiry, less jitter (0.5)
+	RefreshFraction float64 // refresh at this fraction of the granted expiry at the latest, less jitter (0.9; see refreshIn)
 	Jitter          float64 // refreshes and slow retries come up to this fraction early (0.2; negative: none)
 
 	BackoffMin        time.Duration // first retry after a failure (5s)
@@ -114,7 +115,7 @@ func (o *Options) setDefaults() {
 	defDur(&o.MaxAge, 7*24*time.Hour)
 	defDur(&o.SweepInterval, 10*time.Minute)
 	if o.RefreshFraction <= 0 || o.RefreshFraction >= 1 {
-		o.RefreshFraction = 0.5
+		o.RefreshFraction = 0.9
 	}
 	switch {
 	case o.Jitter < 0:
@@ -160,8 +161,11 @@ type Manager struct {
 	// The write-behind persister's dirty set: the latest state of every selector that changed
 	// since it was last written. save only replaces an entry under persistMu (never waits),
 	// so a stalled store never blocks a worker holding an instance's lock.
-	persistMu   sync.Mutex
-	dirty       map[string]store.StateUpdate
+	persistMu sync.Mutex
+	dirty     map[string]store.StateUpdate
+	// refreshed holds the states of instances whose only change was a good refresh (a new
+	// expiry and CSeq): they are written once a second instead of every 20 ms (saveRefresh).
+	refreshed   map[string]store.StateUpdate
 	persistWake chan struct{} // a full batch is waiting
 	persistStop chan struct{} // closed by Stop once no worker runs
 	persistDone chan struct{}
@@ -204,6 +208,7 @@ func New(opts Options) (*Manager, error) {
 		byContact:   make(map[string]*Instance),
 		proxies:     make(map[string]*proxyState),
 		dirty:       make(map[string]store.StateUpdate),
+		refreshed:   make(map[string]store.StateUpdate),
 		persistWake: make(chan struct{}, 1),
 		persistStop: make(chan struct{}),
 		persistDone: make(chan struct{}),
@@ -301,9 +306,8 @@ func (m *Manager) resumeTime(inst *Instance, now time.Time) time.Time {
 	window := m.opts.ResumeWindow
 	if inst.expiresAt > 0 && inst.phase.Status == Registered {
 		left := time.Duration(inst.expiresAt - now.UnixNano())
-		refreshIn := time.Duration(float64(left) * m.opts.RefreshFraction)
-		if refreshIn > window {
-			return now.Add(jitterDown(refreshIn, m.opts.Jitter))
+		if refreshIn := m.refreshIn(left); refreshIn > window {
+			return now.Add(refreshIn)
 		}
 		if left > 2*time.Second && left-2*time.Second < window {
 			window = left - 2*time.Second
@@ -486,7 +490,12 @@ func (m *Manager) step(inst *Instance, ev Event, regs uint32) Event {
 		inst.remember(now.UnixNano(), ev, from, to, act, note)
 		m.instanceLog(inst).WithFields(logrus.Fields{"event": ev, "from": from, "to": to, "action": act, "note": note}).Debug("transition")
 	}
-	m.save(inst, now)
+	if from == to && to == (Phase{RegisterLoop, Registered}) && (ev == EvTimer || ev == EvRegistered) &&
+		note == "" && inst.lastError == "" {
+		m.saveRefresh(inst, now)
+	} else {
+		m.save(inst, now)
+	}
 	return next
 }
 
@@ -577,6 +586,10 @@ func (m *Manager) transact(inst *Instance, acct store.Account, expires int, cont
 		Port: acct.Port, Transport: acct.Transport, DisplayName: acct.DisplayName,
 		ContactUser: inst.contactUser, ContactAddr: contactAddr, CallID: inst.callID, CSeq: inst.cseq, Expires: expires,
 	}
+	current := acct == inst.account // not the binding of an account the app has since changed
+	if current {
+		b.Nonce = inst.nonce
+	}
 	key := proxyKey(&acct)
 	probe := inst.probe
 	inst.probe = false
@@ -602,10 +615,20 @@ func (m *Manager) transact(inst *Instance, acct store.Account, expires int, cont
 		inst.lastTraffic = now
 	}
 	inst.lastRegister = now
-	if res.Request != "" {
-		inst.lastRequest = res.Request
+	if current && acct == inst.account {
+		inst.nonce = res.Nonce
 	}
-	inst.lastResponse = res.Response
+	// The text of the last exchange is kept only where someone may look at it: an instance
+	// whose REGISTER failed, or whose log is on. A node holds a million instances, and the
+	// two messages of a good refresh are a kilobyte each.
+	if err != nil || res.Status < 200 || res.Status >= 300 || inst.logging {
+		if res.Request != "" {
+			inst.lastRequest = res.Request
+		}
+		inst.lastResponse = res.Response
+	} else {
+		inst.lastRequest, inst.lastResponse = "", ""
+	}
 	if err != nil {
 		m.stats.RegisterFailures.Add(1)
 	}
@@ -668,15 +691,23 @@ func (m *Manager) requestExpires(inst *Instance) int {
 // registrar grants: a registrar granting a second must not make us loop.
 const minRefresh = 5 * time.Second
 
-// refreshIn is when to refresh a binding valid for granted: at RefreshFraction of it, less up
-// to Jitter (a fraction) so refreshes of instances registered together spread out, never later than
-// 2 seconds before expiry, and never sooner than minRefresh.
+// refreshLead is the least time before a binding expires at which its refresh starts: one
+// whole non-INVITE transaction, in which a lost request or response is retransmitted, may
+// last Timer F = 64·T1 = 32 s (RFC 3261 §17.1.2.2) and must end before the binding lapses,
+// plus a margin for a busy proxy's admission and the scheduler's batching (sched.go).
+const refreshLead = 32*time.Second + 4*time.Second
+
+// refreshIn is when to refresh a binding valid for granted. Good UAs refresh late, since
+// every refresh costs the registrar and us a transaction: at RefreshFraction of the grant
+// (0.9), but never later than refreshLead before expiry, so that a refresh whose first
+// datagram is lost still completes in time (uac_reg's few seconds before expiry do not allow
+// that). A grant too short for that lead is refreshed at a third of it at the latest. Then
+// up to Jitter (a fraction) earlier, so that refreshes of instances registered together
+// spread out over seconds; and never sooner than minRefresh.
 func (m *Manager) refreshIn(granted time.Duration) time.Duration {
-	d := jitterDown(time.Duration(float64(granted)*m.opts.RefreshFraction), m.opts.Jitter)
-	if limit := granted - 2*time.Second; d > limit {
-		d = limit
-	}
-	return max(d, minRefresh)
+	d := min(time.Duration(float64(granted)*m.opts.RefreshFraction), granted-refreshLead)
+	d = max(d, granted/3)
+	return max(jitterDown(d, m.opts.Jitter), minRefresh)
 }
 
 // backoff is the wait before retrying after a failure: exponential from BackoffMin to
@@ -720,21 +751,69 @@ func (m *Manager) scheduleIn(inst *Instance, d time.Duration) {
 // registrations carry on. Only the latest state of a selector matters: each update carries all
 // of the stored state fields.
 func (m *Manager) save(inst *Instance, now time.Time) {
-	up := store.StateUpdate{
+	up := stateOf(inst, now)
+	m.persistMu.Lock()
+	delete(m.refreshed, up.Selector) // superseded
+	m.dirty[up.Selector] = up
+	wake := len(m.dirty) == 1 || len(m.dirty) >= persistBatch // the first of a round, or a full batch
+	m.persistMu.Unlock()
+	if wake {
+		m.wakePersister()
+	}
+}
+
+// wakePersister tells the persister that its sets changed (it sleeps while they are empty).
+func (m *Manager) wakePersister() {
+	select {
+	case m.persistWake <- struct{}{}:
+	default:
+	}
+}
+
+func stateOf(inst *Instance, now time.Time) store.StateUpdate {
+	return store.StateUpdate{
 		Selector: inst.selector, State: inst.phase.State.Key(), Status: inst.phase.Status.String(),
 		LastError: inst.lastError, CSeq: inst.cseq, ExpiresAt: unixTime(inst.expiresAt), Off: inst.off, At: now,
 		ContactAddr: inst.contactAddr,
 	}
+}
+
+// saveRefresh is save for a state whose only change is a good refresh: a later expiry and
+// CSeq. It is written within refreshedEvery instead of 20 ms, so that a node refreshing
+// thousands of bindings a second commits a few large batches instead of fifty small ones (each
+// commit costs more than the rows in it). A crash loses at most that second of refreshes,
+// which the store's state already covers: a restart adds cseqMargin to the stored CSeq, and
+// an expiry older than the true one only brings the next REGISTER forward. A pending update
+// of the selector that must be written soon stays in the dirty set, with the new state.
+func (m *Manager) saveRefresh(inst *Instance, now time.Time) {
+	up := stateOf(inst, now)
 	m.persistMu.Lock()
-	m.dirty[up.Selector] = up
-	full := len(m.dirty) >= persistBatch
+	wake := false
+	if _, soon := m.dirty[up.Selector]; soon {
+		m.dirty[up.Selector] = up
+	} else {
+		m.refreshed[up.Selector] = up
+		wake = len(m.refreshed) == 1
+	}
 	m.persistMu.Unlock()
-	if full {
-		select {
-		case m.persistWake <- struct{}{}:
-		default:
+	if wake {
+		m.wakePersister()
+	}
+}
+
+// refreshedEvery is how often the states saved by saveRefresh are written.
+const refreshedEvery = time.Second
+
+// mergeRefreshed moves the refreshed states into the dirty set, to be written with it.
+func (m *Manager) mergeRefreshed() {
+	m.persistMu.Lock()
+	for sel, up := range m.refreshed {
+		if _, newer := m.dirty[sel]; !newer {
+			m.dirty[sel] = up
 		}
 	}
+	clear(m.refreshed)
+	m.persistMu.Unlock()
 }
 
 // persistBatch is the most state updates written in one transaction.
@@ -743,24 +822,38 @@ const persistBatch = 512
 // stopFlushFor bounds how long Stop keeps retrying the last writes on a failing store.
 const stopFlushFor = 2 * time.Minute
 
-// persistLoop writes the dirty set in transactions of at most persistBatch updates, every
-// 20 ms or as soon as a batch is full, so that thousands of refreshes per second cost a few
-// commits. A batch whose write fails goes back into the set (unless a newer state of the
-// selector arrived meanwhile) and is written again with the next round: never dropped.
+// persistLoop writes the dirty set in transactions of at most persistBatch updates, 20 ms
+// after its first update arrived or as soon as a batch is full, so that thousands of changes
+// per second cost a few commits; the refreshed set is merged into it a second after its first
+// update. With both sets empty it sleeps: an idle node does not wake 50 times a second. A
+// batch whose write fails goes back into the set (unless a newer state of the selector arrived
+// meanwhile) and is written again 20 ms later: never dropped.
 //
-// A Flush request is answered once a round that started after it emptied the set; while the
-// store fails, requests wait for the round that succeeds.
+// A Flush request merges the refreshed set and writes at once; it is answered once a round
+// that started after it emptied the set. While the store fails, requests wait for the round
+// that succeeds.
 func (m *Manager) persistLoop() {
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	var flushes []chan struct{} // Flush calls waiting for a round that empties the set
+	const gather = 20 * time.Millisecond
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	var flushAt, mergeAt time.Time // zero: nothing pending
+	var flushes []chan struct{}    // Flush calls waiting for a round that empties the set
 	for {
+		wait := time.Hour
+		now := time.Now()
+		for _, at := range []time.Time{flushAt, mergeAt} {
+			if !at.IsZero() {
+				wait = min(wait, max(at.Sub(now), 0))
+			}
+		}
+		timer.Reset(wait)
 		select {
 		case done := <-m.flushReq:
 			flushes = append(flushes, done)
 		case <-m.persistStop:
 			// Every worker has returned: nothing changes any more. Write what is left,
 			// retrying a failing store for a while rather than losing it.
+			m.mergeRefreshed()
 			deadline := time.Now().Add(stopFlushFor)
 			for wait := 100 * time.Millisecond; !m.flushDirty(); wait = min(2*wait, 5*time.Second) {
 				if time.Now().After(deadline) {
@@ -774,14 +867,39 @@ func (m *Manager) persistLoop() {
 				time.Sleep(wait)
 			}
 			return
-		case <-tick.C:
+		case <-timer.C:
 		case <-m.persistWake:
 		}
-		if m.flushDirty() {
-			for _, done := range flushes {
-				close(done)
+		now = time.Now()
+		m.persistMu.Lock()
+		dirty, refreshed := len(m.dirty), len(m.refreshed)
+		m.persistMu.Unlock()
+		switch {
+		case dirty >= persistBatch:
+			flushAt = now
+		case dirty > 0 && flushAt.IsZero():
+			flushAt = now.Add(gather)
+		}
+		if refreshed > 0 && mergeAt.IsZero() {
+			mergeAt = now.Add(refreshedEvery)
+		}
+		if len(flushes) > 0 {
+			mergeAt, flushAt = now, now // a Flush writes the refreshed set too, now
+		}
+		if !mergeAt.IsZero() && !now.Before(mergeAt) {
+			m.mergeRefreshed()
+			mergeAt, flushAt = time.Time{}, now
+		}
+		if !flushAt.IsZero() && !now.Before(flushAt) {
+			flushAt = time.Time{}
+			if !m.flushDirty() {
+				flushAt = now.Add(gather)
+			} else {
+				for _, done := range flushes {
+					close(done)
+				}
+				flushes = flushes[:0]
 			}
-			flushes = flushes[:0]
 		}
 	}
 }
@@ -874,6 +992,7 @@ func (m *Manager) writeStates(work []store.StateUpdate) bool {
 func (m *Manager) forgetDirty(selector string) {
 	m.persistMu.Lock()
 	delete(m.dirty, selector)
+	delete(m.refreshed, selector)
 	m.persistMu.Unlock()
 }
 
@@ -940,8 +1059,11 @@ func fromStore(si *store.Instance) *Instance {
 	if !ok {
 		st, ss = Idle, NotRegistered
 	}
+	acct := si.Account
+	// Most instances share a few registrars: one copy of each name, not one per instance.
+	acct.Domain, acct.Proxy, acct.Transport = intern(acct.Domain), intern(acct.Proxy), intern(acct.Transport)
 	inst := &Instance{
-		selector: si.Selector, account: si.Account, off: si.Off, phase: Phase{st, ss},
+		selector: si.Selector, account: acct, off: si.Off, phase: Phase{st, ss},
 		background: si.Mode == string(registration.ModeBackground),
 		lastError:  si.LastError, contactUser: si.ContactUser, contactAddr: si.ContactAddr, callID: si.CallID,
 		cseq:    si.CSeq + cseqMargin,
@@ -951,6 +1073,14 @@ func fromStore(si *store.Instance) *Instance {
 		inst.expiresAt = si.ExpiresAt.UnixNano()
 	}
 	return inst
+}
+
+// intern returns the canonical copy of s (unique.Make: copies no one uses any more are freed).
+func intern(s string) string {
+	if s == "" {
+		return ""
+	}
+	return unique.Make(s).Value()
 }
 
 // randomToken returns n random bytes as hex: Contact user parts and Call-IDs.

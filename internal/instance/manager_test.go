@@ -94,14 +94,14 @@ func TestRegisterAndRefreshBeforeExpiry(t *testing.T) {
 		time.Sleep(2 * time.Hour)
 		synctest.Wait()
 		calls := h.reg.callsFor("alice")
-		if len(calls) < 10 {
+		if len(calls) < 13 {
 			t.Fatalf("only %d REGISTERs in 2h with 600 s expiry", len(calls))
 		}
 		prev := start
 		for i, c := range calls[1:] {
 			gap := c.At.Sub(prev)
-			if gap < 240*time.Second || gap > 300*time.Second {
-				t.Errorf("refresh %d after %v, want 240..300 s (0.5 of 600 s less 20%% jitter)", i, gap)
+			if gap < 432*time.Second || gap > 540*time.Second {
+				t.Errorf("refresh %d after %v, want 432..540 s (0.9 of 600 s less 20%% jitter)", i, gap)
 			}
 			if c.Binding.CallID != calls[0].Binding.CallID {
 				t.Error("Call-ID changed across refreshes")
@@ -473,4 +473,33 @@ func TestTinyGrantDoesNotLoop(t *testing.T) {
 			t.Errorf("%d REGISTERs in a minute for a 1 s grant; the floor is one per %v", n, minRefresh)
 		}
 	})
+}
+
+// TestRefreshPointLeavesTimerF: a refresh comes at RefreshFraction of the grant, but early
+// enough that a whole transaction (Timer F, 32 s) and a margin fit before expiry; a grant too
+// short for that is refreshed at a third of it; jitter only makes it earlier.
+func TestRefreshPointLeavesTimerF(t *testing.T) {
+	m := &Manager{opts: Options{Jitter: -1}}
+	m.opts.setDefaults()
+	for _, c := range []struct{ granted, want time.Duration }{
+		{3600 * time.Second, 3240 * time.Second}, // 0.9
+		{600 * time.Second, 540 * time.Second},   // 0.9
+		{120 * time.Second, 84 * time.Second},    // 36 s before expiry
+		{60 * time.Second, 24 * time.Second},     // 36 s before expiry
+		{45 * time.Second, 15 * time.Second},     // a third
+		{10 * time.Second, minRefresh},
+	} {
+		if got := m.refreshIn(c.granted); got != c.want {
+			t.Errorf("refreshIn(%v) = %v, want %v", c.granted, got, c.want)
+		}
+		if c.granted >= 3*refreshLead && c.granted-m.refreshIn(c.granted) < refreshLead {
+			t.Errorf("refresh of %v leaves less than %v", c.granted, refreshLead)
+		}
+	}
+	m.opts.Jitter = 0.1
+	for range 1000 {
+		if got := m.refreshIn(60 * time.Second); got > 24*time.Second || got < 21600*time.Millisecond {
+			t.Fatalf("jittered refreshIn(60 s) = %v, want 21.6..24 s", got)
+		}
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/sipis/sipis/internal/sipua"
 	"github.com/sipis/sipis/internal/store"
 	"github.com/sipis/sipis/pkg/registration"
 )
@@ -300,5 +301,61 @@ func TestFlushHonoursContext(t *testing.T) {
 			t.Fatalf("Flush on a store failing for an hour = %v, want the context's deadline", err)
 		}
 		st.stallUntil(time.Time{})
+	})
+}
+
+// TestGoodRefreshesWrittenOncePerSecond: a refresh that changes nothing but the expiry and
+// CSeq is written with the next once-a-second batch, not within 20 ms; a failure is written at
+// once; Stop writes what is pending.
+func TestGoodRefreshesWrittenOncePerSecond(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, func(o *Options) { o.Jitter = -1 })
+		if err := h.send(regFor("aa0000f1", "fred", registration.ModeBackground)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+		synctest.Wait()
+		first := h.st.get("aa0000f1")
+		if first.Status != "Registered" || first.CSeq == 0 {
+			t.Fatalf("first registration not written at once: %+v", first)
+		}
+		// 600 s granted: refreshed at 540 s (0.9, no jitter), at most coalesce later.
+		time.Sleep(540*time.Second + 150*time.Millisecond)
+		synctest.Wait()
+		snap, _ := h.m.Snapshot("aa0000f1")
+		if snap.CSeq <= first.CSeq {
+			t.Fatalf("no refresh by 540 s: CSeq %d", snap.CSeq)
+		}
+		if got := h.st.get("aa0000f1"); got.CSeq != first.CSeq {
+			t.Errorf("refresh written within 0.15 s (CSeq %d), want with the next 1 s batch", got.CSeq)
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if got := h.st.get("aa0000f1"); got.CSeq != snap.CSeq || !got.ExpiresAt.After(first.ExpiresAt) {
+			t.Errorf("refresh not written within 1 s: stored CSeq %d expiry %v, want %d after %v", got.CSeq, got.ExpiresAt, snap.CSeq, first.ExpiresAt)
+		}
+
+		// A failed refresh is written with the 20 ms round.
+		h.reg.set("fred", func(b sipua.Binding) (sipua.Result, error) {
+			return sipua.Result{Status: 500, Reason: "Server Error"}, nil
+		})
+		time.Sleep(540 * time.Second)
+		synctest.Wait()
+		time.Sleep(50 * time.Millisecond)
+		synctest.Wait()
+		if got := h.st.get("aa0000f1"); got.Status != "Error" {
+			t.Errorf("failed refresh stored as %s/%s, want Error at once", got.State, got.Status)
+		}
+
+		// Stop writes a refresh that is still waiting for its batch.
+		h.reg.set("fred", grant)
+		snap, _ = h.m.Snapshot("aa0000f1")
+		time.Sleep(time.Until(snap.NextAt) + 150*time.Millisecond)
+		synctest.Wait()
+		snap, _ = h.m.Snapshot("aa0000f1")
+		h.m.Stop()
+		if got := h.st.get("aa0000f1"); got.CSeq != snap.CSeq || got.Status != "Registered" {
+			t.Errorf("after Stop stored %s CSeq %d, want Registered %d", got.Status, got.CSeq, snap.CSeq)
+		}
 	})
 }

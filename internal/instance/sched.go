@@ -69,7 +69,20 @@ func (s *scheduler) push(e entry) {
 	}
 }
 
-// run fires due entries until ctx ends.
+// coalesce is the scheduler's timer granularity: it wakes at multiples of it and then fires
+// every entry due by then, at most this late. Refreshes spread by jitter over seconds would
+// otherwise each wake the runtime on their own (a timer, a worker, a send, a receive, and
+// the threads behind them, per datagram); woken together, one wake-up sends tens of
+// REGISTERs and takes their answers while the threads are running. 100 ms is nothing next to
+// a refresh's lead (refreshLead) or a retry's backoff, and keeps the jitter's spread.
+const coalesce = int64(100 * time.Millisecond)
+
+// coalesced rounds at (unix nanoseconds) up to the next multiple of coalesce.
+func coalesced(at int64) int64 {
+	return (at + coalesce - 1) / coalesce * coalesce
+}
+
+// run fires due entries until ctx ends, in batches (coalesce).
 func (s *scheduler) run(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -92,7 +105,7 @@ func (s *scheduler) run(ctx context.Context) {
 		}
 		wait := time.Hour
 		if len(s.h) > 0 {
-			wait = time.Duration(s.h[0].at - now)
+			wait = time.Duration(coalesced(s.h[0].at) - now)
 		}
 		s.mu.Unlock()
 		timer.Reset(wait)

@@ -39,6 +39,9 @@ type KamailioOptions struct {
 	Template string
 	// Vars are further fields for Template (e.g. HookURL).
 	Vars map[string]any
+	// SharedMB and PrivateMB size Kamailio's shared and per-process memory (-m and -M;
+	// defaults 64 and 8). Loading ten thousand uacreg rows needs more private memory.
+	SharedMB, PrivateMB int
 }
 
 // User is a test account on the Kamailio registrar.
@@ -136,6 +139,12 @@ func StartKamailio(t testing.TB, opts KamailioOptions) *Kamailio {
 	}
 	if k.opts.Children == 0 {
 		k.opts.Children = 2
+	}
+	if k.opts.SharedMB == 0 {
+		k.opts.SharedMB = 64
+	}
+	if k.opts.PrivateMB == 0 {
+		k.opts.PrivateMB = 8
 	}
 	if k.opts.Template == "" {
 		k.opts.Template = "kamailio.cfg.tmpl"
@@ -264,7 +273,8 @@ func (k *Kamailio) Start() {
 		return
 	}
 	os.Remove(k.ctl)
-	cmd := exec.Command(k.bin, "-DD", "-E", "-f", k.cfg, "-Y", k.dir, "-w", k.dir, "-m", "64", "-M", "8")
+	cmd := exec.Command(k.bin, "-DD", "-E", "-f", k.cfg, "-Y", k.dir, "-w", k.dir,
+		"-m", strconv.Itoa(k.opts.SharedMB), "-M", strconv.Itoa(k.opts.PrivateMB))
 	cmd.Stdout, cmd.Stderr = k.log, k.log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -399,4 +409,33 @@ func SIPp(t testing.TB) string {
 		t.Skip("sipp not installed (Debian package sip-tester)")
 	}
 	return path
+}
+
+// Usage returns the CPU time and memory used so far by Kamailio: its main process and every
+// worker it forked (they share its process group).
+func (k *Kamailio) Usage() (Usage, error) {
+	k.mu.Lock()
+	cmd := k.cmd
+	k.mu.Unlock()
+	if cmd == nil {
+		return Usage{}, errors.New("siptest: kamailio is not running")
+	}
+	return GroupUsage(cmd.Process.Pid)
+}
+
+// Stat returns one of Kamailio's statistics (`kamcmd stats.get_statistics name`), such as
+// "accepted_regs" (registrar) or "rcv_requests_register" (core).
+func (k *Kamailio) Stat(name string) (int64, error) {
+	out, err := k.RPC("stats.get_statistics", name)
+	if err != nil {
+		return 0, fmt.Errorf("siptest: kamcmd stats.get_statistics %s: %v: %s", name, err, out)
+	}
+	for line := range strings.SplitSeq(out, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), " = ")
+		if !ok || !strings.HasSuffix(k, ":"+name) && k != name {
+			continue
+		}
+		return strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	}
+	return 0, fmt.Errorf("siptest: no statistic %s in %q", name, out)
 }

@@ -123,6 +123,13 @@ func WithExpiresHeader(sec int) RegistrarOption { return func(r *Registrar) { r.
 // WithClock replaces time.Now for binding expiry.
 func WithClock(now func() time.Time) RegistrarOption { return func(r *Registrar) { r.now = now } }
 
+// WithOneTimeNonces makes the registrar take each nonce once: credentials with a nonce it
+// already accepted are answered with code, or, when code is 0, with a new challenge marked
+// stale=true (RFC 7616 §3.3). By default a nonce is good until ExpireNonces.
+func WithOneTimeNonces(code int) RegistrarOption {
+	return func(r *Registrar) { r.oneTime, r.reuseCode = true, code }
+}
+
 // Registrar is a fake SIP registrar on 127.0.0.1, UDP and TCP on the same
 // port.
 type Registrar struct {
@@ -136,8 +143,12 @@ type Registrar struct {
 	expiresHeader int
 	now           func() time.Time
 	key           []byte
+	oneTime       bool
+	reuseCode     int
 
 	mu        sync.Mutex
+	nonceKey  []byte              // signs nonces; ExpireNonces replaces it
+	used      map[string]struct{} // with oneTime: nonces accepted once
 	passwords map[string]string
 	perUser   map[string]Behaviour
 	scripts   map[string][]Behaviour
@@ -181,6 +192,8 @@ func StartRegistrar(opts ...RegistrarOption) (*Registrar, error) {
 		maxExpires: 3600,
 		now:        time.Now,
 		key:        make([]byte, 16),
+		nonceKey:   make([]byte, 16),
+		used:       map[string]struct{}{},
 		passwords:  map[string]string{},
 		perUser:    map[string]Behaviour{},
 		scripts:    map[string][]Behaviour{},
@@ -192,6 +205,7 @@ func StartRegistrar(opts ...RegistrarOption) (*Registrar, error) {
 		conns:      map[net.Conn]struct{}{},
 	}
 	_, _ = rand.Read(r.key)
+	_, _ = rand.Read(r.nonceKey)
 	for _, o := range opts {
 		o(r)
 	}
@@ -473,8 +487,22 @@ func (r *Registrar) register(m *message, raw []byte, src string) []byte {
 		credHdr, chalHdr, chalCode, chalReason = "proxy-authorization", "Proxy-Authenticate", 407, "Proxy Authentication Required"
 	}
 	if cred := m.get(credHdr); cred != "" {
-		if r.checkDigest(cred, m.method) {
+		ok, stale := r.checkDigest(cred, m.method)
+		if ok && r.oneTime {
+			ps, _ := authParams(cred)
+			if _, seen := r.used[ps["nonce"]]; seen {
+				if r.reuseCode != 0 {
+					return r.response(m, src, r.reuseCode, "Nonce Reused")
+				}
+				ok, stale = false, true
+			}
+			r.used[ps["nonce"]] = struct{}{}
+		}
+		if ok {
 			return r.accept(m, src, user)
+		}
+		if stale {
+			return r.response(m, src, chalCode, chalReason, chalHdr+": "+r.challenge()+", stale=true")
 		}
 		return r.response(m, src, chalCode, chalReason, chalHdr+": "+r.challenge())
 	}
@@ -622,7 +650,7 @@ func (r *Registrar) challenge() string {
 	salt := make([]byte, 8)
 	_, _ = rand.Read(salt)
 	s := hex.EncodeToString(salt)
-	mac := hmac.New(sha256.New, r.key)
+	mac := hmac.New(sha256.New, r.nonceKey)
 	mac.Write([]byte(s))
 	nonce := s + hex.EncodeToString(mac.Sum(nil)[:8])
 	return fmt.Sprintf(`Digest realm="%s", nonce="%s", algorithm=%s, qop="auth"`, r.realm, nonce, r.alg)
@@ -632,7 +660,7 @@ func (r *Registrar) nonceOK(nonce string) bool {
 	if len(nonce) != 32 {
 		return false
 	}
-	mac := hmac.New(sha256.New, r.key)
+	mac := hmac.New(sha256.New, r.nonceKey)
 	mac.Write([]byte(nonce[:16]))
 	return hmac.Equal([]byte(nonce[16:]), []byte(hex.EncodeToString(mac.Sum(nil)[:8])))
 }
@@ -644,11 +672,25 @@ func (r *Registrar) password(user string) string {
 	return "pw-" + user
 }
 
-// checkDigest verifies credentials (RFC 2617 §3.2.2, RFC 7616 §3.4.1).
-func (r *Registrar) checkDigest(cred, method string) bool {
+// ExpireNonces makes every nonce given so far stale: the next credentials that carry one are
+// answered with a new challenge marked stale=true, as a registrar does once its nonce
+// lifetime has passed.
+func (r *Registrar) ExpireNonces() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.nonceKey = make([]byte, 16)
+	_, _ = rand.Read(r.nonceKey)
+}
+
+// checkDigest verifies credentials (RFC 2617 §3.2.2, RFC 7616 §3.4.1); stale reports
+// credentials that would be right but for a nonce that is no longer good.
+func (r *Registrar) checkDigest(cred, method string) (ok, stale bool) {
 	ps, ok := authParams(cred)
-	if !ok || ps["realm"] != r.realm || !r.nonceOK(ps["nonce"]) {
-		return false
+	if !ok || ps["realm"] != r.realm {
+		return false, false
+	}
+	if !r.nonceOK(ps["nonce"]) {
+		return false, len(ps["nonce"]) == 32
 	}
 	var h func() hash.Hash
 	switch strings.ToUpper(ps["algorithm"]) {
@@ -657,10 +699,10 @@ func (r *Registrar) checkDigest(cred, method string) bool {
 	case "SHA-256":
 		h = sha256.New
 	default:
-		return false
+		return false, false
 	}
 	if !strings.EqualFold(ps["algorithm"], r.alg) && !(ps["algorithm"] == "" && r.alg == "MD5") {
-		return false
+		return false, false
 	}
 	hx := func(parts ...string) string {
 		d := h()
@@ -675,5 +717,5 @@ func (r *Registrar) checkDigest(cred, method string) bool {
 	} else {
 		want = hx(ha1, ps["nonce"], ha2)
 	}
-	return hmac.Equal([]byte(want), []byte(strings.ToLower(ps["response"])))
+	return hmac.Equal([]byte(want), []byte(strings.ToLower(ps["response"]))), false
 }

@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"io"
 	"strings"
+	"unique"
 
 	"github.com/emiago/sipgo/sip"
 )
@@ -16,6 +18,7 @@ import (
 // challenge is a parsed digest challenge (RFC 7616 §3.3, RFC 3261 §22.4).
 type challenge struct {
 	realm, nonce, opaque, algorithm string
+	next                            string // nextnonce, of Authentication-Info
 	qop                             []string
 }
 
@@ -71,6 +74,8 @@ func parseChallenge(v string) (challenge, error) {
 			c.nonce = val
 		case "opaque":
 			c.opaque = val
+		case "nextnonce":
+			c.next = val
 		case "algorithm":
 			c.algorithm = strings.ToUpper(val)
 		case "qop":
@@ -108,14 +113,37 @@ func (c *challenge) offersQOP(q string) bool {
 	return false
 }
 
-// authorization answers the strongest digest challenge we support: RFC
-// 8760 lets a server offer several, and SHA-256 is preferred over MD5 (RFC
-// 7616 §3.7). qop=auth is used when offered (auth-int alone is refused:
-// REGISTER has no body worth protecting and few servers ask for it).
-func authorization(res *sip.Response, b *Binding, uri string) (string, error) {
-	hdrName, credName := "WWW-Authenticate", "Authorization"
+// Nonce is a digest challenge kept after it was answered, so that the next REGISTER of the
+// same binding carries credentials at once and a refresh is one transaction (REGISTER, 200)
+// instead of two (REGISTER, 401, REGISTER, 200). RFC 7616 §3.4 (RFC 2617 §3.2.2) lets a client
+// reuse a nonce for later requests with the nonce count increased each time, until the server
+// answers 401 with stale=true; Register then answers that new challenge at once. The zero
+// value is not useful: a Nonce comes from Result.Nonce.
+type Nonce struct {
+	realm, nonce, opaque, algorithm string
+	qop                             bool   // qop=auth: send cnonce and nc
+	proxy                           bool   // a 407: Proxy-Authorization
+	nc                              uint32 // the last nonce count sent with this nonce
+}
+
+// intern returns the canonical copy of a realm or algorithm: a node holds one nonce per
+// instance, most of them from a few registrars, and each would otherwise keep its own copy
+// of the same realm. unique frees copies no one holds, so random realms cannot pile up.
+func intern(s string) string {
+	if s == "" {
+		return ""
+	}
+	return unique.Make(s).Value()
+}
+
+// chooseChallenge picks the strongest digest challenge of a 401/407 we support: RFC 8760
+// lets a server offer several, and SHA-256 is preferred over MD5 (RFC 7616 §3.7). qop=auth is
+// used when offered (auth-int alone is refused: REGISTER has no body worth protecting and few
+// servers ask for it).
+func chooseChallenge(res *sip.Response) (*Nonce, error) {
+	hdrName := "WWW-Authenticate"
 	if res.StatusCode == 407 {
-		hdrName, credName = "Proxy-Authenticate", "Proxy-Authorization"
+		hdrName = "Proxy-Authenticate"
 	}
 	var best challenge
 	bestRank := 0
@@ -143,61 +171,106 @@ func authorization(res *sip.Response, b *Binding, uri string) (string, error) {
 		if lastErr == nil {
 			lastErr = fmt.Errorf("no %s header", hdrName)
 		}
-		return "", fmt.Errorf("sipua: %d challenge: %w", res.StatusCode, lastErr)
+		return nil, fmt.Errorf("sipua: %d challenge: %w", res.StatusCode, lastErr)
+	}
+	// Clones: the parsed values point into the whole response, which the Nonce outlives.
+	return &Nonce{realm: intern(best.realm), nonce: strings.Clone(best.nonce), opaque: strings.Clone(best.opaque), algorithm: intern(best.algorithm),
+		qop: best.offersQOP("auth"), proxy: res.StatusCode == 407}, nil
+}
+
+// authorization answers the strongest challenge of res (a 401 or 407) for b.
+func authorization(res *sip.Response, b *Binding, uri string) (string, error) {
+	n, err := chooseChallenge(res)
+	if err != nil {
+		return "", err
+	}
+	return n.credentials(b, uri), nil
+}
+
+// credentials returns the Authorization (or Proxy-Authorization) header line for one more
+// request with n, counting it in n.nc (RFC 7616 §3.4: nc is the hex count of requests sent
+// with this nonce, including this one).
+func (n *Nonce) credentials(b *Binding, uri string) string {
+	credName := "Authorization"
+	if n.proxy {
+		credName = "Proxy-Authorization"
 	}
 	user := b.AuthUser
 	if user == "" {
 		user = b.User
 	}
-	newHash, _ := hasher(best.algorithm)
+	newHash, _ := hasher(n.algorithm)
 	h := newHash()
+	var sumBuf [64]byte
+	var hexBuf [128]byte
 	sum := func(parts ...string) string {
 		h.Reset()
 		for i, p := range parts {
 			if i > 0 {
 				h.Write([]byte{':'})
 			}
-			h.Write([]byte(p))
+			io.WriteString(h, p)
 		}
-		return hex.EncodeToString(h.Sum(nil))
+		d := h.Sum(sumBuf[:0])
+		return string(hex.AppendEncode(hexBuf[:0], d))
 	}
 	// RFC 7616 §3.4.1 (RFC 2617 §3.2.2.1 for MD5).
-	ha1 := sum(user, best.realm, b.Password)
+	ha1 := sum(user, n.realm, b.Password)
 	ha2 := sum("REGISTER", uri)
+	n.nc++
 	var s strings.Builder
-	s.Grow(300)
+	s.Grow(320)
 	s.WriteString(credName)
 	s.WriteString(`: Digest username="`)
 	s.WriteString(quoteEscape(user))
 	s.WriteString(`", realm="`)
-	s.WriteString(quoteEscape(best.realm))
+	s.WriteString(quoteEscape(n.realm))
 	s.WriteString(`", nonce="`)
-	s.WriteString(quoteEscape(best.nonce))
+	s.WriteString(quoteEscape(n.nonce))
 	s.WriteString(`", uri="`)
 	s.WriteString(uri)
 	s.WriteString(`", response="`)
-	if best.offersQOP("auth") {
-		const nc = "00000001"
+	if n.qop {
+		var ncBuf [8]byte
+		nc := fmt.Appendf(ncBuf[:0], "%08x", n.nc)
 		cnonce := randHex(8)
-		s.WriteString(sum(ha1, best.nonce, nc, cnonce, "auth", ha2))
+		s.WriteString(sum(ha1, n.nonce, string(nc), cnonce, "auth", ha2))
 		s.WriteString(`", cnonce="`)
 		s.WriteString(cnonce)
 		s.WriteString(`", qop=auth, nc=`)
-		s.WriteString(nc)
+		s.Write(nc)
 	} else {
-		s.WriteString(sum(ha1, best.nonce, ha2))
+		s.WriteString(sum(ha1, n.nonce, ha2))
 		s.WriteString(`"`)
 	}
-	if best.algorithm != "" {
+	if n.algorithm != "" {
 		s.WriteString(", algorithm=")
-		s.WriteString(best.algorithm)
+		s.WriteString(n.algorithm)
 	}
-	if best.opaque != "" {
+	if n.opaque != "" {
 		s.WriteString(`, opaque="`)
-		s.WriteString(quoteEscape(best.opaque))
+		s.WriteString(quoteEscape(n.opaque))
 		s.WriteString(`"`)
 	}
-	return s.String(), nil
+	return s.String()
+}
+
+// nextNonce returns the nextnonce of a 2xx's Authentication-Info (RFC 7616 §3.5, RFC 2617
+// §3.2.3): the server asks that the next request use it, with the count starting again.
+func nextNonce(res *sip.Response, proxy bool) string {
+	name := "Authentication-Info"
+	if proxy {
+		name = "Proxy-Authentication-Info"
+	}
+	h := res.GetHeader(name)
+	if h == nil {
+		return ""
+	}
+	c, err := parseChallenge("Digest " + h.Value() + ", nonce=x")
+	if err != nil {
+		return ""
+	}
+	return c.next
 }
 
 func quoteEscape(v string) string {

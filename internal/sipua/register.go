@@ -1,6 +1,7 @@
 package sipua
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -44,6 +45,10 @@ type Binding struct {
 	// Expires is the requested lifetime in seconds; 0 removes only our
 	// Contact (never "*").
 	Expires int
+	// Nonce, when set, is the challenge of an earlier cycle (its Result.Nonce): the first
+	// REGISTER carries credentials for it with the next nonce count, so a refresh needs no new
+	// challenge (RFC 7616 §3.4). Register does not change it.
+	Nonce *Nonce
 }
 
 // Result is the outcome of one Register cycle.
@@ -75,6 +80,10 @@ type Result struct {
 	BytesOut, BytesIn int
 	// Challenged is true when a 401/407 was answered with credentials.
 	Challenged bool
+	// Nonce is the challenge to reuse for the binding's next cycle (Binding.Nonce), with the
+	// nonce count this cycle reached; nil when the registrar refused the credentials or
+	// never challenged.
+	Nonce *Nonce
 }
 
 // validate rejects bindings that would produce a broken or injected
@@ -127,7 +136,10 @@ func (b *Binding) validate() error {
 // Register runs one REGISTER cycle (RFC 3261 §10.2): a REGISTER, and if
 // the registrar or proxy challenges it (401 WWW-Authenticate or 407
 // Proxy-Authenticate, §22.2/§22.3) exactly one more with digest
-// credentials. A second challenge is returned as the final result. err is
+// credentials. A second challenge is returned as the final result. With
+// b.Nonce the first REGISTER already carries credentials; a challenge to it
+// is answered as above, and any other 4xx/6xx refusal but 423 makes it start
+// over without the old nonce (at most four requests in all). err is
 // non-nil only when no final response arrived (ErrTimeout, ErrResolve,
 // transport errors) or the binding is invalid; SIP failures such as 403 are
 // in Result.Status.
@@ -162,32 +174,65 @@ func (u *UA) Register(ctx context.Context, b Binding) (Result, error) {
 		contactPort: contactPort,
 		fromTag:     randHex(8),
 	}
-	var authHeader string
-	for attempt := 0; ; attempt++ {
+	uri := "sip:" + b.Domain
+	var auth *Nonce // the credentials the next request carries, if any
+	if b.Nonce != nil && b.Nonce.nonce != "" {
+		n := *b.Nonce // a copy: its count goes up here, the caller's stays as it was
+		auth = &n
+	}
+	reused := auth != nil // the first request carries a nonce of an earlier cycle
+	answered := false     // a challenge of this cycle was answered
+	for {
 		res.CSeq++
 		branch := newBranch()
+		authHeader := ""
+		if auth != nil {
+			authHeader = auth.credentials(&b, uri)
+		}
 		req := rb.build(branch, res.CSeq, authHeader)
 		ex, err := u.transact(ctx, p, branch, "REGISTER", req)
 		res.BytesOut += ex.bytesOut
 		res.BytesIn += ex.bytesIn
 		if err != nil {
 			res.Request = redactAuth(req)
+			res.Nonce = auth // no answer says nothing about the nonce
 			return res, err
 		}
 		fillResult(&res, &b, ex)
-		if (ex.res.StatusCode == 401 || ex.res.StatusCode == 407) && attempt == 0 {
-			h, err := authorization(ex.res, &b, "sip:"+b.Domain)
+		code := ex.res.StatusCode
+		switch {
+		case (code == 401 || code == 407) && !answered:
+			// A first challenge, or the registrar no longer takes the nonce we reused (stale=true,
+			// or it restarted): answer this challenge, once.
+			n, err := chooseChallenge(ex.res)
 			if err != nil {
 				// An unanswerable challenge is a final answer, but say why.
 				u.log.WithField("selector", b.Selector).WithField("err", err).Warn("sip: cannot answer challenge")
 				res.Request = redactAuth(req)
 				return res, nil
 			}
-			authHeader = h
+			auth, answered, reused = n, true, false
 			res.Challenged = true
+			continue
+		case reused && code >= 400 && code != 423 && code < 500 || reused && code >= 600:
+			// Refused with a nonce of an earlier cycle in a way that is not a challenge (some
+			// registrars answer 403 or 400 to a nonce they do not take again): start over
+			// without it, as a first REGISTER does.
+			auth, reused = nil, false
 			continue
 		}
 		res.Request = redactAuth(req)
+		switch {
+		case code == 401 || code == 407 || code == 403:
+			res.Nonce = nil // credentials refused: the next cycle starts with a fresh challenge
+		case code >= 200 && code < 300 && auth != nil:
+			if nn := nextNonce(ex.res, auth.proxy); nn != "" {
+				auth.nonce, auth.nc = strings.Clone(nn), 0
+			}
+			res.Nonce = auth
+		default:
+			res.Nonce = auth
+		}
 		return res, nil
 	}
 }
@@ -228,8 +273,7 @@ func (r *registerRequest) build(branch string, cseq uint32, auth string) []byte 
 	b := r.b
 	tp := strings.ToUpper(b.Transport)
 	aor := "sip:" + escapeUser(b.User) + "@" + b.Domain
-	var s strings.Builder
-	s.Grow(600 + len(auth))
+	s := bytes.NewBuffer(make([]byte, 0, 700+len(auth)+len(b.DisplayName)*2+len(r.ua))) // one allocation, returned as is
 	s.WriteString("REGISTER sip:")
 	s.WriteString(b.Domain)
 	s.WriteString(" SIP/2.0\r\nVia: SIP/2.0/")
@@ -280,7 +324,7 @@ func (r *registerRequest) build(branch string, cseq uint32, auth string) []byte 
 	s.WriteString("User-Agent: ")
 	s.WriteString(r.ua)
 	s.WriteString("\r\nAllow: INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, INFO, UPDATE, PRACK, NOTIFY\r\nContent-Length: 0\r\n\r\n")
-	return []byte(s.String())
+	return s.Bytes()
 }
 
 // escapeUser percent-encodes what RFC 3261 §25.1 does not allow unescaped
@@ -389,19 +433,18 @@ func grantedExpires(res *sip.Response, b *Binding) int {
 // Proxy-Authorization header of a request we built (so the header's exact
 // spelling is known). The password itself is never in a request.
 func redactAuth(req []byte) string {
-	s := string(req)
-	i := strings.Index(s, "Authorization: Digest ")
+	i := bytes.Index(req, []byte("Authorization: Digest "))
 	if i < 0 {
-		return s
+		return string(req)
 	}
-	eol := strings.Index(s[i:], "\r\n")
+	eol := bytes.Index(req[i:], []byte("\r\n"))
 	if eol < 0 {
-		eol = len(s) - i
+		eol = len(req) - i
 	}
-	line := s[i : i+eol]
-	j := strings.Index(line, "response=")
+	line := req[i : i+eol]
+	j := bytes.Index(line, []byte("response="))
 	if j < 0 {
-		return s
+		return string(req)
 	}
 	j += len("response=")
 	k := j
@@ -418,5 +461,12 @@ func redactAuth(req []byte) string {
 			k++
 		}
 	}
-	return s[:i+j] + `"[redacted]"` + s[i+k:]
+	// One allocation: this runs for every REGISTER.
+	const redacted = `"[redacted]"`
+	var out strings.Builder
+	out.Grow(len(req) - (k - j) + len(redacted))
+	out.Write(req[:i+j])
+	out.WriteString(redacted)
+	out.Write(req[i+k:])
+	return out.String()
 }

@@ -153,6 +153,9 @@ func TestRegisterWrongPassword(t *testing.T) {
 	if len(r.Contacts("carol")) != 0 {
 		t.Error("registered with a wrong password")
 	}
+	if res.Nonce != nil {
+		t.Error("a nonce is kept after the credentials were refused")
+	}
 }
 
 func TestRegister423(t *testing.T) {
@@ -448,5 +451,101 @@ func TestRegisterNotSentAfterDeadline(t *testing.T) {
 	}
 	if n := r.Requests(); n != 0 {
 		t.Fatalf("registrar got %d requests sent after the deadline", n)
+	}
+}
+
+// TestRegisterReusesNonce: a refresh carries credentials for the nonce of the previous cycle
+// with the next nonce count (RFC 7616 §3.4), so it is one REGISTER answered 200.
+func TestRegisterReusesNonce(t *testing.T) {
+	r := siptest.NewRegistrar(t)
+	u := newUA(t)
+	b := binding(r, "nora")
+	res, err := u.Register(context.Background(), b)
+	if err != nil || res.Status != 200 || !res.Challenged || res.Nonce == nil {
+		t.Fatalf("first cycle: %+v %v", res, err)
+	}
+	for i, nc := range []string{"00000002", "00000003"} {
+		b.CSeq, b.Nonce = res.CSeq, res.Nonce
+		before := len(r.RegisterTimes("nora"))
+		res, err = u.Register(context.Background(), b)
+		if err != nil || res.Status != 200 || res.Challenged || res.Nonce == nil {
+			t.Fatalf("refresh %d: %+v %v", i+1, res, err)
+		}
+		if n := len(r.RegisterTimes("nora")) - before; n != 1 {
+			t.Errorf("refresh %d sent %d REGISTERs, want 1", i+1, n)
+		}
+		req := r.LastRequest("nora")
+		if !strings.Contains(req, "nc="+nc) || !strings.Contains(req, "Authorization: Digest ") {
+			t.Errorf("refresh %d lacks credentials with nc=%s:\n%s", i+1, nc, req)
+		}
+	}
+	if len(r.Contacts("nora")) != 1 {
+		t.Errorf("contacts %+v", r.Contacts("nora"))
+	}
+}
+
+// TestRegisterStaleNonce: once the registrar no longer takes the nonce (401 stale=true), the
+// new challenge is answered in the same cycle.
+func TestRegisterStaleNonce(t *testing.T) {
+	r := siptest.NewRegistrar(t)
+	u := newUA(t)
+	b := binding(r, "sten")
+	res, err := u.Register(context.Background(), b)
+	if err != nil || res.Nonce == nil {
+		t.Fatalf("first cycle: %+v %v", res, err)
+	}
+	r.ExpireNonces()
+	b.CSeq, b.Nonce = res.CSeq, res.Nonce
+	before := len(r.RegisterTimes("sten"))
+	res, err = u.Register(context.Background(), b)
+	if err != nil || res.Status != 200 || !res.Challenged || res.Nonce == nil {
+		t.Fatalf("stale cycle: %+v %v", res, err)
+	}
+	if n := len(r.RegisterTimes("sten")) - before; n != 2 {
+		t.Errorf("stale cycle sent %d REGISTERs, want 2", n)
+	}
+	if req := r.LastRequest("sten"); !strings.Contains(req, "nc=00000001") {
+		t.Errorf("answer to the new challenge should count from 1:\n%s", req)
+	}
+}
+
+// TestRegisterReusedNonceRefused: a registrar that refuses a reused nonce with something else
+// than a challenge (here 403) gets a fresh cycle without it: REGISTER, 401, REGISTER, 200.
+func TestRegisterReusedNonceRefused(t *testing.T) {
+	r := siptest.NewRegistrar(t, siptest.WithOneTimeNonces(403))
+	u := newUA(t)
+	b := binding(r, "otto")
+	res, err := u.Register(context.Background(), b)
+	if err != nil || res.Status != 200 || res.Nonce == nil {
+		t.Fatalf("first cycle: %+v %v", res, err)
+	}
+	b.CSeq, b.Nonce = res.CSeq, res.Nonce
+	before := len(r.RegisterTimes("otto"))
+	res, err = u.Register(context.Background(), b)
+	if err != nil || res.Status != 200 || !res.Challenged {
+		t.Fatalf("refused reuse: %+v %v", res, err)
+	}
+	if n := len(r.RegisterTimes("otto")) - before; n != 3 {
+		t.Errorf("sent %d REGISTERs, want 3 (reused, fresh, answer)", n)
+	}
+	if res.CSeq != b.CSeq+3 {
+		t.Errorf("CSeq %d, want %d", res.CSeq, b.CSeq+3)
+	}
+}
+
+// TestRegisterReusedNonceOneTimeStale: a registrar taking each nonce once answers the reuse
+// with a stale challenge, which is answered at once.
+func TestRegisterReusedNonceOneTimeStale(t *testing.T) {
+	r := siptest.NewRegistrar(t, siptest.WithOneTimeNonces(0))
+	u := newUA(t)
+	b := binding(r, "olga")
+	res, err := u.Register(context.Background(), b)
+	if err != nil || res.Nonce == nil {
+		t.Fatalf("first cycle: %+v %v", res, err)
+	}
+	b.CSeq, b.Nonce = res.CSeq, res.Nonce
+	res, err = u.Register(context.Background(), b)
+	if err != nil || res.Status != 200 || !res.Challenged || len(r.Contacts("olga")) != 1 {
+		t.Fatalf("one-time nonce reuse: %+v %v", res, err)
 	}
 }
