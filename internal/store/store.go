@@ -165,7 +165,9 @@ func (db *DB) Close() error {
 	if db.write != nil {
 		errs = append(errs, db.write.Close())
 	}
-	db.read, db.write = nil, nil
+	// The pools stay set: a late caller (a handler still running while its test ends) gets
+	// database/sql's "database is closed" error instead of racing with Close or a nil pointer,
+	// and a second Close is harmless.
 	return errors.Join(errs...)
 }
 
