@@ -32,7 +32,7 @@ var clusterInstances = flag.Int("cluster-instances", 150, "instances in the thre
 
 // clusterSettings is node name's settings in a cluster whose nodes share the database db (an
 // OpenString) and the keys in shared; each node has its own folder (lock, logs) and SIP and HTTP ports.
-func clusterSettings(t *testing.T, shared, db, name string, apns *pushtest.APNs) *config.Settings {
+func clusterSettings(t testing.TB, shared, db, name string, apns *pushtest.APNs) *config.Settings {
 	t.Helper()
 	s := apnsSettings(t, t.TempDir(), apns, `<Cluster Enabled="Yes"/>`)
 	s.Server.Name = name
@@ -46,7 +46,7 @@ func clusterSettings(t *testing.T, shared, db, name string, apns *pushtest.APNs)
 }
 
 // startClusterApp is startApp with the cluster's log lines on stderr in a verbose run.
-func startClusterApp(t *testing.T, s *config.Settings) *App {
+func startClusterApp(t testing.TB, s *config.Settings) *App {
 	t.Helper()
 	l := logrus.New()
 	l.SetOutput(io.Discard)

@@ -32,7 +32,7 @@ func kamailioSettings(t *testing.T, dir string, port int) *config.Settings {
 	return s
 }
 
-func waitAll(t *testing.T, what string, within time.Duration, ok func() (bool, string)) {
+func waitAll(t testing.TB, what string, within time.Duration, ok func() (bool, string)) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
