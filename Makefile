@@ -42,6 +42,7 @@ bench: build ## Go benchmarks (medians of BENCHCOUNT runs), sipis vs Kamailio ua
 	./bin/sipis-load -n 100000
 	./bin/sipis-load -api -n 10000 -concurrency 64
 	$(GO) test -run '^$$' -bench '^BenchmarkCallPathKamailio$$' -benchtime 3000x -count 3 ./internal/app | tee -a bench.out
+	$(GO) test -run '^$$' -bench '^BenchmarkClusterTakeOver$$' -count 1 -timeout 20m ./internal/app | tee -a bench.out
 
 load: build ## the registration load tool alone: make load N=100000
 	./bin/sipis-load -n $(or $(N),10000)

@@ -162,7 +162,7 @@ func startChildNode(t *testing.T, k *siptest.Kamailio, shared, cluster string, n
 
 // TestPausedNodeSendsNothing: a real sipis process holds instances at Kamailio; it is stopped
 // (SIGSTOP) past its lease, a second node takes its instances over, and after SIGCONT the paused
-// node sends nothing for the instances it lost: `kamcmd ul.dump`, sampled throughout, never
+// node sends nothing for the instances it lost: usrloc's ul.dump (JSON-RPC), sampled throughout, never
 // shows an instance at two Contacts nor the paused node's Contact again, and the node drops the
 // instances and joins again.
 func TestPausedNodeSendsNothing(t *testing.T) {
@@ -279,23 +279,13 @@ func waitUntil(t *testing.T, within time.Duration, what string, cond func() bool
 	}
 }
 
-// ulDump returns user -> Contact URIs from `kamcmd ul.dump` (nil while Kamailio stops).
+// ulDump returns user -> Contact URIs from usrloc (JSON-RPC ul.dump; nil while Kamailio stops).
 func ulDump(t *testing.T, k *siptest.Kamailio) map[string][]string {
-	out, err := k.RPC("ul.dump")
+	b, err := k.Bindings()
 	if err != nil {
 		return nil
 	}
-	bindings := map[string][]string{}
-	aor := ""
-	for line := range strings.SplitSeq(out, "\n") {
-		line = strings.TrimSpace(line)
-		if v, ok := strings.CutPrefix(line, "AoR: "); ok {
-			aor, _, _ = strings.Cut(strings.TrimPrefix(v, "sip:"), "@")
-		} else if v, ok := strings.CutPrefix(line, "Address: "); ok && aor != "" {
-			bindings[aor] = append(bindings[aor], v)
-		}
-	}
-	return bindings
+	return b
 }
 
 func postRegistration(t *testing.T, base string, sealed []byte) (int, string) {

@@ -12,24 +12,14 @@ import (
 	"github.com/sipis/sipis/pkg/registration"
 )
 
-// dumpBindings returns, per AoR, the contact URIs Kamailio's usrloc holds (kamcmd ul.dump).
+// dumpBindings returns, per AoR, the contact URIs Kamailio's usrloc holds (JSON-RPC ul.dump).
 func dumpBindings(t *testing.T, k *siptest.Kamailio) map[string][]string {
 	t.Helper()
-	out, err := k.RPC("ul.dump")
+	b, err := k.Bindings()
 	if err != nil {
-		t.Fatalf("kamcmd ul.dump: %v\n%s", err, out)
+		t.Fatalf("ul.dump: %v", err)
 	}
-	bindings := map[string][]string{}
-	aor := ""
-	for line := range strings.SplitSeq(out, "\n") {
-		line = strings.TrimSpace(line)
-		if v, ok := strings.CutPrefix(line, "AoR: "); ok {
-			aor = v
-		} else if v, ok := strings.CutPrefix(line, "Address: "); ok && aor != "" {
-			bindings[aor] = append(bindings[aor], v)
-		}
-	}
-	return bindings
+	return b
 }
 
 func kamailioSettings(t *testing.T, dir string, port int) *config.Settings {
@@ -42,7 +32,7 @@ func kamailioSettings(t *testing.T, dir string, port int) *config.Settings {
 	return s
 }
 
-func waitAll(t *testing.T, what string, within time.Duration, ok func() (bool, string)) {
+func waitAll(t testing.TB, what string, within time.Duration, ok func() (bool, string)) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {

@@ -4,8 +4,12 @@ import (
 	"crypto/md5"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -221,5 +225,91 @@ func TestParseULContacts(t *testing.T) {
 	cs := parseULContacts(out)
 	if len(cs) != 2 || cs[0].URI != "sip:ct@127.0.0.1:5070;transport=udp" || cs[0].Expires != 297 || cs[1].Expires != 0 {
 		t.Fatalf("%+v", cs)
+	}
+}
+
+// TestKamailioBindingsAtScale: Bindings reads every one of 5,000 contacts, where kamcmd's
+// ul.dump fails ("reply too big") from a few hundred on. The contacts are added straight
+// into usrloc with JSON-RPC ul.add.
+func TestKamailioBindingsAtScale(t *testing.T) {
+	if testing.Short() {
+		t.Skip("Kamailio scale test skipped in -short mode")
+	}
+	k := StartKamailio(t, KamailioOptions{})
+	const n = 5000
+	url := "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(k.rpcPort)) + "/RPC"
+	work := make(chan int)
+	errs := make(chan error, 8)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				body := fmt.Sprintf(`{"jsonrpc":"2.0","method":"ul.add","params":["location","user%04d",`+
+					`"sip:user%04d@127.0.0.1:5099",3600,1.0,"",0,0,0],"id":1}`, i, i)
+				res, err := http.Post(url, "application/json", strings.NewReader(body))
+				if err != nil {
+					errs <- err
+					continue
+				}
+				b, _ := io.ReadAll(res.Body)
+				res.Body.Close()
+				if res.StatusCode != 200 || strings.Contains(string(b), `"error"`) {
+					errs <- fmt.Errorf("ul.add %d: %d %s", i, res.StatusCode, b)
+				}
+			}
+		}()
+	}
+	for i := range n {
+		select {
+		case work <- i:
+		case err := <-errs:
+			t.Fatal(err)
+		}
+	}
+	close(work)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if out, err := k.RPC("ul.dump"); err == nil && strings.Count(out, "Address: ") == n {
+		t.Logf("kamcmd ul.dump read all %d contacts too", n)
+	} else {
+		t.Logf("kamcmd ul.dump at %d contacts: %v %.80q", n, err, out)
+	}
+	b, err := k.Bindings()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) != n {
+		t.Fatalf("Bindings: %d AoRs, want %d", len(b), n)
+	}
+	for _, i := range []int{0, 1234, n - 1} {
+		aor := fmt.Sprintf("user%04d", i)
+		if cs := b[aor]; len(cs) != 1 || cs[0] != "sip:"+aor+"@127.0.0.1:5099" {
+			t.Fatalf("%s: %v", aor, cs)
+		}
+	}
+}
+
+func TestParseJSONDump(t *testing.T) {
+	ok := `{"jsonrpc":"2.0","result":{"Domains":[{"Domain":{"Domain":"location","Size":1024,"AoRs":[` +
+		`{"Info":{"AoR":"user0001","Contacts":[{"Contact":{"Address":"sip:a@127.0.0.1:5070","Expires":300}},` +
+		`{"Contact":{"Address":"sip:b@h"}}]}},{"Info":{"AoR":"sip:user0002@sipis.test","Contacts":[]}}]}}]},"id":1}`
+	b, err := parseJSONDump(strings.NewReader(ok))
+	if err != nil || len(b["user0001"]) != 2 || b["user0001"][1] != "sip:b@h" || len(b["user0002"]) != 0 {
+		t.Fatalf("%v %v", b, err)
+	}
+	for _, bad := range []string{
+		`{"jsonrpc":"2.0","error":{"code":500,"message":"no memory"},"id":1}`,
+		`{"jsonrpc":"2.0","result":{"Domains":[]},"id":1}`,
+		`{"jsonrpc":"2.0","id":1}`,
+		`{"jsonrpc":`,
+	} {
+		if b, err := parseJSONDump(strings.NewReader(bad)); err == nil {
+			t.Errorf("%s: no error, %v", bad, b)
+		}
 	}
 }
