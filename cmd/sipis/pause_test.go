@@ -197,36 +197,25 @@ func TestPausedNodeSendsNothing(t *testing.T) {
 	var doubles, aAgain atomic.Int64
 	var contMu sync.Mutex
 	var continued time.Time
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
+	stopSampling := k.SampleBindings(50*time.Millisecond, func(b map[string][]string) {
+		for user, cs := range b {
+			if !want[user] {
+				continue
 			}
-			for user, cs := range ulDump(t, k) {
-				if !want[user] {
-					continue
-				}
-				if len(cs) > 1 {
-					doubles.Add(1)
-				}
-				contMu.Lock()
-				after := !continued.IsZero()
-				contMu.Unlock()
-				for _, c := range cs {
-					if after && strings.Contains(c, aPort) {
-						aAgain.Add(1)
-					}
+			if len(cs) > 1 {
+				doubles.Add(1)
+			}
+			contMu.Lock()
+			after := !continued.IsZero()
+			contMu.Unlock()
+			for _, c := range cs {
+				if after && strings.Contains(c, aPort) {
+					aAgain.Add(1)
 				}
 			}
-			time.Sleep(50 * time.Millisecond)
 		}
-	}()
+	})
+	defer stopSampling()
 
 	if err := child.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
@@ -255,8 +244,9 @@ func TestPausedNodeSendsNothing(t *testing.T) {
 		nodes, err := db.Nodes(ctx)
 		return err == nil && nodes[0].Instances == 0
 	})
-	close(stop)
-	wg.Wait()
+	if stopSampling() == 0 {
+		t.Error("ul.dump was never read: nothing sampled")
+	}
 	if d := doubles.Load(); d > 0 {
 		t.Errorf("ul.dump showed an instance at two Contacts %d times", d)
 	}
@@ -328,33 +318,23 @@ func TestKilledNodeTakenOver(t *testing.T) {
 	bAddr := b.SIPAddr("udp")
 	bPort := bAddr[strings.LastIndex(bAddr, ":"):]
 	var doubles atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
+	stopSampling := k.SampleBindings(50*time.Millisecond, func(b map[string][]string) {
+		for user, cs := range b {
+			if a.want[user] && len(cs) > 1 {
+				doubles.Add(1)
 			}
-			for user, cs := range ulDump(t, k) {
-				if a.want[user] && len(cs) > 1 {
-					doubles.Add(1)
-				}
-			}
-			time.Sleep(50 * time.Millisecond)
 		}
-	}()
+	})
+	defer stopSampling()
 	if err := a.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	died := time.Now()
 	waitUntil(t, 30*time.Second, "node-b binds the killed node's instances", a.bound(bPort))
 	t.Logf("take-over after kill -9 (default timings): %s", time.Since(died).Round(100*time.Millisecond))
-	close(stop)
-	wg.Wait()
+	if stopSampling() == 0 {
+		t.Error("ul.dump was never read: nothing sampled")
+	}
 	if d := doubles.Load(); d > 0 {
 		t.Errorf("ul.dump showed an instance at two Contacts %d times", d)
 	}

@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -167,34 +166,18 @@ func testClusterTakeOverAtKamailio(t *testing.T, db string) {
 	}
 
 	// Sample usrloc throughout the take-over: never two Contacts for one instance.
-	var doubles, samples atomic.Int64
+	var doubles atomic.Int64
 	var firstDouble atomic.Value
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			b, err := k.Bindings()
-			if err != nil {
-				continue // stopping
-			}
-			samples.Add(1)
-			for aor, c := range b {
-				if len(c) > 1 && want[aor] {
-					if doubles.Add(1) == 1 {
-						firstDouble.Store(aor + ": " + strings.Join(c, " "))
-					}
+	stopSampling := k.SampleBindings(100*time.Millisecond, func(b map[string][]string) {
+		for aor, c := range b {
+			if len(c) > 1 && want[aor] {
+				if doubles.Add(1) == 1 {
+					firstDouble.Store(aor + ": " + strings.Join(c, " "))
 				}
 			}
-			time.Sleep(100 * time.Millisecond)
 		}
-	}()
+	})
+	defer stopSampling()
 
 	dead := nodes[0]
 	deadPort := port(dead)
@@ -207,8 +190,7 @@ func testClusterTakeOverAtKamailio(t *testing.T, db string) {
 	deadline := time.Now().Add(30 * time.Second)
 	for ok, _ := boundAt(movedOK)(); !ok; ok, _ = boundAt(movedOK)() {
 		if time.Now().After(deadline) {
-			close(stop)
-			wg.Wait()
+			stopSampling()
 			cs := contactsOf(t, k, want)
 			for _, i := range deadOnes {
 				if got := cs[users[i].Name]; len(got) != 1 || !movedOK(i, got[0]) {
@@ -223,11 +205,10 @@ func testClusterTakeOverAtKamailio(t *testing.T, db string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	took := time.Since(died)
-	close(stop)
-	wg.Wait()
+	samples := stopSampling()
 	t.Logf("take-over of %d instances (of %d) after a node's death: %s (%d ul.dump samples)",
-		len(deadOnes), n, took.Round(100*time.Millisecond), samples.Load())
-	if samples.Load() == 0 {
+		len(deadOnes), n, took.Round(100*time.Millisecond), samples)
+	if samples == 0 {
 		t.Error("ul.dump was never read during the take-over: nothing sampled")
 	}
 	if d := doubles.Load(); d > 0 {
@@ -336,31 +317,15 @@ func testClusterDrainAtKamailio(t *testing.T, db string) {
 	if a.Manager().Len() != n {
 		t.Fatalf("refused drain moved instances: %d left", a.Manager().Len())
 	}
-	var doubles, samples atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
+	var doubles atomic.Int64
+	stopSampling := k.SampleBindings(50*time.Millisecond, func(b map[string][]string) {
+		for aor, c := range b {
+			if want[aor] && len(c) > 1 {
+				doubles.Add(1)
 			}
-			b, err := k.Bindings()
-			if err != nil {
-				continue // stopping
-			}
-			samples.Add(1)
-			for aor, c := range b {
-				if want[aor] && len(c) > 1 {
-					doubles.Add(1)
-				}
-			}
-			time.Sleep(50 * time.Millisecond)
 		}
-	}()
+	})
+	defer stopSampling()
 	code, body := postDrain("admin", "secret-admin")
 	if code != 200 || !strings.Contains(body, `"moved":20`) {
 		t.Fatalf("drain: %d %s", code, body)
@@ -376,9 +341,7 @@ func testClusterDrainAtKamailio(t *testing.T, db string) {
 		}
 		return ok == n, fmt.Sprintf("%d of %d bound at node-b", ok, n)
 	})
-	close(stop)
-	wg.Wait()
-	if samples.Load() == 0 {
+	if stopSampling() == 0 {
 		t.Error("ul.dump was never read during the drain: nothing sampled")
 	}
 	if d := doubles.Load(); d > 0 {

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"text/template"
@@ -531,4 +532,37 @@ func (k *Kamailio) Stat(name string) (int64, error) {
 		return strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 	}
 	return 0, fmt.Errorf("siptest: no statistic %s in %q", name, out)
+}
+
+// SampleBindings reads k's bindings (Bindings) again and again in a goroutine, every period,
+// and calls check with each reading taken; a failed read (Kamailio stopping) is skipped. The
+// returned stop ends the sampling, waits for the goroutine and says how many readings check
+// saw, so that a test can fail when it sampled nothing. The multi-node tests use it to show
+// that no account is ever bound at two Contacts at once.
+func (k *Kamailio) SampleBindings(period time.Duration, check func(bindings map[string][]string)) (stop func() (samples int)) {
+	done := make(chan struct{})
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(period)
+		defer t.Stop()
+		for {
+			if b, err := k.Bindings(); err == nil {
+				n.Add(1)
+				check(b)
+			}
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	var once sync.Once
+	return func() int {
+		once.Do(func() { close(done); wg.Wait() })
+		return int(n.Load())
+	}
 }
