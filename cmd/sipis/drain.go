@@ -42,17 +42,8 @@ func drain(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(*base, "/")+"/sipis/cluster/drain", nil)
-	if err != nil {
-		return err
-	}
-	req.SetBasicAuth(*user, password)
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	resp, body, err := httpDo(ctx, client, http.MethodPost, strings.TrimRight(*base, "/")+"/sipis/cluster/drain",
+		func(req *http.Request) { req.SetBasicAuth(*user, password) })
 	if err != nil {
 		return err
 	}

@@ -39,16 +39,7 @@ func status(args []string, stdout, stderr io.Writer) error {
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	u := strings.TrimRight(*base, "/") + "/stats/instances/json?s=" + url.QueryEscape(*sel)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	resp, body, err := httpDo(ctx, client, http.MethodGet, u, nil)
 	if err != nil {
 		return err
 	}
@@ -106,6 +97,25 @@ func fields(raw json.RawMessage) (string, string, error) {
 		fmt.Fprintf(&b, "%s: %s\n", name, s)
 	}
 	return b.String(), sel, nil
+}
+
+// httpDo sends one request (auth, when set, adds its credentials) and returns the response with
+// its body, read up to 1 MiB and closed.
+func httpDo(ctx context.Context, client *http.Client, method, u string, auth func(*http.Request)) (*http.Response, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, u, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	if auth != nil {
+		auth(req)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return resp, body, err
 }
 
 // httpClient is an HTTP client that also trusts the CAs in caFile (none: the system's only).
