@@ -8,9 +8,10 @@
 // backend lives in its file, sqlite.go or postgres.go. The schema lives in migrations/*.sql
 // (SQLite) and migrations/postgres/*.sql (the same tables and meaning in PostgreSQL types),
 // embedded in the binary and applied in order, one transaction each, recorded in
-// schema_migrations. Every row
-// that belongs to a node carries the node's name, so that several nodes can later share one
-// database; a DB only ever reads and writes the rows of its own node (Options.Node).
+// schema_migrations. Every row that belongs to a node carries the node's name, so that several
+// nodes can share one database; a DB reads and writes the rows of its own node (Options.Node),
+// except through As and the lease methods of lease.go, with which a cluster moves an instance's
+// rows to another node (the node column is the owner; instances.epoch grows on every move).
 //
 // SIP passwords and per-device secrets are sealed at rest with XChaCha20-Poly1305 under a 32-byte
 // data key given to Open; the plain secret never reaches the database file, and a wrong data key
