@@ -61,12 +61,7 @@ func Copy(ctx context.Context, opts CopyOptions) ([]TableCount, error) {
 	if err != nil {
 		return nil, err
 	}
-	log := opts.Logger
-	if log == nil {
-		l := logrus.New()
-		l.SetOutput(io.Discard)
-		log = l
-	}
+	log := orDiscard(opts.Logger)
 	src, err := openRaw(ctx, opts.From, log)
 	if err != nil {
 		return nil, fmt.Errorf("store: copy: source: %w", err)
@@ -177,8 +172,19 @@ func prepareTarget(ctx context.Context, dst *DB, tables []string, force bool) er
 	return nil
 }
 
-// openRaw opens the store of openString and applies its migrations, without a node or a data
-// key: for Copy, which works on the rows of every node.
+// orDiscard returns log, or a logger that discards everything when log is nil.
+func orDiscard(log logrus.FieldLogger) logrus.FieldLogger {
+	if log != nil {
+		return log
+	}
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return l
+}
+
+// openRaw opens the store of openString (choosing its backend) and applies its migrations,
+// without a node or a data key: Open adds those, and Copy uses it as it is, since it works on
+// the rows of every node.
 func openRaw(ctx context.Context, openString string, log logrus.FieldLogger) (*DB, error) {
 	db := &DB{log: log}
 	var err error

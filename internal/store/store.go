@@ -32,7 +32,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"path"
 	"sort"
@@ -131,24 +130,11 @@ func Open(ctx context.Context, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	log := opts.Logger
-	if log == nil {
-		l := logrus.New()
-		l.SetOutput(io.Discard)
-		log = l
-	}
-	db := &DB{node: opts.Node, seal: seal, log: log}
-	if BackendOf(target) == PostgreSQL {
-		db.dialect = postgresDialect
-		err = openPostgres(ctx, db, target)
-	} else {
-		db.dialect, db.desc = sqliteDialect, target
-		err = openSQLite(ctx, db, target)
-	}
+	db, err := openRaw(ctx, target, orDiscard(opts.Logger))
 	if err != nil {
-		db.Close()
 		return nil, err
 	}
+	db.node, db.seal = opts.Node, seal
 	if err := db.checkKey(ctx); err != nil {
 		db.Close()
 		return nil, err
