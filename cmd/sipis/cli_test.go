@@ -30,6 +30,12 @@ func startServer(t *testing.T) (*app.App, *config.Settings) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startSettings(t, s), s
+}
+
+// startSettings starts a whole sipis on s, logging nowhere, stopped at the end of t.
+func startSettings(t *testing.T, s *config.Settings) *app.App {
+	t.Helper()
 	l := logrus.New()
 	l.SetOutput(io.Discard)
 	a, err := app.New(s, app.WithLogger(l))
@@ -40,7 +46,7 @@ func startServer(t *testing.T) (*app.App, *config.Settings) {
 		t.Fatal(err)
 	}
 	t.Cleanup(a.Stop)
-	return a, s
+	return a
 }
 
 func waitState(t *testing.T, a *app.App, sel string, want instance.State) {

@@ -2,14 +2,10 @@ package main
 
 import (
 	"bytes"
-	"context"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/sirupsen/logrus"
 
 	"github.com/sipis/sipis/internal/app"
 	"github.com/sipis/sipis/internal/config"
@@ -28,17 +24,7 @@ func startClusterNode(t *testing.T, shared, name string) *app.App {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := logrus.New()
-	l.SetOutput(io.Discard)
-	a, err := app.New(s, app.WithLogger(l))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(a.Stop)
-	return a
+	return startSettings(t, s)
 }
 
 func TestDrainCommand(t *testing.T) {
