@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sirupsen/logrus"
-
 	"github.com/sipis/sipis/internal/app"
 	"github.com/sipis/sipis/internal/config"
 	"github.com/sipis/sipis/internal/siptest"
@@ -181,16 +179,7 @@ func TestPausedNodeSendsNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := logrus.New()
-	l.SetOutput(io.Discard)
-	b, err := app.New(s, app.WithLogger(l))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer b.Stop()
+	b := startSettings(t, s)
 	bAddr := b.SIPAddr("udp")
 	bPort := bAddr[strings.LastIndex(bAddr, ":"):]
 
@@ -305,16 +294,7 @@ func TestKilledNodeTakenOver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := logrus.New()
-	l.SetOutput(io.Discard)
-	b, err := app.New(s, app.WithLogger(l))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer b.Stop()
+	b := startSettings(t, s)
 	bAddr := b.SIPAddr("udp")
 	bPort := bAddr[strings.LastIndex(bAddr, ":"):]
 	var doubles atomic.Int64
