@@ -768,7 +768,7 @@ type PushTextApp struct {
 }
 
 // PushTextKinds are the element names of <PushTexts><App>, mapped to the
-// push kinds of the README's app protocol.
+// push kinds of the app protocol (docs/app-protocol.md, "Push kinds and payloads").
 var PushTextKinds = map[string]string{
 	"Call": "call", "MissedCall": "missed-call", "AnsweredElsewhere": "answered-elsewhere",
 	"Message": "message", "Test": "test", "Expiry": "expiry", "Off": "off",

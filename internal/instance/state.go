@@ -21,7 +21,8 @@ import "fmt"
 // State is the first of the two words the stats page shows.
 type State uint8
 
-// The states of an instance (SIPIS-HTTP.md, "The Instances table").
+// The states of an instance, as /stats shows them (docs/http.md, "Operator pages": the
+// instances table's State column).
 const (
 	Idle         State = iota // the app is in the foreground and registers by itself
 	Registering               // the first REGISTER of a background period is under way
