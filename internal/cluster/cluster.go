@@ -81,7 +81,9 @@ type Options struct {
 	Lease, Renew, Margin, Scan time.Duration
 	// AdoptWindow spreads the REGISTERs of taken-over instances (5 s).
 	AdoptWindow time.Duration
-	// InboxPoll is how often the inbox is read when nothing wakes it (1 s).
+	// InboxPoll is how often the inbox is read when nothing wakes it: 1 s on a store without
+	// notifications (SQLite), 5 s on one whose ListenInbox wakes the node at every item
+	// (PostgreSQL), where the periodic read is only the safety net.
 	InboxPoll time.Duration
 
 	// Handle applies registration and admin items of the inbox.
@@ -100,7 +102,6 @@ func (o *Options) setDefaults() {
 	def(&o.Margin, 5*time.Second)
 	def(&o.Scan, 2*time.Second)
 	def(&o.AdoptWindow, 5*time.Second)
-	def(&o.InboxPoll, time.Second)
 	if o.Logger == nil {
 		l := logrus.New()
 		l.SetOutput(io.Discard)
@@ -205,6 +206,38 @@ func (c *Cluster) Run(m Manager) {
 	go func() { defer c.wg.Done(); c.loop(ctx, c.opts.Renew, c.renew) }()
 	go func() { defer c.wg.Done(); c.loop(ctx, c.opts.Scan, c.scan) }()
 	go func() { defer c.wg.Done(); c.inboxLoop(ctx) }()
+}
+
+// Default periods of the inbox's read (Options.InboxPoll). With notifications the read only
+// catches what a wake-up missed, which the store's listener makes rare: it wakes the node after
+// every (re)connection, so only an item committed while a dead connection was not noticed yet
+// waits for the period. 5 s bounds that wait while a node does a fifth of the idle reads it
+// does without notifications (every node polls the shared server).
+const (
+	inboxPollPlain    = time.Second
+	inboxPollNotified = 5 * time.Second
+)
+
+// inboxListener is a Store whose inbox writes wake the receiver (*store.DB on PostgreSQL).
+type inboxListener interface {
+	ListenInbox(ctx context.Context) <-chan struct{}
+}
+
+// listenInbox starts the store's inbox notifications, if it has any, and returns them with the
+// period of the safety-net read. The channel is nil (never ready) without notifications.
+func (c *Cluster) listenInbox(ctx context.Context) (<-chan struct{}, time.Duration) {
+	var ch <-chan struct{}
+	if l, ok := c.db.(inboxListener); ok {
+		ch = l.ListenInbox(ctx)
+	}
+	every := c.opts.InboxPoll
+	if every <= 0 {
+		every = inboxPollPlain
+		if ch != nil {
+			every = inboxPollNotified
+		}
+	}
+	return ch, every
 }
 
 // Stop ends the loops. The lease is left to run out: a node restarted within it keeps its
@@ -390,9 +423,11 @@ func (c *Cluster) claim(ctx context.Context, from string, survivors int, now tim
 	}
 }
 
-// inboxLoop reads the inbox every InboxPoll, or at once when woken.
+// inboxLoop reads the inbox every InboxPoll (or its default), or at once when woken (Wake, or a
+// notification of the store).
 func (c *Cluster) inboxLoop(ctx context.Context) {
-	t := time.NewTicker(c.opts.InboxPoll)
+	notified, every := c.listenInbox(ctx)
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
@@ -400,6 +435,7 @@ func (c *Cluster) inboxLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		case <-c.wake:
+		case <-notified:
 		}
 		c.readInbox(ctx)
 	}

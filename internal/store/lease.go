@@ -355,7 +355,8 @@ func (db *DB) ClaimFrom(ctx context.Context, from, incarnation string, survivors
 }
 
 // HandOver moves the given instances of this node to node to (a live node), with epoch+1, and
-// leaves an InboxAdopt item for each in to's inbox so that it loads and registers them. It is
+// leaves an InboxAdopt item for each in to's inbox so that it loads and registers them (waking
+// its ListenInbox at commit, on PostgreSQL). It is
 // the drain's step: the caller must have stopped sending for them first. It returns the moved
 // instances (one not owned by this node any more is skipped).
 func (db *DB) HandOver(ctx context.Context, selectors []string, to string, now time.Time) ([]Claimed, error) {
@@ -388,6 +389,11 @@ func (db *DB) HandOver(ctx context.Context, selectors []string, to string, now t
 	for _, c := range moved {
 		if _, err := tx.ExecContext(ctx, "INSERT INTO cluster_inbox (node, selector, kind, arg, at) VALUES (?, ?, ?, ?, ?)",
 			to, c.Selector, InboxAdopt, db.node, nanos(now)); err != nil {
+			return nil, fmt.Errorf("store: hand over to %s: %w", to, err)
+		}
+	}
+	if len(moved) > 0 {
+		if err := db.notifyInbox(ctx, tx, to); err != nil {
 			return nil, fmt.Errorf("store: hand over to %s: %w", to, err)
 		}
 	}
@@ -519,7 +525,8 @@ func (db *DB) SaveStatesFenced(ctx context.Context, ups []FencedUpdate) (stale [
 	return stale, nil
 }
 
-// Post leaves an item in the inbox of node (the owner of the item's selector).
+// Post leaves an item in the inbox of node (the owner of the item's selector) and, on
+// PostgreSQL, wakes that node's ListenInbox at commit.
 func (db *DB) Post(ctx context.Context, node string, it InboxItem) error {
 	if node == "" {
 		return fmt.Errorf("%w: post: no node", ErrInvalid)
@@ -536,8 +543,19 @@ func (db *DB) Post(ctx context.Context, node string, it InboxItem) error {
 	if at.IsZero() {
 		at = time.Now()
 	}
-	if _, err := db.write.ExecContext(ctx, "INSERT INTO cluster_inbox (node, selector, kind, arg, at) VALUES (?, ?, ?, ?, ?)",
+	tx, err := db.write.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: post to %s: %w", node, err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, "INSERT INTO cluster_inbox (node, selector, kind, arg, at) VALUES (?, ?, ?, ?, ?)",
 		node, it.Selector, it.Kind, it.Arg, nanos(at)); err != nil {
+		return fmt.Errorf("store: post to %s: %w", node, err)
+	}
+	if err := db.notifyInbox(ctx, tx, node); err != nil {
+		return fmt.Errorf("store: post to %s: %w", node, err)
+	}
+	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("store: post to %s: %w", node, err)
 	}
 	return nil
@@ -583,7 +601,7 @@ func (db *DB) DoneInbox(ctx context.Context, id int64) error {
 // the views never share one.
 func (db *DB) As(node string) *DB {
 	return &DB{write: db.write, read: db.read, dialect: db.dialect, node: node, seal: db.seal,
-		log: db.log, desc: db.desc}
+		log: db.log, desc: db.desc, pg: db.pg}
 }
 
 // SetNodeHTTPURL records the base URL of this node's HTTP server (known once it listens), where
