@@ -54,6 +54,7 @@ type Store interface {
 	OwnerOf(ctx context.Context, selector string) (string, uint64, error)
 	ClaimFrom(ctx context.Context, from, incarnation string, survivors int, now time.Time) ([]store.Claimed, error)
 	HandOver(ctx context.Context, selectors []string, to string, now time.Time) ([]store.Claimed, error)
+	PlaceNew(ctx context.Context, self bool, now time.Time) (node, httpURL string, err error)
 	SaveStatesFenced(ctx context.Context, ups []store.FencedUpdate) ([]string, error)
 	Inbox(ctx context.Context, max int) ([]store.InboxItem, error)
 	DoneInbox(ctx context.Context, id int64) error
@@ -542,8 +543,9 @@ func (c *Cluster) SetHTTPURL(ctx context.Context, url string) error {
 }
 
 // Place returns the node a registration for selector goes to: the instance's owner if it is
-// stored, else the least-loaded live node (this one when it is as loaded as any). url is that
-// node's HTTP base URL ("" for this node).
+// stored, else the least-loaded live node (this one when it is as loaded as any), which is
+// counted as holding one more instance from then on (store.DB.PlaceNew). url is that node's
+// HTTP base URL ("" for this node).
 func (c *Cluster) Place(ctx context.Context, selector string) (node, url string, err error) {
 	me := c.db.Node()
 	owner, _, err := c.db.OwnerOf(ctx, selector)
@@ -553,12 +555,12 @@ func (c *Cluster) Place(ctx context.Context, selector string) (node, url string,
 	case err != nil && !errors.Is(err, store.ErrNotFound):
 		return "", "", err
 	}
-	nodes, err := c.db.Nodes(ctx)
-	if err != nil {
-		return "", "", err
-	}
 	now := time.Now()
 	if owner != "" {
+		nodes, err := c.db.Nodes(ctx)
+		if err != nil {
+			return "", "", err
+		}
 		for _, n := range nodes {
 			if n.Name == owner {
 				if n.State == store.NodeDead || n.Expired(now) || n.HTTPURL == "" {
@@ -569,41 +571,20 @@ func (c *Cluster) Place(ctx context.Context, selector string) (node, url string,
 		}
 		return "", "", fmt.Errorf("cluster: the owner of %s, node %s, is unknown", selector, owner)
 	}
-	if c.Draining() {
-		// Take nothing new while handing over: the least loaded other node gets it.
-		me = ""
-	}
-	best, bestURL, load := me, "", c.loadOf(nodes, me)
-	for _, n := range nodes {
-		if n.Name == c.db.Node() || n.State != store.NodeLive || n.Expired(now) || n.HTTPURL == "" {
-			continue
-		}
-		if best == "" || n.Instances < load {
-			best, bestURL, load = n.Name, n.HTTPURL, n.Instances
-		}
-	}
-	if best == "" {
+	// A new selector: the store picks the least-loaded live node and counts the instance on it
+	// in the same statement, so a burst posted to several nodes spreads evenly. A draining
+	// node takes nothing new.
+	node, url, err = c.db.PlaceNew(ctx, !c.Draining(), now)
+	if errors.Is(err, store.ErrNotFound) {
 		return "", "", ErrNoSurvivor
 	}
-	return best, bestURL, nil
-}
-
-func (c *Cluster) loadOf(nodes []store.Node, name string) int {
-	if name == "" {
-		return 0
+	if err != nil {
+		return "", "", err
 	}
-	c.mu.Lock()
-	m := c.m
-	c.mu.Unlock()
-	if m != nil {
-		return m.Len()
+	if node == me {
+		url = ""
 	}
-	for _, n := range nodes {
-		if n.Name == name {
-			return n.Instances
-		}
-	}
-	return 0
+	return node, url, nil
 }
 
 // Status is this node's view of the cluster, for the pages.

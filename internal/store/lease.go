@@ -617,3 +617,33 @@ func (db *DB) SetNodeHTTPURL(ctx context.Context, incarnation, url string) error
 	}
 	return nil
 }
+
+// PlaceNew picks the node a new instance goes to, the live node with the fewest instances, and
+// counts the instance on it at once, in one statement: the next placement, by any node, sees
+// it. Counting at placement is what keeps a burst even: the counts the nodes write at their
+// renewals (RenewLease, which sets the count right again) are up to a renewal interval old, and
+// a burst of new selectors in between would all go to the node that looked least loaded at the
+// last renewal. Only nodes whose HTTP server is known (a registration is forwarded there) are
+// candidates, and this node; on a tie this node wins (no forwarding). A draining node passes
+// self = false and is never picked (its state is not live either). Two placements at the same
+// instant on PostgreSQL may both pick the same node (each statement chooses from the counts it
+// read), so the spread grows with the number of concurrent placements, not with the burst.
+//
+// It returns an error wrapping ErrNotFound when no node is live.
+func (db *DB) PlaceNew(ctx context.Context, self bool, now time.Time) (node, httpURL string, err error) {
+	exclude := ""
+	if !self {
+		exclude = db.node
+	}
+	err = db.write.QueryRowContext(ctx, `UPDATE nodes SET instances = instances + 1 WHERE name = (
+		SELECT name FROM nodes WHERE state = ? AND lease_until > ? AND name <> ? AND (http_url <> '' OR name = ?)
+		ORDER BY instances, CASE WHEN name = ? THEN 0 ELSE 1 END, name LIMIT 1)
+		RETURNING name, http_url`, NodeLive, nanos(now), exclude, db.node, db.node).Scan(&node, &httpURL)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", "", fmt.Errorf("%w: no live node to place a new instance on", ErrNotFound)
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("store: place a new instance: %w", err)
+	}
+	return node, httpURL, nil
+}
