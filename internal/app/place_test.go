@@ -1,8 +1,12 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -80,4 +84,70 @@ func testClusterPlaceBurst(t *testing.T, db string) {
 		postNew(t, nodes[i%3], r, fmt.Sprintf("%016x", 0xb1000+i))
 	}
 	check("posted in turn", 2*burst)
+}
+
+// TestClusterDuplicateNewSelector: one new selector posted to two nodes at the same instant is
+// created on one node only, in memory and in the store, and both posts are accepted.
+func TestClusterDuplicateNewSelector(t *testing.T) {
+	clusterBackends(t, testClusterDuplicateNewSelector)
+}
+
+func testClusterDuplicateNewSelector(t *testing.T, db string) {
+	r := siptest.NewRegistrar(t)
+	apns := pushtest.NewAPNs(t)
+	shared := t.TempDir()
+	a := startApp(t, placeSettings(t, shared, db, "node-a", apns))
+	defer a.Stop()
+	b := startApp(t, placeSettings(t, shared, db, "node-b", apns))
+	defer b.Stop()
+	const rounds = 20
+	for i := range rounds {
+		sel := fmt.Sprintf("%016x", 0xd0000+i)
+		var wg sync.WaitGroup
+		codes := make([]int, 2)
+		bodies := make([]string, 2)
+		start := make(chan struct{})
+		for j, node := range []*App{a, b} {
+			sealed, err := registration.Seal(newReg(sel, "u"+sel, r, registration.ModeBackground), node.PublicKey())
+			if err != nil {
+				t.Fatal(err)
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				resp, err := http.Post(node.HTTPURL()+"/sipis/register", "application/octet-stream", bytes.NewReader(sealed))
+				if err != nil {
+					bodies[j] = err.Error()
+					return
+				}
+				defer resp.Body.Close()
+				body, _ := io.ReadAll(resp.Body)
+				codes[j], bodies[j] = resp.StatusCode, string(body)
+			}()
+		}
+		close(start)
+		wg.Wait()
+		for j := range codes {
+			if codes[j] != 200 {
+				t.Errorf("round %d: post %d: %d %s", i, j, codes[j], bodies[j])
+			}
+		}
+		var inMemory, inStore []string
+		for _, node := range []*App{a, b} {
+			if _, ok := node.Manager().Snapshot(sel); ok {
+				inMemory = append(inMemory, node.settings.Server.Name)
+			}
+			owned, err := node.db.Owned(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := owned[sel]; ok {
+				inStore = append(inStore, node.settings.Server.Name)
+			}
+		}
+		if len(inMemory) != 1 || len(inStore) != 1 || inMemory[0] != inStore[0] {
+			t.Fatalf("round %d: %s held by %v, stored for %v: want one node", i, sel, inMemory, inStore)
+		}
+	}
 }

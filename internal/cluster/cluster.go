@@ -54,7 +54,7 @@ type Store interface {
 	OwnerOf(ctx context.Context, selector string) (string, uint64, error)
 	ClaimFrom(ctx context.Context, from, incarnation string, survivors int, now time.Time) ([]store.Claimed, error)
 	HandOver(ctx context.Context, selectors []string, to string, now time.Time) ([]store.Claimed, error)
-	PlaceNew(ctx context.Context, self bool, now time.Time) (node, httpURL string, err error)
+	PlaceNew(ctx context.Context, sel string, self bool, now time.Time) (node, httpURL string, err error)
 	SaveStatesFenced(ctx context.Context, ups []store.FencedUpdate) ([]string, error)
 	Inbox(ctx context.Context, max int) ([]store.InboxItem, error)
 	DoneInbox(ctx context.Context, id int64) error
@@ -574,7 +574,7 @@ func (c *Cluster) Place(ctx context.Context, selector string) (node, url string,
 	// A new selector: the store picks the least-loaded live node and counts the instance on it
 	// in the same statement, so a burst posted to several nodes spreads evenly. A draining
 	// node takes nothing new.
-	node, url, err = c.db.PlaceNew(ctx, !c.Draining(), now)
+	node, url, err = c.db.PlaceNew(ctx, selector, !c.Draining(), now)
 	if errors.Is(err, store.ErrNotFound) {
 		return "", "", ErrNoSurvivor
 	}
