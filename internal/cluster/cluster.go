@@ -126,6 +126,7 @@ type Cluster struct {
 	draining   bool
 	left       bool // drained: the node sends, renews and claims nothing any more
 	claimedTot int
+	moved      map[string]time.Time // Contact user → until when: handed over by a drain (Moved)
 
 	m      Manager
 	wake   chan struct{}

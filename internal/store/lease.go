@@ -651,14 +651,16 @@ func (db *DB) PlaceNew(ctx context.Context, sel string, self bool, now time.Time
 	if !self {
 		exclude = db.node
 	}
+	// Expired placements go first, in a statement of their own: inside the transaction, two
+	// concurrent placements deleting the same rows could deadlock with their other locks.
+	if _, err := db.write.ExecContext(ctx, "DELETE FROM placements WHERE at < ?", nanos(now.Add(-placementTTL))); err != nil {
+		return "", "", fmt.Errorf("store: place %s: %w", sel, err)
+	}
 	tx, err := db.write.BeginTx(ctx, nil)
 	if err != nil {
 		return "", "", fmt.Errorf("store: place %s: %w", sel, err)
 	}
 	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, "DELETE FROM placements WHERE at < ?", nanos(now.Add(-placementTTL))); err != nil {
-		return "", "", fmt.Errorf("store: place %s: %w", sel, err)
-	}
 	// The recorded placement, if any, and whether it still holds.
 	recorded := func() (node, url string, at int64, valid bool, err error) {
 		var state string
