@@ -10,13 +10,20 @@ import (
 	"time"
 
 	"github.com/sipis/sipis/internal/call"
+	"github.com/sipis/sipis/internal/cluster"
 	"github.com/sipis/sipis/internal/config"
 	"github.com/sipis/sipis/internal/instance"
 	"github.com/sipis/sipis/internal/sipua"
 )
 
-// callInstances lets the call manager find instances.
-type callInstances struct{ mgr *instance.Manager }
+// callInstances lets the call manager find instances, and tells it which Contacts the cluster
+// handed to another node moments ago (call.MovedContacts).
+type callInstances struct {
+	mgr *instance.Manager
+	cl  *cluster.Cluster // nil outside a cluster
+}
+
+func (c callInstances) Moved(user string) bool { return c.cl != nil && c.cl.Moved(user) }
 
 func (c callInstances) ByContact(user string) (string, bool) { return c.mgr.ByContact(user) }
 
@@ -70,7 +77,7 @@ func (a *App) startCalls() error {
 	a.devUA = dev
 	_, port, _ := net.SplitHostPort(dev.Addr("tcp"))
 	m, err := call.New(call.Options{
-		Instances: callInstances{a.mgr}, Store: a.db, Push: pusher{a.push.dispatcher, a.pics}, SIP: a.ua,
+		Instances: callInstances{mgr: a.mgr, cl: a.cl}, Store: a.db, Push: pusher{a.push.dispatcher, a.pics}, SIP: a.ua,
 		Recorder:          callRecorder{a.pics},
 		RelayAddress:      net.JoinHostPort(relay, port),
 		AllowedSources:    allowed,

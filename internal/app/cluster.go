@@ -139,12 +139,15 @@ func (a *App) registerInCluster(ctx context.Context, body []byte) error {
 	if err != nil {
 		return a.mgr.Register(ctx, body) // refused there, with its messages
 	}
+	if ctx.Value(forwardedKey{}) != nil && !a.heldElsewhere(ctx, reg.Selector) {
+		// Placed here by the forwarding node (and counted here): not placed again.
+		return a.mgr.Register(ctx, body)
+	}
 	node, url, err := a.cl.Place(ctx, reg.Selector)
 	if err != nil {
 		return &forwardError{code: http.StatusServiceUnavailable, msg: err.Error()}
 	}
-	if node == a.settings.Server.Name || url == "" ||
-		ctx.Value(forwardedKey{}) != nil && !a.heldElsewhere(ctx, reg.Selector) {
+	if node == a.settings.Server.Name || url == "" {
 		return a.mgr.Register(ctx, body)
 	}
 	fctx, cancel := context.WithTimeout(ctx, forwardTimeout)

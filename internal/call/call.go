@@ -107,6 +107,38 @@ type Instances interface {
 	Account(selector string) (Account, bool)
 }
 
+// MovedContacts is implemented by an Instances that knows which Contacts this node handed to
+// another node moments ago (a cluster's drain): Moved reports whether contactUser is one of
+// them. A request to such a Contact is answered 480 Temporarily Unavailable with Retry-After
+// instead of 404 Not Found: the account exists and is being registered by the other node (the
+// registrar is told within seconds), so the request may be tried again (RFC 3261 §21.4.18,
+// §20.33), where a 404 says the user does not exist here (§21.4.5). A 503 is not used: a proxy
+// does not pass a 503 upstream (§16.7, point 6), and it would speak of this server, not the
+// callee.
+type MovedContacts interface {
+	Moved(contactUser string) bool
+}
+
+// movedRetryAfter is the Retry-After of a request to a Contact handed over moments ago: the new
+// owner's REGISTER is usually through in well under that.
+const movedRetryAfter = "5"
+
+// moved reports whether user is a Contact of an instance just handed to another node.
+func (m *Manager) moved(user string) bool {
+	mc, ok := m.opts.Instances.(MovedContacts)
+	return ok && mc.Moved(user)
+}
+
+// replyUnknown answers a request to a Contact this node does not know: 480 with Retry-After if
+// it was handed over moments ago, else 404.
+func (m *Manager) replyUnknown(user string, reply func(int, string, ...sipua.Header)) {
+	if m.moved(user) {
+		reply(480, "Temporarily Unavailable", sipua.Header{Name: "Retry-After", Value: movedRetryAfter})
+		return
+	}
+	reply(404, "Not Found")
+}
+
 // Store is the part of *store.DB the package uses.
 type Store interface {
 	Devices(ctx context.Context, selector string) ([]store.Device, error)

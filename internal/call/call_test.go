@@ -269,6 +269,21 @@ func TestPushFailuresAndDeadToken(t *testing.T) {
 	}
 }
 
+// TestMovedContact: a request to a Contact this node handed to another node moments ago is
+// answered 480 with Retry-After (the account exists, its new binding is on the way), not 404.
+func TestMovedContact(t *testing.T) {
+	e := newEnv(t)
+	e.insts.mu.Lock()
+	e.insts.moved = map[string]bool{"handedover": true}
+	e.insts.mu.Unlock()
+	inv := e.caller.Invite(e.target, "handedover")
+	if r := e.expect(inv.CallID, "INVITE", 480, ""); r.Header("Retry-After") != movedRetryAfter {
+		t.Errorf("480 for a moved Contact without Retry-After %s:\n%s", movedRetryAfter, r.Raw)
+	}
+	other := e.caller.Invite(e.target, "nosuchcontact")
+	e.expect(other.CallID, "INVITE", 404, "")
+}
+
 func TestRejections(t *testing.T) {
 	e := newEnv(t, func(o *Options) { o.MaxCalls = 1 })
 

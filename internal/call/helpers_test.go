@@ -146,6 +146,13 @@ type fakeInstances struct {
 	mu        sync.Mutex
 	byContact map[string]string
 	accounts  map[string]Account
+	moved     map[string]bool // Contacts handed to another node (MovedContacts)
+}
+
+func (f *fakeInstances) Moved(u string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.moved[u]
 }
 
 func (f *fakeInstances) ByContact(u string) (string, bool) {

@@ -91,7 +91,7 @@ func (m *Manager) handleInvite(user string, req *inbound, log logrus.FieldLogger
 	}
 	if !ok {
 		m.refused(ReasonUnknownContact)
-		reply(404, "Not Found")
+		m.replyUnknown(user, reply)
 		log.WithField("contact", user).Debug("call: INVITE for an unknown contact")
 		return
 	}

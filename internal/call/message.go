@@ -26,7 +26,7 @@ func (m *Manager) handleMessage(user string, req *inbound, log logrus.FieldLogge
 		acc, ok = m.opts.Instances.Account(sel)
 	}
 	if !ok {
-		reply(404, "Not Found")
+		m.replyUnknown(user, reply)
 		return
 	}
 	log = log.WithField("selector", sel)

@@ -54,6 +54,7 @@ type Store interface {
 	OwnerOf(ctx context.Context, selector string) (string, uint64, error)
 	ClaimFrom(ctx context.Context, from, incarnation string, survivors int, now time.Time) ([]store.Claimed, error)
 	HandOver(ctx context.Context, selectors []string, to string, now time.Time) ([]store.Claimed, error)
+	PlaceNew(ctx context.Context, sel string, self bool, now time.Time) (node, httpURL string, err error)
 	SaveStatesFenced(ctx context.Context, ups []store.FencedUpdate) ([]string, error)
 	Inbox(ctx context.Context, max int) ([]store.InboxItem, error)
 	DoneInbox(ctx context.Context, id int64) error
@@ -81,7 +82,9 @@ type Options struct {
 	Lease, Renew, Margin, Scan time.Duration
 	// AdoptWindow spreads the REGISTERs of taken-over instances (5 s).
 	AdoptWindow time.Duration
-	// InboxPoll is how often the inbox is read when nothing wakes it (1 s).
+	// InboxPoll is how often the inbox is read when nothing wakes it: 1 s on a store without
+	// notifications (SQLite), 5 s on one whose ListenInbox wakes the node at every item
+	// (PostgreSQL), where the periodic read is only the safety net.
 	InboxPoll time.Duration
 
 	// Handle applies registration and admin items of the inbox.
@@ -100,7 +103,6 @@ func (o *Options) setDefaults() {
 	def(&o.Margin, 5*time.Second)
 	def(&o.Scan, 2*time.Second)
 	def(&o.AdoptWindow, 5*time.Second)
-	def(&o.InboxPoll, time.Second)
 	if o.Logger == nil {
 		l := logrus.New()
 		l.SetOutput(io.Discard)
@@ -124,6 +126,7 @@ type Cluster struct {
 	draining   bool
 	left       bool // drained: the node sends, renews and claims nothing any more
 	claimedTot int
+	moved      map[string]time.Time // Contact user → until when: handed over by a drain (Moved)
 
 	m      Manager
 	wake   chan struct{}
@@ -205,6 +208,38 @@ func (c *Cluster) Run(m Manager) {
 	go func() { defer c.wg.Done(); c.loop(ctx, c.opts.Renew, c.renew) }()
 	go func() { defer c.wg.Done(); c.loop(ctx, c.opts.Scan, c.scan) }()
 	go func() { defer c.wg.Done(); c.inboxLoop(ctx) }()
+}
+
+// Default periods of the inbox's read (Options.InboxPoll). With notifications the read only
+// catches what a wake-up missed, which the store's listener makes rare: it wakes the node after
+// every (re)connection, so only an item committed while a dead connection was not noticed yet
+// waits for the period. 5 s bounds that wait while a node does a fifth of the idle reads it
+// does without notifications (every node polls the shared server).
+const (
+	inboxPollPlain    = time.Second
+	inboxPollNotified = 5 * time.Second
+)
+
+// inboxListener is a Store whose inbox writes wake the receiver (*store.DB on PostgreSQL).
+type inboxListener interface {
+	ListenInbox(ctx context.Context) <-chan struct{}
+}
+
+// listenInbox starts the store's inbox notifications, if it has any, and returns them with the
+// period of the safety-net read. The channel is nil (never ready) without notifications.
+func (c *Cluster) listenInbox(ctx context.Context) (<-chan struct{}, time.Duration) {
+	var ch <-chan struct{}
+	if l, ok := c.db.(inboxListener); ok {
+		ch = l.ListenInbox(ctx)
+	}
+	every := c.opts.InboxPoll
+	if every <= 0 {
+		every = inboxPollPlain
+		if ch != nil {
+			every = inboxPollNotified
+		}
+	}
+	return ch, every
 }
 
 // Stop ends the loops. The lease is left to run out: a node restarted within it keeps its
@@ -390,9 +425,11 @@ func (c *Cluster) claim(ctx context.Context, from string, survivors int, now tim
 	}
 }
 
-// inboxLoop reads the inbox every InboxPoll, or at once when woken.
+// inboxLoop reads the inbox every InboxPoll (or its default), or at once when woken (Wake, or a
+// notification of the store).
 func (c *Cluster) inboxLoop(ctx context.Context) {
-	t := time.NewTicker(c.opts.InboxPoll)
+	notified, every := c.listenInbox(ctx)
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
@@ -400,6 +437,7 @@ func (c *Cluster) inboxLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		case <-c.wake:
+		case <-notified:
 		}
 		c.readInbox(ctx)
 	}
@@ -506,8 +544,9 @@ func (c *Cluster) SetHTTPURL(ctx context.Context, url string) error {
 }
 
 // Place returns the node a registration for selector goes to: the instance's owner if it is
-// stored, else the least-loaded live node (this one when it is as loaded as any). url is that
-// node's HTTP base URL ("" for this node).
+// stored, else the least-loaded live node (this one when it is as loaded as any), which is
+// counted as holding one more instance from then on (store.DB.PlaceNew). url is that node's
+// HTTP base URL ("" for this node).
 func (c *Cluster) Place(ctx context.Context, selector string) (node, url string, err error) {
 	me := c.db.Node()
 	owner, _, err := c.db.OwnerOf(ctx, selector)
@@ -517,12 +556,12 @@ func (c *Cluster) Place(ctx context.Context, selector string) (node, url string,
 	case err != nil && !errors.Is(err, store.ErrNotFound):
 		return "", "", err
 	}
-	nodes, err := c.db.Nodes(ctx)
-	if err != nil {
-		return "", "", err
-	}
 	now := time.Now()
 	if owner != "" {
+		nodes, err := c.db.Nodes(ctx)
+		if err != nil {
+			return "", "", err
+		}
 		for _, n := range nodes {
 			if n.Name == owner {
 				if n.State == store.NodeDead || n.Expired(now) || n.HTTPURL == "" {
@@ -533,41 +572,20 @@ func (c *Cluster) Place(ctx context.Context, selector string) (node, url string,
 		}
 		return "", "", fmt.Errorf("cluster: the owner of %s, node %s, is unknown", selector, owner)
 	}
-	if c.Draining() {
-		// Take nothing new while handing over: the least loaded other node gets it.
-		me = ""
-	}
-	best, bestURL, load := me, "", c.loadOf(nodes, me)
-	for _, n := range nodes {
-		if n.Name == c.db.Node() || n.State != store.NodeLive || n.Expired(now) || n.HTTPURL == "" {
-			continue
-		}
-		if best == "" || n.Instances < load {
-			best, bestURL, load = n.Name, n.HTTPURL, n.Instances
-		}
-	}
-	if best == "" {
+	// A new selector: the store picks the least-loaded live node and counts the instance on it
+	// in the same statement, so a burst posted to several nodes spreads evenly. A draining
+	// node takes nothing new.
+	node, url, err = c.db.PlaceNew(ctx, selector, !c.Draining(), now)
+	if errors.Is(err, store.ErrNotFound) {
 		return "", "", ErrNoSurvivor
 	}
-	return best, bestURL, nil
-}
-
-func (c *Cluster) loadOf(nodes []store.Node, name string) int {
-	if name == "" {
-		return 0
+	if err != nil {
+		return "", "", err
 	}
-	c.mu.Lock()
-	m := c.m
-	c.mu.Unlock()
-	if m != nil {
-		return m.Len()
+	if node == me {
+		url = ""
 	}
-	for _, n := range nodes {
-		if n.Name == name {
-			return n.Instances
-		}
-	}
-	return 0
+	return node, url, nil
 }
 
 // Status is this node's view of the cluster, for the pages.

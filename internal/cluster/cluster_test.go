@@ -419,6 +419,14 @@ func testDrainHandsOver(t *testing.T, path string) {
 	}
 	b := startNode(t, path, "b")
 	c := startNode(t, path, "c")
+	var contacts []string
+	for i := 0; i < n; i++ {
+		s, ok := a.m.Snapshot(fmt.Sprintf("%04x", i))
+		if !ok || s.ContactUser == "" {
+			t.Fatalf("instance %04x not held by a before the drain", i)
+		}
+		contacts = append(contacts, s.ContactUser)
+	}
 	stop := make(chan struct{})
 	doubles := watchDoubles(r, n, stop)
 	moved, err := a.cl.Drain(context.Background())
@@ -435,6 +443,15 @@ func testDrainHandsOver(t *testing.T, path string) {
 	}
 	if a.m.Len() != 0 {
 		t.Errorf("drained node still holds %d instances", a.m.Len())
+	}
+	// Calls still routed to the drained node's Contacts in the gap are told to try again.
+	for _, u := range contacts {
+		if !a.cl.Moved(u) {
+			t.Errorf("Contact %s of a drained instance not known as moved", u)
+		}
+	}
+	if a.cl.Moved("nosuchcontact") || b.cl.Moved(contacts[0]) {
+		t.Error("Moved reports a Contact that was not handed over by this node")
 	}
 	if got := a.sent.after(drained); got != 0 {
 		t.Errorf("drained node sent %d REGISTERs", got)

@@ -24,8 +24,9 @@ var ErrNoSurvivor = errors.New("cluster: no other live node to hand the instance
 // then moves the rows with epoch+1 and leaves the receiver an adoption item; the receiver
 // removes this node's binding (Expires: 0 at this node's Contact, same Call-ID) and registers
 // its own, so the registrar never holds an instance at both nodes. A call reaching this node
-// for an instance in that short gap is answered 404 (its Contact is no longer known here),
-// which a forking proxy treats as one failed branch. It returns how many instances it moved.
+// for an instance in that short gap is answered 480 with Retry-After (Moved; internal/call):
+// the Contact is no longer served here, but the account exists and its new binding is on the
+// way. It returns how many instances it moved.
 func (c *Cluster) Drain(ctx context.Context) (int, error) {
 	c.mu.Lock()
 	if c.m == nil {
@@ -65,6 +66,7 @@ func (c *Cluster) Drain(ctx context.Context) (int, error) {
 		}
 		// Each receiver gets its share in one batch or more.
 		batch := held[:min(len(held), drainBatch, (len(held)+live-1)/live)]
+		c.noteMoved(batch)
 		c.m.Release(batch) // nothing is sent for them from here on
 		got, err := c.db.HandOver(ctx, batch, target, time.Now())
 		if err != nil {
@@ -123,4 +125,48 @@ func (c *Cluster) Draining() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.draining
+}
+
+// movedHold is how long a drained instance's Contact is remembered (Moved): until the receiver's
+// REGISTER has surely replaced it at the registrar, after which no proxy routes there.
+const movedHold = 30 * time.Second
+
+// contactReader is a Manager that can tell an instance's Contact user (*instance.Manager).
+type contactReader interface {
+	Snapshot(selector string) (instance.Snapshot, bool)
+}
+
+// noteMoved remembers the Contact users of selectors about to be handed over.
+func (c *Cluster) noteMoved(selectors []string) {
+	cr, ok := c.m.(contactReader)
+	if !ok {
+		return
+	}
+	until := time.Now().Add(movedHold)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.moved == nil {
+		c.moved = make(map[string]time.Time)
+	}
+	for u, t := range c.moved {
+		if time.Now().After(t) {
+			delete(c.moved, u)
+		}
+	}
+	for _, sel := range selectors {
+		if s, ok := cr.Snapshot(sel); ok && s.ContactUser != "" {
+			c.moved[s.ContactUser] = until
+		}
+	}
+}
+
+// Moved reports whether contactUser is the Contact of an instance this node handed to another
+// node by a drain in the last movedHold: a call to it arrived in the hand-over's gap, before
+// the receiver's binding replaced this node's at the registrar, and is answered 480 with
+// Retry-After (internal/call) rather than 404.
+func (c *Cluster) Moved(contactUser string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t, ok := c.moved[contactUser]
+	return ok && time.Now().Before(t)
 }

@@ -355,7 +355,8 @@ func (db *DB) ClaimFrom(ctx context.Context, from, incarnation string, survivors
 }
 
 // HandOver moves the given instances of this node to node to (a live node), with epoch+1, and
-// leaves an InboxAdopt item for each in to's inbox so that it loads and registers them. It is
+// leaves an InboxAdopt item for each in to's inbox so that it loads and registers them (waking
+// its ListenInbox at commit, on PostgreSQL). It is
 // the drain's step: the caller must have stopped sending for them first. It returns the moved
 // instances (one not owned by this node any more is skipped).
 func (db *DB) HandOver(ctx context.Context, selectors []string, to string, now time.Time) ([]Claimed, error) {
@@ -388,6 +389,11 @@ func (db *DB) HandOver(ctx context.Context, selectors []string, to string, now t
 	for _, c := range moved {
 		if _, err := tx.ExecContext(ctx, "INSERT INTO cluster_inbox (node, selector, kind, arg, at) VALUES (?, ?, ?, ?, ?)",
 			to, c.Selector, InboxAdopt, db.node, nanos(now)); err != nil {
+			return nil, fmt.Errorf("store: hand over to %s: %w", to, err)
+		}
+	}
+	if len(moved) > 0 {
+		if err := db.notifyInbox(ctx, tx, to); err != nil {
 			return nil, fmt.Errorf("store: hand over to %s: %w", to, err)
 		}
 	}
@@ -519,7 +525,8 @@ func (db *DB) SaveStatesFenced(ctx context.Context, ups []FencedUpdate) (stale [
 	return stale, nil
 }
 
-// Post leaves an item in the inbox of node (the owner of the item's selector).
+// Post leaves an item in the inbox of node (the owner of the item's selector) and, on
+// PostgreSQL, wakes that node's ListenInbox at commit.
 func (db *DB) Post(ctx context.Context, node string, it InboxItem) error {
 	if node == "" {
 		return fmt.Errorf("%w: post: no node", ErrInvalid)
@@ -536,8 +543,19 @@ func (db *DB) Post(ctx context.Context, node string, it InboxItem) error {
 	if at.IsZero() {
 		at = time.Now()
 	}
-	if _, err := db.write.ExecContext(ctx, "INSERT INTO cluster_inbox (node, selector, kind, arg, at) VALUES (?, ?, ?, ?, ?)",
+	tx, err := db.write.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: post to %s: %w", node, err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, "INSERT INTO cluster_inbox (node, selector, kind, arg, at) VALUES (?, ?, ?, ?, ?)",
 		node, it.Selector, it.Kind, it.Arg, nanos(at)); err != nil {
+		return fmt.Errorf("store: post to %s: %w", node, err)
+	}
+	if err := db.notifyInbox(ctx, tx, node); err != nil {
+		return fmt.Errorf("store: post to %s: %w", node, err)
+	}
+	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("store: post to %s: %w", node, err)
 	}
 	return nil
@@ -583,7 +601,7 @@ func (db *DB) DoneInbox(ctx context.Context, id int64) error {
 // the views never share one.
 func (db *DB) As(node string) *DB {
 	return &DB{write: db.write, read: db.read, dialect: db.dialect, node: node, seal: db.seal,
-		log: db.log, desc: db.desc}
+		log: db.log, desc: db.desc, pg: db.pg}
 }
 
 // SetNodeHTTPURL records the base URL of this node's HTTP server (known once it listens), where
@@ -598,4 +616,105 @@ func (db *DB) SetNodeHTTPURL(ctx context.Context, incarnation, url string) error
 		return fmt.Errorf("%w (node %s)", ErrLeaseLost, db.node)
 	}
 	return nil
+}
+
+// placementTTL is how long a new selector's placement holds (PlaceNew): long enough for the
+// registration to be forwarded to the node placed on and stored there (the forward is bounded
+// at 15 s), after which the instance's owner answers instead.
+const placementTTL = time.Minute
+
+// PlaceNew returns the node a registration for the new selector sel goes to, the same for every
+// node that asks within placementTTL: the first placement of sel is recorded (table placements,
+// whose primary key lets exactly one of two concurrent placements win), and the others read it,
+// so that one new selector posted to two nodes at the same instant is created on one node only.
+// A recorded placement on a node that is no longer live, or on this node when self is false, is
+// replaced.
+//
+// The first placement picks the live node with the fewest instances and counts the instance on
+// it at once, in the same transaction: the next placement, by any node, sees it. Counting at
+// placement is what keeps a burst even: the counts the nodes write at their renewals
+// (RenewLease, which sets the count right again) are up to a renewal interval old, and a burst
+// of new selectors in between would all go to the node that looked least loaded at the last
+// renewal. Only nodes whose HTTP server is known (a registration is forwarded there) are
+// candidates, and this node; on a tie this node wins (no forwarding). A draining node passes
+// self = false and is never picked (its state is not live either). Two placements of different
+// selectors at the same instant on PostgreSQL may both pick the same node (each chooses from the
+// counts it read), so the spread grows with the number of concurrent placements, not with the
+// length of a burst.
+//
+// It returns an error wrapping ErrNotFound when no node is live.
+func (db *DB) PlaceNew(ctx context.Context, sel string, self bool, now time.Time) (node, httpURL string, err error) {
+	if err := validSelector(sel); err != nil {
+		return "", "", err
+	}
+	exclude := ""
+	if !self {
+		exclude = db.node
+	}
+	// Expired placements go first, in a statement of their own: inside the transaction, two
+	// concurrent placements deleting the same rows could deadlock with their other locks.
+	if _, err := db.write.ExecContext(ctx, "DELETE FROM placements WHERE at < ?", nanos(now.Add(-placementTTL))); err != nil {
+		return "", "", fmt.Errorf("store: place %s: %w", sel, err)
+	}
+	tx, err := db.write.BeginTx(ctx, nil)
+	if err != nil {
+		return "", "", fmt.Errorf("store: place %s: %w", sel, err)
+	}
+	defer tx.Rollback()
+	// The recorded placement, if any, and whether it still holds.
+	recorded := func() (node, url string, at int64, valid bool, err error) {
+		var state string
+		var until int64
+		err = tx.QueryRowContext(ctx, `SELECT p.node, p.at, COALESCE(n.http_url, ''), COALESCE(n.state, ''),
+			COALESCE(n.lease_until, 0) FROM placements p LEFT JOIN nodes n ON n.name = p.node WHERE p.selector = ?`,
+			sel).Scan(&node, &at, &url, &state, &until)
+		if errors.Is(err, sql.ErrNoRows) {
+			return "", "", 0, false, nil
+		}
+		valid = state == NodeLive && until > nanos(now) && node != exclude && (url != "" || node == db.node)
+		return node, url, at, valid, err
+	}
+	oldNode, url, oldAt, valid, err := recorded()
+	if err != nil {
+		return "", "", fmt.Errorf("store: place %s: %w", sel, err)
+	}
+	if valid {
+		return oldNode, url, tx.Commit()
+	}
+	err = tx.QueryRowContext(ctx, `SELECT name, http_url FROM nodes
+		WHERE state = ? AND lease_until > ? AND name <> ? AND (http_url <> '' OR name = ?)
+		ORDER BY instances, CASE WHEN name = ? THEN 0 ELSE 1 END, name LIMIT 1`,
+		NodeLive, nanos(now), exclude, db.node, db.node).Scan(&node, &httpURL)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", "", fmt.Errorf("%w: no live node to place a new instance on", ErrNotFound)
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("store: place %s: %w", sel, err)
+	}
+	// Record it, unless another placement of sel got in first (on PostgreSQL this waits for
+	// that transaction and then sees its row): then that one holds.
+	var won string
+	err = tx.QueryRowContext(ctx, `INSERT INTO placements (selector, node, at) VALUES (?, ?, ?)
+		ON CONFLICT (selector) DO UPDATE SET node = excluded.node, at = excluded.at
+		WHERE placements.node = ? AND placements.at = ? RETURNING node`,
+		sel, node, nanos(now), oldNode, oldAt).Scan(&won)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		if node, httpURL, _, valid, err = recorded(); err != nil {
+			return "", "", fmt.Errorf("store: place %s: %w", sel, err)
+		}
+		if !valid {
+			return "", "", fmt.Errorf("store: place %s: placed on node %s meanwhile, which is not live now: try again", sel, node)
+		}
+		return node, httpURL, tx.Commit()
+	case err != nil:
+		return "", "", fmt.Errorf("store: place %s: %w", sel, err)
+	}
+	if _, err := tx.ExecContext(ctx, "UPDATE nodes SET instances = instances + 1 WHERE name = ?", node); err != nil {
+		return "", "", fmt.Errorf("store: place %s: %w", sel, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return "", "", fmt.Errorf("store: place %s: %w", sel, err)
+	}
+	return node, httpURL, nil
 }

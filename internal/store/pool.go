@@ -43,6 +43,9 @@ type dialect struct {
 	batchUpdates bool
 	// listTables lists the store's tables (one column, the name), for Copy.
 	listTables string
+	// notifyInbox, when set, runs in every transaction that writes an inbox item, with the
+	// receiving node's name: PostgreSQL's NOTIFY, delivered at commit (ListenInbox).
+	notifyInbox string
 }
 
 // pool is a database/sql pool seen through the dialect: every query is written once, in the

@@ -45,6 +45,7 @@ var postgresDialect = &dialect{
 	lockMigrations: fmt.Sprintf("SELECT pg_advisory_xact_lock(%d)", migrationLockKey),
 	afterCopy:      pgAfterCopy,
 	analyze:        "ANALYZE",
+	notifyInbox:    "SELECT pg_notify('" + inboxChannel + "', ?)",
 	batchUpdates:   true,
 	listTables: `SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()
 		AND table_type = 'BASE TABLE'`,
@@ -176,6 +177,7 @@ func openPostgres(ctx context.Context, db *DB, openString string) error {
 		return err
 	}
 	db.desc = describePostgres(cfg)
+	db.pg = cfg
 	sdb := stdlib.OpenDB(*cfg, stdlib.OptionAfterConnect(func(_ context.Context, c *pgx.Conn) error {
 		// The schema keeps SQLite's INTEGER 0/1 for flags; let a Go bool be written into them.
 		m := c.TypeMap()

@@ -38,6 +38,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/sirupsen/logrus"
 )
 
@@ -108,6 +109,9 @@ type DB struct {
 	// and user (never its password).
 	desc string
 	regs regBatcher // registrations waiting for a group commit (batch.go)
+	// pg is the parsed PostgreSQL OpenString, for the inbox's LISTEN connection (ListenInbox);
+	// nil on SQLite.
+	pg *pgx.ConnConfig
 }
 
 // Open opens (creating if needed) the database opts selects, applies pending migrations and
