@@ -321,7 +321,6 @@ func (u *UA) Start(ctx context.Context) error {
 			_ = uc.SetReadBuffer(udpBufferSize)
 			_ = uc.SetWriteBuffer(udpBufferSize)
 			ul := &udpListener{ua: u, conn: uc}
-			ul.addWriters(uc)
 			u.mu.Lock()
 			u.udp = append(u.udp, ul)
 			u.mu.Unlock()
