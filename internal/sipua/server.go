@@ -18,6 +18,11 @@ import (
 // goroutine and must answer through req.Respond (except for ACK), possibly
 // later and more than once (provisional, then final).
 //
+// A CANCEL is passed on only once the handler of the INVITE it cancels (same top Via branch
+// and sent-by, RFC 3261 §9.2) has sent a response to that INVITE or returned, so that it
+// finds whatever the INVITE started even when both arrived back to back; the wait is
+// bounded by cancelWait.
+//
 // Without a handler the UA answers 200 to OPTIONS, 405 (with Allow) to
 // methods it does not support, 481 to CANCEL and 404 to everything else.
 // With a handler, OPTIONS without a user part (addressed to sipis itself)
@@ -158,6 +163,10 @@ type serverTx struct {
 	// onFinal, if set, is called once when the first final response is recorded (a stream
 	// connection counts the requests it still owes an answer).
 	onFinal func()
+	// ready, for an INVITE, is closed once it has a response or its handler returned; a
+	// CANCEL of it waits for that before its own handler runs (see Handler).
+	ready   chan struct{}
+	isReady bool
 }
 
 type serverTxTable struct {
@@ -190,6 +199,9 @@ func (t *serverTxTable) begin(key string, send func([]byte) error, invite, relia
 	}
 	// A handler may take minutes to answer an INVITE; keep the entry.
 	tx = &serverTx{key: key, exp: time.Now().Add(5 * time.Minute), send: send, invite: invite, reliable: reliable}
+	if invite {
+		tx.ready = make(chan struct{})
+	}
 	s.m[key] = tx
 	return tx, false
 }
@@ -209,6 +221,7 @@ func (t *serverTxTable) answered(tx *serverTx, b []byte, code int) (sent func())
 		onFinal, tx.onFinal = tx.onFinal, nil
 	}
 	tx.last, tx.final, tx.code = b, code >= 200, code
+	tx.markReady()
 	if code >= 200 {
 		tx.exp = time.Now().Add(64 * t.t1)
 	}
@@ -273,6 +286,39 @@ func (t *serverTxTable) lastResponse(tx *serverTx) []byte {
 	return tx.last
 }
 
+// markReady closes tx.ready once; the caller holds tx's shard lock.
+func (tx *serverTx) markReady() {
+	if tx.ready != nil && !tx.isReady {
+		tx.isReady = true
+		close(tx.ready)
+	}
+}
+
+// settled marks tx, an INVITE, as ready for its CANCEL: its handler returned.
+func (t *serverTxTable) settled(tx *serverTx) {
+	s := &t.shards[t.shard(tx.key)]
+	s.mu.Lock()
+	tx.markReady()
+	s.mu.Unlock()
+}
+
+// pending returns the ready channel of the INVITE transaction key names when that INVITE
+// is still unanswered and its handler still running, else nil.
+func (t *serverTxTable) pending(key string) <-chan struct{} {
+	s := &t.shards[t.shard(key)]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if tx := s.m[key]; tx != nil && tx.ready != nil && !tx.isReady {
+		return tx.ready
+	}
+	return nil
+}
+
+// cancelWait bounds how long a CANCEL waits for its INVITE's handler (see Handler): well
+// within the 64*T1 the canceller's transaction lives (RFC 3261 §17.1.2.2), so that it still
+// gets its answer from a handler that is stuck.
+const cancelWait = 4 * time.Second
+
 func (t *serverTxTable) expire(now time.Time) {
 	for i := range t.shards {
 		s := &t.shards[i]
@@ -286,6 +332,7 @@ func (t *serverTxTable) expire(now time.Time) {
 					go tx.onFinal() // never answered: the connection owes it no more
 					tx.onFinal = nil
 				}
+				tx.markReady()
 				delete(s.m, k)
 			}
 		}
@@ -339,6 +386,10 @@ func (u *UA) handleRequest(m *sip.Request, w *wireRequest, raw []byte, transport
 	var stx *serverTx
 	if method == "ACK" && u.srvTxs.ack(branch+"|"+via.SentBy()+"|INVITE") {
 		return // hop-by-hop ACK of our non-2xx final response
+	}
+	var invite <-chan struct{} // for a CANCEL: its INVITE, while that is not yet answered
+	if method == "CANCEL" {
+		invite = u.srvTxs.pending(branch + "|" + via.SentBy() + "|INVITE")
 	}
 	if method != "ACK" {
 		key := branch + "|" + via.SentBy() + "|" + method
@@ -396,24 +447,44 @@ func (u *UA) handleRequest(m *sip.Request, w *wireRequest, raw []byte, transport
 		respond(404, "Not Found")
 	case sc != nil && sc.slots != nil:
 		// Bound the handlers one connection can keep busy (Config.MaxInFlight).
-		u.dispatch(sc.slots, h, user, req, respond)
+		u.dispatch(sc.slots, u.handlerRun(h, user, req, invite), req, respond)
 	case sc == nil && u.udpSlots != nil:
 		// Bound the handlers UDP requests keep busy (Config.MaxUDPInFlight): a flood of
 		// datagrams is shed with 503, not turned into a goroutine each.
-		u.dispatch(u.udpSlots, h, user, req, respond)
+		u.dispatch(u.udpSlots, u.handlerRun(h, user, req, invite), req, respond)
 	default:
-		go h.HandleRequest(user, req)
+		go u.handlerRun(h, user, req, invite)()
 	}
 }
 
-// dispatch runs h for req on its own goroutine if slots has room, else answers 503 with
-// Retry-After (RFC 3261 §21.5.4; ACKs are dropped).
-func (u *UA) dispatch(slots chan struct{}, h Handler, user string, req *Request, respond func(int, string, ...Header)) {
+// handlerRun returns the call of h for req: after invite (a CANCEL's INVITE still pending)
+// is ready, bounded by cancelWait; and for an INVITE, marking it ready once h returns.
+func (u *UA) handlerRun(h Handler, user string, req *Request, invite <-chan struct{}) func() {
+	return func() {
+		if invite != nil {
+			t := time.NewTimer(cancelWait)
+			select {
+			case <-invite:
+			case <-t.C:
+			case <-u.done:
+			}
+			t.Stop()
+		}
+		h.HandleRequest(user, req)
+		if req.stx != nil && req.stx.invite {
+			u.srvTxs.settled(req.stx)
+		}
+	}
+}
+
+// dispatch runs run, a handler's call, on its own goroutine if slots has room, else answers
+// 503 with Retry-After (RFC 3261 §21.5.4; ACKs are dropped).
+func (u *UA) dispatch(slots chan struct{}, run func(), req *Request, respond func(int, string, ...Header)) {
 	select {
 	case slots <- struct{}{}:
 		go func() {
 			defer func() { <-slots }()
-			h.HandleRequest(user, req)
+			run()
 		}()
 	default:
 		if req.Method != "ACK" {

@@ -321,7 +321,6 @@ func (u *UA) Start(ctx context.Context) error {
 			_ = uc.SetReadBuffer(udpBufferSize)
 			_ = uc.SetWriteBuffer(udpBufferSize)
 			ul := &udpListener{ua: u, conn: uc}
-			ul.addWriters(uc)
 			u.mu.Lock()
 			u.udp = append(u.udp, ul)
 			u.mu.Unlock()
@@ -340,12 +339,11 @@ func (u *UA) Start(ctx context.Context) error {
 	u.mu.RLock()
 	defer u.mu.RUnlock()
 	for _, ul := range u.udp {
-		// Two readers per socket: parsing is the costly part and a
-		// UDPConn may be read concurrently.
-		for range 2 {
-			u.wg.Add(1)
-			go ul.serve()
-		}
+		// One reader per socket, so that datagrams are handled in the order they arrived: a
+		// CANCEL after its INVITE, an ACK after the retransmission before it (RFC 3261 §9.2,
+		// §17.2.1). Handlers run on their own goroutines; parsing is all the reader does.
+		u.wg.Add(1)
+		go ul.serve()
 		u.log.WithField("addr", ul.conn.LocalAddr().String()).Debug("sip udp listener ready")
 	}
 	for _, sl := range u.streamLns {

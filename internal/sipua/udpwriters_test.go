@@ -11,10 +11,10 @@ import (
 	"github.com/sipis/sipis/internal/sipua"
 )
 
-// TestUDPResponsesLeaveFromTheBoundAddress: the UDP listener writes through several handles
-// of its socket at once; every response, sent by many handlers together, still comes from the
-// listener's one address (RFC 3261 §18.2.2, RFC 3581: a proxy matches responses and keeps NAT
-// bindings by it), the Wiretap sees every one of them leave, and Close releases every handle.
+// TestUDPResponsesLeaveFromTheBoundAddress: every response, sent by many handlers together,
+// comes from the UDP listener's one address (RFC 3261 §18.2.2, RFC 3581: a proxy matches
+// responses and keeps NAT bindings by it), the Wiretap sees every one of them leave, and Close
+// releases the socket.
 func TestUDPResponsesLeaveFromTheBoundAddress(t *testing.T) {
 	fdsBefore := openFDs(t)
 	var mu sync.Mutex
@@ -62,7 +62,7 @@ func TestUDPResponsesLeaveFromTheBoundAddress(t *testing.T) {
 	}
 	mu.Unlock()
 	if fdsBefore >= 0 {
-		// The peer's socket is still open; the UA's socket and handles are not.
+		// The peer's socket is still open; the UA's socket is not.
 		if after := openFDs(t); after > fdsBefore+1 {
 			t.Errorf("%d descriptors open after Close, %d before (plus the peer's)", after, fdsBefore)
 		}
