@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -46,6 +47,7 @@ type apiFigures struct {
 	Seconds         float64 `json:"seconds"`
 	PerSecond       float64 `json:"registrationsPerSecond"`
 	CPUusPerReg     float64 `json:"cpuMicrosecondsPerRegistration"`
+	ClientCPUus     float64 `json:"clientCpuMicrosecondsPerRegistration"`
 	Failures        int64   `json:"failures"`
 	FirstFailure    string  `json:"firstFailure,omitempty"`
 	StoredInstances int     `json:"storedInstances"`
@@ -56,6 +58,7 @@ type clientResult struct {
 	OK, Failed int64
 	First      string
 	Seconds    float64
+	CPUSeconds float64 // the client process's CPU while posting
 }
 
 // runAPI runs the API hand-over measurement: registrar child, server, client child, figures.
@@ -118,6 +121,12 @@ func runAPI(ctx context.Context, n, concurrency int, mode, cpuProfile string, as
 			return err
 		}
 		defer pprof.StopCPUProfile()
+		// The block and mutex profiles show where handlers wait (the group-commit queue, the
+		// selector locks), which the CPU profile cannot.
+		runtime.SetBlockProfileRate(int(10 * time.Microsecond))
+		runtime.SetMutexProfileFraction(10)
+		defer writeProfile("block", cpuProfile+".block")
+		defer writeProfile("mutex", cpuProfile+".mutex")
 	}
 	fmt.Fprintf(os.Stderr, "posting with %d clients...\n", concurrency)
 	c0 := cpuTime()
@@ -144,6 +153,7 @@ func runAPI(ctx context.Context, n, concurrency int, mode, cpuProfile string, as
 	}
 	if res.OK > 0 {
 		f.CPUusPerReg = float64((c1 - c0).Microseconds()) / float64(res.OK)
+		f.ClientCPUus = res.CPUSeconds * 1e6 / float64(res.OK)
 	}
 	if int64(stored) != res.OK {
 		return fmt.Errorf("%d registrations acknowledged but %d instances stored", res.OK, stored)
@@ -159,6 +169,7 @@ func printAPI(f apiFigures, asJSON bool) error {
 	fmt.Printf("registrations (%s)            %d by %d concurrent clients, %d failed\n", f.Mode, f.Registrations, f.Concurrency, f.Failures)
 	fmt.Printf("registrations/s                   %.0f  (%.2f s)\n", f.PerSecond, f.Seconds)
 	fmt.Printf("sipis CPU per registration        %.0f µs\n", f.CPUusPerReg)
+	fmt.Printf("client CPU per registration       %.0f µs\n", f.ClientCPUus)
 	if f.FirstFailure != "" {
 		fmt.Printf("first failure                     %s\n", f.FirstFailure)
 	}
@@ -237,7 +248,7 @@ func runAPIClient(n, concurrency int, mode, url, pubB64, proxy string) error {
 	var first sync.Once
 	var firstErr string
 	var wg sync.WaitGroup
-	start := time.Now()
+	start, c0 := time.Now(), cpuTime()
 	for range concurrency {
 		wg.Add(1)
 		go func() {
@@ -257,8 +268,23 @@ func runAPIClient(n, concurrency int, mode, url, pubB64, proxy string) error {
 		}()
 	}
 	wg.Wait()
-	res := clientResult{OK: ok.Load(), Failed: failed.Load(), First: firstErr, Seconds: time.Since(start).Seconds()}
+	res := clientResult{OK: ok.Load(), Failed: failed.Load(), First: firstErr, Seconds: time.Since(start).Seconds(),
+		CPUSeconds: (cpuTime() - c0).Seconds()}
 	return json.NewEncoder(os.Stdout).Encode(res)
+}
+
+// writeProfile writes the runtime profile name (block, mutex) to path; a failure is reported
+// and does not fail the run.
+func writeProfile(name, path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s profile: %v\n", name, err)
+		return
+	}
+	defer f.Close()
+	if err := pprof.Lookup(name).WriteTo(f, 0); err != nil {
+		fmt.Fprintf(os.Stderr, "%s profile: %v\n", name, err)
+	}
 }
 
 func postOne(c *http.Client, url string, body []byte) error {
