@@ -32,7 +32,15 @@ func (m *Manager) Register(ctx context.Context, sealed []byte) error {
 	if m.opts.PublicKey == nil || m.opts.PrivateKey == nil {
 		return errors.New("instance: no server key configured")
 	}
-	reg, err := registration.Open(sealed, m.opts.PublicKey, m.opts.PrivateKey)
+	o := m.opener.Load()
+	if o == nil {
+		var err error
+		if o, err = registration.NewOpener(m.opts.PublicKey, m.opts.PrivateKey); err != nil {
+			return fmt.Errorf("instance: server key: %w", err)
+		}
+		m.opener.Store(o) // two first callers may both make one: they are the same
+	}
+	reg, err := o.Open(sealed)
 	if err != nil {
 		m.stats.Rejected.Add(1)
 		var ve *registration.ValidationError
