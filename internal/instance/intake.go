@@ -86,13 +86,33 @@ func (m *Manager) Apply(ctx context.Context, reg *registration.Registration) err
 		return nil
 	}
 	m.stats.Registrations.Add(1)
-	ev := map[registration.Mode]Event{
-		registration.ModeBackground: EvBackground,
-		registration.ModeForeground: EvForeground,
-		registration.ModeOff:        EvForget,
-	}[reg.Mode]
-	m.instanceLog(inst).WithFields(logrus.Fields{"mode": reg.Mode, "device": reg.Device.ID}).Info("registration accepted")
+	var ev Event
+	switch reg.Mode {
+	case registration.ModeBackground:
+		ev = EvBackground
+	case registration.ModeForeground:
+		ev = EvForeground
+	case registration.ModeOff:
+		ev = EvForget
+	}
+	inst.mu.Lock()
+	logging := inst.logging
+	inst.mu.Unlock()
+	if logging || infoEnabled(m.log) { // else the fields would be built for nothing, per registration
+		m.instanceLog(inst).WithFields(logrus.Fields{"mode": reg.Mode, "device": reg.Device.ID}).Info("registration accepted")
+	}
 	return m.postWish(ctx, inst, ev, regs)
+}
+
+// infoEnabled reports whether l writes Info entries; true when it cannot tell.
+func infoEnabled(l logrus.FieldLogger) bool {
+	switch l := l.(type) {
+	case *logrus.Logger:
+		return l.IsLevelEnabled(logrus.InfoLevel)
+	case *logrus.Entry:
+		return l.Logger.IsLevelEnabled(logrus.InfoLevel)
+	}
+	return true
 }
 
 // checkFresh checks what needs neither the store nor the selector's lock: the registration's
