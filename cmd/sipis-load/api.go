@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
@@ -178,15 +179,32 @@ func printAPI(f apiFigures, asJSON bool) error {
 	return nil
 }
 
-// startAPIServer starts a whole sipis server with its data in dir, listening on loopback,
-// logging at the default level (Warning) to nowhere.
+// apiDatabaseEnv, when set, is the Database OpenString of the API server (a PostgreSQL
+// connection string, to measure that backend; it should name an empty database); by default
+// the server uses a fresh SQLite file.
+const apiDatabaseEnv = "SIPIS_LOAD_API_DATABASE"
+
+// xmlAttr escapes s for an XML attribute value.
+func xmlAttr(s string) string {
+	var b strings.Builder
+	xml.EscapeText(&b, []byte(s)) // quotes too
+	return b.String()
+}
+
+// startAPIServer starts a whole sipis server with its data in dir (or in the database
+// $SIPIS_LOAD_API_DATABASE names), listening on loopback, logging at the default level
+// (Warning) to nowhere.
 func startAPIServer(ctx context.Context, dir string) (*app.App, error) {
+	database := "load.db"
+	if v := os.Getenv(apiDatabaseEnv); v != "" {
+		database = v
+	}
 	s, err := config.Parse([]byte(`<Sipis>
   <Server Name="load" Address="127.0.0.1" Port="0"/>
   <Sip><Listener Transport="udp" Address="127.0.0.1" Port="0"/></Sip>
   <HttpServer Address="127.0.0.1" Port="0"/>
   <Administrator UserName="admin" Password="load-admin"/>
-  <Database OpenString="load.db"/>
+  <Database OpenString="`+xmlAttr(database)+`"/>
   <Lock FileName="load.lock"/>
   <Log Stdio="None" Level="Warning" InstanceFileName="logs/{selector}.log"/>
   <Probe Enabled="No"/>
