@@ -29,14 +29,26 @@ var ErrUnknownSelector = errors.New("instance: unknown selector")
 // Register opens a sealed registration as posted by an app and applies it. A bad request
 // returns an *errs.Error (see refuse) and changes nothing.
 func (m *Manager) Register(ctx context.Context, sealed []byte) error {
+	reg, err := m.Open(sealed)
+	if err != nil {
+		return err
+	}
+	return m.Apply(ctx, reg)
+}
+
+// Open opens a sealed registration with the server's key pair, as Register does, without
+// applying it (a cluster node opens a registration to find its owner, then applies it or
+// forwards it). A registration that cannot be opened is counted as rejected and returned as an
+// *errs.Error.
+func (m *Manager) Open(sealed []byte) (*registration.Registration, error) {
 	if m.opts.PublicKey == nil || m.opts.PrivateKey == nil {
-		return errors.New("instance: no server key configured")
+		return nil, errors.New("instance: no server key configured")
 	}
 	o := m.opener.Load()
 	if o == nil {
 		var err error
 		if o, err = registration.NewOpener(m.opts.PublicKey, m.opts.PrivateKey); err != nil {
-			return fmt.Errorf("instance: server key: %w", err)
+			return nil, fmt.Errorf("instance: server key: %w", err)
 		}
 		m.opener.Store(o) // two first callers may both make one: they are the same
 	}
@@ -46,16 +58,16 @@ func (m *Manager) Register(ctx context.Context, sealed []byte) error {
 		var ve *registration.ValidationError
 		switch {
 		case errors.As(err, &ve):
-			return refuse(errs.Invalid, err, "%s", ve.Error())
+			return nil, refuse(errs.Invalid, err, "%s", ve.Error())
 		case errors.Is(err, registration.ErrNotOurs):
-			return refuse(errs.Invalid, err, "registration cannot be opened: not sealed to this server's key, or corrupted")
+			return nil, refuse(errs.Invalid, err, "registration cannot be opened: not sealed to this server's key, or corrupted")
 		case errors.Is(err, registration.ErrTruncated):
-			return refuse(errs.Invalid, err, "registration is truncated")
+			return nil, refuse(errs.Invalid, err, "registration is truncated")
 		default:
-			return refuse(errs.Invalid, err, "%s", oneLine(err.Error()))
+			return nil, refuse(errs.Invalid, err, "%s", oneLine(err.Error()))
 		}
 	}
-	return m.Apply(ctx, reg)
+	return reg, nil
 }
 
 // Apply stores an opened registration and hands its mode to the state machine. The
