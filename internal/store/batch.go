@@ -14,7 +14,7 @@ import (
 // is the expensive part of a write (the WAL append, the write lock, and on PostgreSQL a round
 // trip and an fsync). So PutRegistration does not commit by itself: it queues its prepared
 // write (checked and sealed outside any lock) and waits. One writer goroutine at a time takes
-// everything queued (at most maxRegBatch; per lane, see below), writes it in one transaction, commits, and only then
+// everything queued (at most maxRegBatch), writes it in one transaction, commits, and only then
 // answers each caller. While that transaction runs, the next callers queue up, so the batch
 // size follows the load: one registration alone is written at once (no added delay), a burst is
 // written many per commit.
@@ -30,15 +30,6 @@ import (
 // nothing of it was stored and no caller was answered: every registration is then written again
 // alone, in its own transaction, and gets its own answer. A caller is answered success only
 // after the transaction holding its write committed.
-//
-// On PostgreSQL every statement is a round trip to the server, so one writer is bound by
-// latency, not CPU (cmd/sipis-load -api: 129 registrations/s on a loaded 2-core machine, five
-// round trips per registration one after the other). There the queue is split into pgRegLanes
-// lanes by a hash of the selector, each with its own writer and connection: registrations of one
-// selector always meet in one lane, so they are still written one after the other as above, and
-// those of different selectors touch different rows (instances, devices and nonces are keyed by
-// selector), so concurrent lanes cannot see or undo each other's writes. SQLite has one write
-// connection, hence one lane.
 //
 // The writer does not linger to fill a batch: a timed linger (1 ms, tried with cmd/sipis-load
 // -api, also with a wait only while the queue held under half the recent batches' mean size)
@@ -56,13 +47,11 @@ const maxSizes = 1024
 // began is finished and answered, so that no caller is told "failed" of a stored registration).
 const regBatchTimeout = 30 * time.Second
 
-// pgRegLanes is the number of registration writers on PostgreSQL (of pgMaxConns connections).
-const pgRegLanes = 4
-
-// regBatcher holds the queues of registrations waiting for their writers.
+// regBatcher is the queue of registrations waiting for the writer.
 type regBatcher struct {
-	mu    sync.Mutex
-	lanes []regLane // made at the first registration: one, or pgRegLanes on PostgreSQL
+	mu      sync.Mutex
+	queue   []*regWrite
+	writing bool // a writer goroutine is running; it exits when the queue is empty
 
 	// For tests: batches written (their sizes, the first maxSizes), and a failure injected
 	// before a batch commits.
@@ -71,62 +60,36 @@ type regBatcher struct {
 	failExec   func(selector string) error // a statement failing for one registration of a batch
 }
 
-// regLane is one queue and its writer.
-type regLane struct {
-	queue   []*regWrite
-	writing bool // a writer goroutine is running; it exits when the queue is empty
-}
-
-// laneOf returns the lane of selector sel among n.
-func laneOf(sel string, n int) int {
-	if n == 1 {
-		return 0
-	}
-	h := uint32(2166136261) // FNV-1a
-	for i := 0; i < len(sel); i++ {
-		h = (h ^ uint32(sel[i])) * 16777619
-	}
-	return int(h % uint32(n))
-}
-
 // commitRegistration queues w for the writer, starting one if none runs, and waits for w's
 // answer. A caller whose ctx ends before its write began gets ctx's error and nothing is stored.
 func (db *DB) commitRegistration(ctx context.Context, w *regWrite) error {
 	w.ctx, w.done = ctx, make(chan error, 1)
 	b := &db.regs
 	b.mu.Lock()
-	if b.lanes == nil {
-		n := 1
-		if db.dialect.name == PostgreSQL {
-			n = pgRegLanes
-		}
-		b.lanes = make([]regLane, n)
-	}
-	l := &b.lanes[laneOf(w.inst.Selector, len(b.lanes))]
-	l.queue = append(l.queue, w)
-	if !l.writing {
-		l.writing = true
-		go db.writeRegistrations(l)
+	b.queue = append(b.queue, w)
+	if !b.writing {
+		b.writing = true
+		go db.writeRegistrations()
 	}
 	b.mu.Unlock()
 	return <-w.done
 }
 
-// writeRegistrations writes lane l's queue batch by batch until it is empty.
-func (db *DB) writeRegistrations(l *regLane) {
+// writeRegistrations writes the queue batch by batch until it is empty.
+func (db *DB) writeRegistrations() {
 	b := &db.regs
 	for {
 		b.mu.Lock()
-		n := min(len(l.queue), maxRegBatch)
+		n := min(len(b.queue), maxRegBatch)
 		if n == 0 {
-			l.writing = false
-			l.queue = nil // let a burst's backing array go
+			b.writing = false
+			b.queue = nil // let a burst's backing array go
 			b.mu.Unlock()
 			return
 		}
 		batch := make([]*regWrite, n)
-		copy(batch, l.queue)
-		l.queue = append(l.queue[:0], l.queue[n:]...)
+		copy(batch, b.queue)
+		b.queue = append(b.queue[:0], b.queue[n:]...)
 		b.mu.Unlock()
 		db.writeBatch(batch)
 	}

@@ -9,25 +9,6 @@ import (
 	"time"
 )
 
-// regState reports whether a writer runs (in any lane) and how many registrations wait.
-func regState(db *DB) (writing bool, queued int) {
-	db.regs.mu.Lock()
-	defer db.regs.mu.Unlock()
-	for _, l := range db.regs.lanes {
-		writing = writing || l.writing
-		queued += len(l.queue)
-	}
-	return writing, queued
-}
-
-// oneLane makes db write registrations in one lane, also on PostgreSQL, for the tests that
-// look at the batches one writer makes. Call it before the first registration.
-func oneLane(db *DB) {
-	db.regs.mu.Lock()
-	db.regs.lanes = make([]regLane, 1)
-	db.regs.mu.Unlock()
-}
-
 // holdWriter takes the write connection in a transaction, so that registrations queue up
 // behind it; the returned function lets them go.
 func holdWriter(t *testing.T, db *DB) (release func()) {
@@ -36,7 +17,9 @@ func holdWriter(t *testing.T, db *DB) (release func()) {
 	// for it, so that the next registration starts a writer of its own (see waitTaken).
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		writing, _ := regState(db)
+		db.regs.mu.Lock()
+		writing := db.regs.writing
+		db.regs.mu.Unlock()
 		if !writing {
 			break
 		}
@@ -57,8 +40,10 @@ func waitTaken(t *testing.T, db *DB) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		writing, queued := regState(db)
-		if writing && queued == 0 {
+		db.regs.mu.Lock()
+		taken := db.regs.writing && len(db.regs.queue) == 0
+		db.regs.mu.Unlock()
+		if taken {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -74,7 +59,9 @@ func waitQueued(t *testing.T, db *DB, n int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		_, q := regState(db)
+		db.regs.mu.Lock()
+		q := len(db.regs.queue)
+		db.regs.mu.Unlock()
 		if q >= n {
 			return
 		}
@@ -107,7 +94,6 @@ func putAsync(db *DB, inst *Instance, dev *Device, nonce string) <-chan putResul
 func TestBatchedRegistrationsBehaveAsSerial(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b testBackend) {
 		db, _ := b.openTest(t)
-		oneLane(db)
 		mustPut(t, db, sampleInstance("0f00"), sampleDevice("0f00"), "used")
 
 		release := holdWriter(t, db)
@@ -177,7 +163,6 @@ func TestBatchedRegistrationsBehaveAsSerial(t *testing.T) {
 func TestFailedBatchIsWrittenOneByOne(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b testBackend) {
 		db, _ := b.openTest(t)
-		oneLane(db)
 		mustPut(t, db, sampleInstance("0c00"), sampleDevice("0c00"), "used")
 		db.regs.mu.Lock()
 		db.regs.failCommit = func() error { return errors.New("disk I/O error") }
@@ -227,7 +212,6 @@ func TestFailedBatchIsWrittenOneByOne(t *testing.T) {
 func TestStatementFailureInBatchWritesOneByOne(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b testBackend) {
 		db, _ := b.openTest(t)
-		oneLane(db)
 		mustPut(t, db, sampleInstance("0c00"), sampleDevice("0c00"), "used")
 		db.regs.mu.Lock()
 		db.regs.failExec = func(sel string) error {
@@ -284,7 +268,6 @@ func TestStatementFailureInBatchWritesOneByOne(t *testing.T) {
 func TestCancelledRegistrationNotStored(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b testBackend) {
 		db, _ := b.openTest(t)
-		oneLane(db)
 		release := holdWriter(t, db)
 		first := putAsync(db, sampleInstance("0e01"), sampleDevice("0e01"), "n")
 		waitTaken(t, db)
@@ -338,69 +321,5 @@ func TestConcurrentRegistrationsGroupCommit(t *testing.T) {
 		batches := len(db.regs.sizes)
 		db.regs.mu.Unlock()
 		t.Logf("%d registrations in %d batched transactions (plus those written alone)", n, batches)
-	})
-}
-
-// On PostgreSQL registrations are written in several lanes at once; two registrations of one
-// selector always meet in one lane, so racing first registrations of a selector still end
-// with one stored identity (the first's Contact user and Call-ID) and both devices.
-func TestRegistrationLanesKeepOneSelectorSerial(t *testing.T) {
-	forEachBackend(t, func(t *testing.T, b testBackend) {
-		db, _ := b.openTest(t)
-		const n = 40
-		type pair struct{ a, b putResult }
-		res := make([]pair, n)
-		var wg sync.WaitGroup
-		for i := range n {
-			sel := fmt.Sprintf("%04x", 0x2000+i)
-			for k := range 2 {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					inst := sampleInstance(sel)
-					inst.ContactUser, inst.CallID = fmt.Sprintf("contact-%d-%d", i, k), fmt.Sprintf("call-%d-%d", i, k)
-					dev := sampleDevice(sel)
-					dev.ID = fmt.Sprintf("dev-%d", k)
-					nd, err := db.PutRegistrationCounted(context.Background(), inst, dev, fmt.Sprintf("n%d", k), t0)
-					if k == 0 {
-						res[i].a = putResult{inst, nd, err}
-					} else {
-						res[i].b = putResult{inst, nd, err}
-					}
-				}()
-			}
-		}
-		wg.Wait()
-		lanes := map[int]bool{}
-		for i, p := range res {
-			sel := fmt.Sprintf("%04x", 0x2000+i)
-			lanes[laneOf(sel, pgRegLanes)] = true
-			if p.a.err != nil || p.b.err != nil {
-				t.Fatalf("%s: %v, %v", sel, p.a.err, p.b.err)
-			}
-			if p.a.inst.ContactUser != p.b.inst.ContactUser || p.a.inst.CallID != p.b.inst.CallID {
-				t.Errorf("%s: the two registrations were told %q/%q and %q/%q: want one identity", sel,
-					p.a.inst.ContactUser, p.a.inst.CallID, p.b.inst.ContactUser, p.b.inst.CallID)
-			}
-			if max(p.a.devices, p.b.devices) != 2 || min(p.a.devices, p.b.devices) != 1 {
-				t.Errorf("%s: device counts %d and %d, want 1 then 2", sel, p.a.devices, p.b.devices)
-			}
-			stored, err := db.Instance(context.Background(), sel)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if stored.ContactUser != p.a.inst.ContactUser {
-				t.Errorf("%s: stored Contact user %q, told %q", sel, stored.ContactUser, p.a.inst.ContactUser)
-			}
-		}
-		if len(lanes) < 2 {
-			t.Fatalf("the selectors fall in %d lane(s): the test does not exercise several", len(lanes))
-		}
-		db.regs.mu.Lock()
-		got := len(db.regs.lanes)
-		db.regs.mu.Unlock()
-		if want := map[Backend]int{SQLite: 1, PostgreSQL: pgRegLanes}[db.Backend()]; got != want {
-			t.Errorf("%d lanes on %s, want %d", got, db.Backend(), want)
-		}
 	})
 }
