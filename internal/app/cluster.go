@@ -17,7 +17,6 @@ import (
 	"github.com/sipis/sipis/internal/instance"
 	"github.com/sipis/sipis/internal/store"
 	"github.com/sipis/sipis/internal/web"
-	"github.com/sipis/sipis/pkg/registration"
 )
 
 // startCluster joins the cluster when <Cluster Enabled="Yes">, before the instance manager
@@ -135,20 +134,20 @@ const forwardTimeout = 15 * time.Second
 // A registration that cannot be opened is refused here, with the usual reasons. When the owner
 // is dead and not yet taken over, the app gets 503 and tries again.
 func (a *App) registerInCluster(ctx context.Context, body []byte) error {
-	reg, err := registration.Open(body, a.public, a.private)
+	reg, err := a.mgr.Open(body) // opened once, here: applied here or forwarded as it came
 	if err != nil {
-		return a.mgr.Register(ctx, body) // refused there, with its messages
+		return err // refused, with its messages
 	}
 	if ctx.Value(forwardedKey{}) != nil && !a.heldElsewhere(ctx, reg.Selector) {
 		// Placed here by the forwarding node (and counted here): not placed again.
-		return a.mgr.Register(ctx, body)
+		return a.mgr.Apply(ctx, reg)
 	}
 	node, url, err := a.cl.Place(ctx, reg.Selector)
 	if err != nil {
 		return &forwardError{code: http.StatusServiceUnavailable, msg: err.Error()}
 	}
 	if node == a.settings.Server.Name || url == "" {
-		return a.mgr.Register(ctx, body)
+		return a.mgr.Apply(ctx, reg)
 	}
 	fctx, cancel := context.WithTimeout(ctx, forwardTimeout)
 	defer cancel()

@@ -29,25 +29,45 @@ var ErrUnknownSelector = errors.New("instance: unknown selector")
 // Register opens a sealed registration as posted by an app and applies it. A bad request
 // returns an *errs.Error (see refuse) and changes nothing.
 func (m *Manager) Register(ctx context.Context, sealed []byte) error {
-	if m.opts.PublicKey == nil || m.opts.PrivateKey == nil {
-		return errors.New("instance: no server key configured")
+	reg, err := m.Open(sealed)
+	if err != nil {
+		return err
 	}
-	reg, err := registration.Open(sealed, m.opts.PublicKey, m.opts.PrivateKey)
+	return m.Apply(ctx, reg)
+}
+
+// Open opens a sealed registration with the server's key pair, as Register does, without
+// applying it (a cluster node opens a registration to find its owner, then applies it or
+// forwards it). A registration that cannot be opened is counted as rejected and returned as an
+// *errs.Error.
+func (m *Manager) Open(sealed []byte) (*registration.Registration, error) {
+	if m.opts.PublicKey == nil || m.opts.PrivateKey == nil {
+		return nil, errors.New("instance: no server key configured")
+	}
+	o := m.opener.Load()
+	if o == nil {
+		var err error
+		if o, err = registration.NewOpener(m.opts.PublicKey, m.opts.PrivateKey); err != nil {
+			return nil, fmt.Errorf("instance: server key: %w", err)
+		}
+		m.opener.Store(o) // two first callers may both make one: they are the same
+	}
+	reg, err := o.Open(sealed)
 	if err != nil {
 		m.stats.Rejected.Add(1)
 		var ve *registration.ValidationError
 		switch {
 		case errors.As(err, &ve):
-			return refuse(errs.Invalid, err, "%s", ve.Error())
+			return nil, refuse(errs.Invalid, err, "%s", ve.Error())
 		case errors.Is(err, registration.ErrNotOurs):
-			return refuse(errs.Invalid, err, "registration cannot be opened: not sealed to this server's key, or corrupted")
+			return nil, refuse(errs.Invalid, err, "registration cannot be opened: not sealed to this server's key, or corrupted")
 		case errors.Is(err, registration.ErrTruncated):
-			return refuse(errs.Invalid, err, "registration is truncated")
+			return nil, refuse(errs.Invalid, err, "registration is truncated")
 		default:
-			return refuse(errs.Invalid, err, "%s", oneLine(err.Error()))
+			return nil, refuse(errs.Invalid, err, "%s", oneLine(err.Error()))
 		}
 	}
-	return m.Apply(ctx, reg)
+	return reg, nil
 }
 
 // Apply stores an opened registration and hands its mode to the state machine. The
@@ -78,13 +98,33 @@ func (m *Manager) Apply(ctx context.Context, reg *registration.Registration) err
 		return nil
 	}
 	m.stats.Registrations.Add(1)
-	ev := map[registration.Mode]Event{
-		registration.ModeBackground: EvBackground,
-		registration.ModeForeground: EvForeground,
-		registration.ModeOff:        EvForget,
-	}[reg.Mode]
-	m.instanceLog(inst).WithFields(logrus.Fields{"mode": reg.Mode, "device": reg.Device.ID}).Info("registration accepted")
+	var ev Event
+	switch reg.Mode {
+	case registration.ModeBackground:
+		ev = EvBackground
+	case registration.ModeForeground:
+		ev = EvForeground
+	case registration.ModeOff:
+		ev = EvForget
+	}
+	inst.mu.Lock()
+	logging := inst.logging
+	inst.mu.Unlock()
+	if logging || infoEnabled(m.log) { // else the fields would be built for nothing, per registration
+		m.instanceLog(inst).WithFields(logrus.Fields{"mode": reg.Mode, "device": reg.Device.ID}).Info("registration accepted")
+	}
 	return m.postWish(ctx, inst, ev, regs)
+}
+
+// infoEnabled reports whether l writes Info entries; true when it cannot tell.
+func infoEnabled(l logrus.FieldLogger) bool {
+	switch l := l.(type) {
+	case *logrus.Logger:
+		return l.IsLevelEnabled(logrus.InfoLevel)
+	case *logrus.Entry:
+		return l.Logger.IsLevelEnabled(logrus.InfoLevel)
+	}
+	return true
 }
 
 // checkFresh checks what needs neither the store nor the selector's lock: the registration's

@@ -172,7 +172,8 @@ type Manager struct {
 	flushReq    chan chan struct{} // Flush's requests to the persister
 	persistLost atomic.Bool        // Stop gave up writing states to a failing store
 
-	locks *selectorLocks // per-selector serialisation of registrations and removal (locks.go)
+	locks  *selectorLocks                      // per-selector serialisation of registrations and removal (locks.go)
+	opener atomic.Pointer[registration.Opener] // made from the key pair at the first Register (intake.go)
 
 	ctx     context.Context
 	cancel  context.CancelFunc

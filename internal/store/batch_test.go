@@ -206,6 +206,63 @@ func TestFailedBatchIsWrittenOneByOne(t *testing.T) {
 	})
 }
 
+// A statement that fails for one registration of a batch (other than a replayed nonce, which
+// writes nothing) fails the batch: its transaction, holding part of that registration, is not
+// committed, and every registration is written again alone and answered by its own outcome.
+func TestStatementFailureInBatchWritesOneByOne(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b testBackend) {
+		db, _ := b.openTest(t)
+		mustPut(t, db, sampleInstance("0c00"), sampleDevice("0c00"), "used")
+		db.regs.mu.Lock()
+		db.regs.failExec = func(sel string) error {
+			if sel == "0d02" {
+				return errors.New("constraint failed")
+			}
+			return nil
+		}
+		db.regs.mu.Unlock()
+
+		release := holdWriter(t, db)
+		first := putAsync(db, sampleInstance("0c01"), sampleDevice("0c01"), "n")
+		waitTaken(t, db)
+		var chans []<-chan putResult
+		for i := range 5 {
+			chans = append(chans, putAsync(db, sampleInstance(fmt.Sprintf("0d0%d", i)), sampleDevice(fmt.Sprintf("0d0%d", i)), "n"))
+			waitQueued(t, db, i+1)
+		}
+		chans = append(chans, putAsync(db, sampleInstance("0c00"), sampleDevice("0c00"), "used"))
+		waitQueued(t, db, 6)
+		release()
+		if r := <-first; r.err != nil {
+			t.Fatal(r.err)
+		}
+		for i, ch := range chans {
+			r := <-ch
+			if i == 5 {
+				if !errors.Is(r.err, ErrReplay) {
+					t.Errorf("replay: %v, want ErrReplay", r.err)
+				}
+				continue
+			}
+			// Written alone, 0d02 meets no injected failure: all five are stored.
+			if r.err != nil {
+				t.Errorf("%s: %v", r.inst.Selector, r.err)
+			} else if _, err := db.Instance(context.Background(), r.inst.Selector); err != nil {
+				t.Errorf("%s acknowledged but not stored: %v", r.inst.Selector, err)
+			}
+		}
+		db.regs.mu.Lock()
+		sizes := append([]int(nil), db.regs.sizes...)
+		db.regs.mu.Unlock()
+		if len(sizes) != 0 {
+			t.Errorf("batches committed %v, want none (the failed one is written one by one)", sizes)
+		}
+		if got, err := db.CountInstances(context.Background()); err != nil || got != 7 {
+			t.Errorf("%d instances stored (%v), want 7", got, err)
+		}
+	})
+}
+
 // A caller whose context ended before its registration was written gets the context's error,
 // and nothing of it is stored.
 func TestCancelledRegistrationNotStored(t *testing.T) {
