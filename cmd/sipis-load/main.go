@@ -82,6 +82,9 @@ func run() error {
 	cpuProfile := flag.String("cpuprofile", "", "with -api: write a CPU profile of the posting phase to this file; with -resume, of the first resume")
 	resume := flag.Bool("resume", false, "measure a restart instead: fill a store with -n registered instances, resume it -runs times, count refreshes over -window (resume.go)")
 	runs := flag.Int("runs", 3, "with -resume: how many times to resume the store (the median is reported)")
+	ab := flag.String("ab", "", "with -resume: another build of sipis-load; each resume is also run by it, interleaved (A/B)")
+	resumeStore := flag.String("store", "", "internal: with -resume-child, the filled store to resume")
+	resumeChildFlag := flag.Bool("resume-child", false, "internal: run one resume of -store")
 	apiClient := flag.Bool("api-client-child", false, "internal: run the API clients")
 	apiURL := flag.String("api-url", "", "internal: where the API clients post")
 	apiPub := flag.String("api-pub", "", "internal: the server's public key, base64")
@@ -100,9 +103,13 @@ func run() error {
 	if *api {
 		return runAPI(ctx, *n, *concurrency, *apiMode, *cpuProfile, *asJSON)
 	}
+	rc := resumeConfig{n: *n, expires: *expires, runs: *runs, workers: *workers, inflight: *inflight,
+		window: *window, cpuProfile: *cpuProfile, asJSON: *asJSON, other: *ab}
+	if *resumeChildFlag {
+		return resumeChild(ctx, *resumeStore, rc)
+	}
 	if *resume {
-		return runResume(ctx, resumeConfig{n: *n, expires: *expires, runs: *runs, workers: *workers, inflight: *inflight,
-			window: *window, cpuProfile: *cpuProfile, asJSON: *asJSON})
+		return runResume(ctx, rc)
 	}
 
 	addr, kill, err := startRegistrarChild(*expires)

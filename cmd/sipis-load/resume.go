@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
@@ -30,8 +31,8 @@ import (
 // path the registration API takes, so the password is sealed exactly as the intake seals it;
 // then its state written through SaveStates, the persister's path, as Registered, with a
 // registered-until time as if it had last been refreshed at a random moment of its refresh
-// interval). Then it starts a new instance manager on that store -runs times and reports how
-// long Start took (loading and scheduling every instance), the resident memory and Go heap per
+// interval). Then it starts a new instance manager on that store -runs times, each in a new
+// process as after a restart, and reports how long Start took (loading and scheduling every instance), the resident memory and Go heap per
 // resumed instance; and, on the last run, counts the refreshes that come due over -window
 // against the loopback registrar (in a child process, as in the default mode) with sipis's CPU.
 //
@@ -59,6 +60,13 @@ type resumeFigures struct {
 	CPUmsPer1000       float64   `json:"cpuMsPer1000Refreshes"`
 	RSSAfterWindowMiB  float64   `json:"rssAfterWindowMiB"`
 	NotRegistered      int       `json:"notRegisteredAfterWindow"`
+	NotResumed         int64     `json:"rowsNotResumed"`
+	ResumeCPUMedian    float64   `json:"resumeCPUSecondsMedian"`
+	// With -ab: the other build's resumes of the same store, each run just before ours.
+	OtherSeconds    []float64 `json:"otherResumeSeconds,omitempty"`
+	OtherCPUSeconds []float64 `json:"otherResumeCPUSeconds,omitempty"`
+	OtherMedian     float64   `json:"otherResumeSecondsMedian,omitempty"`
+	OtherCPUMedian  float64   `json:"otherResumeCPUSecondsMedian,omitempty"`
 }
 
 // resumeConfig are the flags of the resume mode.
@@ -66,6 +74,7 @@ type resumeConfig struct {
 	n, expires, runs, workers, inflight int
 	window                              time.Duration
 	cpuProfile                          string
+	other                               string // -ab: another build of this program, resumed interleaved
 	asJSON                              bool
 }
 
@@ -83,23 +92,140 @@ func runResume(ctx context.Context, c resumeConfig) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "load.db")
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	key := make([]byte, store.DataKeySize)
-	db, err := store.Open(ctx, store.Options{Path: filepath.Join(dir, "load.db"), DataKey: key, Node: "load", Logger: log})
+	db, err := store.Open(ctx, store.Options{Path: path, DataKey: make([]byte, store.DataKeySize), Node: "load", Logger: log})
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-
 	f := resumeFigures{Instances: c.n, Expires: c.expires}
 	fmt.Fprintf(os.Stderr, "filling the store with %d registered instances...\n", c.n)
 	t0 := time.Now()
-	if err := fillRegistered(ctx, db, c.n, c.expires, host, port); err != nil {
+	err = fillRegistered(ctx, db, c.n, c.expires, host, port)
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return err
 	}
 	f.FillSeconds = time.Since(t0).Seconds()
 
+	// Each resume is a new process, as after a restart: its heap grows from nothing, and
+	// nothing read by an earlier run is cached in it.
+	var last resumeRun
+	for run := range max(c.runs, 1) {
+		args := []string{"-resume-child", "-store", path, "-n", strconv.Itoa(c.n),
+			"-workers", strconv.Itoa(c.workers), "-inflight", strconv.Itoa(c.inflight), "-expires", strconv.Itoa(c.expires)}
+		if run == c.runs-1 {
+			args = append(args, "-window", c.window.String())
+		} else {
+			args = append(args, "-window", "0")
+		}
+		if run == 0 && c.cpuProfile != "" {
+			args = append(args, "-cpuprofile", c.cpuProfile)
+		}
+		if c.other != "" {
+			// A/B: the same resume by the other build, interleaved, before each of ours.
+			o, err := runChild(ctx, c.other, args)
+			if err != nil {
+				return fmt.Errorf("resume %d by %s: %w", run+1, c.other, err)
+			}
+			f.OtherSeconds = append(f.OtherSeconds, o.ResumeSeconds)
+			f.OtherCPUSeconds = append(f.OtherCPUSeconds, o.ResumeCPUSeconds)
+			fmt.Fprintf(os.Stderr, "resume %d by %s: %.2f s (%.2f CPU-s)\n", run+1, c.other, o.ResumeSeconds, o.ResumeCPUSeconds)
+		}
+		if last, err = runChild(ctx, "", args); err != nil {
+			return fmt.Errorf("resume %d: %w", run+1, err)
+		}
+		f.ResumeSeconds = append(f.ResumeSeconds, last.ResumeSeconds)
+		f.ResumeCPUSeconds = append(f.ResumeCPUSeconds, last.ResumeCPUSeconds)
+		fmt.Fprintf(os.Stderr, "resume %d: %.2f s (%.2f CPU-s)\n", run+1, last.ResumeSeconds, last.ResumeCPUSeconds)
+	}
+	if c.other != "" {
+		f.OtherMedian, f.OtherCPUMedian = median(f.OtherSeconds), median(f.OtherCPUSeconds)
+	}
+	f.ResumeMedian, f.ResumeCPUMedian = median(f.ResumeSeconds), median(f.ResumeCPUSeconds)
+	f.RSSBaselineMiB, f.RSSResumedMiB = last.RSSBaselineMiB, last.RSSResumedMiB
+	f.RSSPerInstance, f.HeapPerInstance = last.RSSPerInstance, last.HeapPerInstance
+	f.WindowSeconds, f.Refreshes, f.Failures = last.WindowSeconds, last.Refreshes, last.Failures
+	f.RefreshesPerSecond, f.CPUPerSecond, f.CPUmsPer1000 = last.RefreshesPerSecond, last.CPUPerSecond, last.CPUmsPer1000
+	f.RSSAfterWindowMiB, f.NotRegistered, f.NotResumed = last.RSSAfterWindowMiB, last.NotRegistered, last.NotResumed
+	// The refreshes due now: every instance refreshes at its own point, spread over the
+	// interval by the fill, so they flow at about n / (0.9 · expires) per second from the start.
+	f.NeededPerSecond = float64(c.n) / (0.9 * float64(c.expires))
+
+	if c.asJSON {
+		return json.NewEncoder(os.Stdout).Encode(f)
+	}
+	fmt.Printf("instances                   %d (expires %d s), store filled in %.1f s\n", f.Instances, f.Expires, f.FillSeconds)
+	fmt.Printf("resume from the store       median %.2f s of %.2f s (CPU-s %.2f); %d rows not resumed\n",
+		f.ResumeMedian, f.ResumeSeconds, f.ResumeCPUSeconds, f.NotResumed)
+	fmt.Printf("RSS resumed                 %.1f MiB (baseline %.1f MiB): %.0f bytes/instance; Go heap %.0f bytes/instance\n",
+		f.RSSResumedMiB, f.RSSBaselineMiB, f.RSSPerInstance, f.HeapPerInstance)
+	if c.other != "" {
+		fmt.Printf("the other build (-ab)       median %.2f s of %.2f s (CPU-s median %.2f of %.2f; ours %.2f)\n",
+			f.OtherMedian, f.OtherSeconds, f.OtherCPUMedian, f.OtherCPUSeconds, f.ResumeCPUMedian)
+	}
+	if c.window > 0 {
+		fmt.Printf("refreshes                   %.1f/s over %.0f s (needed %.1f/s), %d failures, %d not registered after\n",
+			f.RefreshesPerSecond, f.WindowSeconds, f.NeededPerSecond, f.Failures, f.NotRegistered)
+		fmt.Printf("CPU while refreshing        %.3f CPU-s/s, %.1f ms per 1,000 refreshes; RSS %.1f MiB\n",
+			f.CPUPerSecond, f.CPUmsPer1000, f.RSSAfterWindowMiB)
+	}
+	return nil
+}
+
+// resumeRun is what one resume child reports.
+type resumeRun struct {
+	ResumeSeconds      float64
+	ResumeCPUSeconds   float64
+	NotResumed         int64
+	RSSBaselineMiB     float64
+	RSSResumedMiB      float64
+	RSSPerInstance     float64
+	HeapPerInstance    float64
+	WindowSeconds      float64
+	Refreshes          int64
+	RefreshesPerSecond float64
+	Failures           int64
+	CPUPerSecond       float64
+	CPUmsPer1000       float64
+	RSSAfterWindowMiB  float64
+	NotRegistered      int
+}
+
+// runChild runs exe ("": this program) with args and decodes the resumeRun it prints.
+func runChild(ctx context.Context, exe string, args []string) (resumeRun, error) {
+	if exe == "" {
+		var err error
+		if exe, err = os.Executable(); err != nil {
+			return resumeRun{}, err
+		}
+	}
+	cmd := exec.CommandContext(ctx, exe, args...)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return resumeRun{}, err
+	}
+	var r resumeRun
+	if err := json.Unmarshal(out, &r); err != nil {
+		return resumeRun{}, fmt.Errorf("child output: %w", err)
+	}
+	return r, nil
+}
+
+// resumeChild is one resume, in a process of its own: it opens the filled store at path,
+// starts a manager on it (timed), measures its memory, and counts the refreshes over window.
+func resumeChild(ctx context.Context, path string, c resumeConfig) error {
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	db, err := store.Open(ctx, store.Options{Path: path, DataKey: make([]byte, store.DataKeySize), Node: "load", Logger: log})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
 	ua, err := sipua.New(sipua.Config{Listeners: []sipua.Listener{{Transport: "udp", Address: "127.0.0.1:0"}}, Logger: log,
 		TransactionTimeout: 8 * time.Second})
 	if err != nil {
@@ -110,68 +236,51 @@ func runResume(ctx context.Context, c resumeConfig) error {
 	}
 	defer ua.Close()
 
+	var r resumeRun
 	runtime.GC()
-	debug.FreeOSMemory()
 	base := rssBytes()
-	f.RSSBaselineMiB = float64(base) / (1 << 20)
+	r.RSSBaselineMiB = float64(base) / (1 << 20)
 	var msBefore runtime.MemStats
 	runtime.ReadMemStats(&msBefore)
 
-	opts := instance.Options{Store: db, Registrar: ua, Logger: log, Node: "load", Workers: c.workers,
-		MaxInFlightPerProxy: c.inflight, MinExpires: min(c.expires, 60), BackoffMin: time.Second}
-	var m *instance.Manager
-	for run := range max(c.runs, 1) {
-		if m != nil {
-			m.Stop()
-			m = nil
-			runtime.GC()
-			debug.FreeOSMemory()
-		}
-		m, err = instance.New(opts)
+	m, err := instance.New(instance.Options{Store: db, Registrar: ua, Logger: log, Node: "load", Workers: c.workers,
+		MaxInFlightPerProxy: c.inflight, MinExpires: min(c.expires, 60), BackoffMin: time.Second})
+	if err != nil {
+		return err
+	}
+	if c.cpuProfile != "" {
+		prof, err := os.Create(c.cpuProfile)
 		if err != nil {
 			return err
 		}
-		var prof *os.File
-		if c.cpuProfile != "" && run == 0 {
-			if prof, err = os.Create(c.cpuProfile); err != nil {
-				return err
-			}
-			if err := pprof.StartCPUProfile(prof); err != nil {
-				return err
-			}
-		}
-		c0, t := cpuTime(), time.Now()
-		if err := m.Start(ctx); err != nil {
+		defer prof.Close()
+		if err := pprof.StartCPUProfile(prof); err != nil {
 			return err
 		}
-		secs, cpu := time.Since(t).Seconds(), (cpuTime() - c0).Seconds()
-		if prof != nil {
-			pprof.StopCPUProfile()
-			prof.Close()
-		}
-		if got := m.Len(); got != c.n {
-			m.Stop()
-			return fmt.Errorf("resumed %d of %d instances", got, c.n)
-		}
-		f.ResumeSeconds = append(f.ResumeSeconds, secs)
-		f.ResumeCPUSeconds = append(f.ResumeCPUSeconds, cpu)
-		fmt.Fprintf(os.Stderr, "resume %d: %.2f s (%.2f CPU-s)\n", run+1, secs, cpu)
+	}
+	c0, t := cpuTime(), time.Now()
+	if err := m.Start(ctx); err != nil {
+		return err
+	}
+	r.ResumeSeconds, r.ResumeCPUSeconds = time.Since(t).Seconds(), (cpuTime() - c0).Seconds()
+	if c.cpuProfile != "" {
+		pprof.StopCPUProfile()
 	}
 	defer m.Stop()
-	f.ResumeMedian = median(f.ResumeSeconds)
+	r.NotResumed = m.Stats().NotResumed.Load()
+	if got := m.Len(); got != c.n {
+		return fmt.Errorf("resumed %d of %d instances", got, c.n)
+	}
 
 	runtime.GC()
 	debug.FreeOSMemory()
 	held := rssBytes()
 	var msAfter runtime.MemStats
 	runtime.ReadMemStats(&msAfter)
-	f.RSSResumedMiB = float64(held) / (1 << 20)
-	f.RSSPerInstance = float64(held-base) / float64(c.n)
-	f.HeapPerInstance = float64(int64(msAfter.HeapAlloc)-int64(msBefore.HeapAlloc)) / float64(c.n)
+	r.RSSResumedMiB = float64(held) / (1 << 20)
+	r.RSSPerInstance = float64(held-base) / float64(c.n)
+	r.HeapPerInstance = float64(int64(msAfter.HeapAlloc)-int64(msBefore.HeapAlloc)) / float64(c.n)
 
-	// The refreshes due now: every instance refreshes at its own point, spread over the
-	// interval by the fill, so they flow at about n / (0.9 · expires) per second from the start.
-	f.NeededPerSecond = float64(c.n) / (0.9 * float64(c.expires))
 	if c.window > 0 {
 		fmt.Fprintf(os.Stderr, "counting refreshes for %v...\n", c.window)
 		r0, e0, c0 := m.Stats().Registers.Load(), m.Stats().RegisterFailures.Load(), cpuTime()
@@ -181,32 +290,18 @@ func runResume(ctx context.Context, c resumeConfig) error {
 			return ctx.Err()
 		}
 		r1, e1, c1 := m.Stats().Registers.Load(), m.Stats().RegisterFailures.Load(), cpuTime()
-		f.WindowSeconds = c.window.Seconds()
-		f.Refreshes, f.Failures = r1-r0, e1-e0
-		f.RefreshesPerSecond = float64(f.Refreshes) / f.WindowSeconds
-		f.CPUPerSecond = (c1 - c0).Seconds() / f.WindowSeconds
-		if f.Refreshes > 0 {
-			f.CPUmsPer1000 = float64((c1 - c0).Milliseconds()) / float64(f.Refreshes) * 1000
+		r.WindowSeconds = c.window.Seconds()
+		r.Refreshes, r.Failures = r1-r0, e1-e0
+		r.RefreshesPerSecond = float64(r.Refreshes) / r.WindowSeconds
+		r.CPUPerSecond = (c1 - c0).Seconds() / r.WindowSeconds
+		if r.Refreshes > 0 {
+			r.CPUmsPer1000 = float64((c1 - c0).Milliseconds()) / float64(r.Refreshes) * 1000
 		}
-		f.RSSAfterWindowMiB = float64(rssBytes()) / (1 << 20)
+		r.RSSAfterWindowMiB = float64(rssBytes()) / (1 << 20)
 		byPhase, _ := m.Counts()
-		f.NotRegistered = c.n - byPhase[instance.Phase{State: instance.RegisterLoop, Status: instance.Registered}]
+		r.NotRegistered = c.n - byPhase[instance.Phase{State: instance.RegisterLoop, Status: instance.Registered}]
 	}
-
-	if c.asJSON {
-		return json.NewEncoder(os.Stdout).Encode(f)
-	}
-	fmt.Printf("instances                   %d (expires %d s), store filled in %.1f s\n", f.Instances, f.Expires, f.FillSeconds)
-	fmt.Printf("resume from the store       median %.2f s of %v (CPU-s %v)\n", f.ResumeMedian, f.ResumeSeconds, f.ResumeCPUSeconds)
-	fmt.Printf("RSS resumed                 %.1f MiB (baseline %.1f MiB): %.0f bytes/instance; Go heap %.0f bytes/instance\n",
-		f.RSSResumedMiB, f.RSSBaselineMiB, f.RSSPerInstance, f.HeapPerInstance)
-	if c.window > 0 {
-		fmt.Printf("refreshes                   %.1f/s over %.0f s (needed %.1f/s), %d failures, %d not registered after\n",
-			f.RefreshesPerSecond, f.WindowSeconds, f.NeededPerSecond, f.Failures, f.NotRegistered)
-		fmt.Printf("CPU while refreshing        %.3f CPU-s/s, %.1f ms per 1,000 refreshes; RSS %.1f MiB\n",
-			f.CPUPerSecond, f.CPUmsPer1000, f.RSSAfterWindowMiB)
-	}
-	return nil
+	return json.NewEncoder(os.Stdout).Encode(r)
 }
 
 // fillRegistered stores n background instances as a server that held them leaves them: each
