@@ -117,7 +117,7 @@ func runResume(ctx context.Context, c resumeConfig) error {
 		return err
 	}
 	f.FillSeconds = time.Since(t0).Seconds()
-	filled := time.Now()
+	filled := t0 // the rows' times are relative to the start of the fill
 	var shifted time.Duration
 
 	// Each resume is a new process, as after a restart: its heap grows from nothing, and
