@@ -8,7 +8,8 @@
 //	(c) CPU time per 1,000 refreshes (one REGISTER and its 200 each: the nonce is reused),
 //	(d) the time to resume every instance from the store.
 //
-// With -api it measures the registration API instead (api.go).
+// With -api it measures the registration API instead (api.go); with -resume, a restart of a node
+// that held N registrations and the refreshes that follow it (resume.go).
 //
 // All traffic goes to 127.0.0.1; every phase is bounded in time and the tool stops by itself.
 // It must never be pointed at a real proxy (it has no flag to do so), and it must not measure
@@ -78,7 +79,12 @@ func run() error {
 	api := flag.Bool("api", false, "measure the registration API instead: -n sealed registrations POSTed by -concurrency clients (api.go)")
 	concurrency := flag.Int("concurrency", 64, "with -api: clients posting at once")
 	apiMode := flag.String("api-mode", "foreground", "with -api: the registrations' mode, foreground (intake only) or background (each also REGISTERs)")
-	cpuProfile := flag.String("cpuprofile", "", "with -api: write a CPU profile of the posting phase to this file")
+	cpuProfile := flag.String("cpuprofile", "", "with -api: write a CPU profile of the posting phase to this file; with -resume, of the first resume")
+	resume := flag.Bool("resume", false, "measure a restart instead: fill a store with -n registered instances, resume it -runs times, count refreshes over -window (resume.go)")
+	runs := flag.Int("runs", 3, "with -resume: how many times to resume the store (the median is reported)")
+	ab := flag.String("ab", "", "with -resume: another build of sipis-load; each resume is also run by it, interleaved (A/B)")
+	resumeStore := flag.String("store", "", "internal: with -resume-child, the filled store to resume")
+	resumeChildFlag := flag.Bool("resume-child", false, "internal: run one resume of -store")
 	apiClient := flag.Bool("api-client-child", false, "internal: run the API clients")
 	apiURL := flag.String("api-url", "", "internal: where the API clients post")
 	apiPub := flag.String("api-pub", "", "internal: the server's public key, base64")
@@ -96,6 +102,14 @@ func run() error {
 	defer stop()
 	if *api {
 		return runAPI(ctx, *n, *concurrency, *apiMode, *cpuProfile, *asJSON)
+	}
+	rc := resumeConfig{n: *n, expires: *expires, runs: *runs, workers: *workers, inflight: *inflight,
+		window: *window, cpuProfile: *cpuProfile, asJSON: *asJSON, other: *ab}
+	if *resumeChildFlag {
+		return resumeChild(ctx, *resumeStore, rc)
+	}
+	if *resume {
+		return runResume(ctx, rc)
 	}
 
 	addr, kill, err := startRegistrarChild(*expires)

@@ -2,6 +2,7 @@ package instance
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"sync"
 	"time"
@@ -19,6 +20,7 @@ type memStore struct {
 	nonces  map[string]time.Time
 	saves   int
 	deleted []string
+	badRows map[string]bool // selectors whose row ScanInstances reports as unusable
 }
 
 func newMemStore() *memStore {
@@ -74,6 +76,46 @@ func (s *memStore) ForEachInstance(_ context.Context, fn func(*store.Instance) e
 		}
 	}
 	return nil
+}
+
+// ScanInstances walks the instances like ForEachInstance, in parts ranges of the sorted
+// selectors, one goroutine each, with the device counts; a selector in badRows is handed to fn
+// with an error wrapping store.ErrDataKey, as the store does for a password that does not open.
+func (s *memStore) ScanInstances(ctx context.Context, parts int, fn func(int, *store.Instance, error) error) error {
+	s.mu.Lock()
+	var list []store.Instance
+	for sel, in := range s.insts {
+		cp := *in
+		cp.Devices = len(s.devs[sel])
+		list = append(list, cp)
+	}
+	bad := s.badRows
+	s.mu.Unlock()
+	sort.Slice(list, func(i, j int) bool { return list[i].Selector < list[j].Selector })
+	parts = max(min(parts, len(list)), 1)
+	errs := make(chan error, parts)
+	for p := range parts {
+		go func() {
+			var err error
+			for i := p * len(list) / parts; i < (p+1)*len(list)/parts && err == nil; i++ {
+				in := list[i]
+				var rowErr error
+				if bad[in.Selector] {
+					in.Account.Password = ""
+					rowErr = fmt.Errorf("%w: password of selector %s", store.ErrDataKey, in.Selector)
+				}
+				err = fn(p, &in, rowErr)
+			}
+			errs <- err
+		}()
+	}
+	var first error
+	for range parts {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 func (s *memStore) Instance(_ context.Context, sel string) (*store.Instance, error) {

@@ -60,7 +60,9 @@ type Instance struct {
 
 	devices, calls, messages int32
 
-	recent [recentEvents]eventRec
+	// recent is allocated at the first transition: a resumed instance has none yet, and a
+	// node resuming a million of them must not write 256 bytes each that can wait.
+	recent *[recentEvents]eventRec
 	nrec   uint8 // number of records written (wraps)
 }
 
@@ -96,6 +98,9 @@ func (r eventRec) record() EventRecord {
 }
 
 func (inst *Instance) remember(at int64, ev Event, from, to Phase, act Action, note string) {
+	if inst.recent == nil {
+		inst.recent = new([recentEvents]eventRec)
+	}
 	inst.recent[int(inst.nrec)%recentEvents] = eventRec{at: at, ev: ev, from: from, to: to, act: act, note: note}
 	inst.nrec++
 	if inst.nrec >= 2*recentEvents {
@@ -168,6 +173,9 @@ func (inst *Instance) snapshot(detail bool) Snapshot {
 	if detail {
 		s.LastRequest, s.LastResponse = inst.lastRequest, inst.lastResponse
 		n := int(inst.nrec)
+		if inst.recent == nil {
+			n = 0
+		}
 		start := 0
 		if n > recentEvents {
 			start = n - recentEvents

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"runtime"
 	"sort"
 	"strconv"
 	"sync"
@@ -32,10 +33,12 @@ type Registrar interface {
 type Store interface {
 	PutRegistrationCounted(ctx context.Context, inst *store.Instance, dev *store.Device, nonce string, nonceTime time.Time) (devices int, err error)
 	SaveStates(ctx context.Context, ups []store.StateUpdate) error
-	ForEachInstance(ctx context.Context, fn func(*store.Instance) error) error
+	// ScanInstances calls fn for every stored instance of this node, from up to parts
+	// goroutines (one per range of selectors), reusing in; err is set for a row that cannot
+	// be used (store.DB.ScanInstances).
+	ScanInstances(ctx context.Context, parts int, fn func(part int, in *store.Instance, err error) error) error
 	Instance(ctx context.Context, selector string) (*store.Instance, error)
 	Devices(ctx context.Context, selector string) ([]store.Device, error)
-	DeviceCounts(ctx context.Context) (map[string]int, error)
 	CheckDeviceSecret(ctx context.Context, selector, deviceID, secret string) error
 	DeleteInstance(ctx context.Context, selector string) error
 	SilentInstances(ctx context.Context, before time.Time) ([]string, error)
@@ -193,6 +196,7 @@ type Stats struct {
 	Registrations    atomic.Int64 // registrations accepted from apps
 	Rejected         atomic.Int64 // registrations refused
 	PersistErrors    atomic.Int64
+	NotResumed       atomic.Int64 // stored instances Start could not resume: their row cannot be used
 }
 
 // New returns a manager; Start loads the stored instances and starts the loop.
@@ -227,55 +231,23 @@ func (m *Manager) Stats() *Stats { return &m.stats }
 // QueueLen is the number of events waiting in the message loop.
 func (m *Manager) QueueLen() int { return len(m.queue) }
 
-// Start loads every stored instance and resumes those that were holding a registration,
-// spread over ResumeWindow so that a restart of a big node does not hit the proxies in one
-// burst. Bindings that are still valid at the registrar are simply refreshed on schedule.
+// Start loads every stored instance and resumes those that were holding a registration. A
+// binding still valid at the registrar is refreshed at its own refresh point, as if there had
+// been no restart; instances that must register now (not registered, or past their refresh
+// point) are spread over ResumeWindow, so that a restart of a big node does not hit the
+// proxies in one burst. A stored row that cannot be used (its password does not open) is
+// logged and counted in Stats.NotResumed, and stays stored; the others are resumed.
 func (m *Manager) Start(ctx context.Context) error {
 	if !m.started.CompareAndSwap(false, true) {
 		return errors.New("instance: manager already started")
 	}
 	m.ctx, m.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	counts, err := m.opts.Store.DeviceCounts(ctx)
+	loaded, err := m.load(ctx)
 	if err != nil {
-		return fmt.Errorf("instance: load devices: %w", err)
+		return err
 	}
-	now := time.Now()
-	var resumed int
-	var release []item // instances to release (app foreground, admin off) or forget, that may still be bound
-	err = m.opts.Store.ForEachInstance(ctx, func(si *store.Instance) error {
-		inst := fromStore(si)
-		inst.devices = int32(counts[si.Selector])
-		m.instances[inst.selector] = inst
-		if inst.contactUser != "" {
-			m.byContact[inst.contactUser] = inst
-		}
-		switch {
-		case si.Mode == store.ModeOff:
-			// The app asked to be forgotten, and the stop came before it was done.
-			release = append(release, item{inst: inst, ev: EvForget})
-		case inst.background && !inst.off:
-			// Hold it, also when the app's wish was stored but not acted on before the stop.
-			if inst.phase.State == Idle {
-				inst.phase = Phase{Registering, StatusRegistering}
-			}
-			at := m.resumeTime(inst, now)
-			inst.gen++
-			inst.nextAt = at.UnixNano()
-			m.sched.add(inst, at, inst.gen)
-			resumed++
-		case inst.phase.State != Idle || inst.expiresAt > now.UnixNano():
-			ev := EvForeground
-			if inst.off {
-				ev = EvTurnOff
-			}
-			release = append(release, item{inst: inst, ev: ev})
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("instance: load instances: %w", err)
-	}
-	m.log.WithFields(logrus.Fields{"instances": len(m.instances), "resumed": resumed, "released": len(release)}).Info("instances loaded")
+	m.log.WithFields(logrus.Fields{"instances": len(m.instances), "resumed": loaded.resumed,
+		"released": len(loaded.release), "unusable": loaded.bad}).Info("instances loaded")
 
 	m.wg.Add(2 + m.opts.Workers)
 	go func() { defer m.wg.Done(); m.sched.run(m.ctx) }()
@@ -286,7 +258,7 @@ func (m *Manager) Start(ctx context.Context) error {
 		go func() { defer m.wg.Done(); m.worker() }()
 	}
 	go func() { defer close(m.persistDone); m.persistLoop() }()
-	if len(release) > 0 {
+	if release := loaded.release; len(release) > 0 {
 		m.wg.Add(1)
 		go func() {
 			defer m.wg.Done()
@@ -300,17 +272,148 @@ func (m *Manager) Start(ctx context.Context) error {
 	return nil
 }
 
-// resumeTime picks when a resumed instance registers again: at its normal refresh time if its
-// binding is still valid long enough, otherwise at a random point of the resume window (but
-// before the binding would lapse).
-func (m *Manager) resumeTime(inst *Instance, now time.Time) time.Time {
+// resumeParts is how many ranges of selectors Start reads at once: the scan (the database's
+// work, the rows' conversion, building the instances) takes most of a big node's start-up,
+// and it spreads over the cores.
+func resumeParts() int { return max(runtime.GOMAXPROCS(0), 2) }
+
+// loadPart is what one range of the resume scan built, before it is merged into the manager.
+type loadPart struct {
+	insts   []*Instance
+	entries []entry // the timer entries of the resumed instances
+	release []item  // instances to release (app foreground, admin off) or forget, that may still be bound
+	resumed int
+	bad     int
+}
+
+// loaded is what load merged.
+type loaded struct {
+	release      []item
+	resumed, bad int
+}
+
+// load reads every stored instance into the manager (Start, before anything runs). The ranges
+// of the scan build their instances and timer entries on their own; they are then put in the
+// maps (sized once) and the timer heap (built at once, not pushed one by one).
+func (m *Manager) load(ctx context.Context) (loaded, error) {
+	now := time.Now()
+	parts := make([]loadPart, resumeParts())
+	err := m.opts.Store.ScanInstances(ctx, len(parts), func(p int, si *store.Instance, err error) error {
+		lp := &parts[p]
+		if err != nil {
+			// Its row stays stored as it is: an operator can repair it, or the app hand
+			// the account over again.
+			lp.bad++
+			m.stats.NotResumed.Add(1)
+			m.log.WithField("selector", si.Selector).WithError(err).Error("stored instance not resumed: its row cannot be used")
+			return nil
+		}
+		inst := fromStore(si)
+		inst.devices = int32(si.Devices)
+		lp.insts = append(lp.insts, inst)
+		switch {
+		case si.Mode == store.ModeOff:
+			// The app asked to be forgotten, and the stop came before it was done.
+			lp.release = append(lp.release, item{inst: inst, ev: EvForget})
+		case inst.background && !inst.off:
+			// Hold it, also when the app's wish was stored but not acted on before the stop.
+			if inst.phase.State == Idle {
+				inst.phase = Phase{Registering, StatusRegistering}
+			}
+			at := m.resumeTime(inst, si.UpdatedAt, now).UnixNano()
+			inst.gen++
+			inst.nextAt = at
+			lp.entries = append(lp.entries, entry{at: at, gen: inst.gen, inst: inst})
+			lp.resumed++
+		case inst.phase.State != Idle || inst.expiresAt > now.UnixNano():
+			ev := EvForeground
+			if inst.off {
+				ev = EvTurnOff
+			}
+			lp.release = append(lp.release, item{inst: inst, ev: ev})
+		}
+		return nil
+	})
+	if err != nil {
+		return loaded{}, fmt.Errorf("instance: load instances: %w", err)
+	}
+	var out loaded
+	n, ne := 0, 0
+	for i := range parts {
+		n += len(parts[i].insts)
+		ne += len(parts[i].entries)
+		out.resumed += parts[i].resumed
+		out.bad += parts[i].bad
+		out.release = append(out.release, parts[i].release...)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	instances, byContact := make(map[string]*Instance, n), make(map[string]*Instance, n)
+	var wg sync.WaitGroup
+	wg.Add(2) // the two maps and the heap are built at once
+	go func() {
+		defer wg.Done()
+		for i := range parts {
+			for _, inst := range parts[i].insts {
+				instances[inst.selector] = inst
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for i := range parts {
+			for _, inst := range parts[i].insts {
+				if inst.contactUser != "" {
+					byContact[inst.contactUser] = inst
+				}
+			}
+		}
+	}()
+	entries := make([]entry, 0, ne)
+	for i := range parts {
+		entries = append(entries, parts[i].entries...)
+		parts[i].entries = nil
+	}
+	m.sched.addAll(entries)
+	wg.Wait()
+	for sel, inst := range m.instances { // anything attached before Start (the stored row wins)
+		if _, ok := instances[sel]; !ok {
+			instances[sel] = inst
+		}
+	}
+	for user, inst := range m.byContact {
+		if _, ok := byContact[user]; !ok {
+			byContact[user] = inst
+		}
+	}
+	m.instances, m.byContact, m.sorted = instances, byContact, nil
+	return out, nil
+}
+
+// resumeTime picks when a resumed instance registers again. A registered instance whose
+// binding is still valid keeps its own refresh point: the binding was granted when its state
+// was last saved (refreshed: a good refresh saves the new expiry, stamped with its time), so
+// it refreshes at refreshIn of that grant after it, as it would have without the restart. A
+// million bindings refreshed at random moments then go on refreshing at the rate they did,
+// instead of all at 0.9 of what is left (none for minutes, then a rush). A later save of
+// another kind only makes the grant look shorter, and the refresh earlier, never later than
+// refreshIn allows. The others (not registered, or past their refresh point after a long
+// stop) register at a random point of the resume window, but before the binding would lapse.
+func (m *Manager) resumeTime(inst *Instance, refreshed, now time.Time) time.Time {
 	window := m.opts.ResumeWindow
 	if inst.expiresAt > 0 && inst.phase.Status == Registered {
 		left := time.Duration(inst.expiresAt - now.UnixNano())
-		if refreshIn := m.refreshIn(left); refreshIn > window {
-			return now.Add(refreshIn)
+		if r := refreshed.UnixNano(); r > 0 && r < inst.expiresAt && r <= now.UnixNano() {
+			if at := time.Unix(0, r).Add(m.refreshIn(time.Duration(inst.expiresAt - r))); at.After(now) {
+				return at
+			}
+		} else if refreshIn := m.refreshIn(left); refreshIn > window {
+			return now.Add(refreshIn) // no time of its grant: refresh at its share of what is left
 		}
-		if left > 2*time.Second && left-2*time.Second < window {
+		switch {
+		case left > refreshLead && left-refreshLead < window:
+			window = left - refreshLead // room for a full transaction before it lapses
+		case left > 2*time.Second && left-2*time.Second < window:
 			window = left - 2*time.Second
 		}
 	}

@@ -56,6 +56,21 @@ func (s *scheduler) addProxy(px *proxyState, at time.Time, gen uint64) {
 	s.push(entry{at: at.UnixNano(), gen: gen, px: px})
 }
 
+// addAll adds many entries at once (a start): one heap build, O(n), instead of a push each.
+func (s *scheduler) addAll(es []entry) {
+	if len(es) == 0 {
+		return
+	}
+	s.mu.Lock()
+	s.h = append(s.h, es...)
+	heap.Init(&s.h)
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
 func (s *scheduler) push(e entry) {
 	s.mu.Lock()
 	heap.Push(&s.h, e)

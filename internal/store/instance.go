@@ -83,6 +83,9 @@ type Instance struct {
 	// Settings is the JSON of everything the app sent, secrets already removed by the caller.
 	Settings                           []byte
 	CreatedAt, UpdatedAt, LastActivity time.Time
+	// Devices is how many devices the instance has; only ScanInstances reads it (writes
+	// ignore it).
+	Devices int
 }
 
 // Device is one device (phone) of an instance.
