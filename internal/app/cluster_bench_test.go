@@ -124,11 +124,16 @@ func takeOverOnce(b *testing.B, n, run int) time.Duration {
 		return !strings.Contains(c, pa) && (strings.Contains(c, pb) || strings.Contains(c, pc))
 	}
 
+	ph := startPhases(b, k, nb, nc)
 	b.StartTimer()
 	a.Stop() // nothing unregistered: like kill -9, the bindings stay and the lease runs out
 	died := time.Now()
+	ph.died(died)
 	for {
 		m, err := bad(moved)
+		if err == nil {
+			ph.bound(n-m, n)
+		}
 		if err == nil && m == 0 {
 			break
 		}
@@ -140,6 +145,7 @@ func takeOverOnce(b *testing.B, n, run int) time.Duration {
 	}
 	took := time.Since(died)
 	b.StopTimer()
+	b.Logf("run %d: %s", run, ph.stop())
 	if hb, hc := nb.Manager().Len(), nc.Manager().Len(); hb+hc != n || hb == 0 || hc == 0 {
 		b.Fatalf("run %d: survivors hold %d and %d of %d instances", run, hb, hc, n)
 	}
