@@ -69,72 +69,115 @@ type Adoption struct {
 	OldContactAddr string
 }
 
-// adoptParallel bounds the adoptions whose old binding is being removed at once; the proxy
-// limits (proxy.go) bound them per proxy as well.
+// adoptParallel bounds the adoptions being loaded from the store or having their old binding
+// removed at once; the proxy limits (proxy.go) bound the REGISTERs per proxy as well. The loads
+// run in parallel too: one at a time, two store reads per instance made a take-over of
+// thousands wait on the database's round trips.
 const adoptParallel = 64
 
 // Adopt loads the given instances from the store (they must be this node's rows now: claimed or
 // handed over) and takes them on: an instance the app wants held gets its old binding removed
 // where it can, then registers with this node's Contact at a random point of window (0: at
 // once). An instance already held is left alone. It returns how many it took on, and stops at
-// ctx's end; the instances not yet loaded then are not held (the caller can adopt them again).
+// ctx's end or at the first failed store read; the instances not loaded by then are not held
+// (the caller can adopt them again).
 func (m *Manager) Adopt(ctx context.Context, ads []Adoption, window time.Duration) (int, error) {
 	if !m.started.Load() {
 		return 0, errors.New("instance: adopt before Start")
 	}
-	sem := make(chan struct{}, adoptParallel)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	n := 0
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	work := make(chan Adoption)
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		n     int
+		first error
+	)
+	fail := func(err error) {
+		mu.Lock()
+		if first == nil {
+			first = err
+		}
+		mu.Unlock()
+		cancel()
+	}
+	for range min(adoptParallel, len(ads)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ad := range work {
+				ok, err := m.adoptOne(ctx, ad, window)
+				if err != nil {
+					fail(err)
+					continue
+				}
+				if ok {
+					mu.Lock()
+					n++
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	stopped := false
+feed:
 	for _, ad := range ads {
 		if m.get(ad.Selector) != nil {
 			continue
 		}
-		si, err := m.opts.Store.Instance(ctx, ad.Selector)
-		if errors.Is(err, store.ErrNotFound) {
-			continue // moved on again, or forgotten meanwhile
-		}
-		if err != nil {
-			return n, fmt.Errorf("instance: adopt %s: %w", ad.Selector, err)
-		}
-		devs, err := m.opts.Store.Devices(ctx, ad.Selector)
-		if err != nil {
-			return n, fmt.Errorf("instance: adopt %s: %w", ad.Selector, err)
-		}
-		// A slot first: an instance is held only once its take-on is sure to run.
 		select {
-		case sem <- struct{}{}:
+		case work <- ad:
 		case <-ctx.Done():
-			return n, ctx.Err()
+			stopped = true
+			break feed
 		}
-		inst := fromStore(si)
-		inst.devices = int32(len(devs))
-		oldAddr := ad.OldContactAddr
-		if inst.contactAddr != "" {
-			oldAddr = inst.contactAddr // the previous owner's NAT address is where it was bound
-		}
-		inst.contactAddr = "" // this node's own Contact from now on
-		m.mu.Lock()
-		if m.instances[inst.selector] != nil {
-			m.mu.Unlock()
-			<-sem
-			continue
-		}
-		m.instances[inst.selector] = inst
-		if inst.contactUser != "" {
-			m.byContact[inst.contactUser] = inst
-		}
-		m.sorted = nil
-		m.mu.Unlock()
-		n++
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			m.takeOn(inst, oldAddr, window)
-		}()
 	}
-	return n, nil
+	close(work)
+	wg.Wait()
+	if first == nil && stopped {
+		first = ctx.Err()
+	}
+	return n, first
+}
+
+// adoptOne loads one adopted instance, holds it and takes it on (takeOn); ok is false when it
+// was not taken on (already held, or not this node's any more).
+func (m *Manager) adoptOne(ctx context.Context, ad Adoption, window time.Duration) (ok bool, err error) {
+	if ctx.Err() != nil {
+		return false, nil // stopping: this one is not loaded
+	}
+	si, err := m.opts.Store.Instance(ctx, ad.Selector)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil // moved on again, or forgotten meanwhile
+	}
+	if err != nil {
+		return false, fmt.Errorf("instance: adopt %s: %w", ad.Selector, err)
+	}
+	devs, err := m.opts.Store.Devices(ctx, ad.Selector)
+	if err != nil {
+		return false, fmt.Errorf("instance: adopt %s: %w", ad.Selector, err)
+	}
+	inst := fromStore(si)
+	inst.devices = int32(len(devs))
+	oldAddr := ad.OldContactAddr
+	if inst.contactAddr != "" {
+		oldAddr = inst.contactAddr // the previous owner's NAT address is where it was bound
+	}
+	inst.contactAddr = "" // this node's own Contact from now on
+	m.mu.Lock()
+	if m.instances[inst.selector] != nil {
+		m.mu.Unlock()
+		return false, nil
+	}
+	m.instances[inst.selector] = inst
+	if inst.contactUser != "" {
+		m.byContact[inst.contactUser] = inst
+	}
+	m.sorted = nil
+	m.mu.Unlock()
+	m.takeOn(inst, oldAddr, window)
+	return true, nil
 }
 
 // takeOn removes inst's binding at the previous owner's Contact, then schedules it like a
