@@ -79,7 +79,9 @@ type Options struct {
 	Address, HTTPURL string
 
 	Lease, Renew, Margin, Scan time.Duration
-	// AdoptWindow spreads the REGISTERs of taken-over instances (5 s).
+	// AdoptWindow spreads the REGISTERs of the instances a node finds it owns but does not hold
+	// after a lapse of its own lease (5 s). Instances taken over from a dead node are registered
+	// at once, paced by the manager's per-proxy limit.
 	AdoptWindow time.Duration
 	// InboxPoll is how often the inbox is read when nothing wakes it (1 s).
 	InboxPoll time.Duration
@@ -203,7 +205,7 @@ func (c *Cluster) Run(m Manager) {
 	c.mu.Unlock()
 	c.wg.Add(3)
 	go func() { defer c.wg.Done(); c.loop(ctx, c.opts.Renew, c.renew) }()
-	go func() { defer c.wg.Done(); c.loop(ctx, c.opts.Scan, c.scan) }()
+	go func() { defer c.wg.Done(); c.scanLoop(ctx) }()
 	go func() { defer c.wg.Done(); c.inboxLoop(ctx) }()
 }
 
@@ -236,6 +238,30 @@ func (c *Cluster) loop(ctx context.Context, every time.Duration, fn func(context
 		}
 	}
 }
+
+// scanLoop scans every Scan, and also at the moment the earliest lease of another live node
+// runs out when that comes sooner: a node that died is then claimed the instant its lease has
+// passed as the store sees it, not up to a Scan later.
+func (c *Cluster) scanLoop(ctx context.Context) {
+	t := time.NewTimer(c.opts.Scan)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		d := c.opts.Scan
+		if next := c.scan(ctx); !next.IsZero() {
+			// A little past the end: ClaimFrom claims once lease_until <= now.
+			d = min(d, max(time.Until(next), 0)+expiryLag)
+		}
+		t.Reset(d)
+	}
+}
+
+// expiryLag is how long after another node's lease end a scan scheduled for it runs.
+const expiryLag = 5 * time.Millisecond
 
 // renew extends the lease; after a gap it resynchronises before the fence opens again.
 func (c *Cluster) renew(ctx context.Context) {
@@ -329,21 +355,22 @@ func (c *Cluster) resync(ctx context.Context, start time.Time) error {
 	return nil
 }
 
-// scan claims this node's share of every dead node's instances.
-func (c *Cluster) scan(ctx context.Context) {
+// scan claims this node's share of every dead node's instances. It returns the earliest lease
+// end of the other live nodes after the scan (zero if none), for scanLoop to look again then.
+func (c *Cluster) scan(ctx context.Context) (next time.Time) {
 	if _, ok := c.SendUntil(""); !ok {
-		return // unsure of our own lease: take nothing
+		return time.Time{} // unsure of our own lease: take nothing
 	}
 	c.mu.Lock()
 	draining := c.draining
 	c.mu.Unlock()
 	if draining {
-		return
+		return time.Time{}
 	}
 	nodes, err := c.db.Nodes(ctx)
 	if err != nil {
 		c.log.WithField("err", err).Warn("cluster: reading nodes failed")
-		return
+		return time.Time{}
 	}
 	now := time.Now()
 	live := 0
@@ -359,10 +386,14 @@ func (c *Cluster) scan(ctx context.Context) {
 		}
 		orphaned := n.State != store.NodeDead && n.Expired(now) || n.State == store.NodeDead && n.Unclaimed > 0
 		if !orphaned {
+			if n.State != store.NodeDead && (next.IsZero() || n.LeaseUntil.Before(next)) {
+				next = n.LeaseUntil
+			}
 			continue
 		}
 		c.claim(ctx, n.Name, live, now)
 	}
+	return next
 }
 
 // claim takes this node's share (among survivors) of the dead node from's instances and
@@ -385,7 +416,10 @@ func (c *Cluster) claim(ctx context.Context, from string, survivors int, now tim
 	c.claimedTot += len(got)
 	c.mu.Unlock()
 	c.log.WithFields(logrus.Fields{"from": from, "instances": len(got)}).Warn("cluster: took over the instances of a dead node")
-	if _, err := c.m.Adopt(ctx, ads, c.opts.AdoptWindow); err != nil {
+	// No spreading: each instance is registered as soon as its old binding is off. The
+	// manager's limit of REGISTERs in flight per proxy already paces them at the rate the
+	// registrar answers, and every second of spread is a second the instance cannot be called.
+	if _, err := c.m.Adopt(ctx, ads, 0); err != nil {
 		c.log.WithField("err", err).Warn("cluster: adopting claimed instances failed; the next resync retries")
 	}
 }
