@@ -67,6 +67,10 @@ type Adoption struct {
 	// that binding before registering its own (same Call-ID, higher CSeq, Expires: 0 — RFC
 	// 3261 §10.2.2), so that the registrar never holds the instance at two nodes.
 	OldContactAddr string
+	// Instance, when not nil, is the instance's row as the caller just read it (with Devices,
+	// its device count), so that Adopt need not read it again; nil: Adopt reads it.
+	Instance *store.Instance
+	Devices  int
 }
 
 // adoptParallel bounds the adoptions being loaded from the store or having their old binding
@@ -147,19 +151,24 @@ func (m *Manager) adoptOne(ctx context.Context, ad Adoption, window time.Duratio
 	if ctx.Err() != nil {
 		return false, nil // stopping: this one is not loaded
 	}
-	si, err := m.opts.Store.Instance(ctx, ad.Selector)
-	if errors.Is(err, store.ErrNotFound) {
-		return false, nil // moved on again, or forgotten meanwhile
-	}
-	if err != nil {
-		return false, fmt.Errorf("instance: adopt %s: %w", ad.Selector, err)
-	}
-	devs, err := m.opts.Store.Devices(ctx, ad.Selector)
-	if err != nil {
-		return false, fmt.Errorf("instance: adopt %s: %w", ad.Selector, err)
+	si, devices := ad.Instance, ad.Devices
+	if si == nil || si.Selector != ad.Selector {
+		var err error
+		si, err = m.opts.Store.Instance(ctx, ad.Selector)
+		if errors.Is(err, store.ErrNotFound) {
+			return false, nil // moved on again, or forgotten meanwhile
+		}
+		if err != nil {
+			return false, fmt.Errorf("instance: adopt %s: %w", ad.Selector, err)
+		}
+		devs, err := m.opts.Store.Devices(ctx, ad.Selector)
+		if err != nil {
+			return false, fmt.Errorf("instance: adopt %s: %w", ad.Selector, err)
+		}
+		devices = len(devs)
 	}
 	inst := fromStore(si)
-	inst.devices = int32(len(devs))
+	inst.devices = int32(devices)
 	oldAddr := ad.OldContactAddr
 	if inst.contactAddr != "" {
 		oldAddr = inst.contactAddr // the previous owner's NAT address is where it was bound
@@ -180,8 +189,12 @@ func (m *Manager) adoptOne(ctx context.Context, ad Adoption, window time.Duratio
 	return true, nil
 }
 
-// takeOn removes inst's binding at the previous owner's Contact, then schedules it like a
-// resumed instance (Start), or releases it if the app does not want it held.
+// takeOn moves inst's binding from the previous owner's Contact to this node's and schedules
+// it like a resumed instance (Start), or removes the old binding and leaves it idle if the app
+// does not want it held. An instance to hold is moved by its next REGISTER alone: it carries
+// the old Contact with expires=0 next to ours (Instance.replaceAddr, RFC 3261 §10.2.1–10.2.2),
+// so the registrar holds it at one node or the other at every instant and one challenged cycle
+// does it; an unREGISTER and a REGISTER were twice the registrar's work per instance.
 func (m *Manager) takeOn(inst *Instance, oldAddr string, window time.Duration) {
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
@@ -192,17 +205,21 @@ func (m *Manager) takeOn(inst *Instance, oldAddr string, window time.Duration) {
 	wantHeld := inst.background && !inst.off
 	// The stored expiry may be behind the binding's (the previous owner's last refreshes may
 	// not have reached the store before it died), so the old binding is removed whenever
-	// there may be one; removing one that is not there costs a 200.
+	// there may be one; removing one that is not there costs nothing (a 200).
 	if oldAddr != "" && (inst.expiresAt > 0 || inst.phase.State != Idle) {
-		acct := inst.account
-		if m.admitWait(inst, &acct) {
-			if _, err := m.transact(inst, acct, 0, oldAddr); err != nil {
-				// It lapses by itself at its expiry; the new Contact is another binding.
-				m.instanceLog(inst).WithField("err", err).Info("removing the previous owner's binding failed")
+		if wantHeld {
+			inst.replaceAddr = oldAddr
+		} else {
+			acct := inst.account
+			if m.admitWait(inst, &acct) {
+				if _, err := m.transact(inst, acct, 0, oldAddr); err != nil {
+					// It lapses by itself at its expiry.
+					m.instanceLog(inst).WithField("err", err).Info("removing the previous owner's binding failed")
+				}
 			}
-		}
-		if inst.gone {
-			return
+			if inst.gone {
+				return
+			}
 		}
 		inst.expiresAt = 0
 	}
