@@ -52,6 +52,7 @@ type Store interface {
 	Nodes(ctx context.Context) ([]store.Node, error)
 	Owned(ctx context.Context) (map[string]uint64, error)
 	OwnerOf(ctx context.Context, selector string) (string, uint64, error)
+	Instances(ctx context.Context, selectors []string) (map[string]*store.Instance, map[string]int, error)
 	ClaimFrom(ctx context.Context, from, incarnation string, survivors int, now time.Time) ([]store.Claimed, error)
 	HandOver(ctx context.Context, selectors []string, to string, now time.Time) ([]store.Claimed, error)
 	SaveStatesFenced(ctx context.Context, ups []store.FencedUpdate) ([]string, error)
@@ -285,6 +286,10 @@ func (c *Cluster) renew(ctx context.Context) {
 		}
 	} else if err == nil {
 		c.mu.Lock()
+		if c.left {
+			c.mu.Unlock()
+			return // a drain ended the lease while this renewal was in flight: stay shut
+		}
 		continuous := time.Now().Before(c.sendUntil)
 		if continuous {
 			c.sendUntil = start.Add(c.opts.Lease - c.opts.Margin)
@@ -416,13 +421,31 @@ func (c *Cluster) claim(ctx context.Context, from string, survivors int, now tim
 	c.claimedTot += len(got)
 	c.mu.Unlock()
 	c.log.WithFields(logrus.Fields{"from": from, "instances": len(got)}).Warn("cluster: took over the instances of a dead node")
-	// No spreading: each instance is registered as soon as its old binding is off. The
-	// manager's limit of REGISTERs in flight per proxy already paces them at the rate the
-	// registrar answers, and every second of spread is a second the instance cannot be called.
-	if _, err := c.m.Adopt(ctx, ads, 0); err != nil {
-		c.log.WithField("err", err).Warn("cluster: adopting claimed instances failed; the next resync retries")
+	// Read and adopt them a batch at a time, so that the first batch registers while the next
+	// is read. No spreading: each instance is registered at once; the manager's limit of
+	// REGISTERs in flight per proxy already paces them at the rate the registrar answers, and
+	// every second of spread is a second the instance cannot be called.
+	for len(ads) > 0 {
+		batch := ads[:min(len(ads), adoptBatch)]
+		ads = ads[len(batch):]
+		sels := make([]string, len(batch))
+		for i := range batch {
+			sels[i] = batch[i].Selector
+		}
+		if insts, devs, err := c.db.Instances(ctx, sels); err == nil {
+			for i := range batch {
+				batch[i].Instance, batch[i].Devices = insts[batch[i].Selector], devs[batch[i].Selector]
+			}
+		} // else Adopt reads them one by one
+		if _, err := c.m.Adopt(ctx, batch, 0); err != nil {
+			c.log.WithField("err", err).Warn("cluster: adopting claimed instances failed; the next resync retries")
+			return
+		}
 	}
 }
+
+// adoptBatch is how many claimed instances are read from the store and adopted at a time.
+const adoptBatch = 500
 
 // inboxLoop reads the inbox every InboxPoll, or at once when woken.
 func (c *Cluster) inboxLoop(ctx context.Context) {
