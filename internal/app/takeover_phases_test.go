@@ -21,8 +21,8 @@ var takeOverProfile = flag.String("takeover-cpuprofile", "", "write a CPU profil
 
 // phases records, for BenchmarkClusterTakeOver, when each step of one take-over happened
 // after the death: the dead node's lease passing as the store says, its claim (state dead),
-// the survivors' first and last adopted instance, their first REGISTER, and the first and
-// last instance bound again at Kamailio; with the CPU time the test process (all nodes) and
+// the survivors' first and last adopted instance, their first REGISTER cycle done, and the
+// first, half and all of the count of REGISTERs Kamailio accepted; with the CPU time the test process (all nodes) and
 // Kamailio used from the death to the end.
 type phases struct {
 	b      testing.TB
@@ -120,8 +120,9 @@ func (p *phases) sample() {
 	}
 }
 
-// bound records that m of the total instances are bound at a survivor (and nowhere else) now.
-func (p *phases) bound(m, total int) {
+// accepted records that m REGISTERs (of total instances) were accepted by Kamailio since the
+// death.
+func (p *phases) accepted(m, total int) {
 	since := time.Since(p.at)
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -131,7 +132,9 @@ func (p *phases) bound(m, total int) {
 	if 2*m >= total && p.boundHalf < 0 {
 		p.boundHalf = since
 	}
-	p.boundLast = since
+	if m >= total && p.boundLast < 0 {
+		p.boundLast = since
+	}
 }
 
 // stop ends the sampling and returns the phases as one line.
@@ -153,7 +156,7 @@ func (p *phases) stop() string {
 		return fmt.Sprintf("%.2fs", d.Seconds())
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "lease passed %s, declared dead %s, first held %s, all held %s, first REGISTER %s, first bound %s, half bound %s, last bound %s; REGISTER cycles %d; CPU nodes %.1fs, Kamailio %.1fs",
+	fmt.Fprintf(&b, "lease passed %s, declared dead %s, first held %s, all held %s, first REGISTER %s, Kamailio accepted the first REGISTER %s, half %s, all %s; REGISTER cycles %d; CPU nodes %.1fs, Kamailio %.1fs",
 		s(p.leaseUntil.Sub(p.at)), s(p.dead), s(p.held1), s(p.heldAll), s(p.sent1), s(p.bound1), s(p.boundHalf), s(p.boundLast),
 		p.registers()-p.regs0, cpu.Seconds(), kcpu.Seconds())
 	return b.String()
