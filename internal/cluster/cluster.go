@@ -55,7 +55,7 @@ type Store interface {
 	Owned(ctx context.Context) (map[string]uint64, error)
 	OwnerOf(ctx context.Context, selector string) (string, uint64, error)
 	Instances(ctx context.Context, selectors []string) (map[string]*store.Instance, map[string]int, error)
-	ClaimPart(ctx context.Context, from, incarnation string, survivors int, now time.Time, taken, limit int) ([]store.Claimed, int, error)
+	ClaimFrom(ctx context.Context, from, incarnation string, survivors int, now time.Time) ([]store.Claimed, error)
 	HandOver(ctx context.Context, selectors []string, to string, now time.Time) ([]store.Claimed, error)
 	SaveStatesFenced(ctx context.Context, ups []store.FencedUpdate) ([]string, error)
 	Inbox(ctx context.Context, max int) ([]store.InboxItem, error)
@@ -256,7 +256,7 @@ func (c *Cluster) scanLoop(ctx context.Context) {
 		}
 		d := c.opts.Scan
 		if next := c.scan(ctx); !next.IsZero() {
-			// A little past the end: a claim succeeds once lease_until <= now.
+			// A little past the end: ClaimFrom claims once lease_until <= now.
 			d = min(d, max(time.Until(next), 0)+expiryLag)
 		}
 		t.Reset(d)
@@ -403,33 +403,17 @@ func (c *Cluster) scan(ctx context.Context) (next time.Time) {
 	return next
 }
 
-// claim takes this node's share (among survivors) of the dead node from's instances, in parts
-// of claimPart, and adopts each part before it claims the next: the survivors take turns on
-// the dead node's row, so each starts registering after one short transaction instead of
-// after its whole share (or the other's too).
+// claim takes this node's share (among survivors) of the dead node from's instances and
+// adopts them.
 func (c *Cluster) claim(ctx context.Context, from string, survivors int, now time.Time) {
-	for taken := 0; ; {
-		got, share, err := c.db.ClaimPart(ctx, from, c.incarnation, survivors, now, taken, claimPart)
-		if err != nil {
-			c.log.WithField("err", err).WithField("from", from).Warn("cluster: claiming a dead node's instances failed")
-			return
-		}
-		if len(got) == 0 {
-			return
-		}
-		taken += len(got)
-		if !c.adoptClaimed(ctx, from, got) || taken >= share || len(got) < claimPart {
-			return
-		}
-		now = time.Now()
+	got, err := c.db.ClaimFrom(ctx, from, c.incarnation, survivors, now)
+	if err != nil {
+		c.log.WithField("err", err).WithField("from", from).Warn("cluster: claiming a dead node's instances failed")
+		return
 	}
-}
-
-// claimPart bounds the instances one claim transaction moves.
-const claimPart = 1000
-
-// adoptClaimed adopts instances just claimed from the dead node from; false if that failed.
-func (c *Cluster) adoptClaimed(ctx context.Context, from string, got []store.Claimed) bool {
+	if len(got) == 0 {
+		return
+	}
 	ads := make([]instance.Adoption, len(got))
 	c.mu.Lock()
 	for i, g := range got {
@@ -457,10 +441,9 @@ func (c *Cluster) adoptClaimed(ctx context.Context, from string, got []store.Cla
 		} // else Adopt reads them one by one
 		if _, err := c.m.Adopt(ctx, batch, 0); err != nil {
 			c.log.WithField("err", err).Warn("cluster: adopting claimed instances failed; the next resync retries")
-			return false
+			return
 		}
 	}
-	return true
 }
 
 // adoptBatch is how many claimed instances are read from the store and adopted at a time.

@@ -63,11 +63,11 @@ func (s *cutStore) RenewLease(ctx context.Context, inc string, now, until time.T
 	return s.DB.RenewLease(ctx, inc, now, until, n)
 }
 
-func (s *cutStore) ClaimPart(ctx context.Context, from, inc string, survivors int, now time.Time, taken, limit int) ([]store.Claimed, int, error) {
+func (s *cutStore) ClaimFrom(ctx context.Context, from, inc string, survivors int, now time.Time) ([]store.Claimed, error) {
 	if s.cut.Load() {
-		return nil, 0, errCut
+		return nil, errCut
 	}
-	return s.DB.ClaimPart(ctx, from, inc, survivors, now, taken, limit)
+	return s.DB.ClaimFrom(ctx, from, inc, survivors, now)
 }
 
 func (s *cutStore) SaveStatesFenced(ctx context.Context, ups []store.FencedUpdate) ([]string, error) {

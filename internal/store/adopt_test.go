@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"testing"
-	"time"
 )
 
 // TestInstancesBatch: Instances reads many selectors in batches, the same rows Instance reads,
@@ -54,46 +53,5 @@ func testInstancesBatch(t *testing.T, b testBackend) {
 	}
 	if _, _, err := db.Instances(ctx, []string{"00000001", "not hex!"}); err == nil {
 		t.Error("a bad selector was not refused")
-	}
-}
-
-// TestClaimInParts: ClaimPart claims a survivor's share in parts of at most limit, counting
-// what it took in earlier parts, returns the share, and nothing more once the share is taken;
-// the other survivor's parts leave it its own share.
-func TestClaimInParts(t *testing.T) {
-	forEachBackend(t, func(t *testing.T, be testBackend) { testClaimInParts(t, be.newTarget(t)) })
-}
-
-func testClaimInParts(t *testing.T, path string) {
-	a := openNode(t, path, "a")
-	b := openNode(t, path, "b")
-	c := openNode(t, path, "c")
-	ctx := context.Background()
-	fill(t, a, 10)
-	join(t, a, "ia", t0)
-	join(t, b, "ib", t0.Add(10*time.Second))
-	join(t, c, "ic", t0.Add(10*time.Second))
-	now := t0.Add(16 * time.Second) // a's lease passed, b's and c's not
-	taken := map[*DB]int{}
-	for _, step := range []struct {
-		db        *DB
-		inc       string
-		want, all int
-	}{{b, "ib", 3, 3}, {c, "ic", 3, 3}, {b, "ib", 2, 5}, {c, "ic", 2, 5}, {b, "ib", 0, 5}} {
-		got, share, err := step.db.ClaimPart(ctx, "a", step.inc, 2, now, taken[step.db], 3)
-		if err != nil || len(got) != step.want || step.want > 0 && share != 5 {
-			t.Fatalf("%s claims after %d: %d claimed, share %d, %v; want %d, share 5", step.db.Node(), taken[step.db],
-				len(got), share, err, step.want)
-		}
-		taken[step.db] += len(got)
-		if n, _ := step.db.CountInstances(ctx); n != step.all {
-			t.Fatalf("%s holds %d, want %d", step.db.Node(), n, step.all)
-		}
-	}
-	if n, _ := a.CountInstances(ctx); n != 0 {
-		t.Fatalf("a still holds %d", n)
-	}
-	if _, _, err := b.ClaimPart(ctx, "a", "ib", 2, now, -1, 3); err == nil {
-		t.Fatal("a negative taken was not refused")
 	}
 }

@@ -274,30 +274,17 @@ func (db *DB) OwnerOf(ctx context.Context, selector string) (node string, epoch 
 // instance is never half moved. A node whose lease has passed is marked dead by its first
 // claimant, which records how many instances it held then.
 func (db *DB) ClaimFrom(ctx context.Context, from, incarnation string, survivors int, now time.Time) ([]Claimed, error) {
-	claimed, _, err := db.ClaimPart(ctx, from, incarnation, survivors, now, 0, 0)
-	return claimed, err
-}
-
-// ClaimPart is ClaimFrom in parts: it claims at most limit instances (0: no limit) of this
-// node's share, less the taken instances it claimed already in earlier parts of the same
-// take-over, and returns the share too. A take-over of thousands is then several short
-// transactions, and the survivors, which queue on the dead node's row, claim and register in
-// turns instead of one after the other's whole share.
-func (db *DB) ClaimPart(ctx context.Context, from, incarnation string, survivors int, now time.Time, taken, limit int) ([]Claimed, int, error) {
 	if from == "" || from == db.node {
-		return nil, 0, fmt.Errorf("%w: claim from %q", ErrInvalid, from)
-	}
-	if taken < 0 || limit < 0 {
-		return nil, 0, fmt.Errorf("%w: claim from %s: taken %d, limit %d", ErrInvalid, from, taken, limit)
+		return nil, fmt.Errorf("%w: claim from %q", ErrInvalid, from)
 	}
 	survivors = max(survivors, 1)
 	tx, err := db.write.BeginTx(ctx, nil)
 	if err != nil {
-		return nil, 0, fmt.Errorf("store: claim from %s: %w", from, err)
+		return nil, fmt.Errorf("store: claim from %s: %w", from, err)
 	}
 	defer tx.Rollback()
 	if err := db.checkOwnLease(ctx, tx, incarnation, now); err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	// Declare from dead first, by an UPDATE conditioned on its lease having passed: the row
 	// stays locked until this transaction ends, so a renewal racing with the claim either
@@ -309,69 +296,62 @@ func (db *DB) ClaimPart(ctx context.Context, from, incarnation string, survivors
 		WHERE name = ? AND (state = ? OR lease_until <= ?)`,
 		NodeDead, from, NodeDead, from, NodeDead, nanos(now))
 	if err != nil {
-		return nil, 0, fmt.Errorf("store: claim from %s: %w", from, err)
+		return nil, fmt.Errorf("store: claim from %s: %w", from, err)
 	}
 	var fromAddr string
 	var atDeath int
 	if n, err := res.RowsAffected(); err != nil {
-		return nil, 0, fmt.Errorf("store: claim from %s: %w", from, err)
+		return nil, fmt.Errorf("store: claim from %s: %w", from, err)
 	} else if n == 0 {
 		var live int
 		if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM nodes WHERE name = ?", from).Scan(&live); err != nil {
-			return nil, 0, fmt.Errorf("store: claim from %s: %w", from, err)
+			return nil, fmt.Errorf("store: claim from %s: %w", from, err)
 		}
 		if live > 0 {
-			return nil, 0, nil // it renewed in time
+			return nil, nil // it renewed in time
 		}
 		// A name that never joined (the rows of a renamed single node): nobody renews it.
 		if atDeath, err = countOwned(ctx, tx, from); err != nil {
-			return nil, 0, err
+			return nil, err
 		}
 	} else if err := tx.QueryRowContext(ctx, "SELECT address, instances FROM nodes WHERE name = ?", from).
 		Scan(&fromAddr, &atDeath); err != nil {
-		return nil, 0, fmt.Errorf("store: claim from %s: %w", from, err)
+		return nil, fmt.Errorf("store: claim from %s: %w", from, err)
 	}
 	share := max((atDeath+survivors-1)/survivors, 1)
-	want := share - taken
-	if limit > 0 {
-		want = min(want, limit)
-	}
-	if want <= 0 {
-		return nil, share, nil
-	}
-	rows, err := tx.QueryContext(ctx, "SELECT selector FROM instances WHERE node = ? ORDER BY selector LIMIT ?", from, want)
+	rows, err := tx.QueryContext(ctx, "SELECT selector FROM instances WHERE node = ? ORDER BY selector LIMIT ?", from, share)
 	if err != nil {
-		return nil, 0, fmt.Errorf("store: claim from %s: %w", from, err)
+		return nil, fmt.Errorf("store: claim from %s: %w", from, err)
 	}
 	var sels []string
 	for rows.Next() {
 		var s string
 		if err := rows.Scan(&s); err != nil {
 			rows.Close()
-			return nil, 0, fmt.Errorf("store: claim from %s: %w", from, err)
+			return nil, fmt.Errorf("store: claim from %s: %w", from, err)
 		}
 		sels = append(sels, s)
 	}
 	err = rows.Err()
 	rows.Close()
 	if err != nil {
-		return nil, 0, fmt.Errorf("store: claim from %s: %w", from, err)
+		return nil, fmt.Errorf("store: claim from %s: %w", from, err)
 	}
 	claimed, err := db.move(ctx, tx, sels, from, db.node)
 	if err != nil {
-		return nil, 0, fmt.Errorf("store: claim from %s: %w", from, err)
+		return nil, fmt.Errorf("store: claim from %s: %w", from, err)
 	}
 	if _, err := tx.ExecContext(ctx, "UPDATE nodes SET unclaimed = (SELECT count(*) FROM instances WHERE node = ?) WHERE name = ?",
 		from, from); err != nil {
-		return nil, 0, fmt.Errorf("store: claim from %s: %w", from, err)
+		return nil, fmt.Errorf("store: claim from %s: %w", from, err)
 	}
 	if err := tx.Commit(); err != nil {
-		return nil, 0, fmt.Errorf("store: claim from %s: %w", from, err)
+		return nil, fmt.Errorf("store: claim from %s: %w", from, err)
 	}
 	for i := range claimed {
 		claimed[i].FromAddress = fromAddr
 	}
-	return claimed, share, nil
+	return claimed, nil
 }
 
 // HandOver moves the given instances of this node to node to (a live node), with epoch+1, and
