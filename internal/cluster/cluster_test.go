@@ -293,6 +293,11 @@ func testTakeOverAfterDeath(t *testing.T, path string) {
 		return boundAt(r, n, b.contactPort(), c.contactPort()) == n
 	})
 	close(stop)
+	// One REGISTER cycle per moved instance: it removes a's Contact and adds the survivor's
+	// (an unREGISTER and a REGISTER would be two).
+	if cycles := b.sent.after(died) + c.sent.after(died); cycles != n {
+		t.Errorf("survivors ran %d REGISTER cycles for %d moved instances, want one each", cycles, n)
+	}
 	t.Logf("take-over of %d instances: %s after the death (lease %s)", n, time.Since(died).Round(time.Millisecond), tLease)
 	if took > tLease+tScan+5*time.Second {
 		t.Errorf("take-over took %s", took)

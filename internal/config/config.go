@@ -533,8 +533,8 @@ type Cluster struct {
 	// Address is the host:port this node's Contact names, where a survivor removes its
 	// bindings after it died; empty means the first SIP listener (with PublicAddress).
 	Address string
-	// Lease is how long a renewal holds the node's instances (15 s); Renew how often it
-	// renews (5 s); Margin how long before the lease's end the node stops sending (5 s);
+	// Lease is how long a renewal holds the node's instances (9 s); Renew how often it
+	// renews (2 s); Margin how long before the lease's end the node stops sending (3 s);
 	// Scan how often survivors look for dead nodes (2 s).
 	Lease, Renew, Margin, Scan time.Duration
 }
@@ -693,7 +693,7 @@ func Default() *Settings {
 			Filters:  []Filter{{ContentType: "application/im-iscomposing+xml", Action: FilterDrop}},
 		},
 		PushTest: PushTest{MinAge: 10 * time.Second},
-		Cluster:  Cluster{Lease: 15 * time.Second, Renew: 5 * time.Second, Margin: 5 * time.Second, Scan: 2 * time.Second},
+		Cluster:  Cluster{Lease: 9 * time.Second, Renew: 2 * time.Second, Margin: 3 * time.Second, Scan: 2 * time.Second},
 		PbxHook: PbxHook{Prefix: "/api/", Wait: 4000 * time.Millisecond, ResendInterval: 1000 * time.Millisecond,
 			VerifierCache: 300 * time.Second, PushWorkers: 32, MaxWaits: 10000, Retention: 30 * 24 * time.Hour},
 		Probe: Probe{

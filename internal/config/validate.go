@@ -304,8 +304,8 @@ func validate(s *Settings) []*Error {
 	}{{"Lease", s.Cluster.Lease}, {"Renew", s.Cluster.Renew}, {"Margin", s.Cluster.Margin}, {"Scan", s.Cluster.Scan}} {
 		cl.nonNegative(d.name, d.v)
 	}
-	if lease, renew, margin := orDefault(s.Cluster.Lease, 15*time.Second), orDefault(s.Cluster.Renew, 5*time.Second),
-		orDefault(s.Cluster.Margin, 5*time.Second); lease-margin <= renew {
+	if lease, renew, margin := orDefault(s.Cluster.Lease, 9*time.Second), orDefault(s.Cluster.Renew, 2*time.Second),
+		orDefault(s.Cluster.Margin, 3*time.Second); lease-margin <= renew {
 		cl.el("Lease").fail("", "", fmt.Sprintf("is %v: less the margin (%v) it must be longer than Renew (%v)", lease, margin, renew))
 	}
 	if s.Cluster.Address != "" {

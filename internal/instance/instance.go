@@ -27,6 +27,10 @@ type Instance struct {
 	lastError   string
 	contactUser string
 	contactAddr string // host:port of our Contact when a NAT moved it; "" = the UA's own
+	// replaceAddr is the host:port of the previous owner's Contact of an adopted instance: its
+	// next REGISTER removes that binding while it adds ours (sipua.Binding.ReplaceAddr), and a
+	// 2xx to it clears this. "" = nothing to replace.
+	replaceAddr string
 	natMoves    uint8
 	callID      string
 	cseq        uint32

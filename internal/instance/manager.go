@@ -693,6 +693,9 @@ func (m *Manager) transact(inst *Instance, acct store.Account, expires int, cont
 	current := acct == inst.account // not the binding of an account the app has since changed
 	if current {
 		b.Nonce = inst.nonce
+		if expires > 0 {
+			b.ReplaceAddr = inst.replaceAddr // an adopted instance: the previous owner's binding goes too
+		}
 	}
 	key := proxyKey(&acct)
 	probe := inst.probe
@@ -721,6 +724,9 @@ func (m *Manager) transact(inst *Instance, acct store.Account, expires int, cont
 	inst.lastRegister = now
 	if current && acct == inst.account {
 		inst.nonce = res.Nonce
+		if err == nil && res.Status >= 200 && res.Status < 300 && b.ReplaceAddr == inst.replaceAddr {
+			inst.replaceAddr = "" // removed with this REGISTER
+		}
 	}
 	// The text of the last exchange is kept only where someone may look at it: an instance
 	// whose REGISTER failed, or whose log is on. A node holds a million instances, and the

@@ -67,78 +67,134 @@ type Adoption struct {
 	// that binding before registering its own (same Call-ID, higher CSeq, Expires: 0 — RFC
 	// 3261 §10.2.2), so that the registrar never holds the instance at two nodes.
 	OldContactAddr string
+	// Instance, when not nil, is the instance's row as the caller just read it (with Devices,
+	// its device count), so that Adopt need not read it again; nil: Adopt reads it.
+	Instance *store.Instance
+	Devices  int
 }
 
-// adoptParallel bounds the adoptions whose old binding is being removed at once; the proxy
-// limits (proxy.go) bound them per proxy as well.
+// adoptParallel bounds the adoptions being loaded from the store or having their old binding
+// removed at once; the proxy limits (proxy.go) bound the REGISTERs per proxy as well. The loads
+// run in parallel too: one at a time, two store reads per instance made a take-over of
+// thousands wait on the database's round trips.
 const adoptParallel = 64
 
 // Adopt loads the given instances from the store (they must be this node's rows now: claimed or
 // handed over) and takes them on: an instance the app wants held gets its old binding removed
 // where it can, then registers with this node's Contact at a random point of window (0: at
 // once). An instance already held is left alone. It returns how many it took on, and stops at
-// ctx's end; the instances not yet loaded then are not held (the caller can adopt them again).
+// ctx's end or at the first failed store read; the instances not loaded by then are not held
+// (the caller can adopt them again).
 func (m *Manager) Adopt(ctx context.Context, ads []Adoption, window time.Duration) (int, error) {
 	if !m.started.Load() {
 		return 0, errors.New("instance: adopt before Start")
 	}
-	sem := make(chan struct{}, adoptParallel)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	n := 0
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	work := make(chan Adoption)
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		n     int
+		first error
+	)
+	fail := func(err error) {
+		mu.Lock()
+		if first == nil {
+			first = err
+		}
+		mu.Unlock()
+		cancel()
+	}
+	for range min(adoptParallel, len(ads)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ad := range work {
+				ok, err := m.adoptOne(ctx, ad, window)
+				if err != nil {
+					fail(err)
+					continue
+				}
+				if ok {
+					mu.Lock()
+					n++
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	stopped := false
+feed:
 	for _, ad := range ads {
 		if m.get(ad.Selector) != nil {
 			continue
 		}
-		si, err := m.opts.Store.Instance(ctx, ad.Selector)
+		select {
+		case work <- ad:
+		case <-ctx.Done():
+			stopped = true
+			break feed
+		}
+	}
+	close(work)
+	wg.Wait()
+	if first == nil && stopped {
+		first = ctx.Err()
+	}
+	return n, first
+}
+
+// adoptOne loads one adopted instance, holds it and takes it on (takeOn); ok is false when it
+// was not taken on (already held, or not this node's any more).
+func (m *Manager) adoptOne(ctx context.Context, ad Adoption, window time.Duration) (ok bool, err error) {
+	if ctx.Err() != nil {
+		return false, nil // stopping: this one is not loaded
+	}
+	si, devices := ad.Instance, ad.Devices
+	if si == nil || si.Selector != ad.Selector {
+		var err error
+		si, err = m.opts.Store.Instance(ctx, ad.Selector)
 		if errors.Is(err, store.ErrNotFound) {
-			continue // moved on again, or forgotten meanwhile
+			return false, nil // moved on again, or forgotten meanwhile
 		}
 		if err != nil {
-			return n, fmt.Errorf("instance: adopt %s: %w", ad.Selector, err)
+			return false, fmt.Errorf("instance: adopt %s: %w", ad.Selector, err)
 		}
 		devs, err := m.opts.Store.Devices(ctx, ad.Selector)
 		if err != nil {
-			return n, fmt.Errorf("instance: adopt %s: %w", ad.Selector, err)
+			return false, fmt.Errorf("instance: adopt %s: %w", ad.Selector, err)
 		}
-		// A slot first: an instance is held only once its take-on is sure to run.
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			return n, ctx.Err()
-		}
-		inst := fromStore(si)
-		inst.devices = int32(len(devs))
-		oldAddr := ad.OldContactAddr
-		if inst.contactAddr != "" {
-			oldAddr = inst.contactAddr // the previous owner's NAT address is where it was bound
-		}
-		inst.contactAddr = "" // this node's own Contact from now on
-		m.mu.Lock()
-		if m.instances[inst.selector] != nil {
-			m.mu.Unlock()
-			<-sem
-			continue
-		}
-		m.instances[inst.selector] = inst
-		if inst.contactUser != "" {
-			m.byContact[inst.contactUser] = inst
-		}
-		m.sorted = nil
-		m.mu.Unlock()
-		n++
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			m.takeOn(inst, oldAddr, window)
-		}()
+		devices = len(devs)
 	}
-	return n, nil
+	inst := fromStore(si)
+	inst.devices = int32(devices)
+	oldAddr := ad.OldContactAddr
+	if inst.contactAddr != "" {
+		oldAddr = inst.contactAddr // the previous owner's NAT address is where it was bound
+	}
+	inst.contactAddr = "" // this node's own Contact from now on
+	m.mu.Lock()
+	if m.instances[inst.selector] != nil {
+		m.mu.Unlock()
+		return false, nil
+	}
+	m.instances[inst.selector] = inst
+	if inst.contactUser != "" {
+		m.byContact[inst.contactUser] = inst
+	}
+	m.sorted = nil
+	m.mu.Unlock()
+	m.takeOn(inst, oldAddr, window)
+	return true, nil
 }
 
-// takeOn removes inst's binding at the previous owner's Contact, then schedules it like a
-// resumed instance (Start), or releases it if the app does not want it held.
+// takeOn moves inst's binding from the previous owner's Contact to this node's and schedules
+// it like a resumed instance (Start), or removes the old binding and leaves it idle if the app
+// does not want it held. An instance to hold is moved by its next REGISTER alone: it carries
+// the old Contact with expires=0 next to ours (Instance.replaceAddr, RFC 3261 §10.2.1–10.2.2),
+// so the registrar holds it at one node or the other at every instant and one challenged cycle
+// does it; an unREGISTER and a REGISTER were twice the registrar's work per instance.
 func (m *Manager) takeOn(inst *Instance, oldAddr string, window time.Duration) {
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
@@ -149,17 +205,21 @@ func (m *Manager) takeOn(inst *Instance, oldAddr string, window time.Duration) {
 	wantHeld := inst.background && !inst.off
 	// The stored expiry may be behind the binding's (the previous owner's last refreshes may
 	// not have reached the store before it died), so the old binding is removed whenever
-	// there may be one; removing one that is not there costs a 200.
+	// there may be one; removing one that is not there costs nothing (a 200).
 	if oldAddr != "" && (inst.expiresAt > 0 || inst.phase.State != Idle) {
-		acct := inst.account
-		if m.admitWait(inst, &acct) {
-			if _, err := m.transact(inst, acct, 0, oldAddr); err != nil {
-				// It lapses by itself at its expiry; the new Contact is another binding.
-				m.instanceLog(inst).WithField("err", err).Info("removing the previous owner's binding failed")
+		if wantHeld {
+			inst.replaceAddr = oldAddr
+		} else {
+			acct := inst.account
+			if m.admitWait(inst, &acct) {
+				if _, err := m.transact(inst, acct, 0, oldAddr); err != nil {
+					// It lapses by itself at its expiry.
+					m.instanceLog(inst).WithField("err", err).Info("removing the previous owner's binding failed")
+				}
 			}
-		}
-		if inst.gone {
-			return
+			if inst.gone {
+				return
+			}
 		}
 		inst.expiresAt = 0
 	}

@@ -49,6 +49,11 @@ type Binding struct {
 	// REGISTER carries credentials for it with the next nonce count, so a refresh needs no new
 	// challenge (RFC 7616 §3.4). Register does not change it.
 	Nonce *Nonce
+	// ReplaceAddr, when set, is the host:port of an earlier Contact of this binding (same
+	// user part, another address: the previous owner's in a cluster) that this REGISTER
+	// removes while it adds ours, as a second Contact with expires=0 (replace.go). Ignored
+	// when Expires is 0.
+	ReplaceAddr string
 }
 
 // Result is the outcome of one Register cycle.
@@ -130,7 +135,7 @@ func (b *Binding) validate() error {
 			return fmt.Errorf("sipua: binding ContactAddr %q is not host:port", b.ContactAddr)
 		}
 	}
-	return nil
+	return validReplaceAddr(b.ReplaceAddr)
 }
 
 // Register runs one REGISTER cycle (RFC 3261 §10.2): a REGISTER, and if
@@ -314,6 +319,7 @@ func (r *registerRequest) build(branch string, cseq uint32, auth string) []byte 
 	s.WriteString(b.Transport)
 	s.WriteString(">;expires=")
 	s.WriteString(strconv.Itoa(b.Expires))
+	r.writeReplaced(s)
 	s.WriteString("\r\nExpires: ")
 	s.WriteString(strconv.Itoa(b.Expires))
 	s.WriteString("\r\n")
