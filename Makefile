@@ -41,6 +41,8 @@ bench: build ## Go benchmarks (medians of BENCHCOUNT runs), sipis vs Kamailio ua
 	./bin/sipis-load -n 10000
 	./bin/sipis-load -n 100000
 	./bin/sipis-load -api -n 10000 -concurrency 64
+	./bin/sipis-load -api -n 10000 -concurrency 256
+	./bin/sipis-load -resume -n 1000000 -expires 3600 -window 90s -runs 3 -timeout 30m
 	$(GO) test -run '^$$' -bench '^BenchmarkCallPathKamailio$$' -benchtime 3000x -count 3 ./internal/app | tee -a bench.out
 	$(GO) test -run '^$$' -bench '^BenchmarkClusterTakeOver$$' -count 1 -timeout 20m ./internal/app | tee -a bench.out
 

@@ -1,11 +1,12 @@
 // Command sipis-load measures the registration engine at scale on loopback: it seeds N
-// instances in a SQLite store, starts the real instance manager and SIP user agent against a
+// instances in a store (SQLite, or the database -database names), starts the real instance manager and SIP user agent against a
 // registrar that challenges every REGISTER (running in a child process, so that the figures
 // are sipis's alone), and reports
 //
 //	(a) full REGISTER cycles per second (401 challenge + authenticated REGISTER + 200),
 //	(b) resident memory per held instance,
-//	(c) CPU time per 1,000 refreshes (one REGISTER and its 200 each: the nonce is reused),
+//	(c) CPU time per 1,000 refreshes (one REGISTER and its 200 each: the nonce is reused), and
+//	    with -database-pid that of the database server too (a PostgreSQL store's write cost),
 //	(d) the time to resume every instance from the store.
 //
 // With -api it measures the registration API instead (api.go); with -resume, a restart of a node
@@ -63,6 +64,8 @@ type figures struct {
 	Refreshes           int64   `json:"refreshes"`
 	RefreshWindowSecs   float64 `json:"refreshWindowSeconds"`
 	CPUmsPer1000        float64 `json:"cpuMsPer1000Refreshes"`
+	DBCPUmsPer1000      float64 `json:"databaseCpuMsPer1000Refreshes,omitempty"`
+	Database            string  `json:"database"`
 	ResumeLoadSeconds   float64 `json:"resumeLoadSeconds"`
 	Failures            int64   `json:"registerFailures"`
 }
@@ -89,6 +92,8 @@ func run() error {
 	apiURL := flag.String("api-url", "", "internal: where the API clients post")
 	apiPub := flag.String("api-pub", "", "internal: the server's public key, base64")
 	apiProxy := flag.String("api-proxy", "", "internal: the registrar's host:port for the accounts")
+	database := flag.String("database", "", "the store's OpenString (e.g. a postgres:// URL of an empty database on 127.0.0.1); default a SQLite file in a temporary folder")
+	databasePID := flag.Int("database-pid", 0, "with -database: the database server's main process; the CPU of its process group is counted with the refreshes")
 	flag.Parse()
 	if *child {
 		return serveRegistrar(*expires)
@@ -128,13 +133,22 @@ func run() error {
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	key := make([]byte, 32)
-	db, err := store.Open(ctx, store.Options{Path: filepath.Join(dir, "load.db"), DataKey: key, Node: "load", Logger: log})
+	db, err := store.Open(ctx, store.Options{Path: filepath.Join(dir, "load.db"), OpenString: *database,
+		DataKey: key, Node: "load", Logger: log})
 	if err != nil {
 		return err
 	}
 	defer db.Close()
 
-	f := figures{Instances: *n}
+	f := figures{Instances: *n, Database: string(db.Backend())}
+	dbCPU := func() time.Duration { return 0 }
+	if *databasePID > 0 {
+		pgid, err := syscall.Getpgid(*databasePID)
+		if err != nil {
+			return fmt.Errorf("-database-pid %d: %w", *databasePID, err)
+		}
+		dbCPU = func() time.Duration { u, _ := siptest.GroupUsage(pgid); return u.CPU }
+	}
 	fmt.Fprintf(os.Stderr, "seeding %d instances...\n", *n)
 	t0 := time.Now()
 	if err := seed(ctx, db, *n, *expires, host, port); err != nil {
@@ -205,16 +219,17 @@ func run() error {
 		case <-time.After(wait):
 		case <-ctx.Done():
 		}
-		r0, c0 := m.Stats().Registers.Load(), cpuTime()
+		r0, c0, d0 := m.Stats().Registers.Load(), cpuTime(), dbCPU()
 		select {
 		case <-time.After(*window):
 		case <-ctx.Done():
 		}
-		r1, c1 := m.Stats().Registers.Load(), cpuTime()
+		r1, c1, d1 := m.Stats().Registers.Load(), cpuTime(), dbCPU()
 		f.Refreshes = r1 - r0
 		f.RefreshWindowSecs = window.Seconds()
 		if f.Refreshes > 0 {
 			f.CPUmsPer1000 = float64((c1 - c0).Milliseconds()) / float64(f.Refreshes) * 1000
+			f.DBCPUmsPer1000 = float64((d1 - d0).Milliseconds()) / float64(f.Refreshes) * 1000
 		}
 	}
 	f.Failures = m.Stats().RegisterFailures.Load()
@@ -240,11 +255,14 @@ func run() error {
 	if *asJSON {
 		return json.NewEncoder(os.Stdout).Encode(f)
 	}
-	fmt.Printf("instances                         %d\n", f.Instances)
+	fmt.Printf("instances                         %d (store: %s)\n", f.Instances, f.Database)
 	fmt.Printf("(a) full REGISTER cycles/s        %.0f  (%d in %.2f s, 401+200 each)\n", f.CyclesPerSecond, f.Instances, f.RegisterSeconds)
 	fmt.Printf("(b) RSS held                      %.1f MiB (baseline %.1f MiB): %.0f bytes/instance; Go heap %.0f bytes/instance\n",
 		f.RSSHeldMiB, f.RSSBaselineMiB, f.RSSPerInstanceBytes, f.HeapPerInstance)
 	fmt.Printf("(c) CPU per 1,000 refreshes       %.1f ms  (%d refreshes in %.0f s)\n", f.CPUmsPer1000, f.Refreshes, f.RefreshWindowSecs)
+	if *databasePID > 0 {
+		fmt.Printf("    database server's CPU         %.1f ms per 1,000 refreshes\n", f.DBCPUmsPer1000)
+	}
 	fmt.Printf("(d) resume from the store         %.2f s\n", f.ResumeLoadSeconds)
 	fmt.Printf("REGISTER failures                 %d\n", f.Failures)
 	return nil
