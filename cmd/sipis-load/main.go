@@ -93,7 +93,7 @@ func run() error {
 	apiPub := flag.String("api-pub", "", "internal: the server's public key, base64")
 	apiProxy := flag.String("api-proxy", "", "internal: the registrar's host:port for the accounts")
 	database := flag.String("database", "", "the store's OpenString (e.g. a postgres:// URL of an empty database on 127.0.0.1); default a SQLite file in a temporary folder")
-	databasePID := flag.Int("database-pid", 0, "with -database: the database server's main process; the CPU of its process group is counted with the refreshes")
+	databasePID := flag.Int("database-pid", 0, "with -database: the database server's main process (PostgreSQL's postmaster); its CPU and its children's is counted with the refreshes")
 	flag.Parse()
 	if *child {
 		return serveRegistrar(*expires)
@@ -143,11 +143,10 @@ func run() error {
 	f := figures{Instances: *n, Database: string(db.Backend())}
 	dbCPU := func() time.Duration { return 0 }
 	if *databasePID > 0 {
-		pgid, err := syscall.Getpgid(*databasePID)
-		if err != nil {
+		if _, err := siptest.ProcessUsage(*databasePID); err != nil {
 			return fmt.Errorf("-database-pid %d: %w", *databasePID, err)
 		}
-		dbCPU = func() time.Duration { u, _ := siptest.GroupUsage(pgid); return u.CPU }
+		dbCPU = func() time.Duration { return serverCPU(*databasePID) }
 	}
 	fmt.Fprintf(os.Stderr, "seeding %d instances...\n", *n)
 	t0 := time.Now()
@@ -383,4 +382,33 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// serverCPU is the CPU time of the process pid and of its live children: a PostgreSQL server's
+// postmaster and its backends, each of which is in a process group of its own (setsid), so a
+// group's usage would miss them. A backend that exited during the window is not counted.
+func serverCPU(pid int) time.Duration {
+	u, _ := siptest.ProcessUsage(pid)
+	total := u.CPU
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// The fields after the command's closing parenthesis: state, ppid, ...
+		rest := stat[strings.LastIndexByte(string(stat), ')')+1:]
+		fields := strings.Fields(string(rest))
+		if len(fields) < 2 || fields[1] != strconv.Itoa(pid) {
+			continue
+		}
+		if cu, err := siptest.ProcessUsage(child); err == nil {
+			total += cu.CPU
+		}
+	}
+	return total
 }
