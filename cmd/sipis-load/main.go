@@ -117,19 +117,11 @@ func run() error {
 		return runResume(ctx, rc)
 	}
 
-	addr, kill, err := startRegistrarChild(*expires)
+	host, port, dir, done, err := startLoopback(*expires)
 	if err != nil {
 		return err
 	}
-	defer kill()
-	host, portStr, _ := strings.Cut(addr, ":")
-	port, _ := strconv.Atoi(portStr)
-
-	dir, err := os.MkdirTemp("", "sipis-load-*")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
+	defer done()
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	key := make([]byte, 32)
@@ -411,4 +403,21 @@ func serverCPU(pid int) time.Duration {
 		}
 	}
 	return total
+}
+
+// startLoopback starts the challenging registrar in a child process and makes a temporary folder
+// for the store; done stops the one and removes the other.
+func startLoopback(expires int) (host string, port int, dir string, done func(), err error) {
+	addr, kill, err := startRegistrarChild(expires)
+	if err != nil {
+		return "", 0, "", nil, err
+	}
+	host, portStr, _ := strings.Cut(addr, ":")
+	port, _ = strconv.Atoi(portStr)
+	dir, err = os.MkdirTemp("", "sipis-load-*")
+	if err != nil {
+		kill()
+		return "", 0, "", nil, err
+	}
+	return host, port, dir, func() { os.RemoveAll(dir); kill() }, nil
 }

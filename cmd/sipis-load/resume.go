@@ -15,7 +15,6 @@ import (
 	"runtime/pprof"
 	"sort"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -86,19 +85,11 @@ type resumeConfig struct {
 }
 
 func runResume(ctx context.Context, c resumeConfig) error {
-	addr, kill, err := startRegistrarChild(c.expires)
+	host, port, dir, done, err := startLoopback(c.expires)
 	if err != nil {
 		return err
 	}
-	defer kill()
-	host, portStr, _ := strings.Cut(addr, ":")
-	port, _ := strconv.Atoi(portStr)
-
-	dir, err := os.MkdirTemp("", "sipis-load-*")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
+	defer done()
 	path := filepath.Join(dir, "load.db")
 	log := logrus.New()
 	log.SetOutput(io.Discard)
