@@ -147,12 +147,8 @@ func run() error {
 	}
 	f.SeedSeconds = time.Since(t0).Seconds()
 
-	ua, err := sipua.New(sipua.Config{Listeners: []sipua.Listener{{Transport: "udp", Address: "127.0.0.1:0"}}, Logger: log,
-		TransactionTimeout: 8 * time.Second})
+	ua, err := startUA(ctx, log)
 	if err != nil {
-		return err
-	}
-	if err := ua.Start(ctx); err != nil {
 		return err
 	}
 	defer ua.Close()
@@ -259,26 +255,42 @@ func run() error {
 	return nil
 }
 
-// seed stores n instances in the background mode, ready to register, from seedWriters
-// goroutines at once so that the store's group commit writes them many per transaction (one
-// at a time, 1,000,000 took longer than the run).
+// seed stores n instances in the background mode, ready to register (fill).
 func seed(ctx context.Context, db *store.DB, n, expires int, host string, port int) error {
+	now := time.Now()
+	return fill(ctx, db, n, expires, host, port, false, func(sel string) store.StateUpdate {
+		return store.StateUpdate{Selector: sel, State: store.StateRegistering, Status: store.StatusRegistering, At: now}
+	})
+}
+
+// fill stores n background instances of the loopback registrar's accounts, each handed over
+// through PutRegistration (the store seals its password, as for a registration from an app) and
+// then given the state that state returns for it, saved through SaveStates 500 at a time. With
+// fromApp the rows also carry what an app's registration writes beside the account: settings and
+// a device secret. It writes from seedWriters goroutines at once, so that the store's group
+// commit takes many registrations per transaction (one at a time, 1,000,000 took longer than
+// the run).
+func fill(ctx context.Context, db *store.DB, n, expires int, host string, port int, fromApp bool,
+	state func(sel string) store.StateUpdate) error {
 	now := time.Now()
 	var next atomic.Int64
 	errs := make(chan error, seedWriters)
 	for range seedWriters {
 		go func() {
 			ups := make([]store.StateUpdate, 0, 500)
+			flush := func() error {
+				err := db.SaveStates(ctx, ups)
+				ups = ups[:0]
+				return err
+			}
 			for {
 				i := int(next.Add(1)) - 1
 				if i >= n || ctx.Err() != nil {
-					if len(ups) > 0 {
-						if err := db.SaveStates(ctx, ups); err != nil {
-							errs <- err
-							return
-						}
+					err := flush()
+					if err == nil {
+						err = ctx.Err()
 					}
-					errs <- ctx.Err()
+					errs <- err
 					return
 				}
 				sel := fmt.Sprintf("%016x", i+1)
@@ -288,17 +300,20 @@ func seed(ctx context.Context, db *store.DB, n, expires int, host string, port i
 					Account: store.Account{User: user, Password: "pw-" + user, Domain: "sipis.test", Proxy: host, Port: port,
 						Transport: "udp", Expires: expires}}
 				dev := &store.Device{Selector: sel, ID: "phone", Platform: "none", LastSeen: now}
+				if fromApp {
+					inst.Settings = []byte(`{"v":1}`)
+					dev.Secret = "secret-" + user
+				}
 				if err := db.PutRegistration(ctx, inst, dev, fmt.Sprintf("nonce-%016d", i), now); err != nil {
 					errs <- err
 					return
 				}
-				ups = append(ups, store.StateUpdate{Selector: sel, State: store.StateRegistering, Status: store.StatusRegistering, At: now})
+				ups = append(ups, state(sel))
 				if len(ups) == cap(ups) {
-					if err := db.SaveStates(ctx, ups); err != nil {
+					if err := flush(); err != nil {
 						errs <- err
 						return
 					}
-					ups = ups[:0]
 				}
 			}
 		}()
@@ -420,4 +435,18 @@ func startLoopback(expires int) (host string, port int, dir string, done func(),
 		return "", 0, "", nil, err
 	}
 	return host, port, dir, func() { os.RemoveAll(dir); kill() }, nil
+}
+
+// startUA starts the user agent the manager registers through, on one UDP socket of 127.0.0.1.
+func startUA(ctx context.Context, log *logrus.Logger) (*sipua.UA, error) {
+	ua, err := sipua.New(sipua.Config{Listeners: []sipua.Listener{{Transport: "udp", Address: "127.0.0.1:0"}}, Logger: log,
+		TransactionTimeout: 8 * time.Second})
+	if err != nil {
+		return nil, err
+	}
+	if err := ua.Start(ctx); err != nil {
+		ua.Close()
+		return nil, err
+	}
+	return ua, nil
 }

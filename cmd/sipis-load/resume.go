@@ -15,13 +15,11 @@ import (
 	"runtime/pprof"
 	"sort"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
 	"github.com/sipis/sipis/internal/instance"
-	"github.com/sipis/sipis/internal/sipua"
 	"github.com/sipis/sipis/internal/store"
 )
 
@@ -255,12 +253,8 @@ func resumeChild(ctx context.Context, path string, c resumeConfig) error {
 		return err
 	}
 	defer db.Close()
-	ua, err := sipua.New(sipua.Config{Listeners: []sipua.Listener{{Transport: "udp", Address: "127.0.0.1:0"}}, Logger: log,
-		TransactionTimeout: 8 * time.Second})
+	ua, err := startUA(ctx, log)
 	if err != nil {
-		return err
-	}
-	if err := ua.Start(ctx); err != nil {
 		return err
 	}
 	defer ua.Close()
@@ -333,68 +327,21 @@ func resumeChild(ctx context.Context, path string, c resumeConfig) error {
 	return json.NewEncoder(os.Stdout).Encode(r)
 }
 
-// fillRegistered stores n background instances as a server that held them leaves them: each
-// handed over through PutRegistration (its password sealed by the store, as for a registration
-// from an app), then its state saved through SaveStates as registered, with a binding that
-// expires as if it had last been refreshed at a random moment of its refresh interval, the CSeq and
-// expiry a refreshed instance has. It writes from seedWriters goroutines, so that the store's
-// group commit takes many registrations per transaction.
+// fillRegistered stores n background instances as a server that held them leaves them (fill,
+// with what an app's registration writes): registered, with a binding that expires as if it had
+// last been refreshed at a random moment of its refresh interval, and the CSeq a refreshed
+// instance has.
 func fillRegistered(ctx context.Context, db *store.DB, n, expires int, host string, port int) error {
 	now := time.Now()
 	grant := time.Duration(expires) * time.Second
-	var next atomic.Int64
-	errs := make(chan error, seedWriters)
-	for range seedWriters {
-		go func() {
-			ups := make([]store.StateUpdate, 0, 500)
-			flush := func() error {
-				err := db.SaveStates(ctx, ups)
-				ups = ups[:0]
-				return err
-			}
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n || ctx.Err() != nil {
-					err := flush()
-					if err == nil {
-						err = ctx.Err()
-					}
-					errs <- err
-					return
-				}
-				sel := fmt.Sprintf("%016x", i+1)
-				user := fmt.Sprintf("load%07d", i)
-				inst := &store.Instance{Selector: sel, Node: "load", Mode: store.ModeBackground, LastActivity: now, CreatedAt: now,
-					CallID: fmt.Sprintf("%032x", i+1), Settings: []byte(`{"v":1}`),
-					Account: store.Account{User: user, Password: "pw-" + user, Domain: "sipis.test", Proxy: host, Port: port,
-						Transport: "udp", Expires: expires}}
-				dev := &store.Device{Selector: sel, ID: "phone", Platform: "none", LastSeen: now, Secret: "secret-" + user}
-				if err := db.PutRegistration(ctx, inst, dev, fmt.Sprintf("nonce-%016d", i), now); err != nil {
-					errs <- err
-					return
-				}
-				// Its refresh interval is what the manager draws (0.9 of the grant, up to 20 %
-				// earlier); it was last refreshed at a random moment of that interval.
-				interval := 0.9 * float64(grant) * (1 - 0.2*rand.Float64())
-				refreshed := now.Add(-time.Duration(rand.Float64() * interval))
-				ups = append(ups, store.StateUpdate{Selector: sel, State: store.StateRegisterLoop, Status: store.StatusRegistered,
-					CSeq: uint32(2 + rand.IntN(200)), ExpiresAt: refreshed.Add(grant), At: refreshed})
-				if len(ups) == cap(ups) {
-					if err := flush(); err != nil {
-						errs <- err
-						return
-					}
-				}
-			}
-		}()
-	}
-	var first error
-	for range seedWriters {
-		if err := <-errs; err != nil && first == nil {
-			first = err
-		}
-	}
-	return first
+	return fill(ctx, db, n, expires, host, port, true, func(sel string) store.StateUpdate {
+		// Its refresh interval is what the manager draws (0.9 of the grant, up to 20 %
+		// earlier); it was last refreshed at a random moment of that interval.
+		interval := 0.9 * float64(grant) * (1 - 0.2*rand.Float64())
+		refreshed := now.Add(-time.Duration(rand.Float64() * interval))
+		return store.StateUpdate{Selector: sel, State: store.StateRegisterLoop, Status: store.StatusRegistered,
+			CSeq: uint32(2 + rand.IntN(200)), ExpiresAt: refreshed.Add(grant), At: refreshed}
+	})
 }
 
 func median(v []float64) float64 {
